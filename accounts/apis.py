@@ -1,0 +1,81 @@
+"""Session login API, as in the reference article's part 3."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, login, logout
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from accounts.selectors import user_me
+from accounts.services import user_create
+
+_MeSerializer = inline_serializer(
+    "Me",
+    {
+        "userId": serializers.IntegerField(),
+        "email": serializers.EmailField(),
+        "username": serializers.CharField(),
+        "isStaff": serializers.BooleanField(),
+    },
+)
+_MessageSerializer = inline_serializer("Message", {"message": serializers.CharField()})
+
+
+class RegisterApi(APIView):
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
+        username = serializers.CharField(max_length=User._meta.get_field("username").max_length)
+        password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={201: _MeSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            user = user_create(**serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        login(request, user, backend="accounts.backends.EmailOrUsernameBackend")
+        return Response(user_me(user=user), status=status.HTTP_201_CREATED)
+
+
+class LoginApi(APIView):
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.CharField(max_length=254)
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={200: _MeSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, **serializer.validated_data)
+        if user is None:
+            return Response({"error": "Invalid credentials"}, status=status.HTTP_401_UNAUTHORIZED)
+        login(request, user)
+        return Response({"message": "Logged in", **user_me(user=user)})
+
+
+class MeApi(APIView):
+    @extend_schema(responses={200: _MeSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(user_me(user=request.user))
+
+
+class LogoutApi(APIView):
+    # Logging out twice is not an error; the session cookie, if any, is gone either way.
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=None, responses={200: _MessageSerializer})
+    def post(self, request: Request) -> Response:
+        logout(request)
+        return Response({"message": "Logged out"})

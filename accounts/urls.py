@@ -1,0 +1,17 @@
+from django.urls import path
+
+from accounts import apis, views
+
+site_urlpatterns = [
+    path("", views.home, name="home"),
+    path("signup", views.signup, name="signup"),
+    path("login", views.login_view, name="login"),
+    path("logout", views.logout_view, name="logout"),
+]
+
+api_urlpatterns = [
+    path("register", apis.RegisterApi.as_view(), name="api-register"),
+    path("login", apis.LoginApi.as_view(), name="api-login"),
+    path("me", apis.MeApi.as_view(), name="api-me"),
+    path("logout", apis.LogoutApi.as_view(), name="api-logout"),
+]

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.urls import api_urlpatterns as accounts_api
+from accounts.urls import site_urlpatterns as accounts_site
+from core.views import healthz
+
+api_urlpatterns = [
+    *accounts_api,
+    path("schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", include(accounts_site)),
+    path("api/", include(api_urlpatterns)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/rq/", include("django_rq.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "core.api.json_handler404"
+handler500 = "core.api.json_handler500"

@@ -1,0 +1,57 @@
+"""System checks for the Redis roles (run by `manage.py check`, runserver, migrate).
+
+- E001: a role's Redis cannot be reached at all (the URL, minus password, is shown).
+- W001: the state role may evict keys: sessions, denylist entries, rate-limit
+  counters and queued jobs would vanish under memory pressure (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from django.core.checks import Error, Tags, Warning, register
+from redis.exceptions import RedisError, ResponseError
+
+from core.redis import ROLE_ALIASES, get_redis, redact_url, role_url
+
+SAFE_STATE_POLICIES = {"noeviction"}
+
+
+@register(Tags.caches, deploy=False)
+def check_redis_roles(app_configs=None, **kwargs) -> list:
+    messages = []
+    for role in ROLE_ALIASES:
+        url = redact_url(role_url(role))
+        client = get_redis(role)
+        try:
+            client.ping()
+        except RedisError as exc:
+            messages.append(
+                Error(
+                    f"Redis for the {role} role cannot be reached at {url}: {exc}",
+                    hint="Start Redis, or set REDIS_URL / REDIS_CACHE_URL (see README).",
+                    id="kestrel.E001",
+                )
+            )
+            continue
+        if role == "state":
+            messages.extend(_check_state_policy(client, url))
+    return messages
+
+
+def _check_state_policy(client, url: str) -> list:
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except ResponseError:
+        # Managed Redis services often forbid CONFIG; nothing to check then.
+        return []
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy in SAFE_STATE_POLICIES:
+        return []
+    return [
+        Warning(
+            f"The state role's Redis at {url} has maxmemory-policy {policy!r} and can evict "
+            "sessions, revoked tokens, rate-limit counters and queued jobs.",
+            hint="Run the state role with `maxmemory-policy noeviction` (and AOF); give the cache its own server.",
+            id="kestrel.W001",
+        )
+    ]

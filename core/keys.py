@@ -1,0 +1,63 @@
+"""The key grammar every app's keys.py builds on.
+
+    <prefix>:<app>:<entity>[:<id>][:<facet>]     e.g. kestrel:posts:post:42
+
+The prefix is settings.KESTREL_KEY_PREFIX (env REDIS_KEY_PREFIX), so two Kestrels,
+or a test run, can share one Redis server. Builders return the full key: the same
+string works with a raw client and with Django's cache API (see django_cache_key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from django.conf import settings
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.@+-]{1,64}\Z")
+
+
+def key(app: str, entity: str, id: int | str | None = None, facet: str | None = None) -> str:
+    """Build a key; `app`, `entity` and `facet` are code, `id` may come from a user.
+
+    An id that is not short and plain (a cookie value, an email, free text) is
+    hashed, so user input can never add a `:` segment, a glob character or a
+    megabyte-long key.
+    """
+    for part in (app, entity, facet):
+        if part is not None and not _NAME.match(part):
+            raise ValueError(f"Key part {part!r} must match {_NAME.pattern}")
+    parts = [settings.KESTREL_KEY_PREFIX, app, entity]
+    if id is not None:
+        parts.append(safe_id(id))
+    if facet is not None:
+        parts.append(facet)
+    return ":".join(parts)
+
+
+def safe_id(value: int | str) -> str:
+    if isinstance(value, bool):
+        raise TypeError("A key id cannot be a bool")
+    if isinstance(value, int):
+        return str(value)
+    if _SAFE_ID.match(value):
+        return value
+    return "h-" + hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def pattern(app: str, entity: str = "*") -> str:
+    """A SCAN MATCH pattern for every key of an app (or one entity of it)."""
+    return key(app, entity) + "*" if entity != "*" else f"{settings.KESTREL_KEY_PREFIX}:{app}:*"
+
+
+def django_cache_key(key: str, key_prefix: str, version: int) -> str:
+    """KEY_FUNCTION of every cache alias.
+
+    Kestrel's builders already return full keys, used as they are. Keys from Django
+    or third-party apps (`cache.set("foo", ...)`) are namespaced under the prefix so
+    that clearing Kestrel's keys by SCAN finds them too.
+    """
+    if not key.startswith(f"{key_prefix}:"):
+        key = f"{key_prefix}:django:{key}"
+    return key if int(version) == 1 else f"{key}:v{version}"

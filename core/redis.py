@@ -1,0 +1,102 @@
+"""Redis clients per role: the one place Kestrel gets a connection.
+
+Two roles, two failure policies (DESIGN.md, "Processes and services"):
+
+- ``state``: sessions, denylists, rate limits, locks, counters, streams, RQ. Must not
+  evict; callers treat its errors as errors.
+- ``cache``: evictable copies of database rows. Callers fail open: log, count, read
+  the database.
+
+Both are django-redis connections, so the raw clients handed out here share their
+connection pools with Django's cache API and with RQ (``USE_REDIS_CACHE``): one pool
+per role per process, with timeouts and retries set once below.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django_redis import get_redis_connection
+from django_redis.exceptions import ConnectionInterrupted
+from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+Role = Literal["state", "cache"]
+
+# Django cache alias of each role (settings.CACHES).
+ROLE_ALIASES: dict[str, str] = {"state": "sessions", "cache": "default"}
+
+# Errors that mean "Redis is not answering", as opposed to a bad command.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    ConnectionRefusedError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means Redis did not answer (django-redis wraps the cause)."""
+    if isinstance(exc, ConnectionInterrupted):
+        exc = exc.__cause__
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+def get_redis(role: Role = "state") -> Redis:
+    """The raw redis-py client of a role (bytes in, bytes out), sharing its pool."""
+    return get_redis_connection(ROLE_ALIASES[role])
+
+
+def role_url(role: Role) -> str:
+    return settings.CACHES[ROLE_ALIASES[role]]["LOCATION"]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def connection_pool_options(
+    *,
+    role: Role,
+    connect_timeout: float,
+    socket_timeout: float,
+    max_connections: int,
+    retries: int,
+) -> dict:
+    """django-redis OPTIONS for a role; settings.py calls this for each CACHES alias.
+
+    - Timeouts: a Redis that stops answering must cost a request seconds, not minutes.
+    - Retries with exponential backoff and full jitter on connection errors and
+      timeouts only, so a restart or failover is ridden out but a bad command is not
+      repeated. The cap keeps the worst case (retries x cap) near a second.
+    - A blocking pool: when every connection is busy, a thread waits up to
+      `socket_timeout` for one instead of opening connections without bound.
+    """
+    return {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        "SOCKET_CONNECT_TIMEOUT": connect_timeout,
+        "SOCKET_TIMEOUT": socket_timeout,
+        "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+        "CONNECTION_POOL_KWARGS": {
+            "max_connections": max_connections,
+            "timeout": socket_timeout,
+            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.025), retries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "health_check_interval": 30,
+            "client_name": f"kestrel-{role}",
+        },
+    }

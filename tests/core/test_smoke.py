@@ -1,0 +1,2 @@
+def test_redis_answers(state_redis):
+    assert state_redis.ping()
