@@ -28,6 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("help") or config.getoption("version"):
         return
     _server = RedisServer(extra_config={"maxmemory-policy": "noeviction"}).start()
+    var_dir = tempfile.mkdtemp(prefix="kestrel-test-var-")
+    os.makedirs(os.path.join(var_dir, "static"))
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -36,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "DEBUG": "0",
             "SECRET_KEY": secrets.token_urlsafe(50),
             "SECURE_SSL_REDIRECT": "0",
-            "KESTREL_VAR_DIR": tempfile.mkdtemp(prefix="kestrel-test-var-"),
+            "KESTREL_VAR_DIR": var_dir,
             "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
         }
     )

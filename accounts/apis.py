@@ -30,14 +30,14 @@ _MessageSerializer = inline_serializer("Message", {"message": serializers.CharFi
 class RegisterApi(APIView):
     permission_classes = [AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class RegisterInputSerializer(serializers.Serializer):
         email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
         username = serializers.CharField(max_length=User._meta.get_field("username").max_length)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={201: _MeSerializer})
+    @extend_schema(request=RegisterInputSerializer, responses={201: _MeSerializer})
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.RegisterInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
             user = user_create(**serializer.validated_data)
@@ -50,13 +50,13 @@ class RegisterApi(APIView):
 class LoginApi(APIView):
     permission_classes = [AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class LoginInputSerializer(serializers.Serializer):
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={200: _MeSerializer})
+    @extend_schema(request=LoginInputSerializer, responses={200: _MeSerializer})
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.LoginInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = authenticate(request, **serializer.validated_data)
         if user is None:

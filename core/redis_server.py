@@ -52,6 +52,16 @@ def find_redis_server() -> str:
     )
 
 
+def answers_ping(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a Redis server answers PING on host:port (one try, no client retries)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -137,12 +147,7 @@ class RedisServer:
         raise RedisServerError(f"{self.binary} did not answer on port {self.port}")
 
     def _ping(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return answers_ping(self.port, self.host)
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None

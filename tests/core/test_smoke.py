@@ -1,2 +1,0 @@
-def test_redis_answers(state_redis):
-    assert state_redis.ping()
