@@ -1,0 +1,601 @@
+"""The machinery of the benchmarks: private servers, load generators, statistics.
+
+Nothing here imports Django: the harness drives Kestrel from outside, as a client
+would, through child processes (manage.py, gunicorn) that read their settings from
+the environment built in `child_env`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Protocol
+
+import redis
+
+from bench.scenarios import RedisFloorOp
+from core.redis_server import RedisServer, die_with_parent, free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+SESSION_COOKIE = "sessionid"  # Django's SESSION_COOKIE_NAME; Kestrel keeps the default
+# The benchmark's own keys live in a DB number the app does not use (state is 0, cache 1).
+FLOOR_DB = 15
+FLOOR_KEY = "bench:floor"
+# About the size of a small cached JSON object or a session.
+FLOOR_VALUE = b"x" * 64
+
+
+class BenchError(RuntimeError):
+    """A set-up step failed; the message says which and shows the child's output."""
+
+
+# --- Environment and one-off Django commands -----------------------------------------
+
+
+def random_secret(length: int = 50) -> str:
+    alphabet = string.ascii_letters + string.digits + "!@#%^&*(-_=+)"
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def child_env(*, var_dir: Path, redis_url: str) -> dict[str, str]:
+    """The environment of every child: production-like settings on loopback, all state in `var_dir`."""
+    env = dict(os.environ)
+    # A DATABASE_URL or REDIS_CACHE_URL from the caller's shell would point the children
+    # at someone's real services; the benchmark only ever touches what it started.
+    for name in ("DATABASE_URL", "REDIS_CACHE_URL", "REDIS_KEY_PREFIX"):
+        env.pop(name, None)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            # DEBUG off: DEBUG keeps every SQL query in memory and is not what production runs.
+            "DEBUG": "0",
+            "SECRET_KEY": random_secret(),
+            # Plain HTTP on loopback: no redirect to https, cookies sent without TLS.
+            "SECURE_SSL_REDIRECT": "0",
+            "SESSION_COOKIE_SECURE": "0",
+            "CSRF_COOKIE_SECURE": "0",
+            "KESTREL_VAR_DIR": str(var_dir),
+            "REDIS_URL": redis_url,
+            "ALLOWED_HOSTS": f"{HOST},localhost",
+            # INFO would log on every request under load and the log would be the benchmark.
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def run_manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """Run `manage.py <args>` as a child; BenchError with its output when it fails."""
+    command = [sys.executable, "manage.py", *args]
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(
+            f"`manage.py {' '.join(args)}` exited with {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Credentials:
+    email: str
+    username: str
+    password: str
+
+
+def create_user(env: dict[str, str]) -> Credentials:
+    """One user created through Kestrel's own service, so the password is hashed as in production."""
+    credentials = Credentials(email="bench@example.com", username="bench", password=secrets.token_urlsafe(24))
+    # The password travels in the environment, not in the code string, so no quoting can break it.
+    code = (
+        "import os\n"
+        "from accounts.services import user_create\n"
+        "user_create(email=os.environ['BENCH_EMAIL'], username=os.environ['BENCH_USERNAME'],"
+        " password=os.environ['BENCH_PASSWORD'])\n"
+    )
+    user_env = {
+        **env,
+        "BENCH_EMAIL": credentials.email,
+        "BENCH_USERNAME": credentials.username,
+        "BENCH_PASSWORD": credentials.password,
+    }
+    run_manage(user_env, "shell", "-c", code)
+    return credentials
+
+
+# --- HTTP helpers ------------------------------------------------------------------
+
+
+def http_request(
+    port: int, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def login(port: int, credentials: Credentials) -> str:
+    """The session id from `POST /api/login`."""
+    body = json.dumps({"email": credentials.email, "password": credentials.password}).encode()
+    status, headers, content = http_request(
+        port, "POST", "/api/login", headers={"Content-Type": "application/json"}, body=body
+    )
+    if status != 200:
+        raise BenchError(f"POST /api/login answered {status}: {content[:500]!r}")
+    cookies = SimpleCookie()
+    for header in headers.get_all("Set-Cookie") or []:
+        cookies.load(header)
+    if SESSION_COOKIE not in cookies:
+        raise BenchError(f"POST /api/login set no {SESSION_COOKIE} cookie (headers: {dict(headers)})")
+    return cookies[SESSION_COOKIE].value
+
+
+def check_json(port: int, path: str, headers: dict[str, str], expect_keys: tuple[str, ...]) -> None:
+    """One request before timing: a path that answers an error quickly must not pass for a fast one."""
+    status, _, content = http_request(port, "GET", path, headers=headers)
+    if status != 200:
+        raise BenchError(f"GET {path} answered {status}, not 200: {content[:500]!r}")
+    try:
+        data = json.loads(content)
+    except ValueError:
+        raise BenchError(f"GET {path} did not answer JSON: {content[:500]!r}") from None
+    missing = [key for key in expect_keys if key not in data]
+    if missing:
+        raise BenchError(f"GET {path} answered {data!r}, without {missing}")
+
+
+# --- gunicorn ----------------------------------------------------------------------
+
+
+class Gunicorn:
+    """gunicorn serving Kestrel (with bench.settings) as a child process on 127.0.0.1.
+
+    It runs in its own session so a Ctrl-C reaches only the harness, which then stops
+    gunicorn gracefully in its `finally`; PR_SET_PDEATHSIG covers a harness killed
+    outright, and gunicorn's workers exit when their master goes.
+    """
+
+    def __init__(
+        self, *, env: dict[str, str], log_path: Path, worker_class: str, workers: int = 2, threads: int = 4
+    ) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.worker_class = worker_class
+        self.workers = workers
+        self.threads = threads
+        self.port = free_port(HOST)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def description(self) -> str:
+        threads = f", {self.threads} threads each" if self.worker_class == "gthread" else ""
+        return f"gunicorn {self.workers} {self.worker_class} workers{threads}"
+
+    def start(self, timeout: float = 60.0) -> Gunicorn:
+        args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--workers",
+            str(self.workers),
+            "--worker-class",
+            self.worker_class,
+            "--bind",
+            f"{HOST}:{self.port}",
+            # Short, so stopping at the end does not wait out the default 30 s.
+            "--graceful-timeout",
+            "5",
+        ]
+        if self.worker_class == "gthread":
+            args += ["--threads", str(self.threads)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        self._wait_until_healthy(timeout)
+        return self
+
+    def _wait_until_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"gunicorn exited with {self.process.returncode} at start:\n{self.log_tail()}")
+            try:
+                status, _, content = http_request(self.port, "GET", "/healthz")
+            except OSError as exc:
+                last = str(exc)
+            else:
+                if status == 200:
+                    return
+                last = f"{status} {content[:300]!r}"
+            time.sleep(0.1)
+        raise BenchError(f"gunicorn did not answer /healthz with 200 in {timeout:.0f} s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # graceful: workers finish their request and exit
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Its own session, so this group holds only gunicorn's master and workers.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+# --- The stack -------------------------------------------------------------------------
+
+
+@dataclass
+class BenchContext:
+    """The live stack, handed to scenarios' `prepare` hooks and to the measurements."""
+
+    env: dict[str, str]
+    redis_server: RedisServer
+    gunicorn: Gunicorn
+    credentials: Credentials
+    session_id: str
+    var_dir: Path
+
+    @property
+    def port(self) -> int:
+        return self.gunicorn.port
+
+    def redis(self, db: int = 0) -> redis.Redis:
+        """A raw client on the private server (DB 0 is the state role, 1 the cache)."""
+        return redis.Redis(host=self.redis_server.host, port=self.redis_server.port, db=db)
+
+    def manage(self, *args: str) -> str:
+        return run_manage(self.env, *args)
+
+    def headers(self, *, needs_session: bool) -> dict[str, str]:
+        return {"Cookie": f"{SESSION_COOKIE}={self.session_id}"} if needs_session else {}
+
+
+@contextlib.contextmanager
+def bench_stack(*, worker_class: str, workers: int, threads: int, log: TextLog) -> Iterator[BenchContext]:
+    """Redis, a migrated SQLite database with one user, gunicorn, a session: all private, all stopped after."""
+    with contextlib.ExitStack() as stack:
+        var_dir = Path(tempfile.mkdtemp(prefix="kestrel-bench-"))
+        stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
+        # noeviction, as the state role runs in production (and so the system check stays quiet).
+        server = stack.enter_context(RedisServer(host=HOST, extra_config={"maxmemory-policy": "noeviction"}))
+        log(f"redis: {server.binary} on {server.url} (pid {server.process.pid})")
+        env = child_env(var_dir=var_dir, redis_url=f"{server.url}/0")
+        log(f"database: SQLite in {var_dir}; migrating")
+        run_manage(env, "migrate", "--noinput")
+        credentials = create_user(env)
+        gunicorn = Gunicorn(
+            env=env, log_path=var_dir / "gunicorn.log", worker_class=worker_class, workers=workers, threads=threads
+        )
+        stack.callback(gunicorn.stop)
+        gunicorn.start()
+        log(f"web: {gunicorn.description} on http://{HOST}:{gunicorn.port} (pid {gunicorn.process.pid})")
+        session_id = login(gunicorn.port, credentials)
+        yield BenchContext(
+            env=env,
+            redis_server=server,
+            gunicorn=gunicorn,
+            credentials=credentials,
+            session_id=session_id,
+            var_dir=var_dir,
+        )
+
+
+class TextLog(Protocol):
+    def __call__(self, message: str) -> None: ...
+
+
+# --- Statistics ------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (what wrk reports too)."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# --- Load generators ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    # Connection errors and timeouts, and answers that were not 2xx/3xx: either makes a run suspect.
+    errors: int = 0
+    bad_status: int = 0
+
+
+class LoadGenerator(Protocol):
+    name: str
+
+    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult: ...
+
+
+class WrkLoad:
+    """wrk, as DESIGN.md's figures were measured: `wrk -t2 -c16 -d<s>s --latency`."""
+
+    def __init__(self, binary: str, *, threads: int = 2, connections: int = 16) -> None:
+        self.binary = binary
+        self.threads = min(threads, connections)
+        self.connections = connections
+        self.name = f"wrk -t{self.threads} -c{connections}"
+
+    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult:
+        args = [self.binary, f"-t{self.threads}", f"-c{self.connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        args.append(f"http://{HOST}:{port}{path}")
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=seconds + 60, check=False, preexec_fn=die_with_parent
+        )
+        if result.returncode != 0:
+            raise BenchError(f"wrk exited with {result.returncode}: {result.stderr or result.stdout}")
+        return parse_wrk(result.stdout)
+
+
+_WRK_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(output: str) -> LoadResult:
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+        if not match:
+            raise BenchError(f"no {label}% latency in wrk's output:\n{output}")
+        return float(match.group(1)) * _WRK_UNITS_MS[match.group(2)]
+
+    done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", output, re.MULTILINE)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if not done or not rps:
+        raise BenchError(f"cannot read wrk's output:\n{output}")
+    socket_errors = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    bad_status = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return LoadResult(
+        requests=int(done.group(1)),
+        seconds=float(done.group(2)) * _WRK_UNITS_MS[done.group(3)] / 1000,
+        rps=float(rps.group(1)),
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        errors=sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
+        bad_status=int(bad_status.group(1)) if bad_status else 0,
+    )
+
+
+class PythonLoad:
+    """The fallback when wrk is not installed: threads with keep-alive http.client connections.
+
+    It spends far more CPU per request than wrk, and shares the same cores as
+    gunicorn, so its req/s are lower; the ratios between paths are what to compare.
+    Sync gunicorn workers close every connection; http.client then reconnects,
+    which is what wrk does too.
+    """
+
+    def __init__(self, *, connections: int = 16) -> None:
+        self.connections = connections
+        self.name = f"python http.client, {connections} threads"
+
+    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult:
+        latencies: list[list[float]] = [[] for _ in range(self.connections)]
+        failures = [[0, 0] for _ in range(self.connections)]  # [errors, bad_status] per thread
+        start = threading.Barrier(self.connections + 1)
+        deadline = 0.0  # set by the main thread before it releases the barrier
+
+        def worker(index: int) -> None:
+            own = latencies[index]
+            counts = failures[index]
+            conn = http.client.HTTPConnection(HOST, port, timeout=10)
+            start.wait()
+            try:
+                while (began := time.perf_counter()) < deadline:
+                    try:
+                        conn.request("GET", path, headers=headers)
+                        response = conn.getresponse()
+                        response.read()
+                    except (OSError, http.client.HTTPException):
+                        counts[0] += 1
+                        conn.close()
+                        continue
+                    own.append(time.perf_counter() - began)
+                    if not 200 <= response.status < 400:
+                        counts[1] += 1
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(self.connections)]
+        for thread in threads:
+            thread.start()
+        began = time.perf_counter()
+        deadline = began + seconds
+        start.wait()
+        for thread in threads:
+            thread.join(timeout=seconds + 30)
+        elapsed = time.perf_counter() - began
+        merged = sorted(value for own in latencies for value in own)
+        return LoadResult(
+            requests=len(merged),
+            seconds=elapsed,
+            rps=len(merged) / elapsed,
+            p50_ms=percentile(merged, 0.50) * 1000,
+            p99_ms=percentile(merged, 0.99) * 1000,
+            errors=sum(count[0] for count in failures),
+            bad_status=sum(count[1] for count in failures),
+        )
+
+
+def pick_load_generator(choice: str, *, connections: int) -> LoadGenerator:
+    """`auto` takes wrk when it is on PATH, else the Python fallback."""
+    wrk = shutil.which("wrk")
+    if choice == "wrk" and not wrk:
+        raise BenchError("--load wrk: wrk is not on PATH (apt-get install wrk), or use --load python")
+    if wrk and choice in ("auto", "wrk"):
+        return WrkLoad(wrk, connections=connections)
+    return PythonLoad(connections=connections)
+
+
+# --- Redis measurements ---------------------------------------------------------------
+
+
+def redis_floor_us(client: redis.Redis, op: RedisFloorOp, ops: int) -> float:
+    """Microseconds per command for `ops` commands of one kind, `op.pipeline` to a round trip."""
+    batches = max(1, ops // op.pipeline)
+    if op.command == "GET":
+
+        def one(pipe: redis.Redis) -> None:
+            pipe.get(FLOOR_KEY)
+
+    elif op.command == "SET":
+
+        def one(pipe: redis.Redis) -> None:
+            pipe.set(FLOOR_KEY, FLOOR_VALUE)
+
+    else:
+        raise ValueError(f"unknown floor command {op.command!r}")
+
+    client.set(FLOOR_KEY, FLOOR_VALUE)
+    began = time.perf_counter()
+    if op.pipeline == 1:
+        for _ in range(batches):
+            one(client)
+    else:
+        for _ in range(batches):
+            # A new pipeline per batch, as application code builds one per request.
+            pipe = client.pipeline(transaction=False)
+            for _ in range(op.pipeline):
+                one(pipe)
+            pipe.execute()
+    elapsed = time.perf_counter() - began
+    return elapsed / (batches * op.pipeline) * 1e6
+
+
+@dataclass
+class RedisTraffic:
+    """What a fixed number of requests sent to Redis, per request."""
+
+    requests: int
+    commands: float
+    # Read events on the server: one per round trip (a pipeline is one), plus one when a
+    # connection closes. The closest figure to round trips Redis keeps.
+    reads: float
+    by_command: dict[str, float] = field(default_factory=dict)
+
+
+def _redis_counters(client: redis.Redis) -> tuple[dict[str, int], int]:
+    # One INFO call for both figures, so the harness's own traffic is exactly one command and one read.
+    info = client.info("all")
+    calls = {
+        name.removeprefix("cmdstat_"): stats["calls"] for name, stats in info.items() if name.startswith("cmdstat_")
+    }
+    return calls, int(info["total_reads_processed"])
+
+
+def wait_until_quiet(client: redis.Redis, *, interval: float = 0.2, timeout: float = 10.0) -> None:
+    """Return once nothing but this client has sent Redis a command for `interval` seconds.
+
+    When a load generator stops, gunicorn still serves the requests already queued in
+    its listen backlog (up to one per connection); counting before they finish would
+    charge their commands to the next measurement.
+    """
+    deadline = time.monotonic() + timeout
+    before = int(client.info("stats")["total_commands_processed"])
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        after = int(client.info("stats")["total_commands_processed"])
+        if after - before <= 1:  # only our own previous INFO
+            return
+        before = after
+    raise BenchError(f"Redis did not go quiet within {timeout:g} s after the load stopped")
+
+
+def measure_redis_traffic(
+    client: redis.Redis, port: int, path: str, headers: dict[str, str], requests: int
+) -> RedisTraffic:
+    """Redis commands and round trips per request, from the server's counters around `requests` sequential GETs."""
+    wait_until_quiet(client)
+    calls_before, reads_before = _redis_counters(client)
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        for _ in range(requests):
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise BenchError(f"GET {path} answered {response.status} while counting Redis commands")
+    finally:
+        conn.close()
+    calls_after, reads_after = _redis_counters(client)
+    delta = {name: calls_after[name] - calls_before.get(name, 0) for name in calls_after}
+    delta["info"] = delta.get("info", 0) - 1  # the harness's own INFO before the requests
+    delta = {name: count for name, count in delta.items() if count > 0}
+    return RedisTraffic(
+        requests=requests,
+        commands=sum(delta.values()) / requests,
+        reads=(reads_after - reads_before - 1) / requests,
+        by_command={name: count / requests for name, count in sorted(delta.items())},
+    )
+
+
+# --- Output -------------------------------------------------------------------------
+
+
+def format_table(headers: list[str], rows: list[list[str]], *, left: int = 1) -> str:
+    """Plain-text table; the first `left` columns are left-aligned, numbers right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            str(cell).ljust(width) if i < left else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])

@@ -1,0 +1,27 @@
+"""Floor views: the least a request can cost in each framework layer.
+
+Every path is measured as a ratio to these, so the figures say what Kestrel's own
+code adds, not how fast this machine is.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+class FloorApi(APIView):
+    """DRF with nothing to do: no authentication (so the session is never read) and no permissions."""
+
+    authentication_classes = []
+    permission_classes = []
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+def django_floor(request: HttpRequest) -> JsonResponse:
+    """Plain Django through the same middleware, without DRF's request and response wrapping."""
+    return JsonResponse({"ok": True})
