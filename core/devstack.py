@@ -33,7 +33,9 @@ def _log(message: str) -> None:
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent)
+    # A session of its own: Ctrl-C reaches only this launcher, which then stops the
+    # children in order (web and worker first, Redis last) instead of all at once.
+    return subprocess.Popen(args, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent, start_new_session=True)
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -65,6 +67,8 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Also when started in the background by a shell that set SIGINT to "ignore".
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if not env.get("REDIS_URL"):
             redis_port = int(env["REDIS_PORT"]) if env.get("REDIS_PORT") else None
@@ -83,6 +87,7 @@ def main() -> int:
             "--workers", env.get("WEB_CONCURRENCY", "2"),
             "--worker-class", "gthread", "--threads", "4",
             "--access-logfile", "-",
+            "--graceful-timeout", "5",
         ]  # fmt: skip
         if env["DEBUG"].lower() in {"1", "true", "yes", "on"}:
             web.append("--reload")

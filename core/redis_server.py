@@ -130,6 +130,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent,
+            # Out of the caller's process group: a Ctrl-C meant for `make run` or
+            # pytest must not stop Redis before the processes that use it.
+            start_new_session=True,
         )
         self._wait_until_ready()
         return self
