@@ -6,14 +6,15 @@ from django.contrib.auth import authenticate, login, logout
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from accounts.selectors import user_me
-from accounts.services import user_create
+from accounts.selectors import user_me, user_profile, user_to_profile
+from accounts.services import user_create, user_update_profile
 
 _MeSerializer = inline_serializer(
     "Me",
@@ -79,3 +80,35 @@ class LogoutApi(APIView):
     def post(self, request: Request) -> Response:
         logout(request)
         return Response({"message": "Logged out"})
+
+
+class ProfileInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=User._meta.get_field("name").max_length, allow_blank=True)
+    bio = serializers.CharField(max_length=User._meta.get_field("bio").max_length, allow_blank=True)
+
+
+class UserDetailApi(APIView):
+    """The reference article's cache-aside example: GET /api/users/{id}, PATCH invalidates."""
+
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, user_id: int) -> Response:
+        profile = user_profile(user_id=user_id)
+        if profile is None:
+            raise NotFound("User not found")
+        return Response(profile)
+
+    @extend_schema(request=ProfileInputSerializer(partial=True), responses={200: dict})
+    def patch(self, request: Request, user_id: int) -> Response:
+        if request.user.pk != user_id:
+            if not User.objects.filter(pk=user_id).exists():
+                raise NotFound("User not found")
+            raise PermissionDenied("You can only edit your own profile")
+        data = ProfileInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        try:
+            user = user_update_profile(user=request.user, **data.validated_data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return Response(user_to_profile(user))

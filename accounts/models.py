@@ -12,6 +12,8 @@ class User(AbstractUser):
     """
 
     email = models.EmailField("email address", unique=True)
+    name = models.CharField("display name", max_length=100, blank=True)
+    bio = models.TextField(max_length=500, blank=True)
 
     class Meta:
         constraints = [

@@ -44,3 +44,19 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
     except IntegrityError:
         raise ValidationError({"email": ["A user with that email or username already exists."]}) from None
     return user
+
+
+def user_update_profile(*, user: User, name: str | None = None, bio: str | None = None) -> User:
+    """Change the public profile; ValidationError per field. The cache is dropped after commit."""
+    fields = []
+    if name is not None:
+        user.name = name.strip()
+        fields.append("name")
+    if bio is not None:
+        user.bio = bio.strip()
+        fields.append("bio")
+    if not fields:
+        return user
+    user.full_clean(exclude=[f.name for f in User._meta.fields if f.name not in fields])
+    user.save(update_fields=fields)
+    return user

@@ -1,5 +1,6 @@
 from django.urls import path
 
+import core.converters  # noqa: F401 - registers the <id:...> converter
 from accounts import apis, views
 
 site_urlpatterns = [
@@ -14,4 +15,5 @@ api_urlpatterns = [
     path("login", apis.LoginApi.as_view(), name="api-login"),
     path("me", apis.MeApi.as_view(), name="api-me"),
     path("logout", apis.LogoutApi.as_view(), name="api-logout"),
+    path("users/<id:user_id>", apis.UserDetailApi.as_view(), name="api-user"),
 ]

@@ -103,6 +103,9 @@ else:
             "NAME": VAR_DIR / "kestrel.sqlite3",
             "CONN_MAX_AGE": DB_CONN_MAX_AGE,
             "CONN_HEALTH_CHECKS": True,
+            # A file, not Django's shared in-memory database: tests run real concurrent
+            # readers and writers on separate connections, which need WAL.
+            "TEST": {"NAME": VAR_DIR / "test-kestrel.sqlite3"},
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write
                 # lock at BEGIN, so two writers queue (busy timeout, seconds) instead of
@@ -134,11 +137,21 @@ KESTREL_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "kestrel")
 if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", KESTREL_KEY_PREFIX):
     raise ImproperlyConfigured(f"REDIS_KEY_PREFIX={KESTREL_KEY_PREFIX!r} must match [a-z][a-z0-9_-]{{0,31}}")
 
+# Per role: the state role waits longer (its errors are errors), the cache role gives
+# up fast and falls back to the database (a hung cache must not hang the site).
 _REDIS_POOL = {
-    "connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 1.0),
-    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 2.0),
-    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 50),
-    "retries": env_int("REDIS_RETRIES", 3),
+    "state": {
+        "connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 1.0),
+        "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 2.0),
+        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 50),
+        "retries": env_int("REDIS_RETRIES", 3),
+    },
+    "cache": {
+        "connect_timeout": env_float("REDIS_CACHE_SOCKET_TIMEOUT", 0.25),
+        "socket_timeout": env_float("REDIS_CACHE_SOCKET_TIMEOUT", 0.25),
+        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 50),
+        "retries": env_int("REDIS_CACHE_RETRIES", 1),
+    },
 }
 
 
@@ -149,7 +162,7 @@ def _redis_cache(url: str, role: str) -> dict:
         "KEY_PREFIX": KESTREL_KEY_PREFIX,
         "KEY_FUNCTION": "core.keys.django_cache_key",
         "TIMEOUT": 300,
-        "OPTIONS": connection_pool_options(role=role, **_REDIS_POOL),
+        "OPTIONS": connection_pool_options(role=role, **_REDIS_POOL[role]),
     }
 
 
@@ -157,6 +170,10 @@ CACHES = {
     "default": _redis_cache(REDIS_CACHE_URL, "cache"),
     "sessions": _redis_cache(REDIS_URL, "state"),
 }
+
+# Cache-aside (core.cacheaside): off switches for benchmarks and debugging.
+KESTREL_CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
+KESTREL_L1_ENABLED = env_bool("CACHE_L1_ENABLED", True)
 
 # --- Sessions and auth ------------------------------------------------------------
 

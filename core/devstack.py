@@ -7,7 +7,8 @@
    127.0.0.1 and REDIS_PORT or a free port, with `noeviction` as the state role needs.
 2. `migrate` and demo data (`seed_demo`, which prints the logins).
 3. The web server (gunicorn with config/gunicorn.py, reloading on code changes while DEBUG) on
-   http://127.0.0.1:$PORT (8000) and an RQ worker for every queue, with the scheduler.
+   http://127.0.0.1:$PORT (8000), an RQ worker for every queue (with RQ's scheduler for
+   delayed jobs and retries) and RQ's cron scheduler for periodic jobs (jobs/cron.py).
 
 Ctrl-C (or SIGTERM) stops all of it. Every child is also told by the kernel to exit
 if this process dies, even by SIGKILL, so no server is left behind.
@@ -89,7 +90,8 @@ def main() -> int:
         from jobs.queues import WORKER_QUEUES
 
         worker = [PYTHON, "manage.py", "rqworker", *WORKER_QUEUES, "--with-scheduler"]
-        named = {"web server": _spawn(web, env), "worker": _spawn(worker, env)}
+        cron = [PYTHON, "manage.py", "rqcron", "jobs/cron.py"]
+        named = {"web server": _spawn(web, env), "worker": _spawn(worker, env), "cron scheduler": _spawn(cron, env)}
         children = list(named.values())
         _log(f"Kestrel is at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
 

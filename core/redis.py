@@ -28,6 +28,8 @@ from redis.retry import Retry
 
 Role = Literal["state", "cache"]
 
+POOL_WAIT = 2.0  # seconds a thread waits for a free pooled connection
+
 # Django cache alias of each role (settings.CACHES).
 ROLE_ALIASES: dict[str, str] = {"state": "sessions", "cache": "default"}
 
@@ -82,8 +84,10 @@ def connection_pool_options(
     - Retries with exponential backoff and full jitter on connection errors and
       timeouts only, so a restart or failover is ridden out but a bad command is not
       repeated. The cap keeps the worst case (retries x cap) near a second.
-    - A blocking pool: when every connection is busy, a thread waits up to
-      `socket_timeout` for one instead of opening connections without bound.
+    - A blocking pool: when every connection is busy, a thread waits (up to
+      POOL_WAIT seconds) for one instead of opening connections without bound. That
+      wait is contention inside this process, not Redis failing, so it is not cut
+      short like the cache role's socket timeout.
     """
     return {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
@@ -93,7 +97,7 @@ def connection_pool_options(
         "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
         "CONNECTION_POOL_KWARGS": {
             "max_connections": max_connections,
-            "timeout": socket_timeout,
+            "timeout": POOL_WAIT,
             "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.025), retries),
             "retry_on_error": [RedisConnectionError, RedisTimeoutError],
             "health_check_interval": 30,

@@ -170,6 +170,13 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process.stderr.close()
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its data and its connections but answers nothing (a hang)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -8,10 +8,41 @@ class Post(models.Model):
     content = models.TextField(max_length=10_000)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Denormalised counts. like_count moves with Like rows in the same transaction;
+    # view_count holds the views flushed from Redis (posts.counters), so the live
+    # figure is view_count plus what Redis has not flushed yet.
+    like_count = models.PositiveIntegerField(default=0)
+    view_count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["author", "-created_at"], name="posts_author_recent")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Like(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="likes")
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="likes")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "post"], name="posts_like_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} likes {self.post_id}"
+
+
+class Page(models.Model):
+    """A standing page of the site (about, guidelines), with a view counter: the
+    reference article's `/api/pages/:id`."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+    view_count = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return self.title

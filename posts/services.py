@@ -1,9 +1,140 @@
+"""Writes of the posts app. Redis side effects run after commit, never inside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
 from accounts.models import User
-from posts.models import Post
+from core import metrics
+from core.cacheaside import invalidate_now
+from core.redis import get_redis, is_unavailable
+from posts import keys
+from posts.leaderboard import leaderboard_like_changed
+from posts.models import Like, Post
+from posts.selectors import AUTHOR_LISTS, post_summary
+
+logger = logging.getLogger(__name__)
+
+
+class AlreadyLiked(Exception):
+    pass
+
+
+class NotLiked(Exception):
+    pass
 
 
 def post_create(*, author: User, title: str, content: str) -> Post:
-    post = Post(author=author, title=title, content=content)
-    post.full_clean()
-    post.save()
+    post = Post(author=author, title=title.strip(), content=content.strip())
+    post.full_clean(exclude=["view_count", "like_count"])
+    with transaction.atomic():
+        post.save()
+        transaction.on_commit(partial(write_through_new_post, post), robust=True)
     return post
+
+
+def post_update(*, post: Post, editor: User, title: str | None = None, content: str | None = None) -> Post:
+    _ensure_author(post, editor)
+    fields = []
+    if title is not None:
+        post.title = title.strip()
+        fields.append("title")
+    if content is not None:
+        post.content = content.strip()
+        fields.append("content")
+    if not fields:
+        return post
+    post.full_clean(exclude=["view_count", "like_count"])
+    post.save(update_fields=[*fields, "updated_at"])  # posts.signals drops the caches after commit
+    return post
+
+
+def post_delete(*, post: Post, editor: User) -> None:
+    _ensure_author(post, editor)
+    post_id, author_id, likes = post.pk, post.author_id, post.like_count
+    with transaction.atomic():
+        post.delete()  # posts.signals drops the caches after commit
+        if likes:
+            transaction.on_commit(partial(leaderboard_like_changed, author_id=author_id, delta=-likes), robust=True)
+    logger.info("Post %s deleted by %s", post_id, editor.pk)
+
+
+def _ensure_author(post: Post, user: User) -> None:
+    if post.author_id != user.pk:
+        raise PermissionDenied("Only the author can change this post.")
+
+
+def post_like(*, post: Post, user: User) -> None:
+    """Like a post once. AlreadyLiked if done before; ValidationError for one's own post."""
+    if post.author_id == user.pk:
+        raise ValidationError("You cannot like your own post.")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                Like.objects.create(user=user, post=post)
+        except IntegrityError:
+            raise AlreadyLiked from None
+        Post.objects.filter(pk=post.pk).update(like_count=F("like_count") + 1)
+        transaction.on_commit(partial(_after_like, post.pk, post.author_id, +1), robust=True)
+
+
+def post_unlike(*, post: Post, user: User) -> None:
+    with transaction.atomic():
+        deleted, _ = Like.objects.filter(user=user, post=post).delete()
+        if not deleted:
+            raise NotLiked
+        Post.objects.filter(pk=post.pk).update(like_count=F("like_count") - 1)
+        transaction.on_commit(partial(_after_like, post.pk, post.author_id, -1), robust=True)
+
+
+# --- After commit ------------------------------------------------------------------------
+
+
+def write_through_new_post(post: Post) -> None:
+    """The article's write-through, as one MULTI/EXEC: the author's list and stats move together.
+
+    LPUSHX, not LPUSH: on a missing list (expired, evicted) LPUSH would create a list
+    holding only this post, which readers would trust. HINCRBY on a missing hash
+    creates one without the `built` marker, which readers rebuild instead of trusting.
+    """
+    list_key, stats_key = keys.user_recent_posts(post.author_id), keys.user_stats(post.author_id)
+    try:
+        pipe = get_redis("cache").pipeline(transaction=True)
+        pipe.lpushx(list_key, json.dumps(post_summary(post)))
+        pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
+        pipe.hincrby(stats_key, "postCount", 1)
+        pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
+        pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
+        pipe.execute()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Cache role: fail open. The write committed; drop what may now be wrong.
+        metrics.incr("cache.error", family="user_posts")
+        logger.warning("Write-through for post %s failed (%s); author's list will be rebuilt", post.pk, exc)
+        drop_author_lists(post.author_id)
+
+
+def drop_author_lists(author_id: int) -> None:
+    """Make the next read rebuild an author's list and stats (outbox-backed if Redis is away)."""
+    invalidate_now(AUTHOR_LISTS.name, author_id)
+
+
+def _after_like(post_id: int, author_id: int, delta: int) -> None:
+    invalidate_now("post", post_id)  # likeCount changed
+    try:
+        pipe = get_redis("cache").pipeline(transaction=True)
+        pipe.hincrby(keys.user_stats(author_id), "likesReceived", delta)
+        pipe.expire(keys.user_stats(author_id), keys.WRITE_THROUGH_TTL)
+        pipe.execute()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        drop_author_lists(author_id)
+    leaderboard_like_changed(author_id=author_id, delta=delta)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import private_redis
+from core import cacheaside, metrics
 from core.redis import get_redis
 from core.redis_server import RedisServer
 
@@ -15,12 +16,16 @@ def redis_server() -> RedisServer:
 
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_server: RedisServer):
-    """Every test starts and ends with both roles empty (as rq's own tests do)."""
+    """Every test starts and ends with both roles empty (as rq's own tests do), and
+    with this process's L1 and counters empty: ids repeat across rolled-back tests."""
     if not redis_server.is_running():
         redis_server.start()
     for role in ("state", "cache"):
         get_redis(role).flushdb()
+    cacheaside.l1().cache.clear()
+    metrics.reset()
     yield
+    cacheaside.l1().cache.clear()
     if redis_server.is_running():
         for role in ("state", "cache"):
             get_redis(role).flushdb()
@@ -34,6 +39,21 @@ def redis_down(redis_server: RedisServer):
         yield redis_server
     finally:
         redis_server.start()
+
+
+@pytest.fixture
+def redis_paused(redis_server: RedisServer):
+    """Freeze the private Redis server (SIGSTOP) for one test: connections hang, data stays."""
+    redis_server.pause()
+    try:
+        yield redis_server
+    finally:
+        redis_server.resume()
+
+
+@pytest.fixture
+def cache_redis():
+    return get_redis("cache")
 
 
 @pytest.fixture
@@ -57,3 +77,27 @@ def make_user(db):
         )
 
     return make
+
+
+@pytest.fixture
+def run_jobs():
+    """Run what is queued on the named queues, in this process (a SimpleWorker, burst).
+
+    The worker gets a connection of its own: RQ raises its socket timeout on the pool
+    it is given, which would change the state role's shared pool for later tests.
+    """
+    from django_rq import get_queue
+    from redis import Redis
+    from rq import SimpleWorker
+
+    from core.redis import role_url
+
+    def run(*names: str) -> None:
+        connection = Redis.from_url(role_url("state"))
+        try:
+            queues = [get_queue(name, connection=connection) for name in names]
+            SimpleWorker(queues, connection=connection).work(burst=True)
+        finally:
+            connection.close()
+
+    return run

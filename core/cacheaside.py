@@ -1,0 +1,364 @@
+"""Cache-aside for single objects, with everything the reference article leaves out.
+
+    POST = cacheaside.Family("post", keys.post_detail, ttl=300, l1_ttl=2)
+    data = cacheaside.get_or_load(POST, 42, lambda: load_post_dict(42))
+
+Read path, fastest first:
+1. L1: this process's memory, only while the invalidation subscriber is listening.
+2. Redis (cache role), one GET. The value is an envelope holding the data (or a
+   "missing" marker: negative caching), the time the load took (delta) and the expiry,
+   so XFetch needs no second round trip for the TTL.
+3. On a miss, a lease: `SET <key>:lock <token> NX PX`. The holder loads from the
+   database and stores the value only if it still holds the lease; everyone else
+   polls briefly for the value. Invalidation deletes the lease too, so a reader that
+   loaded a row just before a write committed can never store it afterwards (the
+   stale-set race of delete-based invalidation; memcache's "leases").
+
+Stampede protection, three layers: TTLs jittered +-10 % (keys written together do
+not expire together), XFetch (a hot key is recomputed by one reader shortly before
+it expires, with probability rising as expiry nears: recompute when
+now - delta * beta * ln(rand) >= expiry), and the lease on a cold miss.
+
+Failure policy: the cache role fails open. Any "Redis did not answer" error is
+logged, counted (metrics `cache.error`) and the loader is called directly, so reads
+stay correct, only slower. Invalidations that could not reach Redis are written to
+the database outbox (core.models.PendingInvalidation) and replayed by a scheduled
+job, so no stale copy outlives the outage by more than the replay interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from core import metrics
+from core.l1 import L1, MISS
+from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
+
+logger = logging.getLogger(__name__)
+
+LEASE_MS = 5_000  # a loader that takes longer than this loses its lease
+WAIT_SECONDS = 2.0  # how long a reader waits for another process's load before loading itself
+JITTER = 0.10
+
+Clock = Callable[[], float]
+Rand = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kind of cached object: its key builder, TTLs and metrics label.
+
+    `name` is also the "type" of invalidation messages, as in the article:
+    {"type": "post", "id": 42}.
+    """
+
+    name: str
+    key: Callable[[Any], str]
+    ttl: int
+    missing_ttl: int = 30
+    l1_ttl: float = 0.0  # seconds in this process's memory; 0 keeps the family out of L1
+    beta: float = 1.0  # XFetch eagerness: > 1 refreshes earlier, 0 never early
+    single_flight: bool = True  # off only to measure what the lease saves
+
+
+_families: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Make a family known to the invalidation bus (done where it is defined)."""
+    existing = _families.get(family.name)
+    if existing is not None and existing != family:
+        raise ValueError(f"Cache family {family.name!r} is already registered differently")
+    _families[family.name] = family
+    return family
+
+
+def family(name: str) -> Family:
+    return _families[name]
+
+
+def _on_invalidation_message(payload: dict) -> None:
+    fam = _families.get(payload["type"])
+    if fam is not None:
+        _l1.cache.delete(fam.key(payload["id"]))
+
+
+_l1 = L1(_on_invalidation_message)
+
+
+def l1() -> L1:
+    return _l1
+
+
+# --- Reads ---------------------------------------------------------------------------
+
+
+def _lease_key(key: str) -> str:
+    return f"{key}:lock"
+
+
+def _envelope(value: dict | None, delta: float, ttl: int, now: float) -> str:
+    return json.dumps({"v": value, "d": round(delta, 6), "x": now + ttl}, separators=(",", ":"))
+
+
+def _jittered(ttl: int, rand: Rand) -> int:
+    return max(1, round(ttl * (1 - JITTER + 2 * JITTER * rand())))
+
+
+def should_refresh_early(*, delta: float, expiry: float, beta: float, now: float, rand: Rand) -> bool:
+    """XFetch (Vattani et al., 2015): true with a probability that rises as expiry nears.
+
+    -ln(rand) is exponentially distributed with mean 1, so on average a reader
+    recomputes about delta*beta seconds before expiry: long loads refresh earlier.
+    """
+    if beta <= 0 or delta <= 0:
+        return False
+    return now - delta * beta * math.log(1.0 - rand()) >= expiry
+
+
+# KEYS: value key, lease key. ARGV: lease token, envelope, ttl seconds.
+# Stores the value only if the caller still holds the lease, then releases it.
+_STORE_IF_LEASED = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+_store_script = None
+
+
+def _store_if_leased(client, key: str, token: str, envelope: str, ttl: int) -> bool:
+    global _store_script
+    if _store_script is None:
+        _store_script = client.register_script(_STORE_IF_LEASED)
+    return bool(_store_script(keys=[key, _lease_key(key)], args=[token, envelope, ttl], client=client))
+
+
+def get_or_load(
+    fam: Family,
+    obj_id: Any,
+    loader: Callable[[], dict | None],
+    *,
+    clock: Clock = time.time,
+    rand: Rand = random.random,
+) -> dict | None:
+    """The cached dict for `obj_id`, or None when the loader says it does not exist.
+
+    The dict may be shared with other requests through the L1: treat it as read-only
+    and build responses as new dicts (`{**data, "views": n}`).
+    """
+    if not settings.KESTREL_CACHE_ENABLED:
+        return loader()
+    key = fam.key(obj_id)
+    now = clock()
+
+    use_l1 = fam.l1_ttl > 0 and settings.KESTREL_L1_ENABLED and _l1.usable()
+    if use_l1:
+        hit = _l1.cache.get(key, now)
+        if hit is not MISS:
+            metrics.incr("cache.hit", family=fam.name, tier="l1")
+            return hit
+
+    client = get_redis("cache")
+    try:
+        raw = client.get(key)
+    except UNAVAILABLE_ERRORS as exc:
+        return _fail_open(fam, exc, loader)
+
+    if raw is not None:
+        envelope = json.loads(raw)
+        value = envelope["v"]
+        if should_refresh_early(delta=envelope["d"], expiry=envelope["x"], beta=fam.beta, now=now, rand=rand):
+            refreshed = _refresh_early(fam, client, key, loader, clock, rand)
+            if refreshed is not MISS:
+                value = refreshed
+        metrics.incr("cache.hit", family=fam.name, tier="redis")
+        if use_l1:
+            _l1.cache.set(key, value, min(fam.l1_ttl, max(0.0, envelope["x"] - now)), now)
+        return value
+
+    metrics.incr("cache.miss", family=fam.name)
+    value, stored = _load_cold(fam, client, key, loader, clock, rand)
+    if use_l1 and stored:
+        # Only a value Redis accepted under our lease: had an invalidation come in
+        # during the load, the lease would be gone and so would this copy.
+        _l1.cache.set(key, value, fam.l1_ttl, now)
+    return value
+
+
+def _fail_open(fam: Family, exc: Exception, loader: Callable[[], dict | None]) -> dict | None:
+    # Cache role: fail open. The database answers instead; the page is slower, not wrong.
+    metrics.incr("cache.error", family=fam.name)
+    logger.warning("Cache role unavailable reading %s; loading from the database: %s", fam.name, exc)
+    return loader()
+
+
+def _timed_load(loader: Callable[[], dict | None]) -> tuple[dict | None, float]:
+    started = time.perf_counter()
+    value = loader()
+    return value, time.perf_counter() - started
+
+
+def _ttl_for(fam: Family, value: dict | None, rand: Rand) -> int:
+    return _jittered(fam.ttl if value is not None else fam.missing_ttl, rand)
+
+
+def _load_and_store(fam, client, key, token, loader, clock, rand) -> tuple[dict | None, bool]:
+    """Load, then store under the lease. Returns the value and whether Redis took it."""
+    value, delta = _timed_load(loader)
+    metrics.incr("cache.load", family=fam.name)
+    ttl = _ttl_for(fam, value, rand)
+    try:
+        stored = _store_if_leased(client, key, token, _envelope(value, delta, ttl, clock()), ttl)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        metrics.incr("cache.error", family=fam.name)
+        logger.warning("Cache role unavailable storing %s: %s", key, exc)
+        return value, False
+    if not stored:
+        metrics.incr("cache.lease_lost", family=fam.name)
+    return value, stored
+
+
+def _refresh_early(fam, client, key, loader, clock, rand) -> Any:
+    """XFetch fired: refresh if no one else is (the lease), else keep serving the current value."""
+    token = uuid.uuid4().hex
+    try:
+        if not client.set(_lease_key(key), token, nx=True, px=LEASE_MS):
+            return MISS
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return MISS
+    metrics.incr("cache.early_refresh", family=fam.name)
+    return _load_and_store(fam, client, key, token, loader, clock, rand)[0]
+
+
+def _load_cold(fam, client, key, loader, clock, rand) -> tuple[dict | None, bool]:
+    token = uuid.uuid4().hex
+    if not fam.single_flight:
+        return _load_and_store_unleased(fam, client, key, loader, clock, rand), False
+    try:
+        leased = client.set(_lease_key(key), token, nx=True, px=LEASE_MS)
+        if leased:
+            # Another reader may have stored the value between our GET and our lease.
+            raw = client.get(key)
+            if raw is not None:
+                client.delete(_lease_key(key))
+                return json.loads(raw)["v"], False
+    except UNAVAILABLE_ERRORS as exc:
+        return _fail_open(fam, exc, loader), False
+
+    if leased:
+        return _load_and_store(fam, client, key, token, loader, clock, rand)
+
+    # Someone else is loading: wait for their value instead of querying too.
+    metrics.incr("cache.wait", family=fam.name)
+    deadline = time.monotonic() + WAIT_SECONDS
+    pause = 0.002
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        try:
+            # One MULTI: the value and the lease as of the same instant. Read apart,
+            # the loader could store and release in between and we would load again.
+            pipe = client.pipeline(transaction=True)
+            pipe.get(key)
+            pipe.exists(_lease_key(key))
+            raw, lease_held = pipe.execute()
+            if raw is not None:
+                return json.loads(raw)["v"], False
+            if not lease_held:
+                break  # the loader gave up or its lease was invalidated: load ourselves
+        except UNAVAILABLE_ERRORS as exc:
+            return _fail_open(fam, exc, loader), False
+    value, _ = _timed_load(loader)
+    metrics.incr("cache.load", family=fam.name)
+    return value, False
+
+
+def _load_and_store_unleased(fam, client, key, loader, clock, rand) -> dict | None:
+    value, delta = _timed_load(loader)
+    metrics.incr("cache.load", family=fam.name)
+    ttl = _ttl_for(fam, value, rand)
+    try:
+        client.set(key, _envelope(value, delta, ttl, clock()), ex=ttl)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+    return value
+
+
+# --- Invalidation --------------------------------------------------------------------
+
+
+def invalidate(family_name: str, obj_id: Any) -> None:
+    """Drop an object from every cache tier on every server once the transaction commits.
+
+    Deleting inside the transaction would let a concurrent reader re-cache the old
+    row before the commit; after commit (plus the lease) it cannot. Outside a
+    transaction the callback runs at once.
+    """
+    transaction.on_commit(partial(invalidate_now, family_name, obj_id), robust=True)
+
+
+def invalidate_now(family_name: str, obj_id: Any) -> bool:
+    """DEL the value and its lease and PUBLISH the message, in one round trip.
+
+    Returns False (and records the invalidation in the outbox) when Redis did not answer.
+    """
+    fam = _families[family_name]
+    key = fam.key(obj_id)
+    _l1.cache.delete(key)
+    from core.l1 import invalidation_channel
+
+    message = json.dumps({"type": family_name, "id": obj_id})
+    try:
+        pipe = get_redis("cache").pipeline(transaction=False)
+        pipe.delete(key, _lease_key(key))
+        pipe.publish(invalidation_channel(), message)
+        pipe.execute()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        metrics.incr("cache.invalidation_failed", family=family_name)
+        logger.warning("Could not invalidate %s %s (%s); queued in the outbox", family_name, obj_id, exc)
+        from core.models import PendingInvalidation
+
+        PendingInvalidation.objects.create(family=family_name, obj_id=str(obj_id))
+        return False
+    metrics.incr("cache.invalidation", family=family_name)
+    return True
+
+
+def replay_pending_invalidations(*, batch: int = 500) -> int:
+    """Retry invalidations that failed while Redis was away; returns how many went through."""
+    from core.models import PendingInvalidation
+
+    done = 0
+    pending = list(PendingInvalidation.objects.order_by("id")[:batch])
+    for row in pending:
+        obj_id: Any = int(row.obj_id) if row.obj_id.isdigit() else row.obj_id
+        row.delete()
+        if row.family not in _families:
+            continue
+        if not invalidate_now(row.family, obj_id):
+            break  # still unreachable: invalidate_now queued this one again; try next run
+        done += 1
+    return done

@@ -1,0 +1,186 @@
+"""The in-process L1 cache and the subscriber that keeps it coherent across servers.
+
+Each web process keeps a small LRU of the hottest cached values in its own memory
+(no round trip at all), for a few seconds at most. Writes anywhere publish an
+invalidation on the channel `kestrel:cache:invalidate`; a daemon thread in every
+process subscribes to it and drops the named entries.
+
+Pub/sub delivers at most once and only to whoever is listening, so while the
+subscriber is not connected the L1 is neither read nor filled, and it is cleared
+whenever the subscription (re)starts: messages published meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from core import keys, metrics
+from core.redis import get_redis, is_unavailable
+
+logger = logging.getLogger(__name__)
+
+MISS = object()
+
+
+def invalidation_channel() -> str:
+    """Pub/sub channel, cache role: JSON messages {"type": "<family>", "id": <id>}."""
+    return keys.key("cache", "invalidate")
+
+
+class LocalCache:
+    """A bounded, thread-safe LRU whose entries expire after their own TTL."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: float) -> Any:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return MISS
+            expires_at, value = entry
+            if expires_at <= now:
+                del self._data[key]
+                return MISS
+            self._data.move_to_end(key)
+            return value
+
+    def set(self, key: str, value: Any, ttl: float, now: float) -> None:
+        with self._lock:
+            self._data[key] = (now + ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class InvalidationSubscriber:
+    """A daemon thread: SUBSCRIBE to the channel, hand each message to `on_message`.
+
+    `listening` is true only between a confirmed subscription and the first error;
+    readers must not use the L1 otherwise.
+    """
+
+    def __init__(self, cache: LocalCache, on_message: Callable[[dict], None]) -> None:
+        self.cache = cache
+        self.on_message = on_message
+        self.listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pid = os.getpid()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kestrel-l1-invalidation", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = get_redis("cache").pubsub(ignore_subscribe_messages=False)
+                pubsub.subscribe(invalidation_channel())
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # Anything published before this moment may have been missed.
+                        self.cache.clear()
+                        self.listening.set()
+                        backoff = 0.1
+                    elif message["type"] == "message":
+                        self._handle(message["data"])
+            except Exception as exc:  # noqa: BLE001 - the thread must survive anything and resubscribe
+                self.listening.clear()
+                self.cache.clear()
+                metrics.incr("cache.l1.resubscribe")
+                level = logging.WARNING if is_unavailable(exc) else logging.ERROR
+                logger.log(level, "L1 invalidation subscriber lost its connection (%s); L1 cleared", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.listening.clear()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
+                        pass
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            payload = json.loads(data)
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+            self.on_message(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            metrics.incr("cache.l1.bad_message")
+            logger.warning("Ignoring malformed invalidation message %r: %s", data[:200], exc)
+        else:
+            metrics.incr("cache.l1.message")
+
+
+class L1:
+    """The process-wide L1 and its subscriber, started on first use in each process
+    (so a gunicorn worker forked from a master gets its own thread)."""
+
+    def __init__(self, on_message: Callable[[dict], None], max_entries: int = 2048) -> None:
+        self.cache = LocalCache(max_entries)
+        self._on_message = on_message
+        self._subscriber: InvalidationSubscriber | None = None
+        self._lock = threading.Lock()
+
+    def usable(self) -> bool:
+        """Start the subscriber if needed; true when it is listening."""
+        subscriber = self._subscriber
+        if subscriber is None or subscriber.pid != os.getpid():
+            with self._lock:
+                subscriber = self._subscriber
+                if subscriber is None or subscriber.pid != os.getpid():
+                    self.cache.clear()
+                    subscriber = InvalidationSubscriber(self.cache, self._on_message)
+                    subscriber.start()
+                    self._subscriber = subscriber
+        return subscriber.listening.is_set()
+
+    def wait_until_listening(self, timeout: float = 5.0) -> bool:
+        """For tests and benchmarks: block until the subscription is confirmed."""
+        self.usable()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._subscriber.listening.wait(0.05):
+                return True
+            self.usable()
+        return False
+
+    def stop(self) -> None:
+        """For tests: stop the subscriber thread and forget it."""
+        with self._lock:
+            if self._subscriber is not None:
+                self._subscriber.stop()
+                self._subscriber = None
+            self.cache.clear()

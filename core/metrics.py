@@ -1,0 +1,43 @@
+"""In-process counters: cache hits and misses per key family, Redis failures.
+
+Per process, like Prometheus client counters: each gunicorn worker counts its own,
+and an exporter sums them. Incrementing is a dict update under a lock, never a
+Redis round trip on the request path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+_lock = threading.Lock()
+_counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+
+
+def incr(name: str, amount: int = 1, **labels: str) -> None:
+    key = (name, tuple(sorted(labels.items())))
+    with _lock:
+        _counts[key] += amount
+
+
+def value(name: str, **labels: str) -> int:
+    """The count of one series; with no labels, the sum over every series of `name`."""
+    with _lock:
+        if labels:
+            return _counts[(name, tuple(sorted(labels.items())))]
+        return sum(count for (series, _), count in _counts.items() if series == name)
+
+
+def snapshot() -> dict[str, list[tuple[dict[str, str], int]]]:
+    """Every series: name -> [(labels, count), ...]."""
+    out: dict[str, list[tuple[dict[str, str], int]]] = {}
+    with _lock:
+        for (name, labels), count in _counts.items():
+            out.setdefault(name, []).append((dict(labels), count))
+    return out
+
+
+def reset() -> None:
+    """For tests."""
+    with _lock:
+        _counts.clear()

@@ -1,0 +1,152 @@
+"""Posts, likes, profiles' posts and stats, pages with view counts, the leaderboard.
+
+Views stay thin: validate, call one service or selector, return plain dicts.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.http import viewer_id
+from posts import counters, leaderboard, selectors, services
+from posts.models import Post
+
+
+def _django_errors(exc: DjangoValidationError) -> serializers.ValidationError:
+    if hasattr(exc, "error_dict"):
+        return serializers.ValidationError(exc.message_dict)
+    return serializers.ValidationError({"non_field_errors": exc.messages})
+
+
+class PostInputSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=Post._meta.get_field("title").max_length)
+    content = serializers.CharField(max_length=Post._meta.get_field("content").max_length)
+
+
+class PostCreateApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=PostInputSerializer, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        data = PostInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            post = services.post_create(author=request.user, **data.validated_data)
+        except DjangoValidationError as exc:
+            raise _django_errors(exc) from None
+        return Response(selectors.post_to_dict(post), status=status.HTTP_201_CREATED)
+
+
+class PostDetailApi(APIView):
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, post_id: int) -> Response:
+        post = selectors.post_detail(post_id=post_id)
+        if post is None:
+            raise NotFound("Post not found")
+        pending = counters.record_post_view(post_id=post_id, viewer=viewer_id(request))
+        return Response({**post, "views": post["viewCount"] + pending})
+
+    @extend_schema(request=PostInputSerializer(partial=True), responses={200: dict})
+    def patch(self, request: Request, post_id: int) -> Response:
+        post = get_object_or_404(Post.objects.select_related("author"), pk=post_id)
+        data = PostInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        try:
+            post = services.post_update(post=post, editor=request.user, **data.validated_data)
+        except DjangoValidationError as exc:
+            raise _django_errors(exc) from None
+        return Response(selectors.post_to_dict(post))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, post_id: int) -> Response:
+        post = get_object_or_404(Post, pk=post_id)
+        services.post_delete(post=post, editor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PostLikeApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={201: dict})
+    def post(self, request: Request, post_id: int) -> Response:
+        post = get_object_or_404(Post, pk=post_id)
+        try:
+            services.post_like(post=post, user=request.user)
+        except services.AlreadyLiked:
+            return Response({"error": "You already like this post"}, status=status.HTTP_409_CONFLICT)
+        except DjangoValidationError as exc:
+            return Response({"error": exc.messages[0]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"liked": True, "postId": post_id}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, post_id: int) -> Response:
+        post = get_object_or_404(Post, pk=post_id)
+        try:
+            services.post_unlike(post=post, user=request.user)
+        except services.NotLiked:
+            return Response({"error": "You do not like this post"}, status=status.HTTP_404_NOT_FOUND)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserPostsApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, user_id: int) -> Response:
+        if not selectors.user_exists(user_id=user_id):
+            raise NotFound("User not found")
+        return Response({"userId": user_id, "posts": selectors.user_recent_posts(user_id=user_id)})
+
+
+class UserStatsApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, user_id: int) -> Response:
+        if not selectors.user_exists(user_id=user_id):
+            raise NotFound("User not found")
+        return Response({"userId": user_id, **selectors.user_stats(user_id=user_id)})
+
+
+class PageDetailApi(APIView):
+    """The reference article's GET /api/pages/:id: every read is a view."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, page_id: int) -> Response:
+        page = selectors.page_detail(page_id=page_id)
+        if page is None:
+            raise NotFound("Page not found")
+        pending = counters.record_page_view(page_id=page_id, viewer=viewer_id(request))
+        return Response({**page, "views": page["viewCount"] + pending})
+
+
+class LeaderboardQuerySerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+
+class LeaderboardApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("count", int, description="1 to 100, default 10")], responses={200: dict}
+    )
+    def get(self, request: Request) -> Response:
+        query = LeaderboardQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        body: dict = {"top": leaderboard.leaderboard_top(count=query.validated_data["count"]), "me": None}
+        if request.user.is_authenticated:
+            body["me"] = leaderboard.leaderboard_entry(user_id=request.user.pk)
+            body["aroundMe"] = leaderboard.leaderboard_around(user_id=request.user.pk) if body["me"] else []
+        return Response(body)

@@ -1,0 +1,265 @@
+"""Distributed view counters for posts and pages (the reference article's part 6.3).
+
+Every view is one round trip to the state role: INCR a pending counter, PFADD the
+viewer to the post's HyperLogLog, SADD the counter's member ("post:42") to the dirty
+set. Pending views move to the database in batches: inline when a counter reaches
+VIEW_FLUSH_EVERY (the article's batch write), and every minute for every dirty counter
+(posts.jobs.flush_view_counts, scheduled by jobs/cron.py). The figure to show is the
+row's view_count plus pending_views().
+
+Beyond the article, which writes `count` when `count % 1000 == 0`:
+- the article never resets its counter, so it relies on Redis keeping the running total
+  forever and misses every multiple of 1000 skipped by a concurrent INCR; here the
+  pending views are *taken* from Redis atomically and *added* to the row, so each view
+  reaches the database exactly once and the row alone is the durable total;
+- a counter that never reaches the threshold still reaches the database, on schedule.
+
+Failure policy: the state role. Pending views exist nowhere else, so these keys have no
+TTL and must not be evicted, and Redis errors propagate: the caller decides whether a
+page can be served without counting its view.
+
+Crash window: the take happens before the database update (take-then-apply). A process
+dying between the two loses the views of that one batch; applying first and taking
+after would double count them instead, and a count that only ever runs slightly low is
+the lesser harm for a view counter. A database *error* loses nothing: the views are
+given back. (An error reported after the database did commit, such as a connection lost
+while COMMIT's answer was on the wire, would count that batch twice; that is as rare as
+the crash and we accept it.)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Literal, cast
+
+from django.db import DatabaseError, models, transaction
+from django.db.models import F
+from redis import Redis
+from redis.commands.core import Script
+
+from core.cacheaside import invalidate
+from core.redis import get_redis
+from posts import keys
+from posts.keys import VIEW_FLUSH_EVERY
+from posts.models import Page, Post
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["post", "page"]
+
+_MODELS: dict[str, type[models.Model]] = {"post": Post, "page": Page}
+_COUNTER_KEYS: dict[str, Callable[[int], str]] = {"post": keys.post_views, "page": keys.page_views}
+
+# Takes counters whole and removes their members from the dirty set in the same atomic
+# step. Doing both together (rather than SPOP first, then take) leaves no moment where
+# a member is out of the set while its counter still holds views: a flusher dying
+# between an SPOP and its take would strand those views until the next visit to that
+# post. A view arriving after the script re-adds its member, so it is flushed next time.
+_TAKE_LUA = """
+-- KEYS: views_dirty, counter_1 .. counter_n   ARGV: member_1 .. member_n ("post:42" names counter_i)
+-- Returns the views taken from each counter, in KEYS order (0 when none were pending).
+local taken = {}
+for i = 2, #KEYS do
+  redis.call('SREM', KEYS[1], ARGV[i - 1])
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then
+    -- Take exactly what was read, never a blind DEL, and drop the key once it is at 0
+    -- so an idle counter costs no memory. (Inside a script nothing can run between the
+    -- GET and the DECRBY, so this always reaches 0; the form stays right even if the
+    -- two are ever split.)
+    if redis.call('DECRBY', KEYS[i], n) == 0 then
+      redis.call('DEL', KEYS[i])
+    end
+  else
+    n = 0
+  end
+  taken[#taken + 1] = n
+end
+return taken
+"""
+
+
+@functools.cache
+def _take_script() -> Script:
+    # Registered once per process; redis-py sends EVALSHA and reloads the script by
+    # itself after a Redis restart (NOSCRIPT).
+    return get_redis("state").register_script(_TAKE_LUA)
+
+
+def _member(kind: str, obj_id: int) -> str:
+    return f"{kind}:{obj_id}"
+
+
+def record_post_view(*, post_id: int, viewer: str, flush_every: int = VIEW_FLUSH_EVERY) -> int:
+    """Count one view of a post by `viewer` (a user id or a hashed client address).
+
+    Returns the views not yet in the post's row as it was before this call: show the
+    view_count read (or cached) just before it plus this. That stays exact when this
+    very view triggers a flush, as the views it moves are the ones returned.
+    Call it only for posts that exist: every id gets a key without a TTL.
+    """
+    state = get_redis("state")
+    with state.pipeline(transaction=False) as pipe:
+        pipe.incr(keys.post_views(post_id))
+        pipe.pfadd(keys.post_viewers(post_id), viewer)
+        pipe.sadd(keys.views_dirty(), _member("post", post_id))
+        pending, _, _ = pipe.execute()
+    if pending >= flush_every:
+        _flush_due("post", post_id)
+    return pending
+
+
+def record_page_view(*, page_id: int, viewer: str, flush_every: int = VIEW_FLUSH_EVERY) -> int:
+    """Count one view of a page; returns its views not yet in the row as read before the call.
+
+    `viewer` is accepted for symmetry with posts; pages keep no unique-viewer count.
+    """
+    state = get_redis("state")
+    with state.pipeline(transaction=False) as pipe:
+        pipe.incr(keys.page_views(page_id))
+        pipe.sadd(keys.views_dirty(), _member("page", page_id))
+        pending, _ = pipe.execute()
+    if pending >= flush_every:
+        _flush_due("page", page_id)
+    return pending
+
+
+def _flush_due(kind: Kind, obj_id: int) -> None:
+    """The article's batch write, for a counter that reached the threshold.
+
+    `>=` at the call sites, not `==`: a counter given back after a failed flush stays
+    above the threshold, and every later view retries until one succeeds. Concurrent
+    views that all see the threshold race harmlessly: one take gets the views, the
+    others take 0 and touch no row.
+    """
+    if transaction.get_connection().in_atomic_block:
+        # Inside the caller's transaction a rollback would undo our UPDATE after the
+        # views had left Redis: flush once it has committed (robust: a failure there
+        # is logged, never raised into the caller's commit).
+        transaction.on_commit(functools.partial(_flush_inline, kind, obj_id), robust=True)
+    else:
+        _flush_inline(kind, obj_id)
+
+
+def _flush_inline(kind: Kind, obj_id: int) -> None:
+    # The view itself is safely counted in Redis; a database failure here must not
+    # fail the page. The views are given back and the scheduled flush retries.
+    try:
+        _flush(get_redis("state"), [(kind, obj_id)])
+    except DatabaseError:
+        logger.warning("Inline flush of %s %s views failed; left for the scheduled flush", kind, obj_id, exc_info=True)
+
+
+def flush_all_views(*, batch: int = 500) -> int:
+    """Move every dirty counter's pending views to the database; returns the views moved.
+
+    Run it outside any transaction (a job does): each batch commits on its own. Safe to
+    run in several processes at once: a counter's views are taken by one of them only.
+    A database error gives the current batch back and propagates (the job fails and the
+    next run retries); earlier batches stay flushed.
+    """
+    state = get_redis("state")
+    dirty = keys.views_dirty()
+    moved = 0
+    # One pass over what is dirty now. Under steady traffic views re-add members as
+    # fast as we flush them; those wait for the next run instead of keeping this one
+    # going for ever.
+    budget = state.scard(dirty)
+    while budget > 0:
+        # SRANDMEMBER only reads: members leave the set inside the take script.
+        members = state.srandmember(dirty, min(batch, budget))
+        if not members:
+            break
+        budget -= len(members)
+        parsed, unknown = _parse_members(members)
+        if unknown:
+            # Not ours (nothing in Kestrel writes them): drop them, or every run would
+            # sample them again.
+            logger.warning("Dropping unknown members %r of the dirty-views set", unknown)
+            state.srem(dirty, *unknown)
+        moved += _flush(state, parsed)
+    return moved
+
+
+def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], list[bytes]]:
+    parsed: list[tuple[Kind, int]] = []
+    unknown: list[bytes] = []
+    for raw in members:
+        kind, _, obj_id = raw.decode(errors="replace").partition(":")
+        if kind in _MODELS and obj_id.isdigit():
+            parsed.append((cast(Kind, kind), int(obj_id)))
+        else:
+            unknown.append(raw)
+    return parsed, unknown
+
+
+def _flush(state: Redis, members: list[tuple[Kind, int]]) -> int:
+    """Take the members' pending views from Redis and add them to their rows."""
+    if not members:
+        return 0
+    # Sorted so that concurrent flushers lock rows in the same order (no deadlocks).
+    members = sorted(members)
+    counters = [_COUNTER_KEYS[kind](obj_id) for kind, obj_id in members]
+    taken = _take_script()(
+        keys=[keys.views_dirty(), *counters],
+        args=[_member(kind, obj_id) for kind, obj_id in members],
+        client=state,
+    )
+    batch = [(kind, obj_id, int(n)) for (kind, obj_id), n in zip(members, taken, strict=True) if int(n) > 0]
+    if not batch:
+        return 0
+    try:
+        # One transaction per batch: one lock and one commit on SQLite, and a failure
+        # leaves no row half-updated, so giving back the whole batch is exact.
+        with transaction.atomic():
+            applied = [
+                (kind, obj_id, n, _MODELS[kind].objects.filter(pk=obj_id).update(view_count=F("view_count") + n))
+                for kind, obj_id, n in batch
+            ]
+    except BaseException:
+        # Anything, including the worker's job timeout arriving mid-update: the rows
+        # did not change, so the views go back where a later flush will find them.
+        _give_back(state, batch)
+        raise
+    moved = sum(n for _, _, n, updated in applied if updated)
+    # A deleted post or page: its views have nowhere to go, and its unique-viewer
+    # count (no TTL) is dropped with them.
+    gone_posts = [obj_id for kind, obj_id, _, updated in applied if not updated and kind == "post"]
+    if gone_posts:
+        state.delete(*(keys.post_viewers(obj_id) for obj_id in gone_posts))
+    _invalidate_cached_copies([(kind, obj_id) for kind, obj_id, _, updated in applied if updated])
+    return moved
+
+
+def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
+    # MULTI/EXEC: the views and their dirty members come back together or not at all.
+    with state.pipeline(transaction=True) as pipe:
+        for kind, obj_id, n in batch:
+            pipe.incrby(_COUNTER_KEYS[kind](obj_id), n)
+            pipe.sadd(keys.views_dirty(), _member(kind, obj_id))
+        pipe.execute()
+
+
+def _invalidate_cached_copies(objects: list[tuple[Kind, int]]) -> None:
+    # After the commit, so that cached copies are re-read with the new view_count
+    # (until then a reader shows the old count plus a smaller pending count: a dip of
+    # one batch for the milliseconds between the take and the invalidation). Families
+    # "post" and "page" are registered by posts.selectors.
+    for kind, obj_id in objects:
+        invalidate(kind, obj_id)
+
+
+def pending_views(kind: Kind, ids: list[int]) -> dict[int, int]:
+    """Views of each post (or page) not yet flushed to the database; one MGET."""
+    counter_key = _COUNTER_KEYS[kind]
+    if not ids:
+        return {}
+    values = get_redis("state").mget([counter_key(obj_id) for obj_id in ids])
+    return {obj_id: int(value or 0) for obj_id, value in zip(ids, values, strict=True)}
+
+
+def post_unique_viewers(post_id: int) -> int:
+    """Distinct viewers of a post, estimated by HyperLogLog (0.81 % standard error)."""
+    return get_redis("state").pfcount(keys.post_viewers(post_id))

@@ -1,0 +1,24 @@
+from django.urls import path
+
+import core.converters  # noqa: F401 - registers the <id:...> converter
+from posts import apis, views
+
+api_urlpatterns = [
+    path("posts", apis.PostCreateApi.as_view(), name="api-posts"),
+    path("posts/<id:post_id>", apis.PostDetailApi.as_view(), name="api-post"),
+    path("posts/<id:post_id>/like", apis.PostLikeApi.as_view(), name="api-post-like"),
+    path("users/<id:user_id>/posts", apis.UserPostsApi.as_view(), name="api-user-posts"),
+    path("users/<id:user_id>/stats", apis.UserStatsApi.as_view(), name="api-user-stats"),
+    path("pages/<id:page_id>", apis.PageDetailApi.as_view(), name="api-page"),
+    path("leaderboard", apis.LeaderboardApi.as_view(), name="api-leaderboard"),
+]
+
+site_urlpatterns = [
+    path("posts/new", views.post_compose, name="post-compose"),
+    path("posts/<id:post_id>", views.post_detail, name="post-detail"),
+    path("posts/<id:post_id>/like", views.post_like_toggle, name="post-like"),
+    path("posts/<id:post_id>/delete", views.post_delete, name="post-delete"),
+    path("users/<id:user_id>", views.profile, name="profile"),
+    path("profile/edit", views.profile_edit, name="profile-edit"),
+    path("leaderboard", views.leaderboard_page, name="leaderboard"),
+]

@@ -1,0 +1,123 @@
+"""Site pages of the posts app: thin, reading the same cached selectors as the API."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import user_profile
+from accounts.services import user_update_profile
+from core.http import viewer_id
+from posts import counters, leaderboard, selectors, services
+from posts.forms import PostForm, ProfileForm
+from posts.models import Post
+
+
+@login_required
+@require_POST
+def post_compose(request: HttpRequest) -> HttpResponse:
+    form = PostForm(request.POST)
+    if form.is_valid():
+        try:
+            post = services.post_create(author=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, "Posted.")
+            return redirect("post-detail", post_id=post.pk)
+    else:
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+    return redirect("home")
+
+
+def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
+    post = selectors.post_detail(post_id=post_id)
+    if post is None:
+        raise Http404("No such post")
+    pending = counters.record_post_view(post_id=post_id, viewer=viewer_id(request))
+    context = {
+        "post": post,
+        "views": post["viewCount"] + pending,
+        "unique_viewers": counters.post_unique_viewers(post_id),
+        "is_author": request.user.is_authenticated and request.user.pk == post["author"]["id"],
+        "liked": request.user.is_authenticated and selectors.post_liked_by(post_id=post_id, user_id=request.user.pk),
+    }
+    return render(request, "posts/post_detail.html", context)
+
+
+@login_required
+@require_POST
+def post_like_toggle(request: HttpRequest, post_id: int) -> HttpResponse:
+    post = get_object_or_404(Post, pk=post_id)
+    try:
+        if request.POST.get("action") == "unlike":
+            services.post_unlike(post=post, user=request.user)
+        else:
+            services.post_like(post=post, user=request.user)
+    except (services.AlreadyLiked, services.NotLiked):
+        pass  # a double click: the state the person wanted is the state it is in
+    except ValidationError as exc:
+        messages.error(request, exc.messages[0])
+    return redirect("post-detail", post_id=post_id)
+
+
+@login_required
+@require_POST
+def post_delete(request: HttpRequest, post_id: int) -> HttpResponse:
+    post = get_object_or_404(Post, pk=post_id)
+    try:
+        services.post_delete(post=post, editor=request.user)
+    except PermissionDenied:
+        messages.error(request, "Only the author can delete this post.")
+        return redirect("post-detail", post_id=post_id)
+    messages.info(request, "Post deleted.")
+    return redirect("profile", user_id=request.user.pk)
+
+
+def profile(request: HttpRequest, user_id: int) -> HttpResponse:
+    person = user_profile(user_id=user_id)
+    if person is None:
+        raise Http404("No such person")
+    is_owner = request.user.is_authenticated and request.user.pk == user_id
+    form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
+    context = {
+        "person": person,
+        "posts": selectors.user_recent_posts(user_id=user_id),
+        "stats": selectors.user_stats(user_id=user_id),
+        "rank": leaderboard.leaderboard_entry(user_id=user_id),
+        "form": form,
+        "is_owner": is_owner,
+    }
+    return render(request, "posts/profile.html", context)
+
+
+@login_required
+@require_POST
+def profile_edit(request: HttpRequest) -> HttpResponse:
+    form = ProfileForm(request.POST)
+    if form.is_valid():
+        try:
+            user_update_profile(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, "Profile saved.")
+    else:
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+    return redirect("profile", user_id=request.user.pk)
+
+
+def leaderboard_page(request: HttpRequest) -> HttpResponse:
+    me = leaderboard.leaderboard_entry(user_id=request.user.pk) if request.user.is_authenticated else None
+    context = {
+        "top": leaderboard.leaderboard_top(count=20),
+        "me": me,
+        "around": leaderboard.leaderboard_around(user_id=request.user.pk) if me else [],
+    }
+    return render(request, "posts/leaderboard.html", context)

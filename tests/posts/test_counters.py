@@ -1,0 +1,301 @@
+"""View counters: pending views in Redis, taken atomically and flushed to the database."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import OperationalError, connection
+from django.db.models import QuerySet
+
+from posts import counters, keys
+from posts.counters import (
+    flush_all_views,
+    pending_views,
+    post_unique_viewers,
+    record_page_view,
+    record_post_view,
+)
+from posts.models import Page, Post
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def post(make_user) -> Post:
+    return Post.objects.create(author=make_user(), title="Hello", content="First post")
+
+
+@pytest.fixture
+def page() -> Page:
+    return Page.objects.create(slug="about", title="About", body="About Kestrel")
+
+
+@pytest.fixture
+def invalidated(monkeypatch) -> list[tuple[str, int]]:
+    """The (family, id) of every cached copy a flush drops, in order."""
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(counters, "invalidate", lambda family, obj_id: calls.append((family, obj_id)))
+    return calls
+
+
+@pytest.fixture
+def failing_updates(monkeypatch):
+    """Every queryset UPDATE raises, as a database that went away would."""
+
+    def update(self, **kwargs):
+        raise OperationalError("the database is unavailable")
+
+    monkeypatch.setattr(QuerySet, "update", update)
+
+
+def view_count(obj: Post | Page) -> int:
+    obj.refresh_from_db(fields=["view_count"])
+    return obj.view_count
+
+
+def test_a_view_increments_the_pending_count_the_unique_viewers_and_marks_the_post_dirty(post, state_redis):
+    assert record_post_view(post_id=post.pk, viewer="u:1") == 1
+    assert record_post_view(post_id=post.pk, viewer="u:1") == 2
+    assert record_post_view(post_id=post.pk, viewer="u:2") == 3
+
+    assert pending_views("post", [post.pk]) == {post.pk: 3}
+    assert post_unique_viewers(post.pk) == 2
+    assert state_redis.smembers(keys.views_dirty()) == {f"post:{post.pk}".encode()}
+    assert view_count(post) == 0
+
+
+def test_the_counters_have_no_ttl_on_the_state_role(post, page, state_redis):
+    record_post_view(post_id=post.pk, viewer="u:1")
+    record_page_view(page_id=page.pk, viewer="u:1")
+
+    for key in (keys.post_views(post.pk), keys.post_viewers(post.pk), keys.page_views(page.pk), keys.views_dirty()):
+        assert state_redis.ttl(key) == -1, key
+
+
+def test_the_thousandth_view_flushes_into_the_database_after_commit(
+    post, state_redis, invalidated, django_capture_on_commit_callbacks
+):
+    for n in range(1, keys.VIEW_FLUSH_EVERY):
+        record_post_view(post_id=post.pk, viewer=f"u:{n % 7}")
+    assert view_count(post) == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        # The caller read the row (view_count 0) before the view: 0 + 1000 is exact.
+        assert record_post_view(post_id=post.pk, viewer="u:1") == keys.VIEW_FLUSH_EVERY
+        assert view_count(post) == 0  # the test's transaction has not committed yet
+
+    assert view_count(post) == keys.VIEW_FLUSH_EVERY
+    assert pending_views("post", [post.pk]) == {post.pk: 0}
+    assert not state_redis.exists(keys.post_views(post.pk))
+    assert invalidated == [("post", post.pk)]
+    assert record_post_view(post_id=post.pk, viewer="u:1") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_view_reaching_the_threshold_flushes_at_once_outside_a_transaction(page, invalidated):
+    # As in a request without ATOMIC_REQUESTS: no transaction is open.
+    for _ in range(4):
+        record_page_view(page_id=page.pk, viewer="u:1", flush_every=5)
+    assert view_count(page) == 0
+
+    assert record_page_view(page_id=page.pk, viewer="u:1", flush_every=5) == 5
+
+    assert view_count(page) == 5
+    assert pending_views("page", [page.pk]) == {page.pk: 0}
+    assert invalidated == [("page", page.pk)]
+
+
+def test_flush_all_views_moves_every_dirty_counter_and_empties_the_dirty_set(make_user, page, state_redis, invalidated):
+    author = make_user()
+    posts = [Post.objects.create(author=author, title=f"Post {n}", content="...") for n in range(3)]
+    for n, p in enumerate(posts, start=1):
+        for _ in range(n):
+            record_post_view(post_id=p.pk, viewer="u:1")
+    for _ in range(4):
+        record_page_view(page_id=page.pk, viewer="u:1")
+
+    assert flush_all_views(batch=2) == 1 + 2 + 3 + 4
+
+    assert [view_count(p) for p in posts] == [1, 2, 3]
+    assert view_count(page) == 4
+    assert state_redis.scard(keys.views_dirty()) == 0
+    assert pending_views("post", [p.pk for p in posts]) == {p.pk: 0 for p in posts}
+    assert sorted(invalidated) == sorted([("post", p.pk) for p in posts] + [("page", page.pk)])
+    assert flush_all_views() == 0
+
+
+def test_flush_all_views_drops_members_it_does_not_know(post, state_redis):
+    record_post_view(post_id=post.pk, viewer="u:1")
+    state_redis.sadd(keys.views_dirty(), "comment:1", "post:x")
+
+    assert flush_all_views() == 1
+    assert state_redis.scard(keys.views_dirty()) == 0
+
+
+def test_a_database_failure_during_flush_gives_the_views_back(post, state_redis, invalidated, monkeypatch):
+    for _ in range(5):
+        record_post_view(post_id=post.pk, viewer="u:1")
+
+    def update(self, **kwargs):
+        raise OperationalError("the database is unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(QuerySet, "update", update)
+        with pytest.raises(OperationalError):
+            flush_all_views()
+
+    assert pending_views("post", [post.pk]) == {post.pk: 5}
+    assert state_redis.sismember(keys.views_dirty(), f"post:{post.pk}")
+    assert view_count(post) == 0
+    assert invalidated == []
+
+    assert flush_all_views() == 5
+    assert view_count(post) == 5
+
+
+def test_a_failed_inline_flush_does_not_fail_the_view_and_keeps_its_views(
+    post, state_redis, failing_updates, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            record_post_view(post_id=post.pk, viewer="u:1", flush_every=3)
+
+    assert pending_views("post", [post.pk]) == {post.pk: 3}
+    assert state_redis.sismember(keys.views_dirty(), f"post:{post.pk}")
+
+
+def test_views_of_a_deleted_post_are_dropped_with_its_unique_viewers(post, state_redis, invalidated):
+    record_post_view(post_id=post.pk, viewer="u:1")
+    post_id = post.pk
+    post.delete()
+
+    assert flush_all_views() == 0
+
+    assert not state_redis.exists(keys.post_views(post_id), keys.post_viewers(post_id))
+    assert state_redis.scard(keys.views_dirty()) == 0
+    assert invalidated == []
+
+
+def test_unique_viewers_counts_distinct_viewers(post):
+    for n in range(60):
+        record_post_view(post_id=post.pk, viewer=f"u:{n % 12}")
+
+    assert post_unique_viewers(post.pk) == 12
+    assert pending_views("post", [post.pk]) == {post.pk: 60}
+
+
+def test_pending_views_reads_many_counters_in_one_call(make_user, page):
+    author = make_user()
+    viewed, unviewed = (Post.objects.create(author=author, title=t, content="...") for t in ("a", "b"))
+    record_post_view(post_id=viewed.pk, viewer="u:1")
+    record_post_view(post_id=viewed.pk, viewer="u:2")
+
+    assert pending_views("post", [viewed.pk, unviewed.pk]) == {viewed.pk: 2, unviewed.pk: 0}
+    assert pending_views("page", []) == {}
+
+
+def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
+    import django_rq
+
+    from posts.jobs import flush_view_counts
+
+    for _ in range(7):
+        record_post_view(post_id=post.pk, viewer="u:1")
+    # Enqueued at once, as the cron scheduler does (it uses a plain rq Queue).
+    queue = django_rq.get_queue("default", commit_mode="auto")
+    job = queue.enqueue(flush_view_counts)
+
+    # A SimpleWorker runs the job in this process, inside the test's database.
+    run_jobs("default")
+
+    job.refresh()
+    assert job.is_finished
+    assert job.return_value() == 7
+    assert view_count(post) == 7
+
+
+def test_the_cron_config_schedules_the_flush_and_the_replay_every_minute_on_the_default_queue():
+    from django_rq.cron import DjangoCronScheduler
+
+    scheduler = DjangoCronScheduler()
+    scheduler.load_config_from_file("jobs/cron.py")
+
+    jobs = {(job.func_name, job.queue_name, job.interval) for job in scheduler.get_jobs()}
+    assert jobs == {
+        ("posts.jobs.flush_view_counts", "default", 60),
+        ("core.jobs.replay_invalidations", "default", 60),
+    }
+
+
+# The race: views from many threads while a flusher drains in a loop. -----------------
+
+THREADS = 8
+VIEWS_PER_THREAD = 250
+
+
+def run_views_racing_a_flusher(post_id: int, *, flush_every: int) -> None:
+    """8 threads record 2,000 views of one post while another thread flushes in a loop."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def view(thread: int) -> None:
+        try:
+            for n in range(VIEWS_PER_THREAD):
+                record_post_view(post_id=post_id, viewer=f"u:{thread}:{n % 5}", flush_every=flush_every)
+        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def flush() -> None:
+        try:
+            while not done.is_set():
+                try:
+                    flush_all_views(batch=10)
+                except OperationalError:
+                    # SQLite's shared in-memory test database locks whole tables and
+                    # answers a concurrent writer at once with "database table is
+                    # locked" (no busy wait). The flush gave its views back: retry.
+                    continue
+        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    viewers = [threading.Thread(target=view, args=(n,)) for n in range(THREADS)]
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    for thread in viewers:
+        thread.start()
+    for thread in viewers:
+        thread.join()
+    done.set()
+    flusher.join()
+    assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_views_racing_the_scheduled_flush_are_each_counted_exactly_once(make_user, state_redis):
+    post = Post.objects.create(author=make_user(), title="Hot", content="...")
+
+    # The real split: web processes only touch Redis, the flush job writes the rows.
+    run_views_racing_a_flusher(post.pk, flush_every=keys.VIEW_FLUSH_EVERY)
+
+    assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
+    flush_all_views()
+    assert view_count(post) == THREADS * VIEWS_PER_THREAD
+    assert state_redis.scard(keys.views_dirty()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_views_racing_inline_and_scheduled_flushes_are_each_counted_exactly_once(make_user, state_redis):
+    post = Post.objects.create(author=make_user(), title="Hot", content="...")
+
+    # A low threshold makes the viewers' own inline flushes race the flusher's takes
+    # (and, on SQLite, fail on table locks and give their views back).
+    run_views_racing_a_flusher(post.pk, flush_every=20)
+
+    assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
+    flush_all_views()
+    assert view_count(post) == THREADS * VIEWS_PER_THREAD
