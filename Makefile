@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker test test-all lint format migrations-check bench clean
+.PHONY: install run worker cron test lint format migrations-check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: install
 ## Only the RQ worker, against REDIS_URL.
 worker: install
 	$(PY) manage.py rqworker email reports default --with-scheduler
+
+## Only RQ's cron scheduler (enqueues the periodic jobs of jobs/cron.py).
+cron: install
+	$(PY) manage.py rqcron jobs/cron.py
 
 ## The test suite: starts its own private Redis; SQLite unless DATABASE_URL is set.
 test: install

@@ -5,8 +5,8 @@ from django.db import transaction
 
 from accounts.models import User
 from accounts.services import user_create
-from posts.models import Post
-from posts.services import post_create
+from posts.models import Like, Page, Post
+from posts.services import post_create, post_like
 
 DEMO_PASSWORD = "kestrel-demo-pass"
 
@@ -15,6 +15,14 @@ PEOPLE = [
     ("grace", "grace@example.com", [("On caching", "There are two hard things: naming, invalidation, off-by-one.")]),
     ("linus", "linus@example.com", [("Streams", "Reading about XADD and consumer groups today.")]),
 ]
+
+PAGES = [
+    ("about", "About Kestrel", "Kestrel is a small community site built on production Redis patterns."),
+    ("guidelines", "Community guidelines", "Be kind, stay on topic, and credit your sources."),
+]
+
+# (who likes, whose post): gives the leaderboard something to rank.
+LIKES = [("grace", "ada"), ("linus", "ada"), ("ada", "grace")]
 
 
 class Command(BaseCommand):
@@ -33,6 +41,13 @@ class Command(BaseCommand):
             for title, content in posts:
                 if not Post.objects.filter(author=user, title=title).exists():
                     post_create(author=user, title=title, content=content)
+        for slug, title, body in PAGES:
+            Page.objects.get_or_create(slug=slug, defaults={"title": title, "body": body})
+        for liker, author in LIKES:
+            post = Post.objects.filter(author__username=author).order_by("id").first()
+            fan = User.objects.get(username=liker)
+            if not Like.objects.filter(user=fan, post=post).exists():
+                post_like(post=post, user=fan)
 
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         self.stdout.write("  admin@example.com  (staff: /admin/ and /admin/rq/)")
