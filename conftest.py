@@ -57,4 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _server is not None:
+        from core.cacheaside import l1
+
+        l1().stop()  # before the server goes, or its subscriber logs the lost connection
         _server.cleanup()
