@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
+from jobs.services import email_enqueue
 
 
 def user_create(*, email: str, username: str, password: str, is_staff: bool = False) -> User:
@@ -41,6 +42,13 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
     try:
         with transaction.atomic():
             user.save()
+            # Queued after commit: a sign-up that rolls back sends no welcome.
+            email_enqueue(
+                to=user.email,
+                subject="Welcome to Kestrel",
+                body=f"Hello {user.username}, welcome to Kestrel!",
+                owner=user,
+            )
     except IntegrityError:
         raise ValidationError({"email": ["A user with that email or username already exists."]}) from None
     return user

@@ -261,6 +261,10 @@ RQ_QUEUES = {
 }
 RQ_SHOW_ADMIN_LINK = True
 
+# --- Links in emails ----------------------------------------------------------------
+
+KESTREL_SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
+
 # --- Email ------------------------------------------------------------------------
 
 EMAIL_BACKEND = env_str(

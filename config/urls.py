@@ -5,12 +5,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.urls import api_urlpatterns as accounts_api
 from accounts.urls import site_urlpatterns as accounts_site
 from core.views import healthz
+from jobs.urls import api_urlpatterns as jobs_api
+from jobs.urls import site_urlpatterns as jobs_site
 from posts.urls import api_urlpatterns as posts_api
 from posts.urls import site_urlpatterns as posts_site
 
 api_urlpatterns = [
     *accounts_api,
     *posts_api,
+    *jobs_api,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -18,6 +21,7 @@ api_urlpatterns = [
 urlpatterns = [
     path("", include(accounts_site)),
     path("", include(posts_site)),
+    path("", include(jobs_site)),
     path("api/", include(api_urlpatterns)),
     path("healthz", healthz, name="healthz"),
     path("admin/rq/", include("django_rq.urls")),

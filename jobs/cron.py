@@ -10,6 +10,7 @@ from __future__ import annotations
 from rq import cron
 
 from core.jobs import replay_invalidations
+from jobs.jobs import drain_outbox
 from jobs.queues import DEFAULT, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
 
@@ -35,4 +36,14 @@ cron.register(
     interval=INVALIDATION_REPLAY_INTERVAL,
     job_timeout=QUEUE_TIMEOUTS[DEFAULT],
     ttl=5 * INVALIDATION_REPLAY_INTERVAL,
+)
+
+OUTBOX_DRAIN_INTERVAL = 60  # seconds: the longest a job recorded while Redis was away waits
+
+cron.register(
+    drain_outbox,
+    DEFAULT,
+    interval=OUTBOX_DRAIN_INTERVAL,
+    job_timeout=QUEUE_TIMEOUTS[DEFAULT],
+    ttl=5 * OUTBOX_DRAIN_INTERVAL,
 )

@@ -1,1 +1,48 @@
-# Jobs are RQ jobs on the state role (jobs/queues.py); no database models yet.
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Job(models.Model):
+    """A background job's durable record, written in the same transaction as the request.
+
+    It is the outbox: the job reaches RQ after commit, and a row still without
+    `enqueued_at` a little later (Redis was away, the process died) is pushed again by
+    a scheduled job, so no job is lost. Its id is the RQ job id. It also records the
+    owner (who may see the job) and completion (so a job RQ runs twice acts once).
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        REPORT = "report", "Activity report"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="jobs")
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["created_at"], condition=models.Q(enqueued_at=None), name="jobs_job_outbox"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pk}"
+
+
+class Report(models.Model):
+    """An activity report file, one per report job (the job id makes a re-run idempotent)."""
+
+    job = models.OneToOneField(Job, primary_key=True, on_delete=models.CASCADE, related_name="report")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
+    file = models.FileField(upload_to="reports/")
+    summary = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Report {self.pk}"

@@ -1,7 +1,13 @@
-"""Queue names and their policies. settings.RQ_QUEUES is built from this module.
+"""Queue names and the policy of each kind of job. settings.RQ_QUEUES is built from this.
 
 Kept free of Django imports: settings.py reads it while settings are being built.
 """
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 DEFAULT = "default"
 EMAIL = "email"
@@ -16,3 +22,36 @@ QUEUE_TIMEOUTS: dict[str, int] = {
 
 # The order a worker listens in: email first, people wait on it.
 WORKER_QUEUES: list[str] = [EMAIL, REPORTS, DEFAULT]
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    queue: str
+    func: str  # dotted path of the job function (jobs/jobs.py)
+    retries: int  # attempts after the first
+    backoff_base: float  # seconds: retry n waits up to base * 2**n (full jitter)
+    result_ttl: int = 24 * 60 * 60  # how long a finished job stays readable in Redis
+    failure_ttl: int = 7 * 24 * 60 * 60  # failed jobs stay for the admin to inspect and requeue
+
+    @property
+    def timeout(self) -> int:
+        return QUEUE_TIMEOUTS[self.queue]
+
+    def retry_intervals(self, rand: Callable[[], float] = random.random) -> list[int]:
+        """Exponential backoff with full jitter: retry n waits uniformly in [1, base * 2**n] s.
+
+        Full jitter (not base * 2**n plus a little) spreads the retries of jobs that
+        failed together, e.g. when the mail server came back, instead of sending them
+        back in one wave. Whole seconds: RQ schedules retries in seconds.
+        """
+        return [max(1, round(rand() * self.backoff_base * 2 ** (n + 1))) for n in range(self.retries)]
+
+
+EMAIL_JOB = "email"
+REPORT_JOB = "report"
+
+POLICIES: dict[str, JobPolicy] = {
+    # About 2 s, 4 s, 8 s (full jitter), as a mail server blip lasts seconds.
+    EMAIL_JOB: JobPolicy(queue=EMAIL, func="jobs.jobs.send_email", retries=3, backoff_base=1.0),
+    REPORT_JOB: JobPolicy(queue=REPORTS, func="jobs.jobs.build_report", retries=2, backoff_base=5.0),
+}

@@ -215,7 +215,7 @@ def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
     assert view_count(post) == 7
 
 
-def test_the_cron_config_schedules_the_flush_and_the_replay_every_minute_on_the_default_queue():
+def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default_queue():
     from django_rq.cron import DjangoCronScheduler
 
     scheduler = DjangoCronScheduler()
@@ -225,6 +225,7 @@ def test_the_cron_config_schedules_the_flush_and_the_replay_every_minute_on_the_
     assert jobs == {
         ("posts.jobs.flush_view_counts", "default", 60),
         ("core.jobs.replay_invalidations", "default", 60),
+        ("jobs.jobs.drain_outbox", "default", 60),
     }
 
 

@@ -1,0 +1,73 @@
+"""Job API: the reference article's POST /api/send-email, reports, and job status."""
+
+from __future__ import annotations
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import selectors, services
+
+
+class SendEmailInputSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    subject = serializers.CharField(max_length=200)
+    message = serializers.CharField(max_length=5_000, required=False, default="Sent from Kestrel.")
+
+
+class SendEmailApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=SendEmailInputSerializer, responses={202: dict})
+    def post(self, request: Request) -> Response:
+        data = SendEmailInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        to = data.validated_data["email"]
+        # Anyone may email themselves; only staff may email others (no open relay).
+        if not request.user.is_staff and to.lower() != request.user.email.lower():
+            raise PermissionDenied("You can only send email to your own address")
+        job = services.email_enqueue(
+            to=to, subject=data.validated_data["subject"], body=data.validated_data["message"], owner=request.user
+        )
+        return Response({"jobId": str(job.pk), "message": "Email queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportCreateApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request: Request) -> Response:
+        job = services.report_enqueue(owner=request.user)
+        return Response(
+            {"jobId": str(job.pk), "message": "Report queued", "status": f"/api/jobs/{job.pk}"},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class JobDetailApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, job_id) -> Response:
+        job = selectors.job_for(job_id=job_id, user=request.user)
+        if job is None:
+            raise NotFound("Job not found")
+        return Response(selectors.job_status(job=job))
+
+
+class ReportDownloadApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    def get(self, request: Request, job_id):
+        report = selectors.report_for(job_id=job_id, user=request.user)
+        if report is None:
+            raise NotFound("Report not found (or not ready yet)")
+        return FileResponse(
+            report.file.open("rb"), as_attachment=True, filename=f"kestrel-report-{job_id}.csv", content_type="text/csv"
+        )

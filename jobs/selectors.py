@@ -1,0 +1,59 @@
+"""Reads of the jobs app: a job's status, from RQ while it lives there, else from its row."""
+
+from __future__ import annotations
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+
+from core.redis import UNAVAILABLE_ERRORS, get_redis
+from jobs.models import Job, Report
+
+
+def job_for(*, job_id, user) -> Job | None:
+    """The job if `user` may see it (its owner or staff), else None."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not (user.is_staff or job.owner_id == user.pk):
+        return None
+    return job
+
+
+def job_status(*, job: Job) -> dict:
+    """{"jobId", "kind", "status", "progress", "result", "error"} for the API and the reports page.
+
+    RQ keeps a job for result_ttl after it ends; the row keeps completion for good.
+    """
+    body = {"jobId": str(job.pk), "kind": job.kind, "createdAt": job.created_at.isoformat()}
+    if job.completed_at is not None:
+        return {**body, "status": "finished", "progress": None, "result": job.result, "error": None}
+    if job.enqueued_at is None:
+        return {**body, "status": "pending", "progress": None, "result": None, "error": None}
+    try:
+        rq_job = RQJob.fetch(str(job.pk), connection=get_redis("state"))
+    except NoSuchJobError:
+        return {**body, "status": "expired", "progress": None, "result": None, "error": None}
+    except UNAVAILABLE_ERRORS:
+        return {**body, "status": "unknown", "progress": None, "result": None, "error": "Queue unavailable"}
+    status = rq_job.get_status(refresh=False)
+    error = None
+    if status == "failed" and rq_job.latest_result() is not None:
+        error = (rq_job.latest_result().exc_string or "").strip().splitlines()[-1:] or None
+        error = error[0] if error else "Failed"
+    return {
+        **body,
+        "status": str(status.value if hasattr(status, "value") else status),
+        "progress": rq_job.meta.get("progress"),
+        "result": None,
+        "error": error,
+        "retriesLeft": rq_job.retries_left,
+    }
+
+
+def report_for(*, job_id, user) -> Report | None:
+    report = Report.objects.filter(pk=job_id).first()
+    if report is None or not (user.is_staff or report.owner_id == user.pk):
+        return None
+    return report
+
+
+def reports_of(*, user, limit: int = 10) -> list[Job]:
+    return list(Job.objects.filter(owner=user, kind=Job.Kind.REPORT).order_by("-created_at")[:limit])

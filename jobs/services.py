@@ -1,0 +1,183 @@
+"""Writes of the jobs app: enqueue through the outbox, send email, build reports.
+
+Every job starts as a `Job` row written in the caller's transaction. After commit the
+job is pushed to RQ with the row's id as its RQ id; if Redis cannot take it then, the
+row stays unpushed and `outbox_drain` (scheduled every minute) pushes it later. So a
+rollback enqueues nothing, a commit always ends up enqueued, and a job pushed twice
+(the push succeeded but marking it did not) is harmless: job functions act once per
+row (`completed_at`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import smtplib
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+import django_rq
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from rq import Callback, Retry
+
+from accounts.models import User
+from core import metrics
+from core.redis import UNAVAILABLE_ERRORS
+from jobs.models import Job, Report
+from jobs.queues import EMAIL_JOB, POLICIES, REPORT_JOB
+from posts import counters
+from posts.models import Post
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_GRACE = timedelta(seconds=30)  # a row this old and still unpushed missed its on_commit push
+REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis write)
+
+
+class PermanentJobError(Exception):
+    """A failure that retrying cannot fix (a refused address): the job fails at once."""
+
+
+# --- Enqueueing ------------------------------------------------------------------------
+
+
+def job_enqueue(*, kind: str, owner: User | None, payload: dict) -> Job:
+    """Record the job now; push it to RQ once the surrounding transaction commits."""
+    job = Job.objects.create(kind=kind, owner=owner, payload=payload)
+    transaction.on_commit(partial(job_push, job.pk), robust=True)
+    return job
+
+
+def email_enqueue(*, to: str, subject: str, body: str, owner: User | None) -> Job:
+    return job_enqueue(kind=EMAIL_JOB, owner=owner, payload={"to": to, "subject": subject, "body": body})
+
+
+def report_enqueue(*, owner: User) -> Job:
+    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={})
+
+
+def job_push(job_id) -> bool:
+    """Hand a recorded job to RQ. False (and the row stays in the outbox) if Redis is away."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.enqueued_at is not None:
+        return False
+    policy = POLICIES[job.kind]
+    try:
+        # commit_mode="auto": this already runs after commit, so enqueue right now.
+        queue = django_rq.get_queue(policy.queue, commit_mode="auto")
+        queue.enqueue(
+            policy.func,
+            str(job.pk),
+            job_id=str(job.pk),
+            job_timeout=policy.timeout,
+            result_ttl=policy.result_ttl,
+            failure_ttl=policy.failure_ttl,
+            retry=Retry(max=policy.retries, interval=policy.retry_intervals()),
+            on_failure=Callback(fail_fast_on_permanent_errors),
+            meta={"owner_id": job.owner_id, "kind": job.kind},
+        )
+    except UNAVAILABLE_ERRORS as exc:
+        # The row is committed: the outbox drain pushes it once Redis is back.
+        metrics.incr("jobs.push_failed", kind=job.kind)
+        logger.warning("Could not enqueue %s job %s (%s); left in the outbox", job.kind, job.pk, exc)
+        return False
+    Job.objects.filter(pk=job.pk, enqueued_at=None).update(enqueued_at=timezone.now())
+    metrics.incr("jobs.enqueued", kind=job.kind)
+    return True
+
+
+def outbox_drain(*, now=None, limit: int = 500) -> int:
+    """Push jobs whose after-commit push never happened. Returns how many went out."""
+    cutoff = (now or timezone.now()) - OUTBOX_GRACE
+    pushed = 0
+    for job_id in Job.objects.filter(enqueued_at=None, created_at__lt=cutoff).values_list("pk", flat=True)[:limit]:
+        if not job_push(job_id):
+            break  # Redis still away: the next run tries again
+        pushed += 1
+    return pushed
+
+
+def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries."""
+    if exc_type is not None and issubclass(exc_type, PermanentJobError):
+        job.retries_left = 0
+
+
+# --- The work itself ----------------------------------------------------------------------
+
+
+def _complete(job: Job, result: dict) -> bool:
+    """Mark the job done; False if another run already did (RQ runs a job at least once)."""
+    return bool(Job.objects.filter(pk=job.pk, completed_at=None).update(completed_at=timezone.now(), result=result))
+
+
+def email_send(*, job: Job) -> dict:
+    if job.completed_at is not None:
+        return {"sent": False, "reason": "already sent"}
+    payload = job.payload
+    try:
+        send_mail(payload["subject"], payload["body"], settings.DEFAULT_FROM_EMAIL, [payload["to"]])
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise PermanentJobError(f"Address refused: {payload['to']}") from exc
+    result = {"sent": True, "to": payload["to"]}
+    _complete(job, result)
+    return result
+
+
+def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Write the owner's activity report (CSV of their posts and a summary) and email a link.
+
+    Idempotent: the file name and the Report row are keyed by the job id, and the
+    email goes out only with the run that completes the job.
+    """
+    if job.completed_at is not None:
+        return job.result
+    owner = job.owner
+    posts = list(
+        Post.objects.filter(author=owner).order_by("-created_at").values("id", "title", "created_at", "like_count")
+    )
+    flushed = dict(Post.objects.filter(author=owner).values_list("id", "view_count"))
+    pending = counters.pending_views("post", list(flushed))
+    total = len(posts)
+    step = max(1, total // REPORT_PROGRESS_STEPS)
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["post_id", "title", "created_at", "views", "likes"])
+    views_total = likes_total = 0
+    for done, post in enumerate(posts, start=1):
+        views = flushed[post["id"]] + pending.get(post["id"], 0)
+        views_total += views
+        likes_total += post["like_count"]
+        writer.writerow([post["id"], post["title"], post["created_at"].isoformat(), views, post["like_count"]])
+        if done % step == 0 or done == total:
+            progress(done, total)
+    summary = {"posts": total, "views": views_total, "likes": likes_total}
+    writer.writerow([])
+    writer.writerow(["total", f"{total} posts", "", views_total, likes_total])
+
+    name = f"reports/{job.pk}.csv"
+    if default_storage.exists(name):
+        default_storage.delete(name)  # a re-run replaces its own file, never adds a second
+    stored = default_storage.save(name, ContentFile(out.getvalue().encode()))
+    Report.objects.update_or_create(job=job, defaults={"owner": owner, "file": stored, "summary": summary})
+
+    result = {"summary": summary, "download": reverse("api-report-download", args=[job.pk])}
+    with transaction.atomic():
+        if _complete(job, result):
+            link = settings.KESTREL_SITE_URL.rstrip("/") + result["download"]
+            email_enqueue(
+                to=owner.email,
+                subject="Your Kestrel activity report is ready",
+                body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
+                owner=owner,
+            )
+    return result

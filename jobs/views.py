@@ -1,0 +1,38 @@
+"""The reports page: ask for a report or a test email, watch progress live, download."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from jobs import selectors, services
+
+
+@login_required
+def reports(request: HttpRequest) -> HttpResponse:
+    jobs = selectors.reports_of(user=request.user)
+    return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
+
+
+@login_required
+@require_POST
+def report_request(request: HttpRequest) -> HttpResponse:
+    services.report_enqueue(owner=request.user)
+    messages.success(request, "Your report is being built; this page shows its progress.")
+    return redirect("reports")
+
+
+@login_required
+@require_POST
+def email_me(request: HttpRequest) -> HttpResponse:
+    services.email_enqueue(
+        to=request.user.email,
+        subject="Hello from Kestrel",
+        body="You asked Kestrel to email you, and it did (through a background job).",
+        owner=request.user,
+    )
+    messages.success(request, f"An email to {request.user.email} is on its way.")
+    return redirect("reports")

@@ -1,0 +1,330 @@
+"""Email and report jobs on RQ: enqueue after commit, a real worker, retries with
+backoff, permanent errors, idempotency, the outbox, ownership."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.core import mail
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rq.job import Job as RQJob
+
+from core.redis import get_redis
+from jobs import services
+from jobs.jobs import send_email
+from jobs.models import Job, Report
+from jobs.queues import POLICIES
+from posts.counters import record_post_view
+from posts.models import Post
+from tests.jobs import backends
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ada(make_user):
+    return make_user(email="ada@example.com", username="ada")
+
+
+@pytest.fixture
+def as_ada(ada) -> APIClient:
+    client = APIClient()
+    client.force_login(ada)
+    return client
+
+
+def queued_ids(name: str) -> list[str]:
+    return django_rq.get_queue(name).get_job_ids()
+
+
+def rq_job(job: Job) -> RQJob:
+    return RQJob.fetch(str(job.pk), connection=get_redis("state"))
+
+
+# --- The API ---------------------------------------------------------------------------
+
+
+def test_send_email_queues_a_job_after_commit(as_ada, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = as_ada.post("/api/send-email", {"email": "ada@example.com", "subject": "Hi"}, format="json")
+        assert queued_ids("email") == []  # nothing before commit
+    for callback in callbacks:
+        callback()
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["message"] == "Email queued"
+    assert queued_ids("email") == [body["jobId"]]
+    assert Job.objects.get(pk=body["jobId"]).enqueued_at is not None
+
+
+def test_people_may_only_email_themselves(as_ada):
+    response = as_ada.post("/api/send-email", {"email": "someone@else.com", "subject": "Spam"}, format="json")
+
+    assert response.status_code == 403
+    assert response.json() == {"error": "You can only send email to your own address"}
+    assert not Job.objects.filter(kind="email", payload__to="someone@else.com").exists()
+
+
+def test_staff_may_email_anyone(make_user, django_capture_on_commit_callbacks):
+    staff = APIClient()
+    staff.force_login(make_user(is_staff=True))
+
+    response = staff.post("/api/send-email", {"email": "someone@else.com", "subject": "Hello"}, format="json")
+
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [({"subject": "no address"}, "email"), ({"email": "not-an-address", "subject": "x"}, "email"), ({}, "subject")],
+)
+def test_bad_email_requests_are_400(as_ada, payload, field):
+    before = Job.objects.count()
+
+    response = as_ada.post("/api/send-email", payload, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["details"]
+    assert Job.objects.count() == before
+
+
+def test_anonymous_requests_are_401():
+    assert APIClient().post("/api/send-email", {"email": "a@b.c", "subject": "x"}, format="json").status_code == 401
+    assert APIClient().post("/api/reports").status_code == 401
+
+
+# --- Enqueue after commit ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_enqueues_nothing(ada):
+    def enqueue_then_fail():
+        with transaction.atomic():
+            services.email_enqueue(to="ada@example.com", subject="never", body="", owner=ada)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        enqueue_then_fail()
+
+    assert not Job.objects.filter(payload__subject="never").exists()
+    # Only ada's welcome email (her sign-up committed) is queued.
+    assert [Job.objects.get(pk=i).payload["subject"] for i in queued_ids("email")] == ["Welcome to Kestrel"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_transaction_enqueues(ada):
+    with transaction.atomic():
+        job = services.email_enqueue(to="ada@example.com", subject="committed", body="", owner=ada)
+
+    assert str(job.pk) in queued_ids("email")
+
+
+# --- A real worker ----------------------------------------------------------------------
+
+
+def test_the_worker_sends_the_email_and_the_status_says_so(as_ada, run_jobs, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = as_ada.post("/api/send-email", {"email": "ada@example.com", "subject": "Hi"}, format="json").json()[
+            "jobId"
+        ]
+    mail.outbox.clear()  # the welcome email of sign-up is not this test's
+
+    run_jobs("email")
+
+    assert [m.subject for m in mail.outbox] == ["Hi"]
+    status = as_ada.get(f"/api/jobs/{job_id}").json()
+    assert status["status"] == "finished"
+    assert status["result"] == {"sent": True, "to": "ada@example.com"}
+
+
+def test_a_job_that_runs_twice_sends_one_email(ada, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.email_enqueue(to="ada@example.com", subject="once", body="", owner=ada)
+    mail.outbox.clear()
+
+    send_email(str(job.pk))
+    send_email(str(job.pk))  # RQ is at least once: a killed worker's job runs again
+
+    assert [m.subject for m in mail.outbox] == ["once"]
+
+
+def test_a_job_pushed_twice_still_acts_once(ada, run_jobs, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.email_enqueue(to="ada@example.com", subject="pushed twice", body="", owner=ada)
+    Job.objects.filter(pk=job.pk).update(enqueued_at=None)  # as if marking the first push was lost
+    services.job_push(job.pk)
+    mail.outbox.clear()
+
+    run_jobs("email")
+
+    assert [m.subject for m in mail.outbox] == ["pushed twice"]
+
+
+@override_settings(EMAIL_BACKEND="tests.jobs.backends.FlakyBackend")
+def test_a_transient_failure_is_retried_with_backoff(ada, run_jobs, django_capture_on_commit_callbacks):
+    backends.FAILURES["transient"] = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.email_enqueue(to="ada@example.com", subject="retry me", body="", owner=ada)
+
+    run_jobs("email")
+
+    first = rq_job(job)
+    assert first.get_status() == "scheduled"  # waiting out its backoff
+    assert first.retries_left == POLICIES["email"].retries - 1
+    scheduled_at = django_rq.get_queue("email").scheduled_job_registry.get_scheduled_time(first)
+    assert timedelta(0) < scheduled_at - timezone.now() <= timedelta(seconds=3)
+
+    # Time passes: the scheduler moves it back to the queue, and the retry delivers.
+    django_rq.get_queue("email").enqueue_job(first)
+    run_jobs("email")
+
+    assert rq_job(job).get_status() == "finished"
+    assert [m.subject for m in mail.outbox if m.subject == "retry me"] == ["retry me"]
+
+
+def test_retry_intervals_are_exponential_with_full_jitter():
+    policy = POLICIES["email"]
+
+    assert policy.retry_intervals(rand=lambda: 1.0) == [2, 4, 8]
+    assert policy.retry_intervals(rand=lambda: 0.0) == [1, 1, 1]
+    assert policy.retry_intervals(rand=lambda: 0.5) == [1, 2, 4]
+
+
+@override_settings(EMAIL_BACKEND="tests.jobs.backends.RefusingBackend")
+def test_a_permanent_failure_fails_at_once_without_retrying(ada, as_ada, run_jobs, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.email_enqueue(to="nobody@example.com", subject="refused", body="", owner=ada)
+
+    run_jobs("email")
+
+    failed = rq_job(job)
+    assert failed.get_status() == "failed"
+    assert str(job.pk) in django_rq.get_queue("email").failed_job_registry.get_job_ids()  # requeueable in the admin
+    status = as_ada.get(f"/api/jobs/{job.pk}").json()
+    assert status["status"] == "failed"
+    assert "Address refused" in status["error"]
+
+
+# --- Reports -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ada_with_posts(ada):
+    posts = [Post.objects.create(author=ada, title=f"post {n}", content="...", like_count=n) for n in range(3)]
+    for _ in range(4):
+        record_post_view(post_id=posts[0].pk, viewer="u:9")
+    return posts
+
+
+def test_a_report_job_builds_the_csv_reports_progress_and_emails_a_link(
+    as_ada, ada_with_posts, run_jobs, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = as_ada.post("/api/reports").json()["jobId"]
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_jobs("reports")
+    run_jobs("email")
+
+    status = as_ada.get(f"/api/jobs/{job_id}").json()
+    assert status["status"] == "finished"
+    assert status["result"]["summary"] == {"posts": 3, "views": 4, "likes": 3}
+    assert RQJob.fetch(job_id, connection=get_redis("state")).meta["progress"] == {"done": 3, "total": 3}
+    download = as_ada.get(f"/api/reports/{job_id}")
+    assert download.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
+    assert rows[0] == ["post_id", "title", "created_at", "views", "likes"]
+    assert {row[1] for row in rows[1:4]} == {"post 0", "post 1", "post 2"}
+    [email] = mail.outbox
+    assert f"/api/reports/{job_id}" in email.body
+
+
+def test_a_report_job_that_runs_twice_writes_one_report_and_one_email(
+    ada, ada_with_posts, django_capture_on_commit_callbacks
+):
+    from jobs.jobs import build_report
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        build_report(str(job.pk))
+        build_report(str(job.pk))
+
+    assert Report.objects.filter(owner=ada).count() == 1
+    assert Job.objects.filter(kind="email", payload__subject="Your Kestrel activity report is ready").count() == 1
+
+
+def test_someone_elses_job_and_report_are_404(
+    ada, ada_with_posts, make_user, run_jobs, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+    run_jobs("reports")
+    other = APIClient()
+    other.force_login(make_user())
+
+    assert other.get(f"/api/jobs/{job.pk}").status_code == 404
+    assert other.get(f"/api/reports/{job.pk}").status_code == 404
+    assert other.get("/api/jobs/not-a-uuid").status_code == 404
+    assert other.get("/api/jobs/00000000-0000-0000-0000-000000000000").json() == {"error": "Job not found"}
+
+
+# --- Redis away at enqueue time ------------------------------------------------------------
+
+
+def test_a_job_recorded_while_redis_is_down_is_pushed_by_the_outbox_later(
+    ada, redis_server, run_jobs, django_capture_on_commit_callbacks
+):
+    redis_server.stop()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            job = services.email_enqueue(to="ada@example.com", subject="outbox", body="", owner=ada)
+    finally:
+        redis_server.start()
+    job.refresh_from_db()
+    assert job.enqueued_at is None  # committed, not lost, waiting in the outbox
+
+    assert services.outbox_drain(now=timezone.now() + timedelta(minutes=1)) >= 1
+    mail.outbox.clear()
+    run_jobs("email")
+
+    assert [m.subject for m in mail.outbox if m.subject == "outbox"] == ["outbox"]
+
+
+def test_the_outbox_leaves_fresh_rows_to_their_own_push(ada, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        services.email_enqueue(to="ada@example.com", subject="fresh", body="", owner=ada)
+
+    assert services.outbox_drain() == 0
+
+
+def test_with_redis_down_the_api_fails_clearly_and_records_nothing(as_ada, redis_down):
+    before = Job.objects.count()
+
+    response = as_ada.post("/api/send-email", {"email": "ada@example.com", "subject": "x"}, format="json")
+
+    assert response.status_code == 503
+    assert "unavailable" in response.json()["error"]
+    assert Job.objects.count() == before
+
+
+def test_signing_up_queues_a_welcome_email(run_jobs, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        APIClient().post(
+            "/api/register",
+            {"email": "new@example.com", "username": "newbie", "password": "a-Strong-pass-42"},
+            format="json",
+        )
+    run_jobs("email")
+
+    assert [m.subject for m in mail.outbox] == ["Welcome to Kestrel"]
