@@ -5,6 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.urls import api_urlpatterns as accounts_api
 from accounts.urls import site_urlpatterns as accounts_site
 from core.views import healthz
+from feeds.notification_urls import api_urlpatterns as notifications_api
+from feeds.notification_urls import site_urlpatterns as notifications_site
+from feeds.urls import api_urlpatterns as feeds_api
+from feeds.urls import site_urlpatterns as feeds_site
 from jobs.urls import api_urlpatterns as jobs_api
 from jobs.urls import site_urlpatterns as jobs_site
 from posts.urls import api_urlpatterns as posts_api
@@ -14,6 +18,8 @@ api_urlpatterns = [
     *accounts_api,
     *posts_api,
     *jobs_api,
+    *feeds_api,
+    *notifications_api,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -22,6 +28,8 @@ urlpatterns = [
     path("", include(accounts_site)),
     path("", include(posts_site)),
     path("", include(jobs_site)),
+    path("", include(feeds_site)),
+    path("", include(notifications_site)),
     path("api/", include(api_urlpatterns)),
     path("healthz", healthz, name="healthz"),
     path("admin/rq/", include("django_rq.urls")),

@@ -1,0 +1,41 @@
+"""Redis keys and limits of the feeds app (activity streams, timelines, notifications)."""
+
+from core.keys import key
+
+# --- Activity streams and home timelines (state role) --------------------------------------
+
+STREAM_MAXLEN = 1000  # XADD ... MAXLEN ~ 1000, the article's XTRIM
+
+
+def user_activity(user_id: int) -> str:
+    """STREAM, state role, no TTL, MAXLEN ~STREAM_MAXLEN: what a user did (posted, liked, followed)."""
+    return key("feeds", "user", user_id, "activity")
+
+
+def user_timeline(user_id: int) -> str:
+    """STREAM, state role, no TTL, MAXLEN ~STREAM_MAXLEN: posts by the people a user follows.
+
+    Rebuilt from the database when missing (see feeds.selectors), so losing it costs a rebuild.
+    """
+    return key("feeds", "user", user_id, "timeline")
+
+
+# --- Notifications (state role) ----------------------------------------------------------
+
+NOTIFICATIONS_MAXLEN = 500
+
+
+def user_notifications(user_id: int) -> str:
+    """STREAM, state role, no TTL, MAXLEN ~NOTIFICATIONS_MAXLEN: a user's notifications,
+    kept so a reconnecting browser replays what it missed (Last-Event-ID)."""
+    return key("feeds", "user", user_id, "notifications")
+
+
+def user_notifications_read(user_id: int) -> str:
+    """STRING (stream id), state role, no TTL: the newest notification the user has read."""
+    return key("feeds", "user", user_id, "notifications_read")
+
+
+def user_channel(user_id: int) -> str:
+    """Pub/sub channel, state role: live notifications of one user (JSON with the stream id)."""
+    return key("feeds", "user", user_id, "live")

@@ -1,0 +1,2 @@
+api_urlpatterns: list = []
+site_urlpatterns: list = []
