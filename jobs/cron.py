@@ -14,36 +14,22 @@ from jobs.jobs import drain_outbox
 from jobs.queues import DEFAULT, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
 
-VIEW_FLUSH_INTERVAL = 60  # seconds: the most a view waits before it reaches the database
+# (job, seconds between runs), each the longest something waits:
+PERIODIC_JOBS = [
+    (flush_view_counts, 60),  # a view before it reaches the database
+    (replay_invalidations, 60),  # a stale cached copy after a Redis outage
+    (drain_outbox, 60),  # a job recorded while Redis was away
+]
 
-cron.register(
-    flush_view_counts,
-    DEFAULT,
-    interval=VIEW_FLUSH_INTERVAL,
-    # RQ's cron enqueues through a plain rq Queue, which does not see django-rq's
-    # DEFAULT_TIMEOUT, so the queue's timeout is passed explicitly.
-    job_timeout=QUEUE_TIMEOUTS[DEFAULT],
-    # While no worker runs, runs pile up in the queue; a run waiting longer than a few
-    # intervals is superseded by the newer ones and expires instead.
-    ttl=5 * VIEW_FLUSH_INTERVAL,
-)
-
-INVALIDATION_REPLAY_INTERVAL = 60  # seconds: the longest a stale copy outlives a Redis outage
-
-cron.register(
-    replay_invalidations,
-    DEFAULT,
-    interval=INVALIDATION_REPLAY_INTERVAL,
-    job_timeout=QUEUE_TIMEOUTS[DEFAULT],
-    ttl=5 * INVALIDATION_REPLAY_INTERVAL,
-)
-
-OUTBOX_DRAIN_INTERVAL = 60  # seconds: the longest a job recorded while Redis was away waits
-
-cron.register(
-    drain_outbox,
-    DEFAULT,
-    interval=OUTBOX_DRAIN_INTERVAL,
-    job_timeout=QUEUE_TIMEOUTS[DEFAULT],
-    ttl=5 * OUTBOX_DRAIN_INTERVAL,
-)
+for func, interval in PERIODIC_JOBS:
+    cron.register(
+        func,
+        DEFAULT,
+        interval=interval,
+        # RQ's cron enqueues through a plain rq Queue, which does not see django-rq's
+        # DEFAULT_TIMEOUT, so the queue's timeout is passed explicitly.
+        job_timeout=QUEUE_TIMEOUTS[DEFAULT],
+        # While no worker runs, runs pile up in the queue; one waiting longer than a
+        # few intervals is superseded by newer ones and expires instead.
+        ttl=5 * interval,
+    )
