@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker cron test lint format migrations-check bench clean
+.PHONY: install run worker cron test test-faults lint format migrations-check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: install
 
 ## Only the RQ worker, against REDIS_URL.
 worker: install
-	$(PY) manage.py rqworker email reports default --with-scheduler
+	$(PY) manage.py rqworker email reports default --with-scheduler --worker-ttl 75
 
 ## Only RQ's cron scheduler (enqueues the periodic jobs of jobs/cron.py).
 cron: install
@@ -28,6 +28,10 @@ cron: install
 ## The test suite: starts its own private Redis; SQLite unless DATABASE_URL is set.
 test: install
 	$(PY) -m pytest
+
+## Only the fault tests (real processes killed, servers stopped); also part of `make test`.
+test-faults: install
+	$(PY) -m pytest -m slow
 
 lint: install
 	$(PY) -m ruff check .

@@ -260,6 +260,7 @@ RQ_QUEUES = {
     name: {"USE_REDIS_CACHE": "sessions", "DEFAULT_TIMEOUT": timeout} for name, timeout in QUEUE_TIMEOUTS.items()
 }
 RQ_SHOW_ADMIN_LINK = True
+RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 
 # --- Links in emails ----------------------------------------------------------------
 

@@ -87,9 +87,9 @@ def main() -> int:
         web = [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         if env["DEBUG"].lower() in {"1", "true", "yes", "on"}:
             web.append("--reload")
-        from jobs.queues import WORKER_QUEUES
+        from jobs.queues import WORKER_QUEUES, WORKER_TTL
 
-        worker = [PYTHON, "manage.py", "rqworker", *WORKER_QUEUES, "--with-scheduler"]
+        worker = [PYTHON, "manage.py", "rqworker", *WORKER_QUEUES, "--with-scheduler", "--worker-ttl", str(WORKER_TTL)]
         cron = [PYTHON, "manage.py", "rqcron", "jobs/cron.py"]
         named = {"web server": _spawn(web, env), "worker": _spawn(worker, env), "cron scheduler": _spawn(cron, env)}
         children = list(named.values())

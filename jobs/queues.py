@@ -55,3 +55,11 @@ POLICIES: dict[str, JobPolicy] = {
     EMAIL_JOB: JobPolicy(queue=EMAIL, func="jobs.jobs.send_email", retries=3, backoff_base=1.0),
     REPORT_JOB: JobPolicy(queue=REPORTS, func="jobs.jobs.build_report", retries=2, backoff_base=5.0),
 }
+
+# Worker liveness (RQ). A worker that dies with its job leaves it STARTED until its last
+# heartbeat + JOB_MONITORING_INTERVAL + 60 s (RQ's fixed grace); the next registry
+# cleanup, at most MAINTENANCE_INTERVAL later, retries or fails it. About 2 minutes in
+# all, against about 15 with RQ's defaults (tests/jobs/test_worker_faults.py).
+WORKER_TTL = 75  # s; an idle worker blocks WORKER_TTL - 15 s per dequeue and cleans up between
+JOB_MONITORING_INTERVAL = 10  # s between heartbeats of a busy worker (one small Redis write)
+MAINTENANCE_INTERVAL = 60  # s between registry cleanups (a few cheap lookups per queue)
