@@ -1,20 +1,34 @@
-"""Session login API, as in the reference article's part 3."""
+"""Session login API (the reference article's part 3), public profiles, and the follow graph."""
 
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, login, logout
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from accounts.selectors import user_me, user_profile, user_to_profile
-from accounts.services import user_create, user_update_profile
+from accounts.selectors import (
+    follow_counts,
+    follower_list,
+    following_list,
+    user_me,
+    user_profile,
+    user_to_profile,
+)
+from accounts.services import (
+    AlreadyFollowing,
+    NotFollowing,
+    follow_create,
+    follow_delete,
+    user_create,
+    user_update_profile,
+)
 
 _MeSerializer = inline_serializer(
     "Me",
@@ -112,3 +126,85 @@ class UserDetailApi(APIView):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return Response(user_to_profile(user))
+
+
+# --- The follow graph -------------------------------------------------------------------------
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict"
+
+
+def _active_user(user_id: int) -> User:
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+class UserFollowApi(APIView):
+    """POST follows the user (201), DELETE unfollows (204)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={201: dict})
+    def post(self, request: Request, user_id: int) -> Response:
+        followee = _active_user(user_id)
+        try:
+            follow_create(follower=request.user, followee=followee)
+        except AlreadyFollowing:
+            raise Conflict("You already follow this user") from None
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"userId": exc.messages}) from None
+        return Response({"following": True, "userId": user_id}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, user_id: int) -> Response:
+        followee = _active_user(user_id)
+        try:
+            follow_delete(follower=request.user, followee=followee)
+        except NotFollowing:
+            raise NotFound("You do not follow this user") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FollowPageQuerySerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=1, max_value=100, default=50)
+    before = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+
+
+_FOLLOW_PAGE_PARAMETERS = [
+    OpenApiParameter("count", int, description="1 to 100, default 50"),
+    OpenApiParameter("before", int, description="the `next` of the previous page"),
+]
+
+
+def _follow_page(request: Request, user_id: int, *, which: str) -> Response:
+    query = FollowPageQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    if user_profile(user_id=user_id) is None:
+        raise NotFound("User not found")
+    lister = follower_list if which == "followers" else following_list
+    page = lister(user_id=user_id, **query.validated_data)
+    return Response({"userId": user_id, "total": follow_counts(user_id=user_id)[which], **page})
+
+
+class UserFollowersApi(APIView):
+    """The people following the user, newest first; `total` comes from the Redis mirror."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: dict})
+    def get(self, request: Request, user_id: int) -> Response:
+        return _follow_page(request, user_id, which="followers")
+
+
+class UserFollowingApi(APIView):
+    """The people the user follows, newest first."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: dict})
+    def get(self, request: Request, user_id: int) -> Response:
+        return _follow_page(request, user_id, which="following")

@@ -15,3 +15,37 @@ USER_MISSING_TTL = 30
 def user_profile(user_id: int) -> str:
     """STRING (JSON envelope), cache role, USER_TTL: a public profile as the API shows it."""
     return key("accounts", "user", user_id)
+
+
+# --- The follow graph's mirror (cache role) ---------------------------------------------
+#
+# Cache role, not state: the database is the source of truth and a lost set costs one
+# rebuild, so these sets are evictable copies. The cache role's failure policy fits
+# them too: reads fail open to the database, and a write that cannot reach Redis drops
+# the sets through the invalidation outbox (core.PendingInvalidation), so no set stays
+# wrong after an outage. On the state role they would take non-evicting memory for
+# data the database already holds, and a missed write would leave them wrong for good.
+
+FOLLOW_SET_TTL = 24 * 60 * 60  # seconds: bounds any drift (a deleted account) to a day
+FOLLOW_SET_MARKER = "-"  # a member no user id can be: a built set of nobody still exists
+FOLLOW_REBUILD_LEASE_MS = 10_000  # a rebuild of a big set (a million ids) takes seconds
+
+
+def user_followers(user_id: int) -> str:
+    """SET of follower ids plus FOLLOW_SET_MARKER, cache role, FOLLOW_SET_TTL: who follows the user."""
+    return key("accounts", "user", user_id, "followers")
+
+
+def user_following(user_id: int) -> str:
+    """SET of followee ids plus FOLLOW_SET_MARKER, cache role, FOLLOW_SET_TTL: whom the user follows."""
+    return key("accounts", "user", user_id, "following")
+
+
+def user_followers_rebuild(user_id: int) -> str:
+    """STRING (lease token), cache role, FOLLOW_REBUILD_LEASE_MS: a rebuild of user_followers in flight."""
+    return key("accounts", "user", user_id, "followers_rebuild")
+
+
+def user_following_rebuild(user_id: int) -> str:
+    """STRING (lease token), cache role, FOLLOW_REBUILD_LEASE_MS: a rebuild of user_following in flight."""
+    return key("accounts", "user", user_id, "following_rebuild")

@@ -20,3 +20,34 @@ class User(AbstractUser):
             models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
             models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
         ]
+
+
+class Follow(models.Model):
+    """`follower` follows `followee`: the follow graph's source of truth.
+
+    Redis holds a mirror of it (accounts.keys.user_followers / user_following) for fast
+    membership checks, counts and fan-out; the mirror is rebuilt from these rows.
+    """
+
+    # No single-column indexes: the composite ones below lead with each column.
+    follower = models.ForeignKey(User, on_delete=models.CASCADE, related_name="following_links", db_index=False)
+    followee = models.ForeignKey(User, on_delete=models.CASCADE, related_name="follower_links", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Two concurrent follows of the same person: one row, the other gets a 409.
+            models.UniqueConstraint(fields=["follower", "followee"], name="accounts_follow_once"),
+            models.CheckConstraint(condition=~models.Q(follower=models.F("followee")), name="accounts_follow_not_self"),
+        ]
+        indexes = [
+            # Someone's followers, newest first (the list API pages by id), and the
+            # follower ids a fan-out or a mirror rebuild reads.
+            models.Index(fields=["followee", "id"], name="accounts_follow_followee"),
+            # Whom someone follows, newest first (the unique constraint leads with
+            # follower but orders by followee).
+            models.Index(fields=["follower", "id"], name="accounts_follow_follower"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.follower_id} follows {self.followee_id}"

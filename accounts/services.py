@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from functools import partial
+
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from redis.commands.core import Script
 
-from accounts.models import User
+from accounts import keys
+from accounts.models import Follow, User
+from accounts.selectors import FOLLOWERS, FOLLOWING
+from core.cacheaside import invalidate_now
+from core.redis import get_redis, is_unavailable
+from feeds.services import follow_published, unfollow_published
 from jobs.services import email_enqueue
+
+logger = logging.getLogger(__name__)
 
 
 def user_create(*, email: str, username: str, password: str, is_staff: bool = False) -> User:
@@ -68,3 +80,97 @@ def user_update_profile(*, user: User, name: str | None = None, bio: str | None 
     user.full_clean(exclude=[f.name for f in User._meta.fields if f.name not in fields])
     user.save(update_fields=fields)
     return user
+
+
+# --- The follow graph -----------------------------------------------------------------
+
+
+class AlreadyFollowing(Exception):
+    pass
+
+
+class NotFollowing(Exception):
+    pass
+
+
+def follow_create(*, follower: User, followee: User) -> Follow:
+    """`follower` follows `followee`. ValidationError for oneself; AlreadyFollowing the second time.
+
+    After commit: the Redis mirror, the follower's activity and timeline, and a
+    notification to the followee (feeds.services.follow_published). A follow that
+    fails writes nothing at all.
+    """
+    if follower.pk == followee.pk:
+        raise ValidationError("You cannot follow yourself.")
+    with transaction.atomic():
+        try:
+            # A savepoint: the unique constraint, not a prior SELECT, decides between two
+            # concurrent follows, and the loser's transaction stays usable.
+            with transaction.atomic():
+                follow = Follow.objects.create(follower=follower, followee=followee)
+        except IntegrityError:
+            raise AlreadyFollowing from None
+        mirror = partial(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
+        transaction.on_commit(mirror, robust=True)
+        transaction.on_commit(partial(follow_published, follower=follower, followee=followee), robust=True)
+    return follow
+
+
+def follow_delete(*, follower: User, followee: User) -> None:
+    """`follower` stops following `followee`; NotFollowing if they did not. New posts stop
+    reaching the follower's timeline at once (the mirror changes after commit)."""
+    with transaction.atomic():
+        deleted, _ = Follow.objects.filter(follower=follower, followee=followee).delete()
+        if not deleted:
+            raise NotFollowing
+        mirror = partial(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
+        transaction.on_commit(mirror, robust=True)
+        transaction.on_commit(partial(unfollow_published, follower_id=follower.pk), robust=True)
+
+
+_MIRROR_UPDATE_LUA = """
+-- KEYS: [1] the followee's followers set, [2] the follower's following set,
+--       [3] and [4] the rebuild leases of those two sets
+-- ARGV: [1] follower id, [2] followee id, [3] "1" to follow, "0" to unfollow
+-- Only sets that exist change: SADD on a missing set would create one holding just
+-- this member, which readers would take for the whole set. Deleting the leases fails
+-- the EXEC of any rebuild in flight, whose database read may predate this change.
+local add = ARGV[3] == '1'
+local members = {ARGV[1], ARGV[2]}
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if add then redis.call('SADD', KEYS[i], members[i]) else redis.call('SREM', KEYS[i], members[i]) end
+  end
+end
+redis.call('DEL', KEYS[3], KEYS[4])
+return 1
+"""
+
+
+@functools.cache
+def _mirror_update_script() -> Script:
+    return get_redis("cache").register_script(_MIRROR_UPDATE_LUA)
+
+
+def follow_mirror_update(*, follower_id: int, followee_id: int, added: bool) -> None:
+    """Apply a committed follow (or unfollow) to both Redis sets: one script, one round trip."""
+    try:
+        _mirror_update_script()(
+            keys=[
+                keys.user_followers(followee_id),
+                keys.user_following(follower_id),
+                keys.user_followers_rebuild(followee_id),
+                keys.user_following_rebuild(follower_id),
+            ],
+            args=[follower_id, followee_id, 1 if added else 0],
+            client=get_redis("cache"),
+        )
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Cache role: the follow is committed, the mirror is what may now be wrong. Drop
+        # both sets; if Redis still does not answer, the invalidation outbox drops them
+        # once it does, and the next read rebuilds them from the database.
+        logger.warning("Follow %s -> %s not mirrored (%s); dropping both sets", follower_id, followee_id, exc)
+        invalidate_now(FOLLOWERS.name, followee_id)
+        invalidate_now(FOLLOWING.name, follower_id)

@@ -8,6 +8,7 @@ site_urlpatterns = [
     path("signup", views.signup, name="signup"),
     path("login", views.login_view, name="login"),
     path("logout", views.logout_view, name="logout"),
+    path("users/<id:user_id>/follow", views.follow_toggle, name="follow"),
 ]
 
 api_urlpatterns = [
@@ -16,4 +17,7 @@ api_urlpatterns = [
     path("me", apis.MeApi.as_view(), name="api-me"),
     path("logout", apis.LogoutApi.as_view(), name="api-logout"),
     path("users/<id:user_id>", apis.UserDetailApi.as_view(), name="api-user"),
+    path("users/<id:user_id>/follow", apis.UserFollowApi.as_view(), name="api-user-follow"),
+    path("users/<id:user_id>/followers", apis.UserFollowersApi.as_view(), name="api-user-followers"),
+    path("users/<id:user_id>/following", apis.UserFollowingApi.as_view(), name="api-user-following"),
 ]

@@ -1,7 +1,9 @@
 """gunicorn settings: `gunicorn -c config/gunicorn.py config.wsgi` (make run uses it too).
 
 gthread workers: threads are cheap for a synchronous app whose requests mostly wait
-on Redis and the database, and later features (Server-Sent Events) need them.
+on Redis and the database, and each open Server-Sent Events stream holds one thread:
+64 threads leave room for the per-process cap of 50 streams (KESTREL_SSE_MAX_STREAMS)
+plus ordinary requests. At scale, route /api/notifications/stream to its own pool.
 """
 
 import os
@@ -11,7 +13,7 @@ from core.redis_server import die_with_parent
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
 accesslog = "-"
 
@@ -20,3 +22,11 @@ def post_fork(server, worker):
     # A worker whose master is gone (killed, crashed) exits instead of holding the
     # port with nobody to restart or stop it.
     die_with_parent()
+
+
+def post_worker_init(worker):
+    # SIGTERM ends this worker's SSE streams within a second (browsers reconnect with
+    # Last-Event-ID) instead of holding the stop for the whole graceful_timeout.
+    from feeds.sse import end_streams_on_sigterm
+
+    end_streams_on_sigterm()

@@ -262,6 +262,12 @@ RQ_QUEUES = {
 RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 
+# --- Live notifications ------------------------------------------------------------
+
+# Each open SSE stream holds one gunicorn thread (feeds/sse.py): keep it below
+# GUNICORN_THREADS, or streams take every thread before the cap answers 503.
+KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 50)
+
 # --- Links in emails ----------------------------------------------------------------
 
 KESTREL_SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")

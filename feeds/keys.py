@@ -20,6 +20,18 @@ def user_timeline(user_id: int) -> str:
     return key("feeds", "user", user_id, "timeline")
 
 
+TIMELINE_REBUILD_LEASE_MS = 5_000  # a rebuild reads at most STREAM_MAXLEN posts
+
+
+def user_timeline_rebuild(user_id: int) -> str:
+    """STRING (lease token), state role, TIMELINE_REBUILD_LEASE_MS: a rebuild of user_timeline in flight.
+
+    Fan-out and follow changes delete it, so a rebuild whose database read they may
+    postdate fails its EXEC (it WATCHes this key) instead of storing a stale timeline.
+    """
+    return key("feeds", "user", user_id, "timeline_rebuild")
+
+
 # --- Notifications (state role) ----------------------------------------------------------
 
 NOTIFICATIONS_MAXLEN = 500

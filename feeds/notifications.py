@@ -1,14 +1,221 @@
 """Notifications: kept in a per-user stream, pushed live over pub/sub (to SSE).
 
-(Being written: the signature below is the contract other apps call.)
+A notification is one entry of the user's stream (`keys.user_notifications`, XADD with
+MAXLEN ~ NOTIFICATIONS_MAXLEN) and one message on the user's channel
+(`keys.user_channel`), written together by one Lua script. The stream id is the
+notification's id everywhere: in the published JSON, as the SSE `id:`, in the list API
+and in the read marker. So a browser that missed live messages (pub/sub delivers only
+to whoever listens at that moment) asks for "everything after the last id I saw",
+which is one XRANGE with an exclusive start.
+
+Failure policy (state role): `notify()` fails open. It runs after the commit of
+whatever caused it (a follow, a like, a finished report); losing the notification is
+better than failing that request, and the loss is logged and counted. The APIs and
+pages, which exist only to show or send notifications, let the error become a 503.
 """
 
 from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from typing import TypedDict
+
+from django.utils import timezone
+from redis.commands.core import Script
+
+from core import metrics
+from core.redis import UNAVAILABLE_ERRORS, get_redis
+from feeds import keys
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_MAX_LENGTH = 500  # characters; longer messages are cut (notify) or refused (POST /api/notify)
+LIST_MAX_COUNT = 100  # most notifications one GET /api/notifications returns
+UNREAD_COUNT_CAP = 100  # unread is counted up to this many; the badge shows "99+" from here
+
+_KIND = re.compile(r"[a-z][a-z_]{0,31}\Z")
+_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})\Z")
+
+StreamId = tuple[int, int]
+
+
+class Notification(TypedDict):
+    id: str
+    kind: str
+    message: str
+    data: dict
+    at: str
+
+
+def parse_stream_id(value: str | None) -> StreamId | None:
+    """`"1712345678901-0"` -> (1712345678901, 0); None for anything else (user input)."""
+    if not value:
+        return None
+    match = _STREAM_ID.match(value.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def format_stream_id(value: StreamId) -> str:
+    return f"{value[0]}-{value[1]}"
+
+
+# --- Writes ------------------------------------------------------------------------------
+
+# Lua, not a MULTI pipeline: the published message must carry the id XADD assigns, and
+# MULTI cannot feed one command's reply into the next. One round trip, atomic: nothing
+# is ever published that is not also in the stream, so a replay never misses it.
+_NOTIFY = """
+-- KEYS: [1] the user's notification stream
+-- ARGV: [1] MAXLEN (approximate), [2] the user's channel, [3] kind, [4] message,
+--       [5] data (JSON), [6] at (ISO 8601), [7] the published JSON without its id: "{...}"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'kind', ARGV[3], 'message', ARGV[4], 'data', ARGV[5], 'at', ARGV[6])
+redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[7], 2))
+return id
+"""
+
+# Marking read only ever moves the marker forward (two tabs marking different pages
+# cannot move it back) and never past the newest notification (nothing unseen is
+# marked read in advance): a read that decides a write, hence one script.
+_MARK_READ = """
+-- KEYS: [1] the user's notification stream, [2] the user's read marker
+-- ARGV: [1] the id to mark read up to, or "" for every notification so far
+-- Returns the marker after the call (nil when there is nothing to mark).
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local current = redis.call('GET', KEYS[2])
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest == 0 then return current end
+local target = newest[1][1]
+if ARGV[1] ~= '' and less(ARGV[1], target) then target = ARGV[1] end
+if current and not less(current, target) then return current end
+redis.call('SET', KEYS[2], target)
+return target
+"""
+
+# One round trip for a page of the list, the read marker and the unread count.
+_LIST = """
+-- KEYS: [1] the user's notification stream, [2] the user's read marker
+-- ARGV: [1] XREVRANGE end ("+" or "(<id>" for "before <id>"), [2] page size, [3] unread cap
+-- Returns {marker or nil, page (newest first), unread count up to the cap}.
+local marker = redis.call('GET', KEYS[2])
+local page = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', ARGV[2])
+local start = '-'
+if marker then start = '(' .. marker end
+local unread = #redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[3])
+return {marker, page, unread}
+"""
+
+
+@functools.cache
+def _script(source: str) -> Script:
+    # Registered once per process; redis-py sends EVALSHA and reloads the script by
+    # itself after a Redis restart (NOSCRIPT).
+    return get_redis("state").register_script(source)
+
+
+def notification_create(*, user_id: int, kind: str, message: str, data: dict | None = None) -> str:
+    """Append a notification to the user's stream and publish it live; returns its id.
+
+    Raises what Redis raises (the caller decides the failure policy); call after commit.
+    """
+    if not _KIND.match(kind):
+        raise ValueError(f"Notification kind {kind!r} must match {_KIND.pattern}")
+    message = message.strip()
+    if not message:
+        raise ValueError("A notification needs a message")
+    if len(message) > MESSAGE_MAX_LENGTH:
+        message = message[: MESSAGE_MAX_LENGTH - 1] + "…"
+    data_json = json.dumps(data or {}, separators=(",", ":"))
+    at = timezone.now().isoformat(timespec="milliseconds")
+    published = json.dumps({"kind": kind, "message": message, "data": data or {}, "at": at}, separators=(",", ":"))
+    stream_id = _script(_NOTIFY)(
+        keys=[keys.user_notifications(user_id)],
+        args=[keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
+    )
+    metrics.incr("notifications.sent", kind=kind)
+    return stream_id.decode()
 
 
 def notify(*, user_id: int, kind: str, message: str, data: dict | None = None) -> str | None:
     """Record a notification for `user_id` and publish it live. Returns its stream id.
 
     Call it after commit. kind: "follow", "like", "post", "report", "message".
+    Fails open (None) when Redis does not answer: see the module docstring.
     """
-    return None
+    try:
+        return notification_create(user_id=user_id, kind=kind, message=message, data=data)
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("notifications.lost", kind=kind)
+        logger.warning("Notification %r for user %s lost: Redis unavailable (%s)", kind, user_id, exc)
+        return None
+
+
+def notifications_mark_read(*, user_id: int, up_to: str | None = None) -> str | None:
+    """Mark the user's notifications read up to `up_to` (default: all). Returns the marker."""
+    marker = _script(_MARK_READ)(
+        keys=[keys.user_notifications(user_id), keys.user_notifications_read(user_id)],
+        args=[up_to or ""],
+    )
+    return marker.decode() if marker else None
+
+
+# --- Reads -------------------------------------------------------------------------------
+
+
+def entry_to_notification(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Notification:
+    """One stream entry as the JSON the API, the page and the SSE `data:` share."""
+    try:
+        data = json.loads(fields.get(b"data", b"{}"))
+    except ValueError:
+        data = {}
+    return {
+        "id": stream_id.decode() if isinstance(stream_id, bytes) else stream_id,
+        "kind": fields.get(b"kind", b"").decode(),
+        "message": fields.get(b"message", b"").decode(),
+        "data": data if isinstance(data, dict) else {},
+        "at": fields.get(b"at", b"").decode(),
+    }
+
+
+def notifications_after(*, user_id: int, after: str, count: int) -> list[Notification]:
+    """Up to `count` notifications newer than `after` (exclusive), oldest first: a replay."""
+    entries = get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
+    return [entry_to_notification(stream_id, fields) for stream_id, fields in entries]
+
+
+def notifications_newest_id(*, user_id: int) -> str | None:
+    entries = get_redis("state").xrevrange(keys.user_notifications(user_id), count=1)
+    return entries[0][0].decode() if entries else None
+
+
+def notification_list(*, user_id: int, count: int = 20, before: str | None = None) -> dict:
+    """A page of the user's notifications, newest first, each flagged read or unread.
+
+    `before` (exclusive) is the cursor of the next page, returned as `next`. `unread`
+    counts unread notifications up to UNREAD_COUNT_CAP.
+    """
+    marker, page, unread = _script(_LIST)(
+        keys=[keys.user_notifications(user_id), keys.user_notifications_read(user_id)],
+        args=[f"({before}" if before else "+", count, UNREAD_COUNT_CAP],
+    )
+    read_up_to = parse_stream_id(marker.decode()) if marker else None
+    items = []
+    for stream_id, flat in page:
+        notification = entry_to_notification(stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        items.append({**notification, "unread": read_up_to is None or parse_stream_id(notification["id"]) > read_up_to})
+    return {
+        "notifications": items,
+        "unread": unread,
+        "readUpTo": marker.decode() if marker else None,
+        "next": items[-1]["id"] if len(items) == count else None,
+    }

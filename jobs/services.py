@@ -31,6 +31,7 @@ from rq import Callback, Retry
 from accounts.models import User
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS
+from feeds.notifications import notify
 from jobs.models import Job, Report
 from jobs.queues import EMAIL_JOB, POLICIES, REPORT_JOB
 from posts import counters
@@ -179,5 +180,15 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 subject="Your Kestrel activity report is ready",
                 body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
                 owner=owner,
+            )
+            transaction.on_commit(
+                partial(
+                    notify,
+                    user_id=owner.pk,
+                    kind="report",
+                    message=f"Your activity report is ready: {total} posts, {views_total} views, {likes_total} likes.",
+                    data={"jobId": str(job.pk), "download": result["download"]},
+                ),
+                robust=True,
             )
     return result

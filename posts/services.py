@@ -14,6 +14,7 @@ from accounts.models import User
 from core import metrics
 from core.cacheaside import invalidate_now
 from core.redis import get_redis, is_unavailable
+from feeds.services import like_published, timeline_fanout_schedule
 from posts import keys
 from posts.leaderboard import leaderboard_like_changed
 from posts.models import Like, Post
@@ -36,6 +37,9 @@ def post_create(*, author: User, title: str, content: str) -> Post:
     with transaction.atomic():
         post.save()
         transaction.on_commit(partial(write_through_new_post, post), robust=True)
+        # Followers' timelines and the author's activity: after commit, or for a popular
+        # author as a job recorded in this transaction.
+        timeline_fanout_schedule(post=post)
     return post
 
 
@@ -81,7 +85,8 @@ def post_like(*, post: Post, user: User) -> None:
         except IntegrityError:
             raise AlreadyLiked from None
         Post.objects.filter(pk=post.pk).update(like_count=F("like_count") + 1)
-        transaction.on_commit(partial(_after_like, post.pk, post.author_id, +1), robust=True)
+        after = partial(_after_like, post.pk, post.author_id, +1, liker=user, title=post.title)
+        transaction.on_commit(after, robust=True)
 
 
 def post_unlike(*, post: Post, user: User) -> None:
@@ -126,7 +131,7 @@ def drop_author_lists(author_id: int) -> None:
     invalidate_now(AUTHOR_LISTS.name, author_id)
 
 
-def _after_like(post_id: int, author_id: int, delta: int) -> None:
+def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None = None, title: str = "") -> None:
     invalidate_now("post", post_id)  # likeCount changed
     try:
         pipe = get_redis("cache").pipeline(transaction=True)
@@ -138,3 +143,5 @@ def _after_like(post_id: int, author_id: int, delta: int) -> None:
             raise
         drop_author_lists(author_id)
     leaderboard_like_changed(author_id=author_id, delta=delta)
+    if liker is not None:  # a like, not an unlike: the liker's activity, the author's notification
+        like_published(liker=liker, post_id=post_id, post_title=title, author_id=author_id)

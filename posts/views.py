@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.selectors import user_profile
+from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import user_update_profile
 from core.http import viewer_id
 from posts import counters, leaderboard, selectors, services
@@ -85,8 +85,12 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
         raise Http404("No such person")
     is_owner = request.user.is_authenticated and request.user.pk == user_id
     form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
+    can_follow = request.user.is_authenticated and not is_owner
     context = {
         "person": person,
+        "follows": follow_counts(user_id=user_id),
+        "can_follow": can_follow,
+        "is_following": can_follow and follow_exists(follower_id=request.user.pk, followee_id=user_id),
         "posts": selectors.user_recent_posts(user_id=user_id),
         "stats": selectors.user_stats(user_id=user_id),
         "rank": leaderboard.leaderboard_entry(user_id=user_id),

@@ -1,0 +1,353 @@
+"""Distributed locks with fencing tokens (the reference article's part 6.1, finished).
+
+    with redis_lock(f"user:{user.pk}:profile", ttl_ms=5_000) as lock:   # timeout=0: fail at once
+        changed = fenced_update(User.objects.filter(pk=user.pk), "profile_fence", lock.fence, bio=bio)
+
+What the article's version leaves out, and this one does:
+
+- The owner token is 128 random bits (`secrets`), not `Date.now():Math.random()`,
+  which two processes can draw alike and anyone can guess.
+- Acquiring is one Lua script, one round trip: SET NX PX plus the fencing number.
+  A lock always has a TTL (`ttl_ms` is required and positive); there is no way to
+  take one that outlives a crashed holder.
+- Release (compare-and-delete) and extend (compare-and-pexpire) are Lua scripts
+  that act only for the owner, so a holder whose lock expired cannot delete or
+  prolong the next holder's lock.
+- Fencing. A TTL lock alone is not mutual exclusion: a holder that pauses past its
+  TTL (GC, a slow query, a stopped VM) still believes it holds the lock while a
+  second holder has it. Each acquisition therefore also gets a number larger than
+  every earlier one (`lock.fence`); the database write the lock protects carries it
+  and is refused when a later holder has already written (`fenced_update`), so the
+  paused holder's late write cannot overwrite the newer one.
+- Waiting: `timeout=0` fails at once (the article's 409); `timeout>0` retries with
+  jittered exponential backoff, never sleeping past the holder's remaining TTL.
+- Metrics per kind of lock, label `lock` (`lock.acquired`, `lock.contended`, `lock.not_acquired`,
+  `lock.wait_ms`, `lock.expired_while_held`, `lock.error`) and a warning in the log
+  when a lock expired while held: the TTL is too short for the work done under it.
+
+Failure policy: locks live on the state role (they must not be evicted) and fail
+CLOSED. If Redis does not answer, acquiring raises the Redis error: no lock, no write;
+the API turns it into a 503 (core.api.exception_handler). Releasing while Redis is
+away only logs: the work is done and the TTL frees the lock.
+
+Scope: a single Redis primary (Kestrel's layout, with Sentinel or a managed Redis for
+failover). A failover can lose a lock that was just taken, since replication is
+asynchronous; fencing is what keeps data safe then, and the fencing numbers are built
+to survive a failover (see fence_key). Redis Cluster would need the lock key and the
+fence key in one slot (a hash tag); Kestrel does not run Cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db.models import QuerySet
+from redis import Redis
+from redis.commands.core import Script
+
+from core import metrics
+from core.keys import key, safe_id
+from core.redis import UNAVAILABLE_ERRORS, Role, get_redis
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 0.005  # seconds: first pause of a waiting acquirer
+BACKOFF_CAP = 0.1  # seconds: longest pause between attempts; bounds how late a waiter notices a release
+
+# "user:7:profile": a lowercase word, then up to four plain segments (ids, words).
+_READABLE_NAME = re.compile(r"[a-z][a-z0-9_]*(?::[A-Za-z0-9_.@+-]{1,64}){0,4}\Z")
+_LABEL_WORD = re.compile(r"[a-z_]+\Z")
+
+
+class LockNotAcquired(Exception):
+    """Someone else holds the lock (and did not let go within the timeout)."""
+
+    def __init__(self, name: str, waited: float):
+        super().__init__(f"Lock {name!r} is held by someone else (waited {waited:.3f} s)")
+        self.name = name
+        self.waited = waited
+
+
+# --- Keys ----------------------------------------------------------------------------
+
+
+def lock_key(name: str) -> str:
+    """STRING "<owner token>:<fence>", state role, the holder's ttl_ms (always set): who holds lock `name`.
+
+    Names are built by code, like "user:7:profile", and stay readable in the key
+    (kestrel:core:lock:user:7:profile) when they are plain segments. Anything else
+    (free text, long values) is hashed, so no input can add glob characters or make a
+    huge key. The entity "lock" is never used by the fence counter ("lock_fence"), so
+    no lock name can collide with it.
+    """
+    if len(name) <= 200 and _READABLE_NAME.match(name):
+        return f"{key('core', 'lock')}:{name}"
+    return key("core", "lock", safe_id(name))
+
+
+def fence_key() -> str:
+    """STRING (integer), state role, no TTL: the last fencing number handed out, for every lock.
+
+    It never expires, and it lives on the non-evicting state role, because fencing
+    numbers must never go backwards. Were the counter to start again from 1, a new
+    holder would draw numbers below ones already handed out: its own writes would be
+    refused, and a paused older holder's late write would be accepted over it, which
+    is exactly what fencing exists to prevent.
+
+    A counter alone can still go back: a failover to a replica that had not yet
+    received the last INCRs, or an AOF `everysec` that lost its last second. So the
+    acquire script hands out max(counter + 1, the Redis server's clock in
+    microseconds): after any loss, the clock has moved past every number issued
+    before it, and while the counter survives it covers a clock that steps back.
+
+    One counter for all locks: numbers only have to grow per lock, and a counter per
+    name that may never expire would leave a key behind for every name ever locked.
+    """
+    return key("core", "lock_fence")
+
+
+# --- Lua -----------------------------------------------------------------------------
+
+# KEYS: lock key, fence counter. ARGV: owner token, ttl ms.
+# Returns {1, fence} when the caller holds the lock, {0, remaining pttl} when someone else does.
+# The lock's value is "<token>:<fence>". If the value already starts with the caller's
+# token, this is redis-py retrying a call whose reply was lost (the state role retries
+# on timeouts): the first attempt took the lock, so it is returned, not refused.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local fence = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now_us)
+  fence = string.format('%d', fence)
+  redis.call('SET', KEYS[2], fence)
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+  return {1, fence}
+end
+local prefix = ARGV[1] .. ':'
+if string.sub(current, 1, #prefix) == prefix then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, string.sub(current, #prefix + 1)}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lock key. ARGV: the owner's value "<token>:<fence>".
+# Returns 1 released; 0 it had expired and is free; -1 it had expired and someone else holds it.
+_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if current then
+  return -1
+end
+return 0
+"""
+
+# KEYS: lock key. ARGV: the owner's value "<token>:<fence>", ttl ms.
+# Sets the remaining TTL to ttl ms if the caller still holds the lock. Returns 1 if so, else 0.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+@functools.cache
+def _script(source: str) -> Script:
+    # EVALSHA with a fallback to loading the script (after a restart or SCRIPT FLUSH);
+    # the client is passed at each call, so the registering client does not matter.
+    return get_redis("state").register_script(source)
+
+
+# --- The lock ------------------------------------------------------------------------
+
+
+def metric_label(name: str) -> str:
+    """The lock's family for metrics: "user:7:profile" -> "user:*:profile".
+
+    Ids are replaced so that there is one series per kind of lock, not one per user.
+    """
+    first, *rest = name.split(":")
+    return ":".join([first, *(part if _LABEL_WORD.match(part) else "*" for part in rest)])
+
+
+class Lock:
+    """A held lock: `token` identifies the owner, `fence` orders it among all holders.
+
+    Not shared between threads: each thread acquires its own.
+    """
+
+    def __init__(self, *, name: str, token: str, fence: int, ttl_ms: int, client: Redis, label: str):
+        self.name = name
+        self.key = lock_key(name)
+        self.token = token
+        self.fence = fence
+        self.ttl_ms = ttl_ms
+        self.label = label
+        self.expired_while_held = False
+        self._client = client
+        self._value = f"{token}:{fence}"
+        self._acquired_at = time.monotonic()
+        self._released = False
+
+    def held(self) -> bool:
+        """Whether Redis still says this owner holds the lock (one GET)."""
+        if self._released:
+            return False
+        return self._client.get(self.key) == self._value.encode()
+
+    def extend(self, ms: int) -> bool:
+        """Set the lock's remaining TTL to `ms` (not add to it), if still held; False if it was lost.
+
+        A False means another holder may already be at work: stop, or rely on the
+        fence to refuse this holder's writes.
+        """
+        _check_ttl(ms)
+        if self._released:
+            return False
+        extended = bool(_script(_EXTEND)(keys=[self.key], args=[self._value, ms], client=self._client))
+        if extended:
+            self.ttl_ms = ms
+        return extended
+
+    def release(self) -> bool:
+        """Delete the lock if this owner still holds it; False if it had expired meanwhile.
+
+        Never raises for Redis being away (the TTL frees the lock); safe to call twice.
+        """
+        if self._released:
+            return False
+        self._released = True
+        held_ms = (time.monotonic() - self._acquired_at) * 1000
+        try:
+            result = _script(_RELEASE)(keys=[self.key], args=[self._value], client=self._client)
+        except UNAVAILABLE_ERRORS as exc:
+            # The protected work is already done; failing the request now would report
+            # a write that happened as an error. The TTL frees the lock.
+            metrics.incr("lock.error", lock=self.label)
+            logger.warning("Could not release lock %s (Redis unavailable; it expires by TTL): %s", self.name, exc)
+            return False
+        if result == 1:
+            return True
+        # Expired while held: the work under the lock took longer than its TTL, and
+        # for a while someone else could have held it too. Fenced writes stayed safe;
+        # the TTL (or an extend() in the loop) is too short for this work.
+        self.expired_while_held = True
+        metrics.incr("lock.expired_while_held", lock=self.label)
+        logger.warning(
+            "Lock %s expired while held (held %.0f ms, ttl %d ms, %s)",
+            self.name,
+            held_ms,
+            self.ttl_ms,
+            "now held by another owner" if result == -1 else "now free",
+        )
+        return False
+
+    def __repr__(self) -> str:
+        return f"<Lock {self.name!r} fence={self.fence}>"
+
+
+def _check_ttl(ms: int) -> None:
+    # Never without a TTL: a holder that crashes must not keep the lock forever.
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms <= 0:
+        raise ValueError(f"A lock TTL must be a positive number of milliseconds, not {ms!r}")
+
+
+def acquire(name: str, *, ttl_ms: int, timeout: float = 0.0, role: Role = "state", label: str | None = None) -> Lock:
+    """Take lock `name` for `ttl_ms` milliseconds, waiting up to `timeout` seconds.
+
+    Raises LockNotAcquired when someone else holds it past the timeout (timeout=0:
+    one attempt, no wait), and the Redis error when Redis does not answer (fail
+    closed). The caller must release() it; `redis_lock` does that for you.
+    """
+    _check_ttl(ttl_ms)
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0 seconds")
+    label = label or metric_label(name)
+    # Locks must not be evicted: the state role (noeviction); the cache role evicts and
+    # would drop a held lock. Fail closed below.
+    client = get_redis(role)
+    keys = [lock_key(name), fence_key()]
+    token = secrets.token_hex(16)
+    started = time.monotonic()
+    deadline = started + timeout
+    pause = BACKOFF_FIRST
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            got, value = _script(_ACQUIRE)(keys=keys, args=[token, ttl_ms], client=client)
+        except UNAVAILABLE_ERRORS as exc:
+            # Fail closed: without Redis there is no lock, so there must be no write.
+            metrics.incr("lock.error", lock=label)
+            logger.warning("Could not acquire lock %s: Redis unavailable: %s", name, exc)
+            raise
+        now = time.monotonic()
+        if got:
+            metrics.incr("lock.acquired", lock=label)
+            if attempts > 1:
+                metrics.incr("lock.wait_ms", round((now - started) * 1000), lock=label)
+            return Lock(name=name, token=token, fence=int(value), ttl_ms=ttl_ms, client=client, label=label)
+        if attempts == 1:
+            metrics.incr("lock.contended", lock=label)  # once per acquire that found it held
+        if now >= deadline:
+            metrics.incr("lock.not_acquired", lock=label)
+            if attempts > 1:
+                metrics.incr("lock.wait_ms", round((now - started) * 1000), lock=label)
+            raise LockNotAcquired(name, now - started)
+        # Jittered so that waiters spread out; never past the holder's TTL (a crashed
+        # holder's lock is taken as soon as it expires) nor past our deadline.
+        sleep = random.uniform(pause / 2, pause)  # noqa: S311 - jitter, not a secret
+        remaining_ttl = int(value) / 1000
+        if remaining_ttl > 0:
+            sleep = min(sleep, remaining_ttl + 0.001)
+        time.sleep(max(0.0, min(sleep, deadline - now)))
+        pause = min(pause * 2, BACKOFF_CAP)
+
+
+@contextmanager
+def redis_lock(
+    name: str, *, ttl_ms: int, timeout: float = 0.0, role: Role = "state", label: str | None = None
+) -> Iterator[Lock]:
+    """`with redis_lock("user:7:profile", ttl_ms=5000) as lock:` ... released on exit.
+
+    See `acquire` for the arguments and errors. On exit the lock is released only if
+    this owner still holds it; if it expired while held, `lock.expired_while_held`
+    becomes True, the metric of that name is counted and a warning logged. Protect
+    the writes themselves with `lock.fence` (`fenced_update`): the lock alone cannot
+    stop a holder that paused past its TTL.
+    """
+    lock = acquire(name, ttl_ms=ttl_ms, timeout=timeout, role=role, label=label)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+# --- Fenced writes -------------------------------------------------------------------
+
+
+def fenced_update(queryset: QuerySet, fence_field: str, fence: int, /, **values) -> bool:
+    """UPDATE ... SET values, fence_field = fence WHERE fence_field <= fence; True if a row changed.
+
+    One statement, so the check and the write are atomic in the database (on
+    PostgreSQL a concurrent UPDATE of the row waits, then re-checks the condition).
+    A holder whose lock expired and was taken by a later holder finds the row already
+    carrying a larger fence and changes nothing. `<=`, not `<`: fences are never
+    handed out twice, so an equal fence is the current holder writing again (two
+    updates under one lock), not a stale one.
+    """
+    if fence_field in values:
+        raise ValueError(f"{fence_field!r} is set by fenced_update itself")
+    return queryset.filter(**{f"{fence_field}__lte": fence}).update(**values, **{fence_field: fence}) > 0

@@ -1,0 +1,606 @@
+"""Rate limiting (the reference article's part 6.2), as policies in settings.
+
+Every /api/ request spends from the article's limit, 100 a minute per person (per
+client address when anonymous); POST /api/login, /api/token and /api/register also
+spend from stricter per-address and per-account limits against password guessing.
+Each policy is data (KESTREL_RATE_LIMITS, DEFAULTS below): its limit and window, its
+algorithm, whom it counts, which requests it covers, and what happens when Redis
+does not answer.
+
+Beyond the article, whose INCR-then-EXPIRE leaves a key without a TTL (that person
+over the limit for ever) when the process dies or the connection drops between the
+two:
+
+- one Lua script decides every policy of a request in one round trip, atomically:
+  nothing runs between reading a counter and writing it, so 200 concurrent requests
+  against a limit of 10 let exactly 10 through, and each key gets its TTL in the same
+  SET that writes it;
+- all or nothing: the counters are written only when every policy allows, so a
+  request refused by one policy spends nothing from the others, and a refused request
+  writes nothing at all (a flood that is being refused costs Redis reads only: no AOF
+  growth, no replication traffic);
+- two algorithms, chosen per policy: the article's fixed window, and GCRA, which
+  spaces requests evenly (no double burst at a window boundary, which matters for
+  password guessing);
+- the IETF RateLimit-Policy and RateLimit fields on allowed and refused responses;
+- a failure policy per policy: the general limit fails open, the log-in limits fail
+  closed (STYLE.md rule 8; see RateLimitMiddleware.__call__).
+
+Why the per-account limits live in this middleware, reading the request's JSON body,
+rather than in a helper the log-in view calls: all of a request's policies then go
+to Redis in one script call (a helper would add a second round trip to every log-in),
+the limit is spent before any password is hashed or row read, and the covered paths
+stay data in settings instead of calls sprinkled through views. The cost is that the
+middleware knows the field names of those views' bodies (ACCOUNT_FIELDS). `check()`
+and `Identity` are public for a view that needs something the middleware cannot see.
+
+Time: the script reads Redis's clock (TIME) unless a caller passes `now`, so every
+web process on every host shares one clock and tests travel in time without sleeping.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.crypto import salted_hmac
+from redis import Redis
+from redis.commands.core import Script
+from redis.exceptions import OutOfMemoryError
+
+from core import metrics
+from core.http import service_unavailable
+from core.keys import key
+from core.redis import get_redis, is_unavailable
+
+logger = logging.getLogger(__name__)
+
+Algorithm = Literal["fixed", "gcra"]
+Scope = Literal["user_or_ip", "ip", "account"]
+FailMode = Literal["open", "closed"]
+
+_AUTH_PATHS = ["/api/login", "/api/token", "/api/register"]
+
+# The policies in force when settings define no KESTREL_RATE_LIMITS (an empty dict
+# there turns rate limiting off). Paths ending in "*" are prefixes; others are exact
+# (a trailing slash on the request is ignored). No "methods" means every method.
+DEFAULTS: dict[str, dict] = {
+    # The article's limit. Fails open: a Redis outage must not take the whole API down
+    # with it; the outage is logged and counted (ratelimit.error) instead.
+    "api": {
+        "limit": 100,
+        "window": 60,
+        "algorithm": "fixed",
+        "scope": "user_or_ip",
+        "fail": "open",
+        "paths": ["/api/*"],
+    },
+    # Password guessing from one address: 10 at once, then one every 6 s. GCRA, so a
+    # guesser cannot spend two windows' worth across a window boundary. Fails closed:
+    # while Redis is down nothing would stop guessing (and log-in needs the session
+    # store anyway).
+    "auth_ip": {
+        "limit": 10,
+        "window": 60,
+        "algorithm": "gcra",
+        "scope": "ip",
+        "fail": "closed",
+        "methods": ["POST"],
+        "paths": _AUTH_PATHS,
+    },
+    # Guessing one account's password from many addresses: 5 at once, then one a
+    # minute, whatever the address. The usual price of a per-account limit: whoever
+    # keeps guessing also keeps the owner's own attempts waiting, for as long as they
+    # keep it up (each guessing address is itself held to auth_ip's rate).
+    "auth_account": {
+        "limit": 5,
+        "window": 300,
+        "algorithm": "gcra",
+        "scope": "account",
+        "fail": "closed",
+        "methods": ["POST"],
+        "paths": _AUTH_PATHS,
+    },
+}
+
+# Where the per-account policies find the account in a JSON body, first present
+# wins: the order in which accounts.backends.EmailOrUsernameBackend reads them
+# (log-in sends "email", which may hold a username; register sends both; a token view
+# built on USERNAME_FIELD sends "username").
+ACCOUNT_FIELDS = ("email", "username")
+
+RATE_LIMITED_MESSAGE = "Rate limit exceeded"
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_METHOD = re.compile(r"[A-Z]+\Z")
+_US = 1_000_000  # the script counts time in microseconds
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str  # a key facet and the policy's name in the RateLimit fields
+    limit: int  # requests per window
+    window: int  # seconds
+    algorithm: Algorithm = "fixed"
+    scope: Scope = "user_or_ip"
+    fail: FailMode = "open"
+    paths: tuple[str, ...] = ("/api/*",)
+    methods: frozenset[str] = frozenset()  # empty: every method
+
+    def applies_to(self, method: str, path: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        if len(path) > 1:
+            path = path.rstrip("/")
+        return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in self.paths)
+
+    def subject(self, identity: Identity) -> str | None:
+        """Whom this policy counts for the request, or None when it cannot say (no account)."""
+        if self.scope == "account":
+            return f"account:{identity.account}" if identity.account else None
+        if self.scope == "user_or_ip" and identity.user_id is not None:
+            return f"user:{identity.user_id}"
+        return f"ip:{identity.ip}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who sent a request, as far as the policies care."""
+
+    ip: str
+    user_id: int | None = None
+    account: str | None = None  # normalised by normalise_account
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy: Policy
+    allowed: bool
+    remaining: int
+    # The RateLimit field's "t": seconds within which no more than `remaining` can be
+    # spent. Fixed window: until the window ends. GCRA: until the next request's worth
+    # of quota frees up (when remaining is 0, the same as retry_after).
+    reset_seconds: int
+    retry_after: int  # seconds until a request would be allowed; 0 when allowed
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    results: tuple[PolicyResult, ...] = ()
+
+    @property
+    def binding(self) -> PolicyResult | None:
+        """The result that decided: the refusal that lasts longest, else the least quota left."""
+        if not self.results:
+            return None
+        refused = [r for r in self.results if not r.allowed]
+        if refused:
+            return max(refused, key=lambda r: r.retry_after)
+        return min(self.results, key=lambda r: (r.remaining, -r.reset_seconds))
+
+    @property
+    def policy(self) -> Policy | None:
+        return self.binding.policy if self.binding else None
+
+    @property
+    def limit(self) -> int | None:
+        return self.binding.policy.limit if self.binding else None
+
+    @property
+    def remaining(self) -> int | None:
+        return self.binding.remaining if self.binding else None
+
+    @property
+    def reset_seconds(self) -> int | None:
+        return self.binding.reset_seconds if self.binding else None
+
+    @property
+    def retry_after(self) -> int:
+        return max((r.retry_after for r in self.results if not r.allowed), default=0)
+
+
+# --- Policies from settings -------------------------------------------------------------
+
+_FIELDS = {"limit", "window", "algorithm", "scope", "fail", "paths", "methods"}
+
+
+def load_policies(config: Mapping[str, Mapping] | None = None) -> tuple[Policy, ...]:
+    """Policies from a KESTREL_RATE_LIMITS-shaped dict (default: settings, else DEFAULTS).
+
+    Refuses, naming the policy, anything it would otherwise misread: an unknown field
+    (a typo such as "limt" must not silently fall back to a default), a bad value.
+    """
+    if config is None:
+        config = getattr(settings, "KESTREL_RATE_LIMITS", DEFAULTS)
+    return tuple(_policy(name, spec) for name, spec in config.items())
+
+
+def _policy(name: str, spec: Mapping) -> Policy:
+    def bad(why: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"KESTREL_RATE_LIMITS[{name!r}]: {why}")
+
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise bad(f"the name must match {_NAME.pattern}")
+    if not isinstance(spec, Mapping):
+        raise bad(f"must be a dict of fields, not {spec!r}")
+    unknown = set(spec) - _FIELDS
+    if unknown:
+        raise bad(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+    limit, window = spec.get("limit"), spec.get("window")
+    for field, value in (("limit", limit), ("window", window)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"{field} must be a positive integer, not {value!r}")
+    algorithm = spec.get("algorithm", "fixed")
+    scope = spec.get("scope", "user_or_ip")
+    fail = spec.get("fail", "open")
+    for field, value, allowed in (
+        ("algorithm", algorithm, ("fixed", "gcra")),
+        ("scope", scope, ("user_or_ip", "ip", "account")),
+        ("fail", fail, ("open", "closed")),
+    ):
+        if value not in allowed:
+            raise bad(f"{field} must be one of {allowed}, not {value!r}")
+    if algorithm == "gcra" and window * _US // limit < 1:
+        # GCRA spaces requests in whole microseconds.
+        raise bad("the limit is too high for the window (more than one request a microsecond)")
+    paths = spec.get("paths", ["/api/*"])
+    if isinstance(paths, str) or not paths or not all(isinstance(p, str) and p.startswith("/") for p in paths):
+        raise bad(f"paths must be a non-empty list of paths starting with '/', not {paths!r}")
+    methods = spec.get("methods") or []
+    if isinstance(methods, str) or not all(isinstance(m, str) and _METHOD.match(m) for m in methods):
+        raise bad(f"methods must be a list of upper-case HTTP methods, not {methods!r}")
+    return Policy(
+        name=name,
+        limit=limit,
+        window=window,
+        algorithm=algorithm,
+        scope=scope,
+        fail=fail,
+        paths=tuple(paths),
+        methods=frozenset(methods),
+    )
+
+
+# --- Keys -------------------------------------------------------------------------------
+
+
+def rate_limit_key(policy: Policy, subject: str) -> str:
+    """STRING, state role, TTL <= the policy's window (set by the script that writes it):
+    one subject's quota under one policy. Fixed window: "<window start us>:<count>";
+    GCRA: "<theoretical arrival time us>".
+
+    The subject (an address, an email) is keyed by HMAC, so neither addresses nor
+    emails sit in Redis in a form a dictionary attack reverses (a plain SHA-256 of
+    an email or an IPv4 address is). The algorithm is part of the digest: switching a
+    policy's algorithm starts fresh instead of misreading the other's value. Rotating
+    SECRET_KEY resets every limit, which is harmless.
+    """
+    digest = salted_hmac("kestrel.ratelimit", f"{policy.algorithm}|{subject}", algorithm="sha256").hexdigest()
+    return key("core", "ratelimit", digest[:32], policy.name)
+
+
+# --- The script -------------------------------------------------------------------------
+
+# The KEYS/ARGV shape is one entry per check, kept flat on purpose: the JWT denylist
+# lookup can later join the same call (one more key, with a check kind of its own,
+# e.g. "deny": refuse if EXISTS) so an authenticated API request still costs one round
+# trip. Keys of one call must share a hash slot on Redis Cluster; Kestrel runs a
+# single primary (with Sentinel), so they need not.
+_CHECK_LUA = """
+-- KEYS: counter_1 .. counter_n   one STRING per policy (core.ratelimit.rate_limit_key)
+-- ARGV: now_us ("" = the server's clock, TIME), then per key i three values:
+--       algorithm_i ("fixed" | "gcra"), limit_i (requests), window_i (microseconds)
+-- Returns: {allowed (1 | 0), then per key i: allowed_i, remaining_i, reset_us_i, retry_us_i}
+-- Writes only when every policy allows (all or nothing), and every SET carries its PX.
+-- remaining_i: the quota left after this request if it is allowed; as it stands (nothing
+-- spent) if it is refused.
+-- Times are integers of microseconds: exact in Lua's doubles (up to 2^53, centuries).
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local reply = {1}
+local writes = {}
+for i, key in ipairs(KEYS) do
+  local a = 2 + (i - 1) * 3
+  local algorithm, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local stored = redis.call('GET', key)
+  local allowed, remaining, reset, retry = 0, 0, 0, 0
+  if algorithm == 'fixed' then
+    -- The article's window: it opens at the first request and lasts `window`.
+    local start, count = now, 0
+    if stored then
+      local s, c = string.match(stored, '^(%d+):(%d+)$')
+      -- "now < s" (a clock stepping back) stays in the window: never a free reset.
+      if s and now < tonumber(s) + window then
+        start, count = tonumber(s), tonumber(c)
+      end
+    end
+    reset = start + window - now
+    if count < limit then
+      allowed, remaining = 1, limit - count - 1
+      writes[#writes + 1] = {key, string.format('%d:%d', start, count + 1), reset}
+    else
+      retry = reset
+    end
+  elseif algorithm == 'gcra' then
+    -- Generic cell rate algorithm: one request every `interval`, `limit` at once at
+    -- most. The value is the theoretical arrival time (TAT) of the next request.
+    local interval = math.floor(window / limit)
+    local tat = math.max(tonumber(stored) or now, now)
+    local new_tat = tat + interval
+    if new_tat - now > window then
+      retry = new_tat - window - now
+      reset = retry
+    else
+      local used = new_tat - now
+      allowed = 1
+      remaining = math.min(math.floor((window - used) / interval), limit - 1)
+      reset = used - (window - (remaining + 1) * interval)
+      writes[#writes + 1] = {key, string.format('%d', new_tat), used}
+    end
+  else
+    return redis.error_reply('ratelimit: unknown algorithm ' .. tostring(algorithm))
+  end
+  if allowed == 0 then
+    reply[1] = 0
+  end
+  local n = #reply
+  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = allowed, remaining, reset, retry
+end
+if reply[1] == 1 then
+  for _, w in ipairs(writes) do
+    redis.call('SET', w[1], w[2], 'PX', string.format('%d', math.max(1, math.ceil(w[3] / 1000))))
+  end
+else
+  -- Refused, so nothing was spent: report the allowing policies' quota as it stands
+  -- (one more than after a spend, for both algorithms; "t" is the same either way).
+  for i = 1, #KEYS do
+    local at = 1 + (i - 1) * 4
+    if reply[at + 1] == 1 then
+      reply[at + 2] = math.min(reply[at + 2] + 1, tonumber(ARGV[3 + (i - 1) * 3]))
+    end
+  end
+end
+return reply
+"""
+
+
+@functools.cache
+def _check_script() -> Script:
+    # Registered once per process and called with EVALSHA; redis-py loads the script
+    # again by itself after a Redis restart (NOSCRIPT), at the cost of one extra
+    # round trip that once.
+    return get_redis("state").register_script(_CHECK_LUA)
+
+
+def check(
+    policies: Iterable[Policy],
+    identity: Identity,
+    *,
+    now: float | None = None,
+    client: Redis | None = None,
+) -> Decision:
+    """Spend one request from every policy that can name a subject in `identity`.
+
+    One round trip (one EVALSHA) whatever the number of policies, none when no policy
+    applies. `now` (seconds since the epoch) defaults to Redis's own clock.
+    Raises Redis's errors: what an outage means is the caller's failure policy.
+    """
+    counted = [(policy, subject) for policy in policies if (subject := policy.subject(identity)) is not None]
+    if not counted:
+        return Decision(allowed=True)
+    args: list[str | int] = ["" if now is None else str(int(now * _US))]
+    for policy, _ in counted:
+        args += [policy.algorithm, policy.limit, policy.window * _US]
+    # The state role retries a dropped connection; a script that ran but whose reply
+    # was lost then runs twice, spending two requests: the safe direction to err in.
+    reply = _check_script()(
+        keys=[rate_limit_key(policy, subject) for policy, subject in counted],
+        args=args,
+        client=client if client is not None else get_redis("state"),
+    )
+    results = []
+    for i, (policy, _) in enumerate(counted):
+        allowed, remaining, reset_us, retry_us = reply[1 + 4 * i : 5 + 4 * i]
+        results.append(
+            PolicyResult(
+                policy=policy,
+                allowed=bool(allowed),
+                remaining=int(remaining),
+                reset_seconds=_seconds(reset_us),
+                # Rounded up, and at least 1 s: a client that retries on time must succeed.
+                retry_after=max(1, _seconds(retry_us)) if not allowed else 0,
+            )
+        )
+    return Decision(allowed=bool(reply[0]), results=tuple(results))
+
+
+def _seconds(us: int) -> int:
+    return math.ceil(int(us) / _US)
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """The RateLimit-Policy and RateLimit fields of draft-ietf-httpapi-ratelimit-headers.
+
+    The Structured Fields form of drafts -08 to -11 (the latest, 2026): a List with one
+    Item per policy, named by a String, e.g.
+        RateLimit-Policy: "api";q=100;w=60, "auth_ip";q=10;w=60
+        RateLimit: "api";r=99;t=60, "auth_ip";r=9;t=6
+    (q quota, w window in seconds; r remaining, t seconds within which no more than r
+    can be spent). Draft -07's unnamed "100;w=60" and "limit=100, remaining=99,
+    reset=60" could describe one policy only, and a log-in here spends from three.
+    No "pk" (partition key): it would echo the hashed subject for no client benefit.
+    """
+    if not decision.results:
+        return {}
+    results = decision.results
+    return {
+        "RateLimit-Policy": ", ".join(f'"{r.policy.name}";q={r.policy.limit};w={r.policy.window}' for r in results),
+        "RateLimit": ", ".join(f'"{r.policy.name}";r={r.remaining};t={r.reset_seconds}' for r in results),
+    }
+
+
+def rate_limited_response(decision: Decision) -> HttpResponse:
+    """429 {"error": "Rate limit exceeded"} with Retry-After and the RateLimit fields."""
+    response = JsonResponse({"error": RATE_LIMITED_MESSAGE}, status=429)
+    # The draft: Retry-After no earlier than the end of the refusing policy's window
+    # ("t"); retry_after is that value, taken over every refusing policy.
+    response["Retry-After"] = str(decision.retry_after)
+    for name, value in rate_limit_headers(decision).items():
+        response[name] = value
+    return response
+
+
+def client_ip(request: HttpRequest, *, trusted_proxies: int = 0) -> str:
+    """The client's address, as a rate-limit bucket.
+
+    With `trusted_proxies` = n > 0 (that many proxies in front of Django, each
+    appending the address it saw to X-Forwarded-For), the n-th entry from the right:
+    everything left of it came from the client and can be forged. With 0 (the
+    default), REMOTE_ADDR only. A header with fewer entries than that did not pass
+    through the proxies, and REMOTE_ADDR is used.
+
+    IPv6 addresses count per /64: one subscriber usually holds a whole /64 and could
+    otherwise rotate through its addresses to reset its limit.
+    """
+    address = request.META.get("REMOTE_ADDR", "")
+    if trusted_proxies > 0:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if len(hops) >= trusted_proxies:
+            address = hops[-trusted_proxies]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test client, a unix socket); hashed all the same
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def normalise_account(value: object) -> str | None:
+    """The account named in a log-in body, as the log-in view would read it, or None.
+
+    Mirrors the view and backend: DRF's CharField accepts strings and numbers and trims
+    whitespace, and accounts match case-insensitively (iexact). Without this, " Ada@x"
+    and "ada@x" would be two accounts to the limiter but one to the backend.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = str(value).strip().casefold()
+    return text or None
+
+
+def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIELDS) -> str | None:
+    """The account a JSON body names, or None; never raises (the view answers a bad body).
+
+    No size cap of our own beyond Django's DATA_UPLOAD_MAX_MEMORY_SIZE: a body the
+    view would still parse must never slip past the per-account limit by being large.
+    Reading request.body here leaves it readable for DRF (Django keeps a copy).
+    """
+    try:
+        data = json.loads(request.body)
+    except (RequestDataTooBig, OSError, ValueError):  # too big, connection lost, not JSON
+        return None
+    if not isinstance(data, dict):
+        return None
+    for field in fields:
+        if data.get(field) not in (None, ""):
+            return normalise_account(data[field])
+    return None
+
+
+def request_identity(request: HttpRequest, policies: Sequence[Policy], *, trusted_proxies: int = 0) -> Identity:
+    """What `policies` need to know about the request, and no more (no session load,
+    no body parse, unless a policy needs them)."""
+    user_id = None
+    if any(p.scope == "user_or_ip" for p in policies):
+        user_id = _user_id(request)
+    account = None
+    if any(p.scope == "account" for p in policies):
+        account = account_from_body(request)
+    return Identity(ip=client_ip(request, trusted_proxies=trusted_proxies), user_id=user_id, account=account)
+
+
+def _user_id(request: HttpRequest) -> int | None:
+    user = getattr(request, "user", None)  # set by AuthenticationMiddleware, which must come first
+    if user is None:
+        return None
+    try:
+        return user.pk if user.is_authenticated else None
+    except Exception as exc:
+        # The session store (Redis) is down: count by address. The rate-limit check
+        # about to run meets the same outage and applies the policies' failure modes.
+        if not is_unavailable(exc):
+            raise
+        return None
+
+
+def _redis_failed(exc: BaseException) -> bool:
+    """Redis did not answer, or (state role, noeviction) could not take the write."""
+    return is_unavailable(exc) or isinstance(exc, OutOfMemoryError)
+
+
+class RateLimitMiddleware:
+    """Applies KESTREL_RATE_LIMITS to every request a policy covers.
+
+    Place it right after django.contrib.auth's AuthenticationMiddleware (it reads
+    request.user) and before any middleware that does real work for the request.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        self.policies = load_policies()
+        self.trusted_proxies = int(getattr(settings, "KESTREL_RATE_LIMIT_TRUSTED_PROXIES", 0))
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        covering = [p for p in self.policies if p.applies_to(request.method or "", request.path_info)]
+        if not covering:
+            return self.get_response(request)
+        identity = request_identity(request, covering, trusted_proxies=self.trusted_proxies)
+        applied = [p for p in covering if p.subject(identity) is not None]
+        try:
+            decision = check(applied, identity)
+        except Exception as exc:
+            if not _redis_failed(exc):
+                raise
+            # Failure policy, per policy (STYLE.md rule 8). "closed" policies (log-in,
+            # token, register) refuse with 503: while Redis is down nothing would stop
+            # password guessing. "open" policies (the general API limit) let the
+            # request through: an outage of the limiter must not become an outage of
+            # the API. Either way it is logged and counted, so we know it happens.
+            for policy in applied:
+                metrics.incr("ratelimit.error", policy=policy.name)
+            closed = [p.name for p in applied if p.fail == "closed"]
+            if closed:
+                logger.error("Rate limiter unavailable, failing closed (%s): %s", ", ".join(closed), exc)
+                return service_unavailable(request, "Redis")
+            logger.warning("Rate limiter unavailable, failing open (%s): %s", ", ".join(p.name for p in applied), exc)
+            return self.get_response(request)
+
+        if not decision.allowed:
+            for result in decision.results:
+                if not result.allowed:
+                    metrics.incr("ratelimit.denied", policy=result.policy.name)
+            return rate_limited_response(decision)
+        response = self.get_response(request)
+        for name, value in rate_limit_headers(decision).items():
+            response[name] = value
+        return response

@@ -1,0 +1,132 @@
+"""Notification API: the reference article's POST /api/notify, the list, mark-read, and
+the live stream (Server-Sent Events, feeds.sse)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from core.http import error_response
+from feeds import sse
+from feeds.notifications import (
+    LIST_MAX_COUNT,
+    MESSAGE_MAX_LENGTH,
+    notification_create,
+    notification_list,
+    notifications_mark_read,
+    parse_stream_id,
+)
+
+
+class StreamIdField(serializers.CharField):
+    """A notification id (a stream id, "<ms>-<seq>")."""
+
+    default_error_messages = {"invalid": 'Must be a notification id such as "1712345678901-0".'}
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=41, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        value = super().to_internal_value(data)
+        if parse_stream_id(value) is None:
+            self.fail("invalid")
+        return value
+
+
+class NotifyApi(APIView):
+    """POST /api/notify {"userId", "message"}: staff send a notification to anyone."""
+
+    permission_classes = [IsAdminUser]
+
+    class NotifyInputSerializer(serializers.Serializer):
+        userId = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+        message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
+
+    def permission_denied(self, request: Request, message=None, code=None) -> None:
+        if request.user and request.user.is_authenticated:
+            raise PermissionDenied("Only staff can send notifications")
+        super().permission_denied(request, message, code)
+
+    @extend_schema(
+        request=NotifyInputSerializer,
+        responses={
+            200: inline_serializer("NotifySent", {"sent": serializers.BooleanField(), "id": serializers.CharField()})
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.NotifyInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user_id = data.validated_data["userId"]
+        if not User.objects.filter(pk=user_id, is_active=True).exists():
+            raise NotFound("User not found")
+        # Not notify(): this request exists to send it, so Redis failing is a 503, not a shrug.
+        stream_id = notification_create(user_id=user_id, kind="message", message=data.validated_data["message"])
+        return Response({"sent": True, "id": stream_id})
+
+
+class NotificationListApi(APIView):
+    """GET /api/notifications?count=&before=: the caller's notifications, newest first."""
+
+    permission_classes = [IsAuthenticated]
+
+    class ListParamsSerializer(serializers.Serializer):
+        count = serializers.IntegerField(min_value=1, max_value=LIST_MAX_COUNT, default=20)
+        before = StreamIdField(required=False)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("count", int, description=f"1-{LIST_MAX_COUNT}, default 20"),
+            OpenApiParameter("before", str, description="the `next` of the previous page"),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request: Request) -> Response:
+        params = self.ListParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(notification_list(user_id=request.user.pk, **params.validated_data))
+
+
+class NotificationReadApi(APIView):
+    """POST /api/notifications/read {"upTo"?}: mark read up to an id, or everything."""
+
+    permission_classes = [IsAuthenticated]
+
+    class ReadInputSerializer(serializers.Serializer):
+        upTo = StreamIdField(required=False)
+
+    @extend_schema(request=ReadInputSerializer, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        data = self.ReadInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        marker = notifications_mark_read(user_id=request.user.pk, up_to=data.validated_data.get("upTo"))
+        return Response({"readUpTo": marker, "unread": notification_list(user_id=request.user.pk, count=1)["unread"]})
+
+
+def notification_stream(request: HttpRequest) -> HttpResponse:
+    """GET /api/notifications/stream: the caller's live notifications (text/event-stream).
+
+    A plain Django view, not DRF: DRF negotiates a renderer before the view runs and
+    has none for text/event-stream. Resume with the Last-Event-ID header (browsers
+    send it when they reconnect) or ?lastEventId= (a fresh EventSource, or polling
+    clients switching back to the stream).
+    """
+    if request.method != "GET":
+        response = error_response(request, 405, "Method not allowed")
+        response["Allow"] = "GET"
+        return response
+    if not request.user.is_authenticated:
+        return error_response(request, 401, "Not logged in")
+    requested = request.GET.get("userId")
+    if requested is not None and requested != str(request.user.pk):
+        return error_response(request, 403, "You can only open your own notification stream")
+    last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
+    if last_event_id is not None and parse_stream_id(last_event_id) is None:
+        return error_response(request, 400, "Last-Event-ID must be a notification id")
+    return sse.stream_response(request, user_id=request.user.pk, last_event_id=last_event_id)

@@ -1,0 +1,30 @@
+"""The notifications page: the newest notifications, marked read by being seen."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET
+
+from feeds.notifications import notification_list, notifications_mark_read, parse_stream_id
+
+PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+def notifications(request: HttpRequest) -> HttpResponse:
+    before = request.GET.get("before")
+    if parse_stream_id(before) is None:
+        before = None  # a mangled link shows the first page rather than an error
+    page = notification_list(user_id=request.user.pk, count=PAGE_SIZE, before=before)
+    if page["notifications"]:
+        # Read on view: up to the newest one shown (the flags above still say what was new).
+        notifications_mark_read(user_id=request.user.pk, up_to=page["notifications"][0]["id"])
+    for notification in page["notifications"]:
+        notification["when"] = parse_datetime(notification["at"]) if notification["at"] else None
+    response = render(request, "feeds/notifications.html", {"page": page})
+    response["Cache-Control"] = "no-store"  # a back button must not show stale unread marks
+    return response

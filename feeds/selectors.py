@@ -1,0 +1,195 @@
+"""Reads of the feeds app: activity streams and home timelines, newest first.
+
+Both page by stream id: a page is one XREVRANGE from `(before` (exclusive) down, COUNT
+`count`, and the id of its last entry is the `before` of the next page. Stream ids only
+grow, so new entries never shift a page a reader is on (offsets would).
+
+A timeline missing from Redis (never built, or dropped by a follow change, or lost
+with the server) is rebuilt from the database: the newest STREAM_MAXLEN posts by the
+people the user follows, with ids `<created_at ms>-<post id>` so they sort as the
+posts do. The rebuild holds a lease that fan-out and follow changes delete, and
+WATCHes it: a rebuild whose database read may predate one of them stores nothing.
+
+Failure policy: a timeline is derived data, so when the state role does not answer
+(or another process is rebuilding it) the page comes from the database instead. An
+activity stream is the only copy of what it records, so its reads raise (a 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Q
+from redis.exceptions import WatchError
+
+from accounts.models import Follow, User
+from core import metrics
+from core.redis import UNAVAILABLE_ERRORS, get_redis
+from feeds import keys
+from posts.models import Post
+from posts.selectors import post_to_dict
+
+logger = logging.getLogger(__name__)
+
+ACTIVITY_COUNT_DEFAULT = 50
+FEED_COUNT_DEFAULT = 20
+COUNT_MAX = 100
+
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
+_ID_MAX = 2**64 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+StreamId = tuple[int, int]
+
+
+def stream_id_parse(value: str) -> StreamId:
+    """`"1712345678901-3"` -> (1712345678901, 3); ValueError for anything Redis would refuse."""
+    match = _STREAM_ID.match(value)
+    if match is None:
+        raise ValueError("Must be a stream id such as 1712345678901-0.")
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > _ID_MAX or seq > _ID_MAX:
+        raise ValueError("Stream id parts must fit in 64 bits.")
+    return ms, seq
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MS
+
+
+def _xrevrange_max(before: str | None) -> str:
+    return f"({before}" if before else "+"
+
+
+def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {name.decode(): value.decode() for name, value in raw.items()}
+
+
+# --- Activity ---------------------------------------------------------------------------------
+
+
+def activity_page(*, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None) -> dict:
+    """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: the article's feed, newest first.
+
+    Entries about a post or person that no longer exists are left out (at most two
+    primary-key lookups per page); `next` still moves past them.
+    """
+    if before == "0-0":  # nothing comes before the first possible id (and Redis refuses "(0-0")
+        return {"items": [], "next": None}
+    key = keys.user_activity(user_id)
+    entries = get_redis("state").xrevrange(key, max=_xrevrange_max(before), min="-", count=count)
+    rows = []
+    for stream_id, raw in entries:
+        fields = _fields(raw)
+        rows.append(
+            {
+                "id": stream_id.decode(),
+                "action": fields["action"],
+                "targetId": int(fields["targetId"]),
+                "timestamp": int(fields["timestamp"]),
+            }
+        )
+    post_ids = {row["targetId"] for row in rows if row["action"] != "followed"}
+    user_ids = {row["targetId"] for row in rows if row["action"] == "followed"}
+    posts = set(Post.objects.filter(pk__in=post_ids).values_list("pk", flat=True)) if post_ids else set()
+    people = User.objects.filter(pk__in=user_ids, is_active=True)
+    users = set(people.values_list("pk", flat=True)) if user_ids else set()
+    items = [row for row in rows if row["targetId"] in (users if row["action"] == "followed" else posts)]
+    return {"items": items, "next": rows[-1]["id"] if len(rows) == count else None}
+
+
+# --- Home timeline ------------------------------------------------------------------------------
+
+
+def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str | None = None) -> dict:
+    """{"items": [{"id", "post"}], "next"}: posts by the people `user_id` follows, newest first.
+
+    One round trip when the timeline is in Redis (EXISTS and XREVRANGE in one MULTI),
+    then one query for the posts themselves: a deleted post has no row, so it is hidden,
+    and a post a rerun fan-out delivered twice is shown once.
+    """
+    if before == "0-0":
+        return {"items": [], "next": None}
+    client = get_redis("state")
+    rows: list[tuple[str, int]] | None
+    try:
+        rows = _timeline_read(client, user_id, count, before)
+        if rows is None and _timeline_rebuild(client, user_id):
+            rows = _timeline_read(client, user_id, count, before) or []
+    except UNAVAILABLE_ERRORS as exc:
+        # Fail open: a timeline is derived from the database, which can answer alone.
+        metrics.incr("feeds.timeline_error")
+        logger.warning("Timeline of user %s read from the database: state Redis unavailable (%s)", user_id, exc)
+        rows = None
+    if rows is None:
+        metrics.incr("feeds.timeline_from_db")
+        rows = [(stream_id, post_id) for stream_id, post_id, _ in _followed_posts(user_id, count, before)]
+
+    posts = {post.pk: post for post in Post.objects.select_related("author").filter(pk__in=[p for _, p in rows])}
+    items, shown = [], set()
+    for stream_id, post_id in rows:
+        if post_id in posts and post_id not in shown:
+            shown.add(post_id)
+            items.append({"id": stream_id, "post": post_to_dict(posts[post_id])})
+    return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
+
+
+def _timeline_read(client, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
+    """(stream id, post id) newest first; None when the timeline is missing (rebuild it)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.exists(keys.user_timeline(user_id))
+    pipe.xrevrange(keys.user_timeline(user_id), max=_xrevrange_max(before), min="-", count=count)
+    exists, entries = pipe.execute()
+    if not exists:
+        return None
+    metrics.incr("feeds.timeline_hit")
+    return [(stream_id.decode(), int(raw[b"post"])) for stream_id, raw in entries]
+
+
+def _followed_posts(user_id: int, limit: int, before: str | None = None) -> list[tuple[str, int, int]]:
+    """(stream id, post id, author id) of the newest posts by people `user_id` follows.
+
+    Ids are `<created_at ms>-<post id>`: unique, and in the order of the posts. With
+    `before` (a database-served page), posts before that id in the same order.
+    """
+    posts = Post.objects.filter(author_id__in=Follow.objects.filter(follower_id=user_id).values("followee_id"))
+    if before:
+        ms, seq = stream_id_parse(before)
+        start = _EPOCH + ms * _MS
+        posts = posts.filter(Q(created_at__lt=start) | Q(created_at__lt=start + _MS, pk__lt=seq))
+    rows = posts.order_by("-created_at", "-pk").values_list("pk", "author_id", "created_at")[:limit]
+    # Sorted by (ms, id), not (created_at, id): two posts in one millisecond must still
+    # get increasing ids, or XADD refuses the second.
+    ordered = sorted(((_ms(created), pk, author) for pk, author, created in rows), reverse=True)
+    return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
+
+
+def _timeline_rebuild(client, user_id: int) -> bool:
+    """Store `user_id`'s timeline from the database; False if another process holds the
+    rebuild lease, or a fan-out or follow change touched it while we read (we WATCH it)."""
+    key, lease = keys.user_timeline(user_id), keys.user_timeline_rebuild(user_id)
+    if not client.set(lease, uuid.uuid4().hex, nx=True, px=keys.TIMELINE_REBUILD_LEASE_MS):
+        metrics.incr("feeds.timeline_rebuild_busy")
+        return False
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(lease)
+            rows = _followed_posts(user_id, keys.STREAM_MAXLEN)
+            pipe.multi()
+            pipe.delete(key)
+            # Created empty (XADD then trimmed to nothing in the same command): a
+            # timeline with no posts still exists, so "missing" always means "rebuild".
+            pipe.xadd(key, {"built": 1}, id="0-1", maxlen=0, approximate=False)
+            for stream_id, post_id, author_id in reversed(rows):
+                pipe.xadd(key, {"post": post_id, "author": author_id}, id=stream_id)
+            pipe.delete(lease)
+            pipe.execute()
+    except WatchError:
+        metrics.incr("feeds.timeline_rebuild_raced")
+        return False
+    metrics.incr("feeds.timeline_rebuilt")
+    return True

@@ -1,0 +1,236 @@
+"""Writes of the feeds app: activity streams and the fan-out to home timelines.
+
+Both are Redis streams on the state role (feeds.keys), written after commit:
+
+- **Activity**: what a user did (posted, liked, followed), one XADD with
+  `MAXLEN ~ STREAM_MAXLEN` on their stream. The article XADDs, then XTRIMs in a second
+  call; the MAXLEN argument trims in the same command, and `~` lets Redis drop whole
+  macro-nodes instead of single entries, which is what makes trimming cheap.
+- **Timelines**: fan-out on write. A new post is XADDed to the timeline of every
+  follower, one pipeline per FANOUT_BATCH followers. For an author with more than
+  FANOUT_INLINE_MAX_FOLLOWERS followers the fan-out runs in a job (jobs.queues
+  FANOUT_JOB, written in the post's own transaction through the jobs outbox), so the
+  request does not wait on it. Entries hold ids only; readers load the posts, so an
+  edited post shows its edit and a deleted one is hidden (feeds.selectors).
+
+  XADD uses NOMKSTREAM: a missing timeline stays missing and is rebuilt from the
+  database on its next read, instead of being created holding one post and trusted.
+  Each XADD goes with a DEL of the timeline's rebuild lease, so a rebuild that read
+  the database before this post was committed fails its EXEC instead of storing a
+  timeline without it.
+
+Failure policy (state role): the database write has committed by the time any of this
+runs. Activity entries and notifications fail open (logged, counted, lost). A timeline
+fan-out that cannot reach Redis is handed to the fan-out job, which the outbox pushes
+and RQ retries once Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from functools import partial
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Follow, User
+from accounts.selectors import follower_id_batches, follower_ids
+from core import metrics
+from core.redis import UNAVAILABLE_ERRORS, get_redis
+from feeds import keys
+from feeds.notifications import notify
+from jobs.models import Job
+from jobs.queues import FANOUT_JOB
+from jobs.services import job_enqueue
+from posts.models import Post
+
+logger = logging.getLogger(__name__)
+
+# Policy. Inline, a fan-out costs the request two round trips plus one notification per
+# follower (each its own round trip, see feeds.notifications): about 100 followers is
+# where that passes a few milliseconds, so more go to the job.
+FANOUT_INLINE_MAX_FOLLOWERS = 100
+FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
+
+POSTED, LIKED, FOLLOWED = "posted", "liked", "followed"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of the article's `timestamp` field."""
+    return int(time.time() * 1000)
+
+
+def _activity_xadd(pipe, *, user_id: int, action: str, target_id: int) -> None:
+    pipe.xadd(
+        keys.user_activity(user_id),
+        {"action": action, "targetId": target_id, "timestamp": now_ms()},
+        maxlen=keys.STREAM_MAXLEN,
+        approximate=True,
+    )
+
+
+def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
+    """Append to `user_id`'s activity stream (XADD MAXLEN ~); its stream id, None if lost."""
+    try:
+        pipe = get_redis("state").pipeline(transaction=False)
+        _activity_xadd(pipe, user_id=user_id, action=action, target_id=target_id)
+        (stream_id,) = pipe.execute()
+    except UNAVAILABLE_ERRORS as exc:
+        # Fail open: the action itself is committed; only its line in the feed is lost.
+        metrics.incr("feeds.activity_lost", action=action)
+        logger.warning("Activity %r of user %s lost: state Redis unavailable (%s)", action, user_id, exc)
+        return None
+    return stream_id.decode()
+
+
+# --- New posts ---------------------------------------------------------------------------
+
+
+def timeline_fanout_schedule(*, post: Post) -> None:
+    """Call inside the transaction that creates `post`: plan its fan-out for after commit.
+
+    The follower count is read with LIMIT FANOUT_INLINE_MAX_FOLLOWERS + 1, so deciding
+    costs the same for an author with a million followers as for one with ten. A popular
+    author's post becomes a job row in this same transaction (the jobs outbox): if the
+    post commits, so does its fan-out, even if Redis is away at that moment.
+    """
+    followers = Follow.objects.filter(followee_id=post.author_id).values("pk")[: FANOUT_INLINE_MAX_FOLLOWERS + 1]
+    if followers.count() > FANOUT_INLINE_MAX_FOLLOWERS:
+        job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk})
+        transaction.on_commit(
+            partial(activity_add, user_id=post.author_id, action=POSTED, target_id=post.pk), robust=True
+        )
+    else:
+        transaction.on_commit(partial(_fanout_inline, post), robust=True)
+
+
+def _fanout_inline(post: Post) -> None:
+    """After commit, in the request: the author's activity and every timeline, in one pipeline."""
+    try:
+        batches = _chunks(follower_ids(user_id=post.author_id), FANOUT_BATCH)
+        recipients = timeline_fanout(post=post, batches=batches, activity=True)
+    except UNAVAILABLE_ERRORS as exc:
+        # The job retries until Redis answers; a pipeline that died half-way may have
+        # written some entries already, which readers show once.
+        metrics.incr("feeds.fanout_deferred")
+        logger.warning("Fan-out of post %s deferred to a job: state Redis unavailable (%s)", post.pk, exc)
+        job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk, "activity": True})
+        return
+    metrics.incr("feeds.fanout", mode="inline")
+    logger.debug("Post %s fanned out to %s timelines", post.pk, recipients)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool = False) -> int:
+    """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
+
+    Each batch's followers are notified once their entries are written. With
+    `activity`, the author's own "posted" entry rides in the first pipeline. Returns
+    how many timelines were written to (missing ones are skipped, see the module doc).
+    """
+    client = get_redis("state")
+    entry = {"post": post.pk, "author": post.author_id}
+    message = f"@{post.author.username} posted “{post.title}”"
+    data = {"postId": post.pk, "userId": post.author_id}
+    written = 0
+    pending_activity = activity
+    for batch in batches:
+        if not batch and not pending_activity:
+            continue
+        pipe = client.pipeline(transaction=False)
+        if pending_activity:
+            _activity_xadd(pipe, user_id=post.author_id, action=POSTED, target_id=post.pk)
+        for follower_id in batch:
+            pipe.xadd(
+                keys.user_timeline(follower_id),
+                entry,
+                maxlen=keys.STREAM_MAXLEN,
+                approximate=True,
+                nomkstream=True,
+            )
+            pipe.delete(keys.user_timeline_rebuild(follower_id))
+        replies = pipe.execute()
+        if pending_activity:
+            replies, pending_activity = replies[1:], False
+        written += sum(1 for stream_id in replies[::2] if stream_id is not None)
+        for follower_id in batch:
+            notify(user_id=follower_id, kind="post", message=message, data=data)
+    if pending_activity:  # no followers at all
+        activity_add(user_id=post.author_id, action=POSTED, target_id=post.pk)
+    return written
+
+
+def timeline_fanout_run(*, job: Job) -> dict:
+    """The fan-out job (feeds.jobs.fanout_post): every follower, by SSCAN batches.
+
+    Acts once per job row, like every Kestrel job; a run killed half-way runs again from
+    the start, and readers drop the entries it repeats.
+    """
+    if job.completed_at is not None:
+        return job.result
+    post = Post.objects.select_related("author").filter(pk=job.payload["postId"]).first()
+    if post is None:
+        result = {"postId": job.payload["postId"], "timelines": 0, "skipped": "post deleted"}
+    else:
+        batches = follower_id_batches(user_id=post.author_id, size=FANOUT_BATCH)
+        written = timeline_fanout(post=post, batches=batches, activity=bool(job.payload.get("activity")))
+        result = {"postId": post.pk, "timelines": written}
+        metrics.incr("feeds.fanout", mode="job")
+    Job.objects.filter(pk=job.pk, completed_at=None).update(completed_at=timezone.now(), result=result)
+    return result
+
+
+# --- Follows and likes ---------------------------------------------------------------------
+
+
+def follow_published(*, follower: User, followee: User) -> None:
+    """After a follow commits: the follower's activity, their timeline, the followee's notification.
+
+    The timeline is dropped (with its rebuild lease) rather than back-filled: a stream
+    only appends, so the followee's earlier posts cannot be slotted in among the older
+    entries; the next read rebuilds it from the database, their posts included.
+    """
+    try:
+        pipe = get_redis("state").pipeline(transaction=False)
+        _activity_xadd(pipe, user_id=follower.pk, action=FOLLOWED, target_id=followee.pk)
+        pipe.delete(keys.user_timeline(follower.pk), keys.user_timeline_rebuild(follower.pk))
+        pipe.execute()
+    except UNAVAILABLE_ERRORS as exc:
+        # Fail open: the follow is committed. Lost: the activity line, and until the
+        # timeline is next rebuilt, the followee's older posts (new ones arrive anyway).
+        metrics.incr("feeds.activity_lost", action=FOLLOWED)
+        logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
+    notify(
+        user_id=followee.pk,
+        kind="follow",
+        message=f"@{follower.username} followed you",
+        data={"userId": follower.pk, "username": follower.username},
+    )
+
+
+def unfollow_published(*, follower_id: int) -> None:
+    """After an unfollow commits: drop the follower's timeline, so the rebuild leaves out the
+    unfollowed person's earlier posts too (new ones stop at once: the fan-out reads the
+    follow graph, which no longer has the edge)."""
+    try:
+        get_redis("state").delete(keys.user_timeline(follower_id), keys.user_timeline_rebuild(follower_id))
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("feeds.timeline_drop_lost")
+        logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
+
+
+def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
+    """After a like commits: the liker's activity and the author's notification."""
+    activity_add(user_id=liker.pk, action=LIKED, target_id=post_id)
+    notify(
+        user_id=author_id,
+        kind="like",
+        message=f"@{liker.username} liked “{post_title}”",
+        data={"postId": post_id, "userId": liker.pk},
+    )

@@ -1,0 +1,496 @@
+"""Server-Sent Events: one browser's live notifications, fed by a Redis subscription.
+
+What a browser reads from GET /api/notifications/stream (text/event-stream):
+
+    retry: 3000                       first, at once: reconnect 3 s after a drop
+                                      (it also makes gunicorn send the headers now)
+    id: 1712345678901-0               each notification: its stream id, which the
+    event: notification               browser sends back as Last-Event-ID when it
+    data: {"id": ..., "kind": ..., "message": ..., "data": {...}, "at": ...}
+                                      reconnects
+    : keep-alive                      a comment after POLICY.keepalive (15 s) without a write:
+                                      proxies keep the connection, and a browser that
+                                      left is noticed (the write fails)
+
+Order of a connection, so that nothing is lost and nothing is shown twice:
+
+1. Subscribe to the user's channel and wait for Redis to confirm (before the response
+   starts; if Redis cannot be reached the answer is a 503).
+2. Replay from the stream everything after the browser's Last-Event-ID (XRANGE with an
+   exclusive start). A notification published between 1 and 2 arrives both ways.
+3. Relay live messages, dropping any whose id is not newer than the last one sent.
+
+When the subscription breaks (Redis restarted, failed over), the connection stays open:
+keep-alives continue, the subscriber reconnects with exponential backoff, and on
+resubscribing replays from the stream what was published meanwhile: pub/sub dropped
+it, the stream did not. Redis-py may also reconnect a subscription by itself; a second
+"subscribe" confirmation triggers the same replay.
+
+A connection ends after POLICY.max_age (5 min) so threads are recycled; the browser
+reconnects with Last-Event-ID (and its session is checked with every keep-alive). Synchronous Django holds one thread
+per open stream, so each process admits at most KESTREL_SSE_MAX_STREAMS of them (503 with
+Retry-After beyond that) and ends them all within a second of SIGTERM (see
+`end_streams_on_sigterm`, for gunicorn's post_worker_init hook).
+
+Deployment (gunicorn gthread): every open stream occupies one of the worker's
+`threads`, so `threads` must exceed KESTREL_SSE_MAX_STREAMS by the threads ordinary
+requests need (e.g. 50 streams + 14 = 64), or a burst of tabs starves the site before
+the cap ever answers 503. `graceful_timeout` needs only to exceed POLICY.poll once the
+SIGTERM hook is installed. Behind nginx, `proxy_read_timeout` must exceed the 15 s
+keep-alive (X-Accel-Buffering: no turns off its buffering per response). At scale,
+route /api/notifications/stream to its own gunicorn pool (many threads, its own cap)
+so long-lived streams and short requests never share a thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from core import metrics
+from core.http import error_response
+from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, is_unavailable, role_url
+from feeds import keys
+from feeds.notifications import (
+    Notification,
+    StreamId,
+    notifications_after,
+    notifications_newest_id,
+    parse_stream_id,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_STREAMS = 50  # per process, when settings.KESTREL_SSE_MAX_STREAMS is unset
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """Timings of every stream; tests replace POLICY (and `clock`) instead of sleeping."""
+
+    retry_ms: int = 3000  # the browser's reconnection delay, sent first on every stream
+    keepalive: float = 15.0  # seconds without a write before a keep-alive comment
+    max_age: float = 300.0  # seconds a stream lives; then the browser reconnects
+    poll: float = 1.0  # longest single wait, so stop, shutdown and deadlines are seen within it
+    resubscribe_min: float = 0.1  # seconds before the first resubscribe attempt after losing Redis,
+    resubscribe_max: float = 5.0  # doubling up to this
+    replay_batch: int = 100  # XRANGE COUNT per replay round trip
+    busy_retry_after: int = 30  # seconds, Retry-After (and retry:) of the 503 when the process is full
+    # Ending streams (lifetime, shutdown): the browser is told to come back after a
+    # random delay in this range, so a deploy does not bring every browser back at once.
+    end_retry_ms: tuple[int, int] = (500, 5000)
+
+
+POLICY = StreamPolicy()
+clock: Callable[[], float] = time.monotonic  # seconds; read through this one name, patched in tests
+
+KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
+def max_streams() -> int:
+    return getattr(settings, "KESTREL_SSE_MAX_STREAMS", DEFAULT_MAX_STREAMS)
+
+
+def format_event(notification: Notification) -> str:
+    # json.dumps escapes newlines, so `data:` is always one line.
+    data = json.dumps(notification, separators=(",", ":"))
+    return f"id: {notification['id']}\nevent: notification\ndata: {data}\n\n"
+
+
+def _jittered(delay: float) -> float:
+    """Between half and all of `delay`: after a Redis restart, every stream of every
+    process resubscribes (and replays) at once without it."""
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - spreading load, not a secret
+
+
+def _end_chunk(reason: str, policy: StreamPolicy) -> str:
+    low, high = policy.end_retry_ms
+    retry_ms = random.randint(low, high)  # noqa: S311 - spreading reconnects, not a secret
+    return f"retry: {retry_ms}\n: {reason}\n\n"
+
+
+# --- The streams open in this process --------------------------------------------------------
+
+
+class StreamRegistry:
+    """Open streams of this process: the per-process cap, and closing them all on shutdown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[EventStream] = set()
+        self.closing = False
+
+    def admit(self, stream: EventStream, limit: int) -> bool:
+        with self._lock:
+            if self.closing or len(self._open) >= limit:
+                return False
+            self._open.add(stream)
+            return True
+
+    def discard(self, stream: EventStream) -> None:
+        with self._lock:
+            self._open.discard(stream)
+
+    def close_all(self) -> int:
+        """Refuse new streams and ask every open one to end (each notices within POLICY.poll)."""
+        with self._lock:
+            self.closing = True
+            open_streams = list(self._open)
+        for stream in open_streams:
+            stream.stop()
+        return len(open_streams)
+
+    def reopen(self) -> None:
+        """Admit streams again (tests; a process that did not exit after close_all)."""
+        with self._lock:
+            self.closing = False
+
+    def open_streams(self) -> list[EventStream]:
+        with self._lock:
+            return list(self._open)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+streams = StreamRegistry()
+
+
+def end_streams_on_sigterm() -> None:
+    """Make SIGTERM end this process's streams before gunicorn's own graceful stop.
+
+    Call it from gunicorn's `post_worker_init` hook (the worker's main thread, after the
+    worker installed its handlers). Without it a stopping gthread worker waits the whole
+    graceful_timeout for its streams, then drops them; with it they end within
+    POLICY.poll, telling browsers to reconnect (elsewhere) after a random short delay.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame) -> None:
+        streams.close_all()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- Subscriptions -------------------------------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool: ConnectionPool | None = None
+
+
+def _subscriber_client() -> Redis:
+    """A client whose connections are only for subscriptions, state role.
+
+    Not the role's shared pool: every open stream holds a connection for minutes, and
+    KESTREL_SSE_MAX_STREAMS of them would starve the process's ordinary requests (the
+    shared pool blocks when empty). The stream cap bounds this pool instead. No
+    retries inside redis-py: a broken subscription must surface here, so the stream
+    replays what it missed after resubscribing.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            options = settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]
+            _pool = ConnectionPool.from_url(
+                role_url("state"),
+                socket_connect_timeout=options["SOCKET_CONNECT_TIMEOUT"],
+                socket_timeout=options["SOCKET_TIMEOUT"],
+                socket_keepalive=True,
+                # An idle subscription PINGs every 30 s, so a dead connection is found
+                # (and the stream's MAX_AGE bounds how long a silent one can go unseen).
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 0),
+                client_name="kestrel-sse",
+            )
+        return Redis(connection_pool=_pool)
+
+
+def _subscribe(user_id: int) -> PubSub:
+    """SUBSCRIBE to the user's channel and wait for the confirmation.
+
+    Once Redis has confirmed, every later PUBLISH reaches this connection; before, it
+    may not, which is why the replay is read only after this returns.
+    """
+    pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=False)
+    try:
+        pubsub.subscribe(keys.user_channel(user_id))
+        deadline = time.monotonic() + settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]["SOCKET_TIMEOUT"]
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "subscribe":
+                return pubsub
+        raise RedisTimeoutError("Redis did not confirm the subscription")
+    except BaseException:
+        pubsub.close()
+        raise
+
+
+class EventStream:
+    """The body of one SSE response: an iterator of text chunks, and its clean-up.
+
+    Django calls `close()` when the response ends for any reason (finished, client
+    gone, server stopping), even if it was never iterated; it releases the
+    subscription and the process slot.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_id: int,
+        last_event_id: str | None,
+        still_logged_in: Callable[[], bool],
+        registry: StreamRegistry,
+        policy: StreamPolicy,
+        clock: Callable[[], float],
+    ) -> None:
+        self.user_id = user_id
+        self._cursor: str | None = last_event_id  # newest notification the browser has
+        self._still_logged_in = still_logged_in
+        self._registry = registry
+        self._policy = policy
+        self._clock = clock
+        self._stop = threading.Event()
+        self._pubsub: PubSub | None = None
+        self._replay_needed = True
+        self._release_lock = threading.Lock()
+        self._released = False
+        self._chunks = self._generate()
+
+    # --- life cycle ---
+
+    def open(self) -> None:
+        """Subscribe before the response starts (raises when Redis does not answer)."""
+        if self._cursor is None:
+            # Read before subscribing: anything newer is then replayed or received live.
+            self._cursor = notifications_newest_id(user_id=self.user_id) or "0-0"
+        self._pubsub = _subscribe(self.user_id)
+        metrics.incr("sse.opened")
+
+    def stop(self) -> None:
+        """Ask the stream to end; safe from any thread (shutdown, tests)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._chunks.close()  # runs the generator's `finally` if it started
+        except ValueError:
+            return  # being iterated on another thread, which sees the stop flag and releases
+        self._release()  # never started, or already released: both fine
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+        self._drop_subscription()
+        self._registry.discard(self)
+        metrics.incr("sse.closed")
+
+    def _drop_subscription(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
+                pass
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    # --- the chunks ---
+
+    def _generate(self):
+        policy, clock = self._policy, self._clock
+        try:
+            now = clock()
+            deadline = now + policy.max_age
+            next_keepalive = now + policy.keepalive
+            next_attempt, backoff = now, policy.resubscribe_min
+            yield f"retry: {policy.retry_ms}\n\n"
+            while not self._stop.is_set():
+                now = clock()
+                if now >= deadline:
+                    yield _end_chunk("This stream has reached its lifetime; reconnect with Last-Event-ID.", policy)
+                    return
+                chunk = ""
+                if self._pubsub is None and now >= next_attempt:
+                    try:
+                        self._pubsub = _subscribe(self.user_id)
+                    except UNAVAILABLE_ERRORS as exc:
+                        next_attempt, backoff = now + _jittered(backoff), min(backoff * 2, policy.resubscribe_max)
+                        logger.info("Notification stream of user %s: resubscribe failed (%s)", self.user_id, exc)
+                    else:
+                        self._replay_needed = True
+                        backoff = policy.resubscribe_min
+                        metrics.incr("sse.resubscribed")
+                if self._pubsub is None:
+                    # Waiting to resubscribe: keep-alives go on, so the browser stays.
+                    self._stop.wait(min(policy.poll, max(0.0, min(next_attempt, next_keepalive) - now)))
+                else:
+                    wait = min(policy.poll, max(0.0, min(next_keepalive, deadline) - now))
+                    try:
+                        chunk = self._replay() if self._replay_needed else self._receive(wait)
+                    except UNAVAILABLE_ERRORS as exc:
+                        self._drop_subscription()
+                        now = clock()
+                        next_attempt, backoff = now + _jittered(backoff), min(backoff * 2, policy.resubscribe_max)
+                        metrics.incr("sse.subscription_lost")
+                        logger.warning("Notification stream of user %s lost Redis (%s)", self.user_id, exc)
+                        chunk = ": Redis is unavailable; resubscribing\n\n"
+                now = clock()
+                if not chunk and now >= next_keepalive:
+                    if not self._logged_in():
+                        yield ": The session has ended.\n\n"
+                        return
+                    chunk = KEEPALIVE_COMMENT
+                if chunk:
+                    yield chunk
+                    next_keepalive = clock() + policy.keepalive
+            yield _end_chunk("The server is closing this stream; reconnect with Last-Event-ID.", policy)
+        finally:
+            self._release()
+
+    def _logged_in(self) -> bool:
+        if self._pubsub is None:
+            return True  # Redis is away: the session cannot be checked, and need not be yet
+        try:
+            return self._still_logged_in()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return True  # the session store is down, not the session: the subscription loop copes
+
+    def _replay(self) -> str:
+        """Everything in the stream after the cursor, as events (reads until caught up)."""
+        chunks = []
+        while True:
+            batch = notifications_after(user_id=self.user_id, after=self._cursor, count=self._policy.replay_batch)
+            for notification in batch:
+                chunks.append(format_event(notification))
+                self._cursor = notification["id"]
+            if len(batch) < self._policy.replay_batch:
+                break
+        self._replay_needed = False
+        if chunks:
+            metrics.incr("sse.replayed", len(chunks))
+        return "".join(chunks)
+
+    def _receive(self, timeout: float) -> str:
+        message = self._pubsub.get_message(timeout=timeout)
+        if message is None:
+            return ""
+        if message["type"] == "subscribe":
+            # redis-py reconnected and resubscribed by itself: what was published
+            # while it was away is only in the stream.
+            self._replay_needed = True
+            return ""
+        if message["type"] != "message":
+            return ""
+        notification = _decode(message["data"])
+        if notification is None:
+            metrics.incr("sse.bad_message")
+            logger.warning("Ignoring a malformed notification message %r", message["data"][:200])
+            return ""
+        if parse_stream_id(notification["id"]) <= self._cursor_id():
+            metrics.incr("sse.duplicate")  # already sent by the replay
+            return ""
+        self._cursor = notification["id"]
+        return format_event(notification)
+
+    def _cursor_id(self) -> StreamId:
+        return parse_stream_id(self._cursor) or (0, 0)
+
+
+def _decode(data: bytes) -> Notification | None:
+    try:
+        payload = json.loads(data)
+        notification: Notification = {
+            "id": str(payload["id"]),
+            "kind": str(payload["kind"]),
+            "message": str(payload["message"]),
+            "data": payload.get("data") if isinstance(payload.get("data"), dict) else {},
+            "at": str(payload.get("at", "")),
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
+    return notification if parse_stream_id(notification["id"]) is not None else None
+
+
+# --- The response ------------------------------------------------------------------------------
+
+
+def stream_response(request: HttpRequest, *, user_id: int, last_event_id: str | None) -> HttpResponse:
+    """The SSE response for an authenticated user, or a 503 when this process is full."""
+    session = request.session
+    session_key = session.session_key
+    stream = EventStream(
+        user_id=user_id,
+        last_event_id=last_event_id,
+        still_logged_in=lambda: bool(session_key) and session.exists(session_key),
+        registry=streams,
+        policy=POLICY,
+        clock=clock,
+    )
+    if not streams.admit(stream, max_streams()):
+        metrics.incr("sse.rejected")
+        return _busy(request, POLICY)
+    try:
+        stream.open()
+    except BaseException:
+        stream.close()
+        raise  # Redis unavailable: RedisUnavailableMiddleware answers 503
+
+    # The stream holds this thread for minutes and needs no database: give the
+    # connection back rather than keep one idle per open stream (PostgreSQL's
+    # max_connections). Not inside a transaction (the tests' atomic blocks).
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each chunk on at once
+    return response
+
+
+def _busy(request: HttpRequest, policy: StreamPolicy) -> HttpResponse:
+    message = (
+        "Too many open notification streams on this server; "
+        f"retry in {policy.busy_retry_after} s or poll GET /api/notifications."
+    )
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        response = HttpResponse(
+            f"retry: {policy.busy_retry_after * 1000}\n: {message}\n\n",
+            status=503,
+            content_type="text/event-stream; charset=utf-8",
+        )
+        response["Cache-Control"] = "no-cache"
+    else:
+        response = error_response(request, 503, message)
+    response["Retry-After"] = str(policy.busy_retry_after)
+    return response

@@ -1,0 +1,454 @@
+"""core.ratelimit against the real private Redis: exact counting, windows, GCRA's
+spacing, atomicity under 200 concurrent checks, TTLs, scopes, and the policies' data.
+
+Time is passed in (`now`, seconds), so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import RequestFactory
+from redis import Redis
+
+from core.ratelimit import (
+    DEFAULTS,
+    Decision,
+    Identity,
+    Policy,
+    account_from_body,
+    check,
+    client_ip,
+    load_policies,
+    normalise_account,
+    rate_limit_headers,
+    rate_limit_key,
+)
+from core.redis import get_redis, is_unavailable, role_url
+
+T0 = 1_700_000_000.0  # an arbitrary "now"; the script takes any clock it is given
+ADA = Identity(ip="203.0.113.7")
+
+
+def spend(policy: Policy, times: int, *, at: float = T0, identity: Identity = ADA) -> list[Decision]:
+    return [check([policy], identity, now=at) for _ in range(times)]
+
+
+# --- The article's fixed window ---------------------------------------------------------
+
+
+def test_fixed_window_allows_exactly_the_limit_and_counts_down():
+    policy = Policy("api", limit=3, window=60)
+
+    decisions = spend(policy, 4)
+
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    refused = decisions[-1]
+    assert refused.policy == policy
+    assert refused.limit == 3
+    assert refused.retry_after == 60
+    assert refused.reset_seconds == 60
+
+
+def test_fixed_window_opens_at_the_first_request_and_reopens_when_it_ends():
+    policy = Policy("api", limit=2, window=60)
+    spend(policy, 2, at=T0 + 30)  # the window is [T0+30, T0+90)
+
+    still_closed = check([policy], ADA, now=T0 + 89.9)
+    reopened = check([policy], ADA, now=T0 + 90)
+
+    assert not still_closed.allowed
+    assert still_closed.retry_after == 1  # 0.1 s left, rounded up: never retry too early
+    assert reopened.allowed
+    assert reopened.remaining == 1
+    assert reopened.reset_seconds == 60
+
+
+def test_a_clock_stepping_back_does_not_reopen_the_window():
+    policy = Policy("api", limit=1, window=60)
+    spend(policy, 1, at=T0)
+
+    assert not check([policy], ADA, now=T0 - 5).allowed
+
+
+# --- GCRA: the smoother algorithm ------------------------------------------------------
+
+
+def test_gcra_allows_a_burst_of_the_limit_then_one_request_per_interval():
+    policy = Policy("login", limit=6, window=60, algorithm="gcra")  # one every 10 s
+
+    burst = spend(policy, 7)
+    too_soon = check([policy], ADA, now=T0 + 5)
+    on_time = check([policy], ADA, now=T0 + 10)
+    right_after = check([policy], ADA, now=T0 + 10)
+
+    assert [d.allowed for d in burst] == [True] * 6 + [False]
+    assert [d.remaining for d in burst[:6]] == [5, 4, 3, 2, 1, 0]
+    assert burst[-1].retry_after == 10
+    assert not too_soon.allowed
+    assert too_soon.retry_after == 5
+    assert on_time.allowed
+    assert on_time.remaining == 0
+    assert not right_after.allowed
+
+
+def test_gcra_lets_evenly_spaced_requests_through_for_ever():
+    policy = Policy("login", limit=6, window=60, algorithm="gcra")
+    spend(policy, 6)  # the burst is used up
+
+    spaced = [check([policy], ADA, now=T0 + 10 * i).allowed for i in range(1, 31)]
+
+    assert all(spaced)
+
+
+def test_gcra_refills_gradually_after_a_pause():
+    policy = Policy("login", limit=6, window=60, algorithm="gcra")
+    spend(policy, 6)
+
+    after_35s = check([policy], ADA, now=T0 + 35)
+
+    # 3.5 intervals freed 3 requests: this one spends one, two are left, and the next
+    # frees up in 5 s.
+    assert after_35s.allowed
+    assert after_35s.remaining == 2
+    assert after_35s.reset_seconds == 5
+
+
+def test_gcra_has_no_double_burst_at_a_window_boundary_unlike_the_fixed_window():
+    def allowed_within_a_tenth_of_a_second(policy: Policy) -> int:
+        check([policy], ADA, now=T0)  # opens the fixed window: [T0, T0 + 60)
+        late = spend(policy, 10, at=T0 + 59.9)
+        early = spend(policy, 10, at=T0 + 60)
+        return sum(d.allowed for d in late + early)
+
+    # "10 a minute": the fixed window lets 19 through in 0.1 s across its boundary;
+    # GCRA never more than its burst, 10.
+    assert allowed_within_a_tenth_of_a_second(Policy("fixed", limit=10, window=60)) == 19
+    assert allowed_within_a_tenth_of_a_second(Policy("gcra", limit=10, window=60, algorithm="gcra")) == 10
+
+
+# --- Several policies, one request ------------------------------------------------------
+
+
+def test_every_policy_of_a_request_is_decided_in_one_round_trip():
+    policies = load_policies(DEFAULTS)
+    identity = Identity(ip="203.0.113.7", account="ada@example.com")
+    client = Redis.from_url(role_url("state"))
+    check(policies, identity, now=T0, client=client)  # loads the script (first call only)
+    sent: list[str] = []
+    execute = client.execute_command
+
+    def counting(*args, **options):
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    client.execute_command = counting
+    try:
+        decision = check(policies, identity, now=T0, client=client)
+    finally:
+        client.close()
+
+    assert sent == ["EVALSHA"]
+    assert [r.policy.name for r in decision.results] == ["api", "auth_ip", "auth_account"]
+
+
+def test_a_refused_request_spends_nothing_from_the_other_policies():
+    strict = Policy("strict", limit=1, window=60)
+    loose = Policy("loose", limit=5, window=60)
+    check([strict, loose], ADA, now=T0)
+    loose_key = rate_limit_key(loose, loose.subject(ADA))
+    before = get_redis("state").get(loose_key)
+
+    refused = check([strict, loose], ADA, now=T0)
+
+    assert not refused.allowed
+    assert refused.policy == strict
+    assert get_redis("state").get(loose_key) == before  # a refusal writes nothing
+    by_name = {r.policy.name: r for r in refused.results}
+    assert by_name["loose"].allowed
+    assert by_name["loose"].remaining == 4  # as it stands: the refused request spent nothing
+    assert check([loose], ADA, now=T0).remaining == 3
+
+
+def test_the_binding_result_is_the_longest_refusal_or_the_least_quota_left():
+    short = Policy("short", limit=1, window=10)
+    long = Policy("long", limit=1, window=100)
+    roomy = Policy("roomy", limit=50, window=60)
+
+    first = check([short, long, roomy], ADA, now=T0)
+    second = check([short, long, roomy], ADA, now=T0)
+
+    assert first.allowed
+    assert first.policy == long  # short and long both have 0 left; long's lasts longer
+    assert not second.allowed
+    assert second.policy == long
+    assert second.retry_after == 100
+
+
+def test_a_policy_that_names_no_subject_is_not_counted():
+    account = Policy("acct", limit=1, window=60, scope="account")
+
+    decision = check([account], Identity(ip="203.0.113.7"), now=T0)
+
+    assert decision.allowed
+    assert decision.results == ()
+    assert get_redis("state").dbsize() == 0
+
+
+# --- Atomicity --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["fixed", "gcra"])
+def test_two_hundred_concurrent_checks_against_a_limit_of_ten_allow_exactly_ten(algorithm):
+    policy = Policy("burst", limit=10, window=60, algorithm=algorithm)
+    # One connection per thread, opened before the barrier: the 200 scripts reach
+    # Redis together, with no pool to queue them up.
+    clients = [Redis.from_url(role_url("state")) for _ in range(200)]
+    for client in clients:
+        client.ping()
+    start = threading.Barrier(len(clients))
+    outcomes: list[bool] = []
+    lock = threading.Lock()
+
+    def request(client: Redis) -> None:
+        start.wait()
+        allowed = check([policy], ADA, client=client).allowed
+        with lock:
+            outcomes.append(allowed)
+
+    threads = [threading.Thread(target=request, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+
+    assert len(outcomes) == 200
+    assert outcomes.count(True) == 10
+
+
+# --- Keys -------------------------------------------------------------------------------
+
+
+def test_every_key_written_has_a_ttl_no_longer_than_its_window():
+    policies = [
+        Policy("fixed", limit=5, window=60),
+        Policy("gcra", limit=5, window=300, algorithm="gcra"),
+        Policy("acct", limit=5, window=30, algorithm="gcra", scope="account"),
+    ]
+    for i in range(20):
+        identity = Identity(ip=f"203.0.113.{i % 4}", user_id=i % 3 or None, account=f"p{i % 5}@example.com")
+        check(policies, identity, now=T0 + i)
+    check(policies, ADA)  # on Redis's own clock too
+    state = get_redis("state")
+    windows = {p.name: p.window for p in policies}
+
+    keys = list(state.scan_iter(match="kestrel:core:ratelimit:*"))
+
+    assert keys
+    assert state.dbsize() == len(keys)
+    for key in keys:
+        ttl_ms = state.pttl(key)
+        policy_name = key.decode().rsplit(":", 1)[1]
+        assert 0 < ttl_ms <= windows[policy_name] * 1000, key
+
+
+def test_keys_follow_the_grammar_and_keep_the_subject_out_of_redis():
+    policy = Policy("auth_account", limit=5, window=300, algorithm="gcra", scope="account")
+
+    key = rate_limit_key(policy, "account:ada@example.com")
+
+    prefix, app, entity, digest, facet = key.split(":")
+    assert (prefix, app, entity, facet) == ("kestrel", "core", "ratelimit", "auth_account")
+    assert len(digest) == 32
+    int(digest, 16)  # hex: no trace of the email
+    assert rate_limit_key(policy, "account:bob@example.com") != key
+
+
+def test_the_default_clock_is_redis_time():
+    policy = Policy("api", limit=5, window=60)
+
+    decision = check([policy], ADA)
+
+    assert decision.allowed
+    assert decision.reset_seconds == 60
+    assert 59_000 < get_redis("state").pttl(rate_limit_key(policy, policy.subject(ADA))) <= 60_000
+
+
+# --- Scopes -----------------------------------------------------------------------------
+
+
+def test_user_or_ip_counts_people_by_user_and_anonymous_visitors_by_address():
+    policy = Policy("api", limit=1, window=60)
+    office = "198.51.100.1"
+
+    ada, bob = Identity(ip=office, user_id=1), Identity(ip=office, user_id=2)
+    anonymous = Identity(ip=office)
+
+    assert check([policy], ada, now=T0).allowed
+    assert check([policy], bob, now=T0).allowed  # same address, another person
+    assert check([policy], anonymous, now=T0).allowed  # the address's own quota
+    assert not check([policy], ada, now=T0).allowed
+    assert not check([policy], Identity(ip="192.0.2.9", user_id=1), now=T0).allowed  # ada, elsewhere
+
+
+def test_ip_scope_counts_everyone_behind_one_address_together():
+    policy = Policy("auth_ip", limit=1, window=60, scope="ip")
+
+    assert check([policy], Identity(ip="198.51.100.1", user_id=1), now=T0).allowed
+    assert not check([policy], Identity(ip="198.51.100.1", user_id=2), now=T0).allowed
+
+
+def test_account_scope_counts_an_account_whatever_the_address():
+    policy = Policy("auth_account", limit=2, window=300, algorithm="gcra", scope="account")
+
+    from_many_addresses = [
+        check([policy], Identity(ip=f"192.0.2.{i}", account="ada@example.com"), now=T0).allowed for i in range(3)
+    ]
+
+    assert from_many_addresses == [True, True, False]
+    assert check([policy], Identity(ip="192.0.2.2", account="bob@example.com"), now=T0).allowed
+
+
+# --- Failure ------------------------------------------------------------------------------
+
+
+def test_check_raises_an_unavailable_error_when_redis_is_down(redis_down):
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - asserted just below
+        check([Policy("api", limit=5, window=60)], ADA, now=T0)
+
+    assert is_unavailable(caught.value)
+
+
+# --- Policies as data --------------------------------------------------------------------
+
+
+def test_the_defaults_are_the_article_limit_plus_stricter_log_in_limits():
+    api, auth_ip, auth_account = load_policies(DEFAULTS)
+
+    assert (api.limit, api.window, api.algorithm, api.scope, api.fail) == (100, 60, "fixed", "user_or_ip", "open")
+    assert (auth_ip.scope, auth_ip.fail, auth_ip.algorithm) == ("ip", "closed", "gcra")
+    assert (auth_account.scope, auth_account.fail) == ("account", "closed")
+    for path in ("/api/login", "/api/token", "/api/register", "/api/login/"):
+        assert auth_ip.applies_to("POST", path)
+        assert auth_account.applies_to("POST", path)
+    assert not auth_ip.applies_to("GET", "/api/login")
+    assert not auth_ip.applies_to("POST", "/api/token/refresh")
+    assert api.applies_to("GET", "/api/posts/1")
+    assert not api.applies_to("GET", "/")
+
+
+def test_settings_without_policies_turn_rate_limiting_off(settings):
+    settings.KESTREL_RATE_LIMITS = {}
+
+    assert load_policies() == ()
+
+
+def test_load_policies_reads_settings_and_falls_back_to_the_defaults(settings):
+    if hasattr(settings, "KESTREL_RATE_LIMITS"):
+        del settings.KESTREL_RATE_LIMITS
+    assert [p.name for p in load_policies()] == ["api", "auth_ip", "auth_account"]
+
+    settings.KESTREL_RATE_LIMITS = {"only": {"limit": 7, "window": 10}}
+
+    (only,) = load_policies()
+
+    assert (only.name, only.limit, only.window, only.algorithm, only.fail, only.paths) == (
+        "only",
+        7,
+        10,
+        "fixed",
+        "open",
+        ("/api/*",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ({"limt": 5, "window": 60}, "unknown field"),
+        ({"limit": 0, "window": 60}, "limit must be a positive integer"),
+        ({"limit": 5, "window": "60"}, "window must be a positive integer"),
+        ({"limit": 5, "window": 60, "algorithm": "sliding"}, "algorithm must be one of"),
+        ({"limit": 5, "window": 60, "scope": "session"}, "scope must be one of"),
+        ({"limit": 5, "window": 60, "fail": "maybe"}, "fail must be one of"),
+        ({"limit": 5, "window": 60, "paths": "/api/*"}, "paths must be"),
+        ({"limit": 5, "window": 60, "methods": ["post"]}, "methods must be"),
+        ({"limit": 10**9, "window": 1, "algorithm": "gcra"}, "too high"),
+    ],
+)
+def test_a_malformed_policy_stops_start_up_naming_it(spec, complaint):
+    with pytest.raises(ImproperlyConfigured, match=complaint) as caught:
+        load_policies({"login": spec})
+
+    assert "'login'" in str(caught.value)
+
+
+def test_a_policy_name_must_fit_a_key_and_a_header():
+    with pytest.raises(ImproperlyConfigured, match="name"):
+        load_policies({"Log-in": {"limit": 5, "window": 60}})
+
+
+# --- Request facts ----------------------------------------------------------------------
+
+
+def test_client_ip_ignores_forwarded_for_unless_proxies_are_trusted():
+    request = RequestFactory().get("/api/ping", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
+
+    assert client_ip(request) == "10.0.0.2"
+    assert client_ip(request, trusted_proxies=1) == "203.0.113.7"  # what our proxy saw
+    assert client_ip(request, trusted_proxies=2) == "1.1.1.1"
+    assert client_ip(request, trusted_proxies=3) == "10.0.0.2"  # did not come through them all
+
+
+def test_client_ip_counts_ipv6_per_64_and_unmaps_ipv4():
+    factory = RequestFactory()
+
+    one = client_ip(factory.get("/", REMOTE_ADDR="2001:db8:1:2::1"))
+    same_subscriber = client_ip(factory.get("/", REMOTE_ADDR="2001:db8:1:2:ffff::9"))
+    mapped = client_ip(factory.get("/", REMOTE_ADDR="::ffff:203.0.113.7"))
+
+    assert one == same_subscriber == "2001:db8:1:2::/64"
+    assert mapped == "203.0.113.7"
+
+
+@pytest.mark.parametrize(
+    ("body", "account"),
+    [
+        (b'{"email": "Ada@Example.com ", "password": "x"}', "ada@example.com"),
+        (b'{"email": "", "username": "Ada"}', "ada"),
+        (b'{"username": 12345}', "12345"),
+        (b'{"email": ["a@example.com"]}', None),
+        (b'{"email": true}', None),
+        (b'["ada@example.com"]', None),
+        (b"not json", None),
+        (b"\xff\xfe", None),
+        (b"", None),
+    ],
+)
+def test_the_account_is_read_from_the_body_as_the_log_in_view_reads_it(body, account):
+    request = RequestFactory().post("/api/login", data=body, content_type="application/json")
+
+    assert account_from_body(request) == account
+
+
+def test_normalise_account_merges_what_the_backend_merges():
+    assert normalise_account("  ADA@example.COM") == normalise_account("ada@example.com")
+    assert normalise_account("   ") is None
+
+
+def test_headers_name_every_policy_in_the_structured_field_form():
+    api = Policy("api", limit=100, window=60)
+    auth_ip = Policy("auth_ip", limit=10, window=60, algorithm="gcra", scope="ip")
+
+    decision = check([api, auth_ip], ADA, now=T0)
+
+    assert rate_limit_headers(decision) == {
+        "RateLimit-Policy": '"api";q=100;w=60, "auth_ip";q=10;w=60',
+        "RateLimit": '"api";r=99;t=60, "auth_ip";r=9;t=6',
+    }
+    assert rate_limit_headers(Decision(allowed=True)) == {}
