@@ -24,6 +24,7 @@ from accounts.selectors import (
 from accounts.services import (
     AlreadyFollowing,
     NotFollowing,
+    ProfileBeingUpdated,
     follow_create,
     follow_delete,
     user_create,
@@ -113,7 +114,7 @@ class UserDetailApi(APIView):
             raise NotFound("User not found")
         return Response(profile)
 
-    @extend_schema(request=ProfileInputSerializer(partial=True), responses={200: dict})
+    @extend_schema(request=ProfileInputSerializer(partial=True), responses={200: dict, 409: dict})
     def patch(self, request: Request, user_id: int) -> Response:
         if request.user.pk != user_id:
             if not User.objects.filter(pk=user_id).exists():
@@ -125,6 +126,8 @@ class UserDetailApi(APIView):
             user = user_update_profile(user=request.user, **data.validated_data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
+        except ProfileBeingUpdated:
+            raise Conflict("Resource is being updated") from None  # the article's 409
         return Response(user_to_profile(user))
 
 

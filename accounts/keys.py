@@ -49,3 +49,16 @@ def user_followers_rebuild(user_id: int) -> str:
 def user_following_rebuild(user_id: int) -> str:
     """STRING (lease token), cache role, FOLLOW_REBUILD_LEASE_MS: a rebuild of user_following in flight."""
     return key("accounts", "user", user_id, "following_rebuild")
+
+
+# --- Locks (state role, core.locks) ------------------------------------------------------
+
+PROFILE_LOCK_TTL_MS = 5_000  # a profile edit is one UPDATE; 5 s covers a slow database, not a hung one
+
+
+def user_profile_lock(user_id: int) -> str:
+    """Lock name for core.locks (STRING kestrel:core:lock:user:<id>:profile, state role, PROFILE_LOCK_TTL_MS).
+
+    One edit of a profile at a time; metrics label "user:*:profile".
+    """
+    return f"user:{user_id}:profile"

@@ -14,6 +14,9 @@ class User(AbstractUser):
     email = models.EmailField("email address", unique=True)
     name = models.CharField("display name", max_length=100, blank=True)
     bio = models.TextField(max_length=500, blank=True)
+    # Fencing number (core.locks) of the last profile edit: an edit whose lock expired
+    # before it wrote cannot overwrite a later edit. Internal, never shown.
+    profile_fence = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         constraints = [

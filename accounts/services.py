@@ -13,8 +13,9 @@ from redis.commands.core import Script
 
 from accounts import keys
 from accounts.models import Follow, User
-from accounts.selectors import FOLLOWERS, FOLLOWING
-from core.cacheaside import invalidate_now
+from accounts.selectors import FOLLOWERS, FOLLOWING, USER
+from core.cacheaside import invalidate, invalidate_now
+from core.locks import LockNotAcquired, fenced_update, redis_lock
 from core.redis import get_redis, is_unavailable
 from feeds.services import follow_published, unfollow_published
 from jobs.services import email_enqueue
@@ -66,19 +67,41 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
     return user
 
 
+class ProfileBeingUpdated(Exception):
+    """Another edit of the same profile holds its lock, or overtook this one."""
+
+
 def user_update_profile(*, user: User, name: str | None = None, bio: str | None = None) -> User:
-    """Change the public profile; ValidationError per field. The cache is dropped after commit."""
-    fields = []
+    """Change the public profile; ValidationError per field, ProfileBeingUpdated while another edit runs.
+
+    One edit per profile at a time (the reference article's lock: no waiting, the API
+    answers 409), and the write is fenced: an edit that stalled past the lock's TTL
+    cannot overwrite a later one. Call it outside a transaction, so that the lock
+    covers the commit. The cache is dropped after commit.
+    """
+    values: dict[str, str] = {}
     if name is not None:
-        user.name = name.strip()
-        fields.append("name")
+        values["name"] = name.strip()
     if bio is not None:
-        user.bio = bio.strip()
-        fields.append("bio")
-    if not fields:
+        values["bio"] = bio.strip()
+    if not values:
         return user
-    user.full_clean(exclude=[f.name for f in User._meta.fields if f.name not in fields])
-    user.save(update_fields=fields)
+    for field, value in values.items():
+        setattr(user, field, value)
+    user.full_clean(exclude=[f.name for f in User._meta.fields if f.name not in values])
+    try:
+        # State role, fail closed: if Redis does not answer, this raises, the API
+        # answers 503 and nothing is written.
+        with redis_lock(keys.user_profile_lock(user.pk), ttl_ms=keys.PROFILE_LOCK_TTL_MS) as lock:
+            written = fenced_update(User.objects.filter(pk=user.pk), "profile_fence", lock.fence, **values)
+    except LockNotAcquired:
+        raise ProfileBeingUpdated from None
+    if not written:
+        # Our lock expired before the UPDATE ran and a later edit has already landed.
+        raise ProfileBeingUpdated
+    user.profile_fence = lock.fence
+    # QuerySet.update() sends no post_save, so accounts.signals does not see this write.
+    invalidate(USER.name, user.pk)
     return user
 
 

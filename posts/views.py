@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
-from accounts.services import user_update_profile
+from accounts.services import ProfileBeingUpdated, user_update_profile
 from core.http import viewer_id
 from posts import counters, leaderboard, selectors, services
 from posts.forms import PostForm, ProfileForm
@@ -109,6 +109,8 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
             user_update_profile(user=request.user, **form.cleaned_data)
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
+        except ProfileBeingUpdated:
+            messages.error(request, "Your profile is being saved from somewhere else; please try again.")
         else:
             messages.success(request, "Profile saved.")
     else:
