@@ -1,9 +1,10 @@
 """Cache invalidation for users: any save or delete, from any code path."""
 
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
-from accounts.models import User
+from accounts.models import Follow, User
+from accounts.selectors import FOLLOWERS, FOLLOWING
 from core.cacheaside import invalidate
 
 
@@ -12,3 +13,21 @@ from core.cacheaside import invalidate
 def drop_cached_profile(sender, instance: User, **kwargs) -> None:
     # After commit (inside invalidate), never inside the transaction.
     invalidate("user", instance.pk)
+
+
+# Neighbours whose follow sets name a deleted user: past this many, the sets' TTL
+# (24 h) clears the rest rather than one invalidation each inside a delete.
+NEIGHBOURS_INVALIDATED_MAX = 10_000
+
+
+@receiver(pre_delete, sender=User, dispatch_uid="accounts.user_deleting")
+def drop_neighbours_follow_sets(sender, instance: User, **kwargs) -> None:
+    # Before the cascade removes the Follow rows that say who the neighbours are.
+    followers = Follow.objects.filter(followee=instance).values_list("follower_id", flat=True)
+    followees = Follow.objects.filter(follower=instance).values_list("followee_id", flat=True)
+    for user_id in followers[:NEIGHBOURS_INVALIDATED_MAX]:
+        invalidate(FOLLOWING.name, user_id)
+    for user_id in followees[:NEIGHBOURS_INVALIDATED_MAX]:
+        invalidate(FOLLOWERS.name, user_id)
+    invalidate(FOLLOWERS.name, instance.pk)
+    invalidate(FOLLOWING.name, instance.pk)

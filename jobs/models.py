@@ -16,6 +16,7 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         EMAIL = "email", "Email"
         REPORT = "report", "Activity report"
+        FANOUT = "fanout", "Timeline fan-out"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -3,6 +3,7 @@ from functools import partial
 from django.contrib import admin
 from django.db import transaction
 
+from feeds.services import timeline_fanout_schedule
 from posts.models import Page, Post
 from posts.services import write_through_new_post
 
@@ -19,8 +20,9 @@ class PostAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             # Edits and deletes are invalidated by posts.signals; a new post is written
-            # through to its author's list like one made on the site.
+            # through to its author's list and fanned out like one made on the site.
             transaction.on_commit(partial(write_through_new_post, obj), robust=True)
+            timeline_fanout_schedule(post=obj)
 
 
 @admin.register(Page)

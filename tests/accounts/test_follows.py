@@ -350,3 +350,18 @@ def test_no_follow_button_on_your_own_profile(client, bob):
 
     assert 'value="follow"' not in page
     assert "0 following" in page
+
+
+
+def test_deleting_a_user_drops_them_from_their_neighbours_follow_sets(
+    ada, bob, cache_redis, django_capture_on_commit_callbacks
+):
+    follow(bob, ada, django_capture_on_commit_callbacks)
+    assert follower_ids(user_id=ada.pk) == [bob.pk]  # the mirror is built
+    assert cache_redis.exists(keys.user_followers(ada.pk))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        bob.delete()
+
+    assert not cache_redis.exists(keys.user_followers(ada.pk))
+    assert follower_ids(user_id=ada.pk) == []
