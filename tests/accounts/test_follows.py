@@ -352,7 +352,6 @@ def test_no_follow_button_on_your_own_profile(client, bob):
     assert "0 following" in page
 
 
-
 def test_deleting_a_user_drops_them_from_their_neighbours_follow_sets(
     ada, bob, cache_redis, django_capture_on_commit_callbacks
 ):
