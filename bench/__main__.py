@@ -1,8 +1,9 @@
 """`python -m bench` (or `make bench`): measure Kestrel against floors taken in the same run.
 
-    python -m bench                       # 3 runs of 5 s per path, sync workers
+    python -m bench                       # 3 runs of 5 s per path, sync workers, then the stampede
     python -m bench --worker-class gthread
     python -m bench --quick               # 1 run of 2 s: a smoke test of the harness
+    python -m bench --only post-miss --no-stampede
 
 Prints the figures as tables and writes them to var/bench/latest.json.
 """
@@ -29,20 +30,35 @@ from bench.harness import (
     FLOOR_DB,
     FLOOR_KEY,
     PROJECT_ROOT,
+    STATE_DB,
     BenchContext,
     BenchError,
+    CacheCounts,
     LoadGenerator,
     LoadResult,
+    PathRotation,
     RedisTraffic,
     bench_stack,
     check_json,
     format_table,
     measure_redis_traffic,
     median,
+    metrics_delta,
     pick_load_generator,
     redis_floor_us,
+    run_stampede,
+    worker_metrics,
 )
-from bench.scenarios import HTTP_SCENARIOS, REDIS_FLOOR_OPS, HttpScenario
+from bench.scenarios import (
+    HTTP_SCENARIOS,
+    REDIS_FLOOR_OPS,
+    STAMPEDE_READERS,
+    STAMPEDE_ROUNDS,
+    STAMPEDE_ROUNDS_QUICK,
+    HttpScenario,
+    StateTraffic,
+    create_hot_post,
+)
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "latest.json"
 # Pause between timed runs; the backlog a run leaves (one request per connection) takes milliseconds.
@@ -68,13 +84,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--traffic-requests", type=int, default=200, help="sequential requests counting Redis commands (default 200)"
     )
     parser.add_argument("--only", action="append", metavar="NAME", help="run only these HTTP scenarios (repeatable)")
+    parser.add_argument(
+        "--stampede",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"run the stampede benchmark: {STAMPEDE_READERS} readers of a just-expired post (default on)",
+    )
+    parser.add_argument(
+        "--stampede-rounds",
+        type=int,
+        default=STAMPEDE_ROUNDS,
+        help=f"timed stampede rounds per variant; the median is reported (default {STAMPEDE_ROUNDS})",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 run of 2 s, short warm-up, fewer Redis ops")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON output (default {DEFAULT_OUTPUT})")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.seconds, args.warmup, args.redis_ops, args.traffic_requests = 1, 2.0, 0.5, 5_000, 50
-    if args.runs < 1 or args.seconds <= 0:
-        parser.error("--runs must be at least 1 and --seconds positive")
+        args.stampede_rounds = STAMPEDE_ROUNDS_QUICK
+    if args.runs < 1 or args.seconds <= 0 or args.stampede_rounds < 1:
+        parser.error("--runs and --stampede-rounds must be at least 1 and --seconds positive")
     return args
 
 
@@ -145,44 +174,66 @@ def measure_redis_floor(ctx: BenchContext, *, ops: int, runs: int) -> list[dict]
 def measure_http(
     ctx: BenchContext, scenarios: list[HttpScenario], load: LoadGenerator, args: argparse.Namespace
 ) -> list[dict]:
-    state = ctx.redis(db=0)
+    state = ctx.redis(db=STATE_DB)
     traffic: dict[str, RedisTraffic] = {}
+    rotations: dict[str, PathRotation] = {}
     try:
         for scenario in scenarios:
+            # Servers for other settings start here, on first use (see BenchContext.server).
+            server = ctx.server(scenario.env)
             headers = ctx.headers(needs_session=scenario.needs_session)
             if scenario.prepare:
                 scenario.prepare(ctx)
-            check_json(ctx.port, scenario.path, headers, scenario.expect_keys)
+            rotation = PathRotation(scenario.paths(ctx) if scenario.paths else [scenario.path])
+            rotations[scenario.name] = rotation
+            before_load(ctx, scenario)
+            check_json(server.port, rotation.take(1)[0], headers, scenario.expect_keys)
             log(f"warm-up {scenario.name} ({args.warmup:g} s)")
-            load.run(port=ctx.port, path=scenario.path, headers=headers, seconds=args.warmup)
+            warm = load.run(port=server.port, paths=rotation.upcoming(), headers=headers, seconds=args.warmup)
+            rotation.advance(warm.requests, args.connections)
+            before_load(ctx, scenario)
             # Sequential requests on a warm server: the counters then hold this path's traffic only.
             traffic[scenario.name] = measure_redis_traffic(
-                state, ctx.port, scenario.path, headers, args.traffic_requests
+                state, server.port, rotation.take(args.traffic_requests), headers
             )
     finally:
         state.close()
 
     # Runs interleave the paths, so a drift in machine load during the benchmark hits every path alike.
     runs: dict[str, list[LoadResult]] = {scenario.name: [] for scenario in scenarios}
+    counts: dict[str, list[CacheCounts]] = {scenario.name: [] for scenario in scenarios}
     for run in range(1, args.runs + 1):
         for scenario in scenarios:
             log(f"run {run}/{args.runs} {scenario.name} ({args.seconds:g} s)")
+            server = ctx.server(scenario.env)
+            rotation = rotations[scenario.name]
             headers = ctx.headers(needs_session=scenario.needs_session)
+            before_load(ctx, scenario)
             # gunicorn still serves what the last run left in its listen backlog; let it
             # finish so it does not eat into this run.
             time.sleep(SETTLE_SECONDS)
-            result = load.run(port=ctx.port, path=scenario.path, headers=headers, seconds=args.seconds)
+            before = worker_metrics(server.port, server.workers) if scenario.cache_family else None
+            result = load.run(port=server.port, paths=rotation.upcoming(), headers=headers, seconds=args.seconds)
+            rotation.advance(result.requests, args.connections)
             runs[scenario.name].append(result)
+            if before is not None:
+                delta = metrics_delta(before, worker_metrics(server.port, server.workers))
+                counts[scenario.name].append(CacheCounts.from_metrics(delta, scenario.cache_family))
 
     results = []
     for scenario in scenarios:
         samples = runs[scenario.name]
         rps = [r.rps for r in samples]
+        cache = sum(counts[scenario.name], CacheCounts()) if scenario.cache_family else None
         results.append(
             {
                 "name": scenario.name,
                 "path": scenario.path,
                 "description": scenario.description,
+                "env": dict(scenario.env),
+                "settings": scenario.env_label,
+                "server": ctx.server(scenario.env).description,
+                "distinct_paths": len(rotations[scenario.name].paths),
                 "baseline": scenario.baseline,
                 "design_ratio": scenario.design_ratio,
                 # Each figure is the median over runs on its own.
@@ -194,6 +245,12 @@ def measure_http(
                 "errors": sum(r.errors for r in samples),
                 "bad_status": sum(r.bad_status for r in samples),
                 "redis": asdict(traffic[scenario.name]),
+                "redis_by_role": by_role(traffic[scenario.name], scenario.state_traffic),
+                "cache_family": scenario.cache_family,
+                "expect_miss": scenario.expect_miss,
+                # Summed over the timed runs, from every worker's counters.
+                "cache": cache_figures(cache) if cache else None,
+                "cache_runs": [asdict(c) for c in counts[scenario.name]],
                 "runs": [asdict(r) for r in samples],
             }
         )
@@ -206,6 +263,44 @@ def measure_http(
     return results
 
 
+def before_load(ctx: BenchContext, scenario: HttpScenario) -> None:
+    if scenario.before_load:
+        scenario.before_load(ctx)
+
+
+def by_role(traffic: RedisTraffic, state: StateTraffic | None) -> dict[str, float] | None:
+    """Commands and round trips per request split between the roles, for a path whose state traffic is known."""
+    if state is None:
+        return None
+    state_commands = sum(traffic.by_command.get(name, 0.0) for name in state.commands)
+    state_round_trips = traffic.by_command.get(state.per_round_trip, 0.0)
+    return {
+        "state_commands": state_commands,
+        "state_round_trips": state_round_trips,
+        "cache_commands": traffic.commands - state_commands,
+        "cache_round_trips": traffic.reads - state_round_trips,
+    }
+
+
+def cache_figures(counts: CacheCounts) -> dict:
+    reads = counts.reads
+    share = (lambda n: n / reads) if reads else (lambda n: None)
+    return {
+        **asdict(counts),
+        "reads": reads,
+        "l1_hit_ratio": share(counts.l1_hits),
+        "redis_hit_ratio": share(counts.redis_hits),
+        "miss_ratio": share(counts.misses),
+        "loads_per_read": share(counts.loads),
+    }
+
+
+def measure_stampede(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    create_hot_post(ctx)
+    log(f"stampede: {STAMPEDE_READERS} readers, {args.stampede_rounds} round(s) per variant")
+    return run_stampede(ctx, post_id=ctx.fixtures["hot_post"], readers=STAMPEDE_READERS, rounds=args.stampede_rounds)
+
+
 # --- Report ------------------------------------------------------------------------
 
 
@@ -213,7 +308,11 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
-def report(meta: dict, redis_floor: list[dict], http: list[dict]) -> str:
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict | None) -> str:
     lines = [
         f"Kestrel benchmark, {meta['started']}",
         f"  {meta['server']}; load: {meta['versions']['load']}; "
@@ -235,13 +334,14 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict]) -> str:
     ]
     lines += [format_table(["operation", "us/op", "ops/s", "vs unpipelined"], rows), ""]
 
-    lines.append(f"HTTP: {meta['server']}, load {meta['versions']['load']}, 127.0.0.1")
+    lines.append(f"HTTP: {meta['server']} per settings, load {meta['versions']['load']}, 127.0.0.1")
     rows = []
     for result in http:
         redis_info = result["redis"]
         rows.append(
             [
                 result["name"],
+                result["settings"],
                 result["path"],
                 fmt(result["rps"], ",.0f"),
                 fmt(result["rps_spread"] * 100, ".0f") + "%",
@@ -256,6 +356,7 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict]) -> str:
         )
     headers = [
         "scenario",
+        "settings",
         "path",
         "req/s",
         "spread",
@@ -267,7 +368,11 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict]) -> str:
         "round trips/req",
         "errors",
     ]
-    lines += [format_table(headers, rows, left=2), ""]
+    lines += [format_table(headers, rows, left=3), ""]
+
+    cached = [result for result in http if result["cache_family"]]
+    if cached:
+        lines += cache_table(cached)
 
     lines.append("Ratios against the floors")
     get_us = unpipelined.get("GET")
@@ -290,17 +395,139 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict]) -> str:
                 if extra and extra > 0:
                     redis_line += f" ({floor_us / extra:.0%} of the extra time)"
             lines.append(redis_line)
+
+    if stampede:
+        lines += ["", *stampede_table(stampede)]
+
+    warnings = []
     suspect = [r["name"] for r in http if r["errors"] or r["bad_status"]]
     if suspect:
-        lines += ["", f"WARNING: errors or non-2xx answers during {', '.join(suspect)}: those figures are suspect."]
+        warnings.append(f"WARNING: errors or non-2xx answers during {', '.join(suspect)}: those figures are suspect.")
+    for result in http:
+        cache = result["cache"]
+        if result["expect_miss"] and cache and (cache["miss_ratio"] is None or cache["miss_ratio"] < 0.99):
+            warnings.append(
+                f"WARNING: {result['name']} should miss on every read but missed on {pct(cache['miss_ratio'])}: "
+                "more posts are needed for runs this fast (bench/scenarios.py, COLD_POSTS_*)."
+            )
+    if warnings:
+        lines += ["", *warnings]
     lines += [
         "",
         "ratio: req/s over the baseline's req/s, same run; DESIGN: the ratio in DESIGN.md's table.",
         "us/request over it: 1e6/req/s minus the baseline's 1e6/req/s (throughput time, both workers busy).",
         "spread: (fastest - slowest run) / median req/s.",
+        f"redis cmd/req, round trips/req: INFO around {meta['traffic_requests']} sequential requests on a warm server;",
+        "  the whole Redis server, both roles: GET /api/posts/{id} also records the view on the state role in every",
+        "  request (one pipeline: INCR, which redis-py sends as INCRBY, PFADD, SADD), counted here; the post table",
+        "  splits it out. Commands include those a Lua script runs (Redis counts them: the lease store runs GET,",
+        "  SET, DEL inside its EVALSHA).",
         "round trips: Redis read events per request (a pipeline is one).",
     ]
     return "\n".join(lines)
+
+
+def cache_table(results: list[dict]) -> list[str]:
+    lines = [
+        "GET /api/posts/{id}, anonymous: where reads were served (family counters of every gunicorn worker, "
+        "summed over the timed runs)"
+    ]
+    rows = []
+    for result in results:
+        cache, roles = result["cache"], result["redis_by_role"] or {}
+        counted = cache and cache["reads"]
+        rows.append(
+            [
+                result["name"],
+                result["settings"],
+                fmt(result["rps"], ",.0f"),
+                fmt(result["ratio"], ".2f"),
+                fmt(result["extra_us_per_request"], "+.0f"),
+                f"{cache['reads']:,}" if counted else "cache off",
+                pct(cache["l1_hit_ratio"]) if counted else "-",
+                pct(cache["redis_hit_ratio"]) if counted else "-",
+                pct(cache["miss_ratio"]) if counted else "-",
+                fmt(cache["loads_per_read"], ".3f") if counted else "1 (every request)",
+                fmt(result["redis"]["reads"], ".2f"),
+                fmt(roles.get("state_round_trips"), ".2f"),
+                fmt(roles.get("cache_round_trips"), ".2f"),
+                fmt(roles.get("cache_commands"), ".2f"),
+            ]
+        )
+    headers = [
+        "scenario",
+        "settings",
+        "req/s",
+        "ratio",
+        "us/req",
+        "reads",
+        "L1 hit",
+        "Redis hit",
+        "miss",
+        "DB loads/read",
+        "RT/req",
+        "state RT",
+        "cache RT",
+        "cache cmd/req",
+    ]
+    lines += [
+        format_table(headers, rows, left=2),
+        "  us/req: over the drf-floor. RT/req: Redis round trips per request, both roles (sequential requests);",
+        "  state RT: the view counter's pipeline, in every request even when the post comes from the L1;",
+        "  cache RT: the rest, cache-aside's own. DB loads/read: loader calls per cache-aside read.",
+        "  Every 1000 views a post's counter is flushed to its row and its cached copy dropped, so a hot post",
+        "  misses about once per 1000 views in each tier; a flush inside the counted requests adds fractions of",
+        "  EVALSHA, DECRBY, SREM, PUBLISH..., and its state-role script lands in the cache column. The L1 keeps a",
+        "  post 2 s, so each worker goes back to Redis about every 2 s: the L1 row's small cache RT.",
+        "",
+    ]
+    return lines
+
+
+def stampede_table(stampede: dict) -> list[str]:
+    lines = [
+        f"Stampede: {stampede['readers']} threads read one post whose cache entry was just deleted, all started "
+        f"together (one process, L1 off; median of {stampede['rounds']} rounds)"
+    ]
+    rows = [
+        [
+            variant["family"],
+            "on" if variant["single_flight"] else "off",
+            fmt(variant["misses"], ",.0f"),
+            fmt(variant["db_loads"], ",.0f"),
+            fmt(variant["sql_queries"], ",.0f"),
+            fmt(variant["waits"], ",.0f"),
+            fmt(variant["redis_commands"], ",.0f"),
+            fmt(variant["start_spread_ms"], ".1f"),
+            fmt(variant["wall_ms"], ".1f"),
+            fmt(variant["reader_p50_ms"], ".1f"),
+            fmt(variant["reader_max_ms"], ".1f"),
+        ]
+        for variant in stampede["variants"]
+    ]
+    headers = [
+        "family",
+        "single flight",
+        "missed",
+        "DB loads",
+        "SQL queries",
+        "waited",
+        "Redis cmds",
+        "start spread ms",
+        "wall ms",
+        "reader p50 ms",
+        "reader max ms",
+    ]
+    lines += [
+        format_table(headers, rows),
+        "  missed: readers whose GET found no value (the stampede); DB loads: calls of posts.selectors._load_post;",
+        "  SQL queries: sent by the readers (connection.execute_wrapper); waited: readers that found the lease",
+        "  taken and polled for the value; Redis cmds: the whole server during the stampede; start spread: from the",
+        "  start time to the last reader's first step (the GIL queues 200 threads); wall: start to last answer.",
+        "  Readers that start after the first load is stored hit, so `missed` is below the reader count; with",
+        "  single flight off every miss is a load.",
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,12 +539,20 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = select_scenarios(args.only)
         load = pick_load_generator(args.load, connections=args.connections)
         started = datetime.datetime.now(datetime.UTC)
-        with bench_stack(worker_class=args.worker_class, workers=args.workers, threads=args.threads, log=log) as ctx:
+        with bench_stack(
+            worker_class=args.worker_class,
+            workers=args.workers,
+            threads=args.threads,
+            seconds=max(args.seconds, args.warmup),
+            log=log,
+        ) as ctx:
             log(f"load generator: {load.name}")
             log("Redis floor")
             redis_floor = measure_redis_floor(ctx, ops=args.redis_ops, runs=args.runs)
             http = measure_http(ctx, scenarios, load, args)
+            stampede = measure_stampede(ctx, args) if args.stampede else None
             server = ctx.gunicorn.description
+            servers = [ctx.gunicorn.description] + [s.description for s in ctx.servers.values()]
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -328,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "server": server,
+        "servers": servers,
         "worker_class": args.worker_class,
         "runs": args.runs,
         "seconds": args.seconds,
@@ -338,9 +574,10 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(load),
         "git": git_revision(),
     }
-    print(report(meta, redis_floor, http))
+    print(report(meta, redis_floor, http, stampede))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "redis_floor": redis_floor, "http": http}, indent=2) + "\n")
+    output = {"meta": meta, "redis_floor": redis_floor, "http": http, "stampede": stampede}
+    args.output.write_text(json.dumps(output, indent=2) + "\n")
     print(f"\nJSON: {args.output}")
     return 0
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -22,11 +24,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -36,7 +39,11 @@ from core.redis_server import RedisServer, die_with_parent, free_port
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SESSION_COOKIE = "sessionid"  # Django's SESSION_COOKIE_NAME; Kestrel keeps the default
-# The benchmark's own keys live in a DB number the app does not use (state is 0, cache 1).
+# The roles' DB numbers on the private server: REDIS_URL names 0, and the cache role
+# defaults to the next one (config.settings). Only the cache DB is ever flushed.
+STATE_DB = 0
+CACHE_DB = 1
+# The benchmark's own keys live in a DB number the app does not use.
 FLOOR_DB = 15
 FLOOR_KEY = "bench:floor"
 # About the size of a small cached JSON object or a session.
@@ -180,9 +187,17 @@ class Gunicorn:
     """
 
     def __init__(
-        self, *, env: dict[str, str], log_path: Path, worker_class: str, workers: int = 2, threads: int = 4
+        self,
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        worker_class: str,
+        workers: int = 2,
+        threads: int = 4,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
-        self.env = env
+        self.overrides = dict(overrides or {})
+        self.env = {**env, **self.overrides}
         self.log_path = log_path
         self.worker_class = worker_class
         self.workers = workers
@@ -193,7 +208,19 @@ class Gunicorn:
     @property
     def description(self) -> str:
         threads = f", {self.threads} threads each" if self.worker_class == "gthread" else ""
-        return f"gunicorn {self.workers} {self.worker_class} workers{threads}"
+        settings = "".join(f", {name}={value}" for name, value in sorted(self.overrides.items()))
+        return f"gunicorn {self.workers} {self.worker_class} workers{threads}{settings}"
+
+    def variant(self, overrides: Mapping[str, str], log_path: Path) -> Gunicorn:
+        """Another server like this one (not started), with some environment variables changed."""
+        return Gunicorn(
+            env=self.env,
+            log_path=log_path,
+            worker_class=self.worker_class,
+            workers=self.workers,
+            threads=self.threads,
+            overrides={**self.overrides, **overrides},
+        )
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
         args = [
@@ -272,18 +299,55 @@ class BenchContext:
 
     env: dict[str, str]
     redis_server: RedisServer
+    # The server with the default settings: the floors, and every scenario without `env`.
     gunicorn: Gunicorn
     credentials: Credentials
     session_id: str
     var_dir: Path
+    # The longest load the runner will apply, so `prepare` hooks can size their data.
+    seconds: float
+    log: TextLog
+    stack: contextlib.ExitStack
+    # What `prepare` hooks made (post ids...), read by the scenarios' `paths`.
+    fixtures: dict[str, Any] = field(default_factory=dict)
+    servers: dict[tuple[tuple[str, str], ...], Gunicorn] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
         return self.gunicorn.port
 
-    def redis(self, db: int = 0) -> redis.Redis:
+    def server(self, overrides: Mapping[str, str]) -> Gunicorn:
+        """The gunicorn started with these environment overrides; the default one for none.
+
+        One server per distinct environment, started on first use and kept until the
+        end: idle, a server costs memory, not CPU, so the runs of scenarios on different
+        settings still interleave (and the floors keep the default settings) with no
+        restart and no cold worker in the middle of the measurements.
+        """
+        key = tuple(sorted(overrides.items()))
+        if not key:
+            return self.gunicorn
+        server = self.servers.get(key)
+        if server is None:
+            log_name = "gunicorn-" + "-".join(f"{name}={value}" for name, value in key) + ".log"
+            server = self.gunicorn.variant(overrides, self.var_dir / log_name)
+            self.stack.callback(server.stop)
+            server.start()
+            self.log(f"web: {server.description} on http://{HOST}:{server.port} (pid {server.process.pid})")
+            self.servers[key] = server
+        return server
+
+    def redis(self, db: int = STATE_DB) -> redis.Redis:
         """A raw client on the private server (DB 0 is the state role, 1 the cache)."""
         return redis.Redis(host=self.redis_server.host, port=self.redis_server.port, db=db)
+
+    def flush_cache(self) -> None:
+        """FLUSHDB on the cache role's DB only; the state role (sessions, view counters) stays."""
+        client = self.redis(db=CACHE_DB)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
 
     def manage(self, *args: str) -> str:
         return run_manage(self.env, *args)
@@ -293,7 +357,9 @@ class BenchContext:
 
 
 @contextlib.contextmanager
-def bench_stack(*, worker_class: str, workers: int, threads: int, log: TextLog) -> Iterator[BenchContext]:
+def bench_stack(
+    *, worker_class: str, workers: int, threads: int, seconds: float, log: TextLog
+) -> Iterator[BenchContext]:
     """Redis, a migrated SQLite database with one user, gunicorn, a session: all private, all stopped after."""
     with contextlib.ExitStack() as stack:
         var_dir = Path(tempfile.mkdtemp(prefix="kestrel-bench-"))
@@ -319,6 +385,9 @@ def bench_stack(*, worker_class: str, workers: int, threads: int, log: TextLog) 
             credentials=credentials,
             session_id=session_id,
             var_dir=var_dir,
+            seconds=seconds,
+            log=log,
+            stack=stack,
         )
 
 
@@ -359,7 +428,43 @@ class LoadResult:
 class LoadGenerator(Protocol):
     name: str
 
-    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult: ...
+    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
+        """Load `paths` for `seconds`: one path over and over, or several in turn (see PathRotation)."""
+        ...
+
+
+class PathRotation:
+    """A scenario's paths, requested in order across loads: each load starts where the last stopped.
+
+    The load generator's threads each take every n-th path from the start they are
+    given, and never move at quite the same pace, so `advance` skips a margin past the
+    requests counted: the next load then starts past anything the faster thread asked
+    for. At the end of the list it wraps around to the start.
+    """
+
+    MARGIN = 1.25
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        if not paths:
+            raise BenchError("a scenario has no paths to request")
+        self.paths = list(paths)
+        self.position = 0
+
+    def upcoming(self) -> list[str]:
+        """Every path, starting at the current one."""
+        return self.paths[self.position :] + self.paths[: self.position]
+
+    def take(self, count: int) -> list[str]:
+        """The next `count` paths (repeating if the list is shorter), consumed."""
+        taken = list(itertools.islice(itertools.cycle(self.upcoming()), count))
+        self.position = (self.position + count) % len(self.paths)
+        return taken
+
+    def advance(self, requests: int, connections: int) -> None:
+        """Move past a load that sent `requests` over `connections` connections."""
+        if len(self.paths) > 1:
+            step = math.ceil(requests * self.MARGIN) + connections
+            self.position = (self.position + step) % len(self.paths)
 
 
 class WrkLoad:
@@ -371,18 +476,57 @@ class WrkLoad:
         self.connections = connections
         self.name = f"wrk -t{self.threads} -c{connections}"
 
-    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult:
+    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
         args = [self.binary, f"-t{self.threads}", f"-c{self.connections}", f"-d{max(1, round(seconds))}s", "--latency"]
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
-        args.append(f"http://{HOST}:{port}{path}")
-        result = subprocess.run(
-            args, capture_output=True, text=True, timeout=seconds + 60, check=False, preexec_fn=die_with_parent
-        )
+        with tempfile.TemporaryDirectory(prefix="kestrel-wrk-") as folder:
+            if len(paths) > 1:
+                script, path_list = Path(folder) / "rotate.lua", Path(folder) / "paths.txt"
+                script.write_text(_WRK_ROTATE_LUA)
+                path_list.write_text("\n".join(paths) + "\n")
+                args += ["-s", str(script), f"http://{HOST}:{port}{paths[0]}", "--", str(path_list), str(self.threads)]
+            else:
+                args.append(f"http://{HOST}:{port}{paths[0]}")
+            result = subprocess.run(
+                args, capture_output=True, text=True, timeout=seconds + 60, check=False, preexec_fn=die_with_parent
+            )
         if result.returncode != 0:
             raise BenchError(f"wrk exited with {result.returncode}: {result.stderr or result.stdout}")
         return parse_wrk(result.stdout)
 
+
+# wrk runs a Lua state per thread: thread i sends paths i, i+n, i+2n... of the list (n
+# threads), so no two threads ask for the same path. A custom `request` makes wrk
+# format every request instead of reusing one buffer: a cost on the load generator's
+# side only, and small next to a request that reaches the database.
+_WRK_ROTATE_LUA = """\
+-- args: file of paths (one a line), number of wrk threads
+local created = 0
+
+function setup(thread)
+  thread:set("thread_index", created)
+  created = created + 1
+end
+
+function init(args)
+  paths = {}
+  for line in io.lines(args[1]) do
+    paths[#paths + 1] = line
+  end
+  step = tonumber(args[2])
+  nxt = thread_index + 1
+end
+
+function request()
+  local path = paths[nxt]
+  nxt = nxt + step
+  if nxt > #paths then
+    nxt = thread_index + 1
+  end
+  return wrk.format("GET", path)
+end
+"""
 
 _WRK_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -424,7 +568,7 @@ class PythonLoad:
         self.connections = connections
         self.name = f"python http.client, {connections} threads"
 
-    def run(self, *, port: int, path: str, headers: dict[str, str], seconds: float) -> LoadResult:
+    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
         latencies: list[list[float]] = [[] for _ in range(self.connections)]
         failures = [[0, 0] for _ in range(self.connections)]  # [errors, bad_status] per thread
         start = threading.Barrier(self.connections + 1)
@@ -433,12 +577,14 @@ class PythonLoad:
         def worker(index: int) -> None:
             own = latencies[index]
             counts = failures[index]
+            # As with wrk: thread i takes every n-th path from the i-th.
+            own_paths = itertools.cycle(paths[index :: self.connections] or paths)
             conn = http.client.HTTPConnection(HOST, port, timeout=10)
             start.wait()
             try:
                 while (began := time.perf_counter()) < deadline:
                     try:
-                        conn.request("GET", path, headers=headers)
+                        conn.request("GET", next(own_paths), headers=headers)
                         response = conn.getresponse()
                         response.read()
                     except (OSError, http.client.HTTPException):
@@ -538,12 +684,13 @@ def _redis_counters(client: redis.Redis) -> tuple[dict[str, int], int]:
     return calls, int(info["total_reads_processed"])
 
 
-def wait_until_quiet(client: redis.Redis, *, interval: float = 0.2, timeout: float = 10.0) -> None:
+def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: float = 10.0) -> None:
     """Return once nothing but this client has sent Redis a command for `interval` seconds.
 
     When a load generator stops, gunicorn still serves the requests already queued in
     its listen backlog (up to one per connection); counting before they finish would
-    charge their commands to the next measurement.
+    charge their commands to the next measurement. Half a second: on a busy machine a
+    worker can go that long without the CPU between two of those requests.
     """
     deadline = time.monotonic() + timeout
     before = int(client.info("stats")["total_commands_processed"])
@@ -557,14 +704,18 @@ def wait_until_quiet(client: redis.Redis, *, interval: float = 0.2, timeout: flo
 
 
 def measure_redis_traffic(
-    client: redis.Redis, port: int, path: str, headers: dict[str, str], requests: int
+    client: redis.Redis, port: int, paths: Sequence[str], headers: dict[str, str]
 ) -> RedisTraffic:
-    """Redis commands and round trips per request, from the server's counters around `requests` sequential GETs."""
+    """Redis commands and round trips per request, from the server's counters around one sequential GET per path.
+
+    The counters are the whole server's, both roles: the state role's share is counted too.
+    """
+    requests = len(paths)
     wait_until_quiet(client)
     calls_before, reads_before = _redis_counters(client)
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        for _ in range(requests):
+        for path in paths:
             conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             response.read()
@@ -582,6 +733,119 @@ def measure_redis_traffic(
         reads=(reads_after - reads_before - 1) / requests,
         by_command={name: count / requests for name, count in sorted(delta.items())},
     )
+
+
+# --- Application counters -----------------------------------------------------------
+
+# bench/urls.py: this worker's core.metrics counters and its pid.
+METRICS_PATH = "/bench/metrics"
+
+
+def worker_metrics(port: int, workers: int) -> dict[int, dict[str, int]]:
+    """core.metrics of every gunicorn worker, by pid.
+
+    The counters live in each worker process and a connection lands on whichever
+    worker accepts it first, so ask until every worker has answered.
+    """
+    seen: dict[int, dict[str, int]] = {}
+    for _ in range(100 * workers):
+        status, _, content = http_request(port, "GET", METRICS_PATH)
+        if status != 200:
+            raise BenchError(f"GET {METRICS_PATH} answered {status}: {content[:300]!r}")
+        data = json.loads(content)
+        seen[data["pid"]] = {_series_name(name, labels): count for name, labels, count in data["series"]}
+        if len(seen) >= workers:
+            return seen
+    raise BenchError(f"only {len(seen)} of {workers} gunicorn workers answered {METRICS_PATH}")
+
+
+def _series_name(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f"{key}={value}" for key, value in sorted(labels.items())) + "}"
+
+
+def metrics_delta(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> dict[str, int]:
+    """What the counters gained between two readings, summed over workers.
+
+    A worker that was replaced in between counts from zero (what its predecessor did
+    since `before` is lost: gunicorn here restarts workers only when one crashes).
+    """
+    total: Counter[str] = Counter()
+    for pid, counters in after.items():
+        old = before.get(pid, {})
+        for series, count in counters.items():
+            total[series] += count - old.get(series, 0)
+    return {series: count for series, count in total.items() if count}
+
+
+@dataclass
+class CacheCounts:
+    """One cache-aside family's counters (core.cacheaside) over some requests."""
+
+    l1_hits: int = 0
+    redis_hits: int = 0
+    misses: int = 0
+    # Loader calls: a miss under the lease, a reader that gave up waiting, an early refresh.
+    loads: int = 0
+    waits: int = 0
+    early_refreshes: int = 0
+    errors: int = 0
+
+    @property
+    def reads(self) -> int:
+        return self.l1_hits + self.redis_hits + self.misses
+
+    @classmethod
+    def from_metrics(cls, delta: dict[str, int], family: str) -> CacheCounts:
+        def count(name: str, **labels: str) -> int:
+            return delta.get(_series_name(name, {"family": family, **labels}), 0)
+
+        return cls(
+            l1_hits=count("cache.hit", tier="l1"),
+            redis_hits=count("cache.hit", tier="redis"),
+            misses=count("cache.miss"),
+            loads=count("cache.load"),
+            waits=count("cache.wait"),
+            early_refreshes=count("cache.early_refresh"),
+            errors=count("cache.error"),
+        )
+
+    def __add__(self, other: CacheCounts) -> CacheCounts:
+        return CacheCounts(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
+
+
+# --- The stampede child ---------------------------------------------------------------
+
+
+def run_stampede(ctx: BenchContext, *, post_id: int, readers: int, rounds: int) -> dict:
+    """bench/stampede.py in a child process on the stack's Redis and database; its JSON result."""
+    env = {
+        **ctx.env,
+        # The project's own settings (the bench URLconf is for gunicorn only), and no
+        # L1: see bench/stampede.py.
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "CACHE_L1_ENABLED": "0",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bench.stampede",
+        f"--post-id={post_id}",
+        f"--readers={readers}",
+        f"--rounds={rounds}",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        preexec_fn=die_with_parent,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"`python -m bench.stampede` exited with {result.returncode}:\n{result.stdout}{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # --- Output -------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The project's URLconf plus the floor endpoints; see bench/settings.py."""
+"""The project's URLconf plus the floor endpoints and the metrics reader; see bench/settings.py."""
 
 from django.urls import path
 
-from bench.views import FloorApi, django_floor
+from bench.views import FloorApi, django_floor, worker_metrics
 from config.urls import handler404, handler500
 from config.urls import urlpatterns as project_urlpatterns
 
@@ -10,6 +10,7 @@ urlpatterns = [
     *project_urlpatterns,
     path("bench/floor", FloorApi.as_view(), name="bench-floor"),
     path("bench/django-floor", django_floor, name="bench-django-floor"),
+    path("bench/metrics", worker_metrics, name="bench-metrics"),
 ]
 
 __all__ = ["handler404", "handler500", "urlpatterns"]

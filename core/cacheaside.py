@@ -255,13 +255,16 @@ def _load_cold(fam, client, key, loader, clock, rand) -> tuple[dict | None, bool
     if not fam.single_flight:
         return _load_and_store_unleased(fam, client, key, loader, clock, rand), False
     try:
-        leased = client.set(_lease_key(key), token, nx=True, px=LEASE_MS)
-        if leased:
-            # Another reader may have stored the value between our GET and our lease.
-            raw = client.get(key)
-            if raw is not None:
+        # The lease and a second look at the value in one MULTI: another reader may
+        # have stored the value between our GET and now, and then we need no load.
+        pipe = client.pipeline(transaction=True)
+        pipe.set(_lease_key(key), token, nx=True, px=LEASE_MS)
+        pipe.get(key)
+        leased, raw = pipe.execute()
+        if raw is not None:
+            if leased:
                 client.delete(_lease_key(key))
-                return json.loads(raw)["v"], False
+            return json.loads(raw)["v"], False
     except UNAVAILABLE_ERRORS as exc:
         return _fail_open(fam, exc, loader), False
 

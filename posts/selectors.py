@@ -54,9 +54,18 @@ def post_detail(*, post_id: int) -> dict | None:
     return cacheaside.get_or_load(POST, post_id, lambda: _load_post(post_id))
 
 
+_POST_FIELDS = (
+    *("id", "title", "content", "created_at", "updated_at", "like_count", "view_count", "author_id"),
+    "author__username",  # the author row is needed for its name only, never its password hash
+)
+
+
 def _load_post(post_id: int) -> dict | None:
-    post = Post.objects.select_related("author").filter(pk=post_id).first()
-    return post_to_dict(post) if post is not None else None
+    try:
+        post = Post.objects.select_related("author").only(*_POST_FIELDS).get(pk=post_id)
+    except Post.DoesNotExist:
+        return None
+    return post_to_dict(post)
 
 
 def page_detail(*, page_id: int) -> dict | None:
