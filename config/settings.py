@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: it limits per user, or per address when anonymous.
+    "core.ratelimit.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RedisUnavailableMiddleware",
@@ -261,6 +263,47 @@ RQ_QUEUES = {
 }
 RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
+
+# --- Rate limits (core.ratelimit) -------------------------------------------------
+# Policies as data: limit per window (seconds); algorithm "fixed" (the article's) or
+# "gcra" (even spacing); scope "user_or_ip" | "ip" | "account"; fail "open" (let
+# through, logged and counted) or "closed" (503) when Redis cannot answer; paths
+# ending in "*" are prefixes; no "methods" means every method.
+_AUTH_PATHS = ["/api/login", "/api/token", "/api/register"]
+KESTREL_RATE_LIMITS = (
+    {
+        "api": {
+            "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100),
+            "window": 60,
+            "algorithm": "fixed",
+            "scope": "user_or_ip",
+            "fail": "open",
+            "paths": ["/api/*"],
+        },
+        "auth_ip": {
+            "limit": 10,
+            "window": 60,
+            "algorithm": "gcra",
+            "scope": "ip",
+            "fail": "closed",
+            "methods": ["POST"],
+            "paths": _AUTH_PATHS,
+        },
+        "auth_account": {
+            "limit": 5,
+            "window": 300,
+            "algorithm": "gcra",
+            "scope": "account",
+            "fail": "closed",
+            "methods": ["POST"],
+            "paths": _AUTH_PATHS,
+        },
+    }
+    if env_bool("RATE_LIMIT_ENABLED", True)
+    else {}
+)
+# Proxies in front of Django that append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
+KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 
 # --- Live notifications ------------------------------------------------------------
 
