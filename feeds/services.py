@@ -40,7 +40,7 @@ from accounts.selectors import follower_id_batches, follower_ids
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
-from feeds.notifications import notify
+from feeds.notifications import notify, notify_many
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from jobs.services import job_enqueue
@@ -159,8 +159,7 @@ def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool 
         if pending_activity:
             replies, pending_activity = replies[1:], False
         written += sum(1 for stream_id in replies[::2] if stream_id is not None)
-        for follower_id in batch:
-            notify(user_id=follower_id, kind="post", message=message, data=data)
+        notify_many(user_ids=batch, kind="post", message=message, data=data)
     if pending_activity:  # no followers at all
         activity_add(user_id=post.author_id, action=POSTED, target_id=post.pk)
     return written

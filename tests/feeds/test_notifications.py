@@ -324,3 +324,20 @@ def test_logged_in_pages_carry_the_badge_and_the_live_client(client, ada):
     assert 'id="notification-badge"' in html
     assert 'href="/notifications"' in html
     assert "js/notifications.js" in html
+
+
+def test_notify_many_records_and_publishes_for_every_user(make_user, state_redis):
+    from feeds import keys as feed_keys
+    from feeds.notifications import notify_many
+
+    users = [make_user() for _ in range(3)]
+    pubsub = state_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(*[feed_keys.user_channel(u.pk) for u in users])
+    for _ in users:
+        pubsub.get_message(timeout=1)
+    assert notify_many(user_ids=[u.pk for u in users], kind="post", message="New post") == 3
+
+    assert all(state_redis.xlen(feed_keys.user_notifications(u.pk)) == 1 for u in users)
+    received = [pubsub.get_message(timeout=2) for _ in users]
+    pubsub.close()
+    assert all(m is not None and m["type"] == "message" for m in received)

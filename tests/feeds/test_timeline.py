@@ -35,15 +35,20 @@ def as_bob(bob) -> APIClient:
 
 @pytest.fixture
 def notified(monkeypatch):
-    """The notify() calls the fan-out makes (still delivered for real)."""
+    """The notifications the fan-out makes, one record per user (still delivered for real)."""
     calls: list[dict] = []
-    real = services.notify
+    real, real_many = services.notify, services.notify_many
 
     def spy(**kwargs):
         calls.append(kwargs)
         return real(**kwargs)
 
+    def spy_many(*, user_ids, **kwargs):
+        calls.extend({"user_id": user_id, **kwargs} for user_id in user_ids)
+        return real_many(user_ids=user_ids, **kwargs)
+
     monkeypatch.setattr(services, "notify", spy)
+    monkeypatch.setattr(services, "notify_many", spy_many)
     return calls
 
 
@@ -220,7 +225,9 @@ def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkey
     written = services.timeline_fanout(post=post, batches=[[f.pk for f in fans[:3]], [f.pk for f in fans[3:]]])
 
     assert written == 5
-    assert sizes == [6, 4]  # per follower: the XADD and the DEL of its rebuild lease
+    # Per batch: the timelines (each follower's XADD and the DEL of its rebuild lease),
+    # then the batch's notifications (one script call each), one round trip apiece.
+    assert sizes == [6, 3, 4, 2]
 
 
 def test_the_fanout_job_acts_once_per_job_row(ada, bob, follow, monkeypatch, django_capture_on_commit_callbacks):
