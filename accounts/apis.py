@@ -1,8 +1,8 @@
-"""Session login API (the reference article's part 3), public profiles, and the follow graph."""
+"""Session and token log-in APIs (the reference article's part 3), public profiles, and the follow graph."""
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import tokens
+from accounts.authentication import JWTAuthentication, TokenMissing, as_api_exception
 from accounts.models import User
 from accounts.selectors import (
     follow_counts,
@@ -27,7 +29,9 @@ from accounts.services import (
     ProfileBeingUpdated,
     follow_create,
     follow_delete,
+    user_change_password,
     user_create,
+    user_tokens_revoke_all,
     user_update_profile,
 )
 
@@ -87,14 +91,142 @@ class MeApi(APIView):
         return Response(user_me(user=request.user))
 
 
+_TokenPairSerializer = inline_serializer(
+    "TokenPair",
+    {
+        "access": serializers.CharField(),
+        "refresh": serializers.CharField(),
+        "tokenType": serializers.CharField(),
+        "expiresIn": serializers.IntegerField(),
+        "refreshExpiresIn": serializers.IntegerField(),
+    },
+)
+# Far longer than any token Kestrel issues (~350 characters); refuses megabyte bodies early.
+_TOKEN_MAX_LENGTH = 2048
+
+
+def _token_response(body: dict) -> Response:
+    # RFC 6749 5.1: an answer carrying tokens must never be stored by a cache on the way.
+    return Response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+def _bearer_claims(request: Request) -> tokens.Claims | None:
+    """The access token's claims when the request was authenticated by one."""
+    return request.auth if isinstance(request.auth, tokens.Claims) else None
+
+
+class _BodyTokenApi(APIView):
+    """An endpoint whose credentials are in the body (a password, a refresh token): a
+    stale bearer header or session cookie beside them must not get in the way."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # A 401 still names the scheme the tokens it deals in are used with.
+        return JWTAuthentication().authenticate_header(request)
+
+
+class TokenApi(_BodyTokenApi):
+    """POST /api/token: an email (or username) and password for an access and a refresh token."""
+
+    @extend_schema(request=LoginApi.LoginInputSerializer, responses={200: _TokenPairSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = LoginApi.LoginInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, **serializer.validated_data)
+        if user is None:
+            return Response({"error": "Invalid credentials"}, status=status.HTTP_401_UNAUTHORIZED)
+        return _token_response(tokens.token_pair_issue(user=user).as_dict())
+
+
+class RefreshInputSerializer(serializers.Serializer):
+    refresh = serializers.CharField(max_length=_TOKEN_MAX_LENGTH, required=False, allow_blank=True)
+
+
+class TokenRefreshApi(_BodyTokenApi):
+    """POST /api/token/refresh {"refresh"}: the next pair; the refresh token is spent (single use)."""
+
+    @extend_schema(request=RefreshInputSerializer, responses={200: _TokenPairSerializer})
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        refresh = data.validated_data.get("refresh")
+        if not refresh:
+            raise TokenMissing()
+        try:
+            pair = tokens.token_refresh(refresh=refresh)
+        except tokens.TokenError as exc:
+            raise as_api_exception(exc) from None
+        return _token_response(pair.as_dict())
+
+
 class LogoutApi(APIView):
+    """With a bearer token: revokes it, its family (the refresh token of the same log-in)
+    and the refresh token in the body, if any. Without one: ends the session, and revokes
+    a refresh token in the body (a client whose access token already expired)."""
+
     # Logging out twice is not an error; the session cookie, if any, is gone either way.
     permission_classes = [AllowAny]
 
+    @extend_schema(request=RefreshInputSerializer, responses={200: _MessageSerializer})
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        bearer = _bearer_claims(request)
+        revoked = [bearer] if bearer is not None else []
+        if refresh := data.validated_data.get("refresh"):
+            # Decoded before anything is revoked: a refused body revokes nothing.
+            try:
+                claims = tokens.token_decode(refresh, type=tokens.REFRESH)
+            except tokens.TokenError as exc:
+                raise as_api_exception(exc) from None
+            if bearer is not None and claims.user_id != bearer.user_id:
+                raise as_api_exception(tokens.InvalidToken("another user's refresh token"))
+            revoked.append(claims)
+        # State role, fails closed: if Redis does not answer, the client gets a 503 and
+        # knows its tokens still stand, rather than a "Logged out" that did not happen.
+        tokens.tokens_revoke(claims=revoked)
+        if bearer is None:
+            logout(request)
+        return Response({"message": "Logged out"})
+
+
+class LogoutAllApi(APIView):
+    """POST /api/logout-all: every token and every session of the caller ends, in O(1)."""
+
     @extend_schema(request=None, responses={200: _MessageSerializer})
     def post(self, request: Request) -> Response:
-        logout(request)
-        return Response({"message": "Logged out"})
+        user_tokens_revoke_all(user=request.user)
+        if _bearer_claims(request) is None:
+            logout(request)  # this session's hash is stale now anyway; drop its key at once
+        return Response({"message": "Logged out everywhere"})
+
+
+class PasswordChangeApi(APIView):
+    """POST /api/password {"old", "new"}: logs out everywhere else. A session caller keeps
+    its session; a token caller gets a new pair in the answer (its own tokens are revoked)."""
+
+    class PasswordInputSerializer(serializers.Serializer):
+        old = serializers.CharField(max_length=128, trim_whitespace=False)
+        new = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    @extend_schema(request=PasswordInputSerializer, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        data = self.PasswordInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request.user
+        try:
+            user_change_password(
+                user=user, old_password=data.validated_data["old"], new_password=data.validated_data["new"]
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        body = {"message": "Password changed"}
+        if _bearer_claims(request) is None:
+            update_session_auth_hash(request, user)
+            return Response(body)
+        return _token_response({**body, **tokens.token_pair_issue(user=user).as_dict()})
 
 
 class ProfileInputSerializer(serializers.Serializer):

@@ -1,5 +1,7 @@
 """Redis keys of the accounts app."""
 
+from django.conf import settings
+
 from core.keys import key
 
 
@@ -62,3 +64,42 @@ def user_profile_lock(user_id: int) -> str:
     One edit of a profile at a time; metrics label "user:*:profile".
     """
     return f"user:{user_id}:profile"
+
+
+# --- JSON Web Tokens (state role, accounts.tokens) ---------------------------------------
+#
+# State role, never the cache role: an evicted denylist entry is a revoked token
+# working again. Every key has a TTL no shorter than the life of the tokens it refuses,
+# after which there is nothing left for it to refuse. A token's own text is never
+# stored: only its id (jti), its family id and its owner's epoch.
+
+REVOKED_MARGIN = 30  # seconds added to every TTL below: web hosts' clocks may differ this much
+
+
+def longest_token_life() -> int:
+    """Seconds: no token issued up to now expires later than now + this."""
+    return max(settings.JWT_ACCESS_LIFETIME, settings.JWT_REFRESH_LIFETIME) + REVOKED_MARGIN
+
+
+def jwt_revoked(jti: str) -> str:
+    """STRING ("logout" | "rotated"), state role, TTL the token's remaining life + REVOKED_MARGIN:
+    the denylist entry of one token, by its id (the reference article's blacklist, without the token)."""
+    return key("accounts", "jwt", jti, "revoked")
+
+
+def jwt_family_revoked(family: str) -> str:
+    """STRING ("logout" | "reused"), state role, TTL longest_token_life(): every token descended
+    from one log-in (its refresh chain, and the access tokens issued along it) is refused."""
+    return key("accounts", "jwt_family", family, "revoked")
+
+
+def user_token_epoch(user_id: int) -> str:
+    """STRING (integer), state role, TTL longest_token_life() from the last bump: the user's token
+    epoch, mirrored from User.token_epoch so the per-request check needs no database read.
+
+    A TTL, although the epoch is durable state: it exists to refuse tokens issued under an
+    earlier epoch, and once the longest token life has passed since the bump none of
+    those is alive. The database column stays the truth, checked on every authenticated
+    request, so a lost or expired mirror can never bring a token back.
+    """
+    return key("accounts", "user", user_id, "token_epoch")

@@ -1,6 +1,9 @@
+from collections.abc import Iterator
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.crypto import salted_hmac
 
 
 class User(AbstractUser):
@@ -17,12 +20,36 @@ class User(AbstractUser):
     # Fencing number (core.locks) of the last profile edit: an edit whose lock expired
     # before it wrote cannot overwrite a later edit. Internal, never shown.
     profile_fence = models.BigIntegerField(default=0, editable=False)
+    # "Log out everywhere" (accounts.services.user_tokens_revoke_all): every JSON Web
+    # Token carries the epoch it was issued under and is refused once this has moved
+    # past it; the session hash below mixes it in, so sessions end too. The database
+    # holds the truth (Redis mirrors it for the per-request check, accounts.keys.
+    # user_token_epoch): losing Redis can never bring a revoked token back. Only ever
+    # written by an UPDATE ... SET token_epoch = token_epoch + 1.
+    token_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
             models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
         ]
+
+    # Django ends every session whose stored hash no longer matches this one (on each
+    # request, in django.contrib.auth.get_user). Mixing in the token epoch makes "log out
+    # everywhere" end the person's sessions as well as their tokens, at no extra cost.
+    def get_session_auth_hash(self) -> str:
+        return self._with_token_epoch(super().get_session_auth_hash())
+
+    def get_session_auth_fallback_hash(self) -> Iterator[str]:
+        for password_hash in super().get_session_auth_fallback_hash():
+            yield self._with_token_epoch(password_hash)
+
+    def _with_token_epoch(self, password_hash: str) -> str:
+        if not self.token_epoch:
+            return password_hash  # never logged out everywhere: the hash Django always used
+        return salted_hmac(
+            "accounts.User.token_epoch", str(self.token_epoch), secret=password_hash, algorithm="sha256"
+        ).hexdigest()
 
 
 class Follow(models.Model):

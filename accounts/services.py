@@ -9,9 +9,10 @@ from functools import partial
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from redis.commands.core import Script
 
-from accounts import keys
+from accounts import keys, tokens
 from accounts.models import Follow, User
 from accounts.selectors import FOLLOWERS, FOLLOWING, USER
 from core.cacheaside import invalidate, invalidate_now
@@ -64,6 +65,41 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
             )
     except IntegrityError:
         raise ValidationError({"email": ["A user with that email or username already exists."]}) from None
+    return user
+
+
+def user_tokens_revoke_all(*, user: User) -> int:
+    """Log out everywhere: every token of the user is refused from now on, in O(1).
+
+    Bumps the user's token epoch (every token carries the epoch it was issued under)
+    in the database, which every authenticated request checks, and, after commit, in
+    its Redis mirror, which the per-request script checks. Through the session hash
+    (User.get_session_auth_hash) every session of the user ends too. Returns the new
+    epoch, also set on `user`.
+    """
+    with transaction.atomic():
+        # An UPDATE, never a save() of a possibly stale row: two concurrent bumps both count.
+        User.objects.filter(pk=user.pk).update(token_epoch=F("token_epoch") + 1)
+        user.token_epoch = User.objects.values_list("token_epoch", flat=True).get(pk=user.pk)
+        transaction.on_commit(partial(tokens.token_epoch_publish, user_id=user.pk, epoch=user.token_epoch))
+    return user.token_epoch
+
+
+def user_change_password(*, user: User, old_password: str, new_password: str) -> User:
+    """Change a password; ValidationError per field ("old", "new"). Logs the user out
+    everywhere (every token and every session): whoever knew the old password, or held
+    a token, is out. The caller keeps its own session with update_session_auth_hash.
+    """
+    if not user.check_password(old_password):
+        raise ValidationError({"old": ["Your current password is not correct."]})
+    try:
+        password_validation.validate_password(new_password, user)
+    except ValidationError as exc:
+        raise ValidationError({"new": list(exc.messages)}) from None
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        user_tokens_revoke_all(user=user)
     return user
 
 

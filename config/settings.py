@@ -6,6 +6,8 @@ values that must not have a default (SECRET_KEY) stop start-up when missing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -236,7 +238,14 @@ STORAGES = {
 # --- API --------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Bearer tokens first: a request that carries one is judged by it alone (a bad token
+    # is refused, never passed over to a session cookie), and DRF sends WWW-Authenticate:
+    # Bearer with its 401s. Sessions enforce CSRF; bearer requests are not subject to it
+    # (a browser never adds an Authorization header to a cross-site request by itself).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -244,6 +253,24 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# --- JSON Web Tokens (accounts.tokens) ---------------------------------------------
+# HS256 only (pinned in accounts.tokens). The key defaults to one derived from
+# SECRET_KEY, so it is never SECRET_KEY itself; set JWT_SIGNING_KEY to rotate token
+# keys independently (every token issued under the old key is then refused).
+JWT_SIGNING_KEY = (
+    env_str("JWT_SIGNING_KEY", "")
+    or hmac.new(SECRET_KEY.encode(), b"kestrel.accounts.tokens.signing-key", hashlib.sha256).hexdigest()
+)
+if len(JWT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 characters (HS256 needs a 256-bit key)")
+JWT_ACCESS_LIFETIME = env_int("JWT_ACCESS_LIFETIME", 5 * 60)  # seconds
+JWT_REFRESH_LIFETIME = env_int("JWT_REFRESH_LIFETIME", 24 * 60 * 60)  # seconds
+if not 0 < JWT_ACCESS_LIFETIME <= JWT_REFRESH_LIFETIME:
+    raise ImproperlyConfigured(
+        f"JWT_ACCESS_LIFETIME ({JWT_ACCESS_LIFETIME}) must be positive and no longer than "
+        f"JWT_REFRESH_LIFETIME ({JWT_REFRESH_LIFETIME})"
+    )
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kestrel API",
@@ -269,7 +296,7 @@ RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 # "gcra" (even spacing); scope "user_or_ip" | "ip" | "account"; fail "open" (let
 # through, logged and counted) or "closed" (503) when Redis cannot answer; paths
 # ending in "*" are prefixes; no "methods" means every method.
-_AUTH_PATHS = ["/api/login", "/api/token", "/api/register"]
+_AUTH_PATHS = ["/api/login", "/api/token", "/api/register", "/api/password"]
 KESTREL_RATE_LIMITS = (
     {
         "api": {
@@ -304,6 +331,9 @@ KESTREL_RATE_LIMITS = (
 )
 # Proxies in front of Django that append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
 KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
+# Bearer-token requests count as their user, and the token's denylist and epoch check
+# runs in the same script as the limits: one round trip for both.
+KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.tokens.rate_limit_credential"
 
 # --- Live notifications ------------------------------------------------------------
 

@@ -41,9 +41,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         response.data = {"error": "Invalid input", "details": _as_details(exc.detail)}
     elif isinstance(exc, exceptions.NotAuthenticated):
         # DRF turns this into 403 when no authenticator sends WWW-Authenticate;
-        # the article (and HTTP) say 401.
+        # the article (and HTTP) say 401. DRF's own "credentials were not provided"
+        # reads as the article's "Not logged in"; a subclass keeps its message
+        # (accounts.authentication.TokenMissing: "Missing token").
         response.status_code = status.HTTP_401_UNAUTHORIZED
-        response.data = {"error": "Not logged in"}
+        plain = type(exc) is exceptions.NotAuthenticated
+        response.data = {"error": "Not logged in" if plain else str(exc.detail)}
     elif isinstance(exc, exceptions.ParseError):
         response.data = {"error": f"Malformed request body: {exc.detail}"}
     else:

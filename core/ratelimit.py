@@ -1,8 +1,9 @@
 """Rate limiting (the reference article's part 6.2), as policies in settings.
 
 Every /api/ request spends from the article's limit, 100 a minute per person (per
-client address when anonymous); POST /api/login, /api/token and /api/register also
-spend from stricter per-address and per-account limits against password guessing.
+client address when anonymous); POST /api/login, /api/token, /api/register and
+/api/password also spend from stricter per-address and per-account limits against
+password guessing.
 Each policy is data (KESTREL_RATE_LIMITS, DEFAULTS below): its limit and window, its
 algorithm, whom it counts, which requests it covers, and what happens when Redis
 does not answer.
@@ -24,7 +25,14 @@ two:
   password guessing);
 - the IETF RateLimit-Policy and RateLimit fields on allowed and refused responses;
 - a failure policy per policy: the general limit fails open, the log-in limits fail
-  closed (STYLE.md rule 8; see RateLimitMiddleware.__call__).
+  closed (STYLE.md rule 8; see RateLimitMiddleware.__call__);
+- a credential's revocation check (a Guard: "refuse if any of these keys exists, or if
+  this counter has moved past the credential's generation") decided in the same script,
+  so a bearer-token API request costs one round trip for its rate limits and its
+  denylist check together. The request counts as its user only if the guard passes,
+  as anonymous (its address) otherwise, and the guard fails closed (503) whatever the
+  policies' failure modes. What the guard means (a JWT denylist) is the credential
+  provider's business (settings.KESTREL_RATE_LIMIT_CREDENTIAL), not this module's.
 
 Why the per-account limits live in this middleware, reading the request's JSON body,
 rather than in a helper the log-in view calls: all of a request's policies then go
@@ -47,13 +55,14 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.crypto import salted_hmac
+from django.utils.module_loading import import_string
 from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import OutOfMemoryError
@@ -69,7 +78,7 @@ Algorithm = Literal["fixed", "gcra"]
 Scope = Literal["user_or_ip", "ip", "account"]
 FailMode = Literal["open", "closed"]
 
-_AUTH_PATHS = ["/api/login", "/api/token", "/api/register"]
+_AUTH_PATHS = ["/api/login", "/api/token", "/api/register", "/api/password"]
 
 # The policies in force when settings define no KESTREL_RATE_LIMITS (an empty dict
 # there turns rate limiting off). Paths ending in "*" are prefixes; others are exact
@@ -154,12 +163,43 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A credential's revocation check, decided by the rate-limit script in the same call.
+
+    It refuses if any key in `denied` exists, or if the integer stored at
+    `generation_key` is greater than `generation` (a counter that only grows: every
+    credential minted under a smaller value is void). A missing generation key reads
+    as "no newer generation"; one that holds anything but an integer refuses.
+    """
+
+    denied: tuple[str, ...] = ()
+    generation_key: str | None = None
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A user named by the request itself (a bearer token) rather than by its session.
+
+    Returned by the settings.KESTREL_RATE_LIMIT_CREDENTIAL function: `user_id` None for
+    a credential that does not verify (the request counts by address), and the `guard`
+    that must pass for the request to count as that user.
+    """
+
+    user_id: int | None
+    guard: Guard | None = None
+
+
+@dataclass(frozen=True)
 class Identity:
     """Who sent a request, as far as the policies care."""
 
     ip: str
     user_id: int | None = None
     account: str | None = None  # normalised by normalise_account
+    # Set when user_id comes from a credential that may have been revoked: the request
+    # counts as user_id only if the guard passes.
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +218,7 @@ class PolicyResult:
 class Decision:
     allowed: bool
     results: tuple[PolicyResult, ...] = ()
+    guard_passed: bool | None = None  # None: the identity had no guard
 
     @property
     def binding(self) -> PolicyResult | None:
@@ -292,16 +333,21 @@ def rate_limit_key(policy: Policy, subject: str) -> str:
 
 # --- The script -------------------------------------------------------------------------
 
-# The KEYS/ARGV shape is one entry per check, kept flat on purpose: the JWT denylist
-# lookup can later join the same call (one more key, with a check kind of its own,
-# e.g. "deny": refuse if EXISTS) so an authenticated API request still costs one round
-# trip. Keys of one call must share a hash slot on Redis Cluster; Kestrel runs a
-# single primary (with Sentinel), so they need not.
+# Keys of one call must share a hash slot on Redis Cluster; Kestrel runs a single
+# primary (with Sentinel), so they need not.
 _CHECK_LUA = """
 -- KEYS: counter_1 .. counter_n   one STRING per policy (core.ratelimit.rate_limit_key)
--- ARGV: now_us ("" = the server's clock, TIME), then per key i three values:
---       algorithm_i ("fixed" | "gcra"), limit_i (requests), window_i (microseconds)
--- Returns: {allowed (1 | 0), then per key i: allowed_i, remaining_i, reset_us_i, retry_us_i}
+--       then the guard's keys, if any: denied_1 .. denied_d, then its generation key
+--       (when ARGV[4] is not ""), then the fallback counters the policies point at
+-- ARGV: [1] now_us ("" = the server's clock, TIME), [2] n (policies), [3] d (denied keys),
+--       [4] the credential's generation ("" = no generation check),
+--       then per policy i four values: algorithm_i ("fixed" | "gcra"), limit_i (requests),
+--       window_i (microseconds), fallback_i (index in KEYS of the counter spent instead
+--       when the guard refuses, i.e. the request's anonymous subject; 0 = none)
+-- Returns: {allowed (1 | 0), guard (1 passed or none | 0 refused),
+--           then per policy i: allowed_i, remaining_i, reset_us_i, retry_us_i}
+-- The guard only reads; it decides which counters are spent, never whether (a request with
+-- a revoked credential is spent like any anonymous one, and refused later by its view).
 -- Writes only when every policy allows (all or nothing), and every SET carries its PX.
 -- remaining_i: the quota left after this request if it is allowed; as it stands (nothing
 -- spent) if it is refused.
@@ -311,11 +357,31 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local reply = {1}
+local n, d, generation = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local guard = 1
+if d > 0 and redis.call('EXISTS', unpack(KEYS, n + 1, n + d)) > 0 then
+  guard = 0
+end
+if generation ~= '' then
+  local stored = redis.call('GET', KEYS[n + d + 1])
+  if stored then
+    -- A generation that cannot be read must not let a credential through.
+    local current = tonumber(stored)
+    if not current or current > tonumber(generation) then
+      guard = 0
+    end
+  end
+end
+local reply = {1, guard}
 local writes = {}
-for i, key in ipairs(KEYS) do
-  local a = 2 + (i - 1) * 3
+for i = 1, n do
+  local a = 5 + (i - 1) * 4
   local algorithm, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local key = KEYS[i]
+  local fallback = tonumber(ARGV[a + 3])
+  if guard == 0 and fallback > 0 then
+    key = KEYS[fallback]
+  end
   local stored = redis.call('GET', key)
   local allowed, remaining, reset, retry = 0, 0, 0, 0
   if algorithm == 'fixed' then
@@ -357,8 +423,8 @@ for i, key in ipairs(KEYS) do
   if allowed == 0 then
     reply[1] = 0
   end
-  local n = #reply
-  reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = allowed, remaining, reset, retry
+  local r = #reply
+  reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = allowed, remaining, reset, retry
 end
 if reply[1] == 1 then
   for _, w in ipairs(writes) do
@@ -367,10 +433,10 @@ if reply[1] == 1 then
 else
   -- Refused, so nothing was spent: report the allowing policies' quota as it stands
   -- (one more than after a spend, for both algorithms; "t" is the same either way).
-  for i = 1, #KEYS do
-    local at = 1 + (i - 1) * 4
+  for i = 1, n do
+    local at = 2 + (i - 1) * 4
     if reply[at + 1] == 1 then
-      reply[at + 2] = math.min(reply[at + 2] + 1, tonumber(ARGV[3 + (i - 1) * 3]))
+      reply[at + 2] = math.min(reply[at + 2] + 1, tonumber(ARGV[6 + (i - 1) * 4]))
     end
   end
 end
@@ -393,28 +459,42 @@ def check(
     now: float | None = None,
     client: Redis | None = None,
 ) -> Decision:
-    """Spend one request from every policy that can name a subject in `identity`.
+    """Spend one request from every policy that can name a subject in `identity`, and
+    decide `identity.guard` if it has one.
 
     One round trip (one EVALSHA) whatever the number of policies, none when no policy
-    applies. `now` (seconds since the epoch) defaults to Redis's own clock.
-    Raises Redis's errors: what an outage means is the caller's failure policy.
+    applies and there is no guard. `now` (seconds since the epoch) defaults to Redis's
+    own clock. Raises Redis's errors: what an outage means is the caller's failure policy.
     """
     counted = [(policy, subject) for policy in policies if (subject := policy.subject(identity)) is not None]
-    if not counted:
+    guard = identity.guard
+    if not counted and guard is None:
         return Decision(allowed=True)
-    args: list[str | int] = ["" if now is None else str(int(now * _US))]
-    for policy, _ in counted:
-        args += [policy.algorithm, policy.limit, policy.window * _US]
+    keys = [rate_limit_key(policy, subject) for policy, subject in counted]
+    denied = guard.denied if guard is not None else ()
+    keys += denied
+    generation = ""
+    if guard is not None and guard.generation_key is not None:
+        keys.append(guard.generation_key)
+        generation = str(int(guard.generation))
+    args: list[str | int] = ["" if now is None else str(int(now * _US)), len(counted), len(denied), generation]
+    # A guarded user counts as themselves only if the guard passes: a revoked credential
+    # must not spend its victim's quota, nor escape counting, so it counts as anonymous.
+    anonymous = replace(identity, user_id=None, guard=None)
+    for policy, subject in counted:
+        fallback = 0
+        if guard is not None:
+            other = policy.subject(anonymous)
+            if other is not None and other != subject:
+                keys.append(rate_limit_key(policy, other))
+                fallback = len(keys)  # Lua's KEYS are 1-based
+        args += [policy.algorithm, policy.limit, policy.window * _US, fallback]
     # The state role retries a dropped connection; a script that ran but whose reply
     # was lost then runs twice, spending two requests: the safe direction to err in.
-    reply = _check_script()(
-        keys=[rate_limit_key(policy, subject) for policy, subject in counted],
-        args=args,
-        client=client if client is not None else get_redis("state"),
-    )
+    reply = _check_script()(keys=keys, args=args, client=client if client is not None else get_redis("state"))
     results = []
     for i, (policy, _) in enumerate(counted):
-        allowed, remaining, reset_us, retry_us = reply[1 + 4 * i : 5 + 4 * i]
+        allowed, remaining, reset_us, retry_us = reply[2 + 4 * i : 6 + 4 * i]
         results.append(
             PolicyResult(
                 policy=policy,
@@ -425,7 +505,38 @@ def check(
                 retry_after=max(1, _seconds(retry_us)) if not allowed else 0,
             )
         )
-    return Decision(allowed=bool(reply[0]), results=tuple(results))
+    return Decision(
+        allowed=bool(reply[0]),
+        results=tuple(results),
+        guard_passed=None if guard is None else bool(reply[1]),
+    )
+
+
+def guard_check(guard: Guard, *, client: Redis | None = None) -> bool:
+    """Decide a guard alone (the same script, no policies): one round trip.
+
+    For a request the middleware did not check (rate limiting off, a path no policy
+    covers). Raises Redis's errors: a guard fails closed.
+    """
+    return bool(check((), Identity(ip="", guard=guard), client=client).guard_passed)
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    guard: Guard
+    passed: bool
+
+
+_VERDICT_ATTR = "kestrel_guard_verdict"
+
+
+def guard_checked(request: HttpRequest, guard: Guard) -> bool | None:
+    """What RateLimitMiddleware's script decided for exactly `guard` on this request,
+    or None when it did not decide it (then call guard_check)."""
+    verdict = getattr(request, _VERDICT_ATTR, None)
+    if isinstance(verdict, GuardVerdict) and verdict.guard == guard:
+        return verdict.passed
+    return None
 
 
 def _seconds(us: int) -> int:
@@ -527,16 +638,37 @@ def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIEL
     return None
 
 
-def request_identity(request: HttpRequest, policies: Sequence[Policy], *, trusted_proxies: int = 0) -> Identity:
+CredentialFinder = Callable[[HttpRequest], Credential | None]
+
+
+def request_identity(
+    request: HttpRequest,
+    policies: Sequence[Policy],
+    *,
+    trusted_proxies: int = 0,
+    credential: CredentialFinder | None = None,
+) -> Identity:
     """What `policies` need to know about the request, and no more (no session load,
-    no body parse, unless a policy needs them)."""
+    no body parse, unless a policy needs them).
+
+    A credential the request carries itself (`credential(request)`, a bearer token) wins
+    over the session, as it does in the API's authentication, and is looked at whenever
+    a policy covers the request so that its guard rides in the same script: the session
+    is then not loaded at all (a bearer request costs no session read).
+    """
     user_id = None
-    if any(p.scope == "user_or_ip" for p in policies):
+    guard = None
+    found = credential(request) if credential is not None else None
+    if found is not None:
+        user_id, guard = found.user_id, (found.guard if found.user_id is not None else None)
+    elif any(p.scope == "user_or_ip" for p in policies):
         user_id = _user_id(request)
     account = None
     if any(p.scope == "account" for p in policies):
         account = account_from_body(request)
-    return Identity(ip=client_ip(request, trusted_proxies=trusted_proxies), user_id=user_id, account=account)
+    return Identity(
+        ip=client_ip(request, trusted_proxies=trusted_proxies), user_id=user_id, account=account, guard=guard
+    )
 
 
 def _user_id(request: HttpRequest) -> int | None:
@@ -563,18 +695,26 @@ class RateLimitMiddleware:
 
     Place it right after django.contrib.auth's AuthenticationMiddleware (it reads
     request.user) and before any middleware that does real work for the request.
+
+    settings.KESTREL_RATE_LIMIT_CREDENTIAL (a dotted path, optional) names a function
+    that finds a credential in the request (a bearer token), which DRF only authenticates
+    later: the request then counts as that credential's user, and the credential's Guard
+    is decided in the same script. The verdict is left on the request for the
+    authenticator (guard_checked), so it costs no second round trip.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
         self.policies = load_policies()
         self.trusted_proxies = int(getattr(settings, "KESTREL_RATE_LIMIT_TRUSTED_PROXIES", 0))
+        finder = getattr(settings, "KESTREL_RATE_LIMIT_CREDENTIAL", None)
+        self.credential: CredentialFinder | None = import_string(finder) if finder else None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         covering = [p for p in self.policies if p.applies_to(request.method or "", request.path_info)]
         if not covering:
             return self.get_response(request)
-        identity = request_identity(request, covering, trusted_proxies=self.trusted_proxies)
+        identity = request_identity(request, covering, trusted_proxies=self.trusted_proxies, credential=self.credential)
         applied = [p for p in covering if p.subject(identity) is not None]
         try:
             decision = check(applied, identity)
@@ -586,15 +726,22 @@ class RateLimitMiddleware:
             # password guessing. "open" policies (the general API limit) let the
             # request through: an outage of the limiter must not become an outage of
             # the API. Either way it is logged and counted, so we know it happens.
+            # A credential's guard fails closed whatever the policies say: a revocation
+            # that cannot be checked must never let the credential in.
             for policy in applied:
                 metrics.incr("ratelimit.error", policy=policy.name)
             closed = [p.name for p in applied if p.fail == "closed"]
+            if identity.guard is not None:
+                metrics.incr("ratelimit.guard_error")
+                closed.append("credential check")
             if closed:
                 logger.error("Rate limiter unavailable, failing closed (%s): %s", ", ".join(closed), exc)
                 return service_unavailable(request, "Redis")
             logger.warning("Rate limiter unavailable, failing open (%s): %s", ", ".join(p.name for p in applied), exc)
             return self.get_response(request)
 
+        if identity.guard is not None:
+            setattr(request, _VERDICT_ATTR, GuardVerdict(identity.guard, bool(decision.guard_passed)))
         if not decision.allowed:
             for result in decision.results:
                 if not result.allowed:

@@ -16,11 +16,15 @@ from redis import Redis
 from core.ratelimit import (
     DEFAULTS,
     Decision,
+    Guard,
+    GuardVerdict,
     Identity,
     Policy,
     account_from_body,
     check,
     client_ip,
+    guard_check,
+    guard_checked,
     load_policies,
     normalise_account,
     rate_limit_headers,
@@ -312,6 +316,91 @@ def test_account_scope_counts_an_account_whatever_the_address():
 
     assert from_many_addresses == [True, True, False]
     assert check([policy], Identity(ip="192.0.2.2", account="bob@example.com"), now=T0).allowed
+
+
+# --- A credential's guard, in the same script --------------------------------------------
+
+DENIED = "kestrel:test:guard:denied"
+GENERATION = "kestrel:test:guard:generation"
+
+
+def guarded(user_id: int = 1, generation: int = 2) -> Identity:
+    guard = Guard(denied=(DENIED, DENIED + ":family"), generation_key=GENERATION, generation=generation)
+    return Identity(ip="203.0.113.7", user_id=user_id, guard=guard)
+
+
+def test_a_guard_passes_while_nothing_denies_it_and_the_generation_has_not_moved(state_redis):
+    policy = Policy("api", limit=5, window=60)
+
+    fresh = check([policy], guarded(), now=T0)
+    state_redis.set(GENERATION, 2)
+    same_generation = check([policy], guarded(), now=T0)
+
+    assert (fresh.guard_passed, same_generation.guard_passed) == (True, True)
+    assert check([policy], ADA, now=T0).guard_passed is None  # no guard, no verdict
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(DENIED, "1"), (DENIED + ":family", "1"), (GENERATION, "3"), (GENERATION, "not a number")],
+)
+def test_a_guard_refuses_when_a_denied_key_exists_or_the_generation_moved_on(state_redis, key, value):
+    state_redis.set(key, value)
+
+    assert check([Policy("api", limit=5, window=60)], guarded(), now=T0).guard_passed is False
+    assert guard_check(guarded().guard) is False
+
+
+def test_a_refused_guard_counts_the_request_as_anonymous(state_redis):
+    policy = Policy("api", limit=2, window=60)
+    user_key = rate_limit_key(policy, "user:1")
+    ip_key = rate_limit_key(policy, "ip:203.0.113.7")
+
+    check([policy], guarded(), now=T0)
+    state_redis.set(DENIED, "1")
+    refused = [check([policy], guarded(), now=T0) for _ in range(3)]
+
+    assert state_redis.get(user_key).endswith(b":1")  # only the request that passed
+    assert state_redis.get(ip_key).endswith(b":2")
+    assert [d.allowed for d in refused] == [True, True, False]
+    assert all(d.guard_passed is False for d in refused)
+
+
+def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
+    client = Redis.from_url(role_url("state"))
+    guard_check(guarded().guard, client=client)
+    sent: list[str] = []
+    execute = client.execute_command
+
+    def counting(*args, **options):
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    client.execute_command = counting
+    try:
+        assert guard_check(guarded().guard, client=client) is True
+    finally:
+        client.close()
+
+    assert sent == ["EVALSHA"]
+    assert state_redis.dbsize() == 0
+
+
+def test_the_middlewares_verdict_is_reused_only_for_the_same_guard():
+    request = RequestFactory().get("/api/me")
+    guard = guarded().guard
+    request.kestrel_guard_verdict = GuardVerdict(guard, passed=True)
+
+    assert guard_checked(request, guard) is True
+    assert guard_checked(request, guarded(generation=3).guard) is None
+    assert guard_checked(RequestFactory().get("/api/me"), guard) is None
+
+
+def test_a_guard_fails_closed_when_redis_is_down(redis_down):
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - asserted just below
+        guard_check(guarded().guard)
+
+    assert is_unavailable(caught.value)
 
 
 # --- Failure ------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""DRF authentication by `Authorization: Bearer <access token>` (accounts.tokens).
+
+The reference article's answers: 401 {"error": "Missing token"} where a token is
+required and none came, 403 {"error": "Invalid token"} for one that is not valid,
+403 {"error": "Token revoked"} for a revoked one. A request that sends the Bearer
+scheme is judged by its token alone: a bad token is refused, never passed over to the
+session cookie beside it. A request without one falls through to session
+authentication, and with neither, an endpoint that needs a user answers 401
+{"error": "Not logged in"} with `WWW-Authenticate: Bearer` (core.api).
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from accounts import tokens
+from accounts.models import User
+
+
+class TokenMissing(exceptions.NotAuthenticated):
+    """401: this endpoint needs a token and the request has none."""
+
+    default_detail = "Missing token"
+    default_code = "token_missing"
+
+
+class TokenInvalid(exceptions.APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_detail = "Invalid token"
+    default_code = "token_invalid"
+
+
+class TokenRevoked(exceptions.APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_detail = "Token revoked"
+    default_code = "token_revoked"
+
+
+def as_api_exception(exc: tokens.TokenError) -> exceptions.APIException:
+    return TokenRevoked() if isinstance(exc, tokens.RevokedToken) else TokenInvalid()
+
+
+class JWTAuthentication(BaseAuthentication):
+    """`request.user` is the token's user and `request.auth` its tokens.Claims.
+
+    No CSRF check, unlike SessionAuthentication: a browser never adds an Authorization
+    header to a cross-site request by itself, so a bearer request cannot be forged.
+    """
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[User, tokens.Claims] | None:
+        http_request = request._request  # the rate limiter's verdict and decoded claims live there
+        token = tokens.bearer_token(http_request)
+        if token is None:
+            return None  # no bearer token: session authentication decides
+        if not token:
+            raise TokenMissing()
+        try:
+            # Fails closed: a Redis that cannot answer raises here (503 from core.api).
+            return tokens.token_authenticate(http_request)
+        except tokens.TokenError as exc:
+            raise as_api_exception(exc) from None
+
+    def authenticate_header(self, request: Request) -> str:
+        # Makes DRF answer an unauthenticated request with 401 and this challenge.
+        return f'{self.keyword} realm="api"'
+
+
+class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The bearer scheme in the OpenAPI schema (drf-spectacular finds it by subclassing)."""
+
+    target_class = "accounts.authentication.JWTAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization",
+            token_prefix=JWTAuthentication.keyword,
+            bearer_format="JWT",
+        )

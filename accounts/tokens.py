@@ -1,0 +1,417 @@
+"""JSON Web Tokens with revocation: the reference article's part 3.2, done properly.
+
+POST /api/token trades an email and password for a short-lived access token (5 min)
+and a longer refresh token (1 day); POST /api/token/refresh trades a refresh token for
+a new pair; `Authorization: Bearer <access>` then works on every API endpoint
+(accounts.authentication.JWTAuthentication).
+
+Claims: `sub` (the user id, a string as RFC 7519 wants), `jti` (this token's id),
+`type` ("access" | "refresh"), `iat`, `exp`, `epoch` (the user's token epoch when the
+family was issued) and `fam` (the family: every token descended from one log-in,
+access tokens included). HS256 only: the algorithm is pinned, the header's "alg" is
+never believed ("none", or a public key passed off as an HMAC secret).
+
+What the article gets wrong, and what is done here instead:
+
+- its denylist key is the token's text: here it is the token's id (jti), so Redis never
+  holds a credential (keys.jwt_revoked), with TTL = the token's remaining life;
+- it checks the denylist before the signature (any string reaches Redis): here the
+  signature, algorithm, expiry and type are checked first, Redis only for real tokens;
+- common libraries check their denylist for refresh tokens only, so a stolen access
+  token outlives logout: here every request with an access token checks its id, its
+  family and its owner's epoch;
+- "log out everywhere" is O(1): a per-user epoch (User.token_epoch, mirrored in Redis)
+  instead of finding and denylisting every token;
+- refresh tokens rotate and are single use, atomically (one Lua script): presenting a
+  rotated refresh token again revokes its whole family (RFC 9700, section 4.14.2). A
+  refresh token presented twice is, to the server, indistinguishable from a stolen one
+  racing its owner, so this holds for concurrent presentations too: clients must not
+  refresh one token twice at once (the first answer carries the pair to keep).
+
+Per request, a bearer API request costs one Redis round trip for its rate limits and
+this check together: core.ratelimit's script decides the token's Guard (the denylist
+EXISTS of its id and family, and the epoch GET) in the same EVALSHA, through
+rate_limit_credential below; the authenticator reuses that verdict, or runs the same
+script alone when the limiter did not. Plus one database read (the user, as session
+authentication does), which also checks the epoch against the database.
+
+Failure policy (STYLE.md rule 8): the denylist fails closed. If Redis cannot answer, a
+bearer request gets 503, never access; the same holds for issuing, refreshing and
+revoking. `now` (seconds since the epoch) is a parameter of everything that reads the
+clock, so tests travel in time without sleeping.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from django.conf import settings
+from django.http import HttpRequest
+from redis.commands.core import Script
+
+from accounts import keys
+from accounts.models import User
+from core import metrics
+from core.ratelimit import Credential, Guard, guard_check, guard_checked
+from core.redis import get_redis, is_unavailable
+
+logger = logging.getLogger(__name__)
+
+ACCESS = "access"
+REFRESH = "refresh"
+ALGORITHM = "HS256"
+_ALGORITHMS = [ALGORITHM]  # pinned: decode refuses whatever else a token's header names
+_REQUIRED = ["sub", "jti", "type", "iat", "exp", "epoch", "fam"]
+_ID = re.compile(r"[0-9a-f]{32}\Z")
+_SUB = re.compile(r"[1-9][0-9]{0,18}\Z")
+# A token issued "in the future" by more than this is refused: web hosts' clocks may
+# differ a little, a token minted by someone holding the key for later use may not.
+ISSUED_AT_SKEW = keys.REVOKED_MARGIN
+
+
+class TokenError(Exception):
+    """A token that must not be accepted."""
+
+
+class InvalidToken(TokenError):
+    """Not a token Kestrel issued and still honours: bad signature or algorithm, expired,
+    malformed, the wrong type, or its user is gone or inactive."""
+
+
+class RevokedToken(TokenError):
+    """A genuine token that was revoked: logged out, its family revoked, or its owner
+    logged out everywhere (or changed their password) since it was issued."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    user_id: int
+    jti: str
+    type: str  # ACCESS | REFRESH
+    issued_at: int
+    expires_at: int
+    epoch: int
+    family: str
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+    access_lifetime: int  # seconds
+    refresh_lifetime: int
+
+    def as_dict(self) -> dict:
+        """The API's answer (camelCase, like the rest of the API)."""
+        return {
+            "access": self.access,
+            "refresh": self.refresh,
+            "tokenType": "Bearer",
+            "expiresIn": self.access_lifetime,
+            "refreshExpiresIn": self.refresh_lifetime,
+        }
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex  # 122 random bits
+
+
+# --- Issuing and decoding ---------------------------------------------------------------
+
+
+def token_pair_issue(*, user: User, now: float | None = None) -> TokenPair:
+    """A log-in: a new family of tokens for `user`.
+
+    The epoch is the greater of the database's and Redis's: the mirror can only be
+    ahead if the row was overwritten by a stale save, and a token issued under a lower
+    epoch would be refused at once. One Redis read; raises if Redis does not answer
+    (fails closed: the API answers 503).
+    """
+    mirrored = get_redis("state").get(keys.user_token_epoch(user.pk))
+    epoch = max(user.token_epoch, int(mirrored or 0))
+    return _pair(user_id=user.pk, epoch=epoch, family=_new_id(), now=_now(now))
+
+
+def _pair(*, user_id: int, epoch: int, family: str, now: float) -> TokenPair:
+    access_life, refresh_life = settings.JWT_ACCESS_LIFETIME, settings.JWT_REFRESH_LIFETIME
+    return TokenPair(
+        access=_encode(user_id=user_id, type=ACCESS, epoch=epoch, family=family, now=now, lifetime=access_life),
+        refresh=_encode(user_id=user_id, type=REFRESH, epoch=epoch, family=family, now=now, lifetime=refresh_life),
+        access_lifetime=access_life,
+        refresh_lifetime=refresh_life,
+    )
+
+
+def _encode(*, user_id: int, type: str, epoch: int, family: str, now: float, lifetime: int) -> str:
+    issued_at = int(now)
+    payload = {
+        "sub": str(user_id),
+        "jti": _new_id(),
+        "type": type,
+        "iat": issued_at,
+        "exp": issued_at + lifetime,
+        "epoch": epoch,
+        "fam": family,
+    }
+    return jwt.encode(payload, settings.JWT_SIGNING_KEY, algorithm=ALGORITHM)
+
+
+def token_decode(token: str, *, type: str, now: float | None = None) -> Claims:
+    """The claims of a genuine, unexpired token of `type`; InvalidToken otherwise.
+
+    Only the signature (HS256 with our key) and the claims' presence are left to PyJWT;
+    times are checked here against `now`, and every claim's shape is checked before any
+    of it reaches a Redis key or a query. Touches neither Redis nor the database.
+    """
+    now = _now(now)
+    try:
+        payload = jwt.decode(
+            token,
+            settings.JWT_SIGNING_KEY,
+            algorithms=_ALGORITHMS,
+            options={
+                "require": _REQUIRED,
+                "verify_exp": False,  # checked below against `now`
+                "verify_iat": False,
+                "verify_nbf": False,
+                "enforce_minimum_key_length": True,
+            },
+        )
+    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        raise InvalidToken(str(exc)) from None
+    sub, jti, kind, iat, exp, epoch, fam = (payload[c] for c in _REQUIRED)
+    shapes = (
+        isinstance(sub, str) and _SUB.match(sub),
+        isinstance(jti, str) and _ID.match(jti),
+        isinstance(fam, str) and _ID.match(fam),
+        kind in (ACCESS, REFRESH),
+        all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (iat, exp, epoch)),
+    )
+    if not all(shapes):
+        raise InvalidToken("malformed claims")
+    if kind != type:
+        raise InvalidToken(f"a {kind} token where a {type} token is needed")
+    if now >= exp:
+        raise InvalidToken("expired")
+    if iat > now + ISSUED_AT_SKEW:
+        raise InvalidToken("issued in the future")
+    return Claims(user_id=int(sub), jti=jti, type=kind, issued_at=iat, expires_at=exp, epoch=epoch, family=fam)
+
+
+def token_guard(claims: Claims) -> Guard:
+    """What Redis must say for the token to stand: neither its id nor its family on the
+    denylist, and its owner's epoch not past the token's."""
+    return Guard(
+        denied=(keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family)),
+        generation_key=keys.user_token_epoch(claims.user_id),
+        generation=claims.epoch,
+    )
+
+
+def _token_user(claims: Claims) -> User:
+    """The token's user, if still active and not logged out everywhere since (the database's
+    epoch is the truth; Redis's mirror may have lost it)."""
+    user = User.objects.filter(pk=claims.user_id, is_active=True).first()
+    if user is None:
+        raise InvalidToken("no such active user")
+    if user.token_epoch > claims.epoch:
+        raise RevokedToken("logged out everywhere")
+    return user
+
+
+# --- Authenticating a request -------------------------------------------------------------
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header: None without one (or with
+    another scheme), "" for the scheme with no token."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
+_CLAIMS_ATTR = "_kestrel_access_claims"
+
+
+def access_claims(request: HttpRequest, *, now: float | None = None) -> Claims:
+    """The request's bearer access token, decoded once per request (the rate limiter and
+    the authenticator both need it); InvalidToken if it is not a valid access token."""
+    token = bearer_token(request) or ""
+    cached = getattr(request, _CLAIMS_ATTR, None)
+    if cached is None or cached[0] != token:
+        try:
+            cached = (token, token_decode(token, type=ACCESS, now=now))
+        except InvalidToken as exc:
+            cached = (token, exc)
+        setattr(request, _CLAIMS_ATTR, cached)
+    if isinstance(cached[1], InvalidToken):
+        raise cached[1]
+    return cached[1]
+
+
+def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tuple[User, Claims]:
+    """The user of the request's bearer access token; InvalidToken or RevokedToken.
+
+    The Redis check (denylist and epoch) is the rate limiter's verdict when its script
+    already decided it for this token, else the same script run here: one round trip
+    either way. State role, fail closed: if Redis does not answer this raises, and the
+    API answers 503, never access.
+    """
+    claims = access_claims(request, now=now)
+    guard = token_guard(claims)
+    passed = guard_checked(request, guard)
+    if passed is None:
+        passed = guard_check(guard)
+    if not passed:
+        raise RevokedToken("on the denylist")
+    return _token_user(claims), claims
+
+
+def rate_limit_credential(request: HttpRequest) -> Credential | None:
+    """settings.KESTREL_RATE_LIMIT_CREDENTIAL: who a bearer request is, for the limiter.
+
+    Only the signature and claims are checked here (microseconds, no I/O); the guard
+    rides in the limiter's script, and a token it refuses counts as anonymous.
+    """
+    if bearer_token(request) is None:
+        return None
+    try:
+        claims = access_claims(request)
+    except InvalidToken:
+        return Credential(user_id=None)
+    return Credential(user_id=claims.user_id, guard=token_guard(claims))
+
+
+# --- Refresh rotation ---------------------------------------------------------------------
+
+_ROTATE_LUA = """
+-- KEYS: [1] the refresh token's denylist entry (keys.jwt_revoked), [2] its family's
+--       (keys.jwt_family_revoked), [3] its owner's epoch (keys.user_token_epoch)
+-- ARGV: [1] the token's epoch, [2] ms the token has left to live (+ margin),
+--       [3] ms the family's entry must live (keys.longest_token_life)
+-- Returns "ok" (the token is now spent: issue the next pair), "revoked", or "reused"
+-- (it had been spent already: its whole family is now revoked).
+-- One script: checking and spending in one step is what makes a refresh token single
+-- use when twenty requests present it at once (SET NX lets exactly one through).
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'revoked'
+end
+local stored = redis.call('GET', KEYS[3])
+if stored and (not tonumber(stored) or tonumber(stored) > tonumber(ARGV[1])) then
+  return 'revoked'
+end
+if redis.call('SET', KEYS[1], 'rotated', 'NX', 'PX', ARGV[2]) then
+  return 'ok'
+end
+redis.call('SET', KEYS[2], 'reused', 'PX', ARGV[3])
+return 'reused'
+"""
+
+
+@functools.cache
+def _rotate_script() -> Script:
+    return get_redis("state").register_script(_ROTATE_LUA)
+
+
+def _ttl_ms(remaining: float) -> int:
+    """A denylist entry's TTL: the token's remaining life (seconds) plus the clock-skew margin."""
+    return max(1, int((remaining + keys.REVOKED_MARGIN) * 1000))
+
+
+def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
+    """Spend a refresh token for the next pair of its family; InvalidToken or RevokedToken.
+
+    Single use: the token's id goes on the denylist as it is spent, atomically with the
+    checks. A token presented after it was spent (by a thief, or by its owner after a
+    thief) revokes its family: every token descended from that log-in, access tokens
+    included. The new pair keeps the family and the epoch (both were just checked).
+    """
+    now = _now(now)
+    claims = token_decode(refresh, type=REFRESH, now=now)
+    user = _token_user(claims)
+    # State role, fail closed: an unanswered script raises (503) and issues nothing.
+    outcome = _rotate_script()(
+        keys=[keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family), keys.user_token_epoch(user.pk)],
+        args=[claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000],
+        client=get_redis("state"),
+    )
+    outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+    if outcome == "reused":
+        metrics.incr("tokens.refresh_reused")
+        logger.warning(
+            "Refresh token %s of user %s presented again: family %s revoked", claims.jti, user.pk, claims.family
+        )
+    if outcome != "ok":
+        raise RevokedToken(outcome)
+    return _pair(user_id=user.pk, epoch=claims.epoch, family=claims.family, now=now)
+
+
+# --- Revocation ---------------------------------------------------------------------------
+
+
+def tokens_revoke(*, claims: list[Claims], now: float | None = None) -> None:
+    """Log out: each token's id on the denylist for its remaining life, and its family
+    (every token of that log-in) with it. One round trip whatever the number of tokens.
+
+    The article's TTL (the token's remaining life) plus a margin for clock skew: past
+    it, the token is refused as expired anyway. Raises if Redis does not answer: a
+    logout that did not happen must not look as if it did.
+    """
+    now = _now(now)
+    pipe = get_redis("state").pipeline(transaction=False)
+    for c in claims:
+        pipe.set(keys.jwt_revoked(c.jti), "logout", px=_ttl_ms(c.expires_at - now))
+        pipe.set(keys.jwt_family_revoked(c.family), "logout", px=keys.longest_token_life() * 1000)
+    if claims:
+        pipe.execute()
+
+
+_EPOCH_PUBLISH_LUA = """
+-- KEYS: [1] the user's token epoch (keys.user_token_epoch)
+-- ARGV: [1] the epoch just committed to the database, [2] TTL ms
+-- Only ever raises the mirror: two bumps whose writes arrive out of order must not
+-- leave the lower epoch behind.
+local stored = tonumber(redis.call('GET', KEYS[1]))
+if stored and stored >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+@functools.cache
+def _epoch_publish_script() -> Script:
+    return get_redis("state").register_script(_EPOCH_PUBLISH_LUA)
+
+
+def token_epoch_publish(*, user_id: int, epoch: int) -> None:
+    """Mirror a committed epoch bump into Redis, for the per-request check.
+
+    Called after commit. If Redis does not answer, the bump still stands: every
+    authenticated request also compares the token with the database's epoch, so no
+    revoked token gets in; only the rate limiter keeps counting it as its user until
+    the next bump. Logged and counted.
+    """
+    try:
+        _epoch_publish_script()(
+            keys=[keys.user_token_epoch(user_id)],
+            args=[epoch, keys.longest_token_life() * 1000],
+            client=get_redis("state"),
+        )
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        metrics.incr("tokens.epoch_publish_error")
+        logger.warning("Token epoch %s of user %s not mirrored to Redis: %s", epoch, user_id, exc)
