@@ -7,6 +7,8 @@ plus ordinary requests. At scale, route /api/notifications/stream to its own poo
 """
 
 import os
+import shutil
+import tempfile
 
 from core.redis_server import die_with_parent
 
@@ -30,3 +32,22 @@ def post_worker_init(worker):
     from feeds.sse import end_streams_on_sigterm
 
     end_streams_on_sigterm()
+
+
+# prometheus-client's multiprocess mode: each worker writes its metrics to files here
+# and /metrics (served by any one worker) sums them. Not set for rqworker, whose
+# per-job forks would each leave files behind.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"kestrel-prometheus-{os.getpid()}")
+)
+
+
+def on_starting(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

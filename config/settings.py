@@ -335,6 +335,12 @@ KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 # runs in the same script as the limits: one round trip for both.
 KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.tokens.rate_limit_credential"
 
+# --- Monitoring (core.instrumentation, core.monitoring) ------------------------------
+
+KESTREL_REDIS_METRICS_ENABLED = env_bool("REDIS_METRICS_ENABLED", True)  # off only to measure its cost
+KESTREL_METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # bearer token for Prometheus; empty: staff only
+KESTREL_HEALTH_MAX_BACKLOG = env_int("HEALTH_MAX_BACKLOG", 1000)
+
 # --- Live notifications ------------------------------------------------------------
 
 # Each open SSE stream holds one gunicorn thread (feeds/sse.py): keep it below
@@ -370,7 +376,16 @@ USE_TZ = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json_line": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "json_console": {"class": "logging.StreamHandler", "formatter": "json_line"},
+    },
+    # The article's Redis summary (commands, average latency, error rate): one JSON
+    # line every 1000 commands, unprefixed so log shippers can parse it.
+    "loggers": {"kestrel.redis.summary": {"handlers": ["json_console"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }

@@ -32,6 +32,7 @@ urlpatterns = [
     path("", include(notifications_site)),
     path("api/", include(api_urlpatterns)),
     path("healthz", healthz, name="healthz"),
+    path("", include("core.monitoring_urls")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]

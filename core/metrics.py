@@ -11,6 +11,12 @@ import threading
 from collections import Counter
 
 _lock = threading.Lock()
+_sinks: list = []
+
+
+def add_sink(sink) -> None:
+    """Also hand every increment to `sink(name, amount, labels)` (the Prometheus exporter)."""
+    _sinks.append(sink)
 _counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
 
 
@@ -18,6 +24,8 @@ def incr(name: str, amount: int = 1, **labels: str) -> None:
     key = (name, tuple(sorted(labels.items())))
     with _lock:
         _counts[key] += amount
+    for sink in _sinks:
+        sink(name, amount, labels)
 
 
 def value(name: str, **labels: str) -> int:

@@ -94,7 +94,7 @@ def connection_pool_options(
         "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
         "SOCKET_CONNECT_TIMEOUT": connect_timeout,
         "SOCKET_TIMEOUT": socket_timeout,
-        "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+        "CONNECTION_POOL_CLASS": "core.instrumentation.InstrumentedBlockingConnectionPool",
         "CONNECTION_POOL_KWARGS": {
             "max_connections": max_connections,
             "timeout": POOL_WAIT,

@@ -5,6 +5,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from core.health import check_all
+from core.monitoring import jobs_status
 
 
 @never_cache
@@ -22,4 +23,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     }
     if not healthy:
         body["failing"] = [probe.name for probe in probes if not probe.ok]
+    # Informational: a stopped worker must not pull the web servers out of a load balancer.
+    state_up = any(probe.name == "redis_state" and probe.ok for probe in probes)
+    body["jobs"] = jobs_status() if state_up else {"ok": False, "error": "the state role is unavailable"}
     return JsonResponse(body, status=200 if healthy else 503)

@@ -57,6 +57,8 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from redis import ConnectionPool, Redis
+
+from core.instrumentation import InstrumentedConnectionPool
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -212,7 +214,7 @@ def _subscriber_client() -> Redis:
     with _pool_lock:
         if _pool is None:
             options = settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]
-            _pool = ConnectionPool.from_url(
+            _pool = InstrumentedConnectionPool.from_url(
                 role_url("state"),
                 socket_connect_timeout=options["SOCKET_CONNECT_TIMEOUT"],
                 socket_timeout=options["SOCKET_TIMEOUT"],

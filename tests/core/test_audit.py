@@ -1,0 +1,189 @@
+"""manage.py redis_audit: the rules catch what they are for and the exit status says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from core.audit import ERROR, OK, WARNING, AuditOptions, run_audit
+from core.keys import key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def findings(report, rule: str, role: str | None = None) -> list:
+    return [f for f in report.findings if f.rule == rule and (role is None or f.role == role)]
+
+
+def level(report, rule: str, role: str) -> str:
+    (finding,) = findings(report, rule, role)
+    return finding.level
+
+
+@pytest.fixture
+def server_config(state_redis):
+    """CONFIG SET on the private server for one test, put back afterwards."""
+    saved: dict[str, str] = {}
+
+    def set_(name: str, value: str) -> None:
+        if name not in saved:
+            saved[name] = state_redis.config_get(name)[name]
+        state_redis.config_set(name, value)
+
+    yield set_
+    for name, value in saved.items():
+        state_redis.config_set(name, value)
+    state_redis.slowlog_reset()
+
+
+@pytest.fixture(autouse=True)
+def _empty_slowlog(state_redis):
+    # Earlier tests on a busy machine may have left slow commands in the shared server's log.
+    state_redis.slowlog_reset()
+
+
+# --- The test server as it is -----------------------------------------------------------
+
+
+def test_the_test_server_breaks_no_rule_but_is_not_production_ready(cache_redis):
+    cache_redis.set(key("posts", "post", 1), "{}", ex=60)
+
+    report = run_audit()
+
+    assert report.broken == []
+    assert level(report, "cache_ttl", "cache") == OK
+    assert level(report, "eviction", "state") == OK
+    assert level(report, "layout", "both") == WARNING  # one server, two databases
+    assert level(report, "eviction", "cache") == WARNING  # noeviction
+    assert level(report, "persistence", "state") == WARNING  # no AOF
+    assert {f.rule for f in run_audit(AuditOptions(strict=True)).broken} >= {"layout", "persistence"}
+
+
+def test_the_command_exits_zero_when_no_rule_is_broken():
+    out = StringIO()
+
+    call_command("redis_audit", stdout=out)
+
+    assert "No Redis rule broken." in out.getvalue()
+
+
+def test_strict_turns_warnings_into_a_failure():
+    with pytest.raises(CommandError, match="persistence") as failure:
+        call_command("redis_audit", "--strict", stdout=StringIO())
+
+    assert failure.value.returncode == 1
+
+
+# --- Each rule catches its case ----------------------------------------------------------
+
+
+def test_a_cache_key_without_a_ttl_breaks_the_audit(cache_redis):
+    cache_redis.set(key("posts", "post", 7), "{}")  # forgot the TTL
+    cache_redis.set(key("posts", "post", 8), "{}", ex=60)
+
+    report = run_audit()
+
+    (finding,) = findings(report, "cache_ttl")
+    assert finding.level == ERROR
+    assert finding.message.startswith("1 of 2 cache keys scanned have no TTL")
+    assert "by family: posts:post 1" in finding.details
+    assert f"e.g. {key('posts', 'post', 7)}" in finding.details
+    with pytest.raises(CommandError, match=r"cache_ttl \(cache\)"):
+        call_command("redis_audit", stdout=StringIO())
+
+
+def test_durable_state_keys_without_a_ttl_are_fine(state_redis):
+    state_redis.xadd(key("feeds", "activity", 1), {"post": "1"})  # a stream: durable by design
+    state_redis.incr(key("posts", "post_views", 1))
+
+    assert run_audit().broken == []
+
+
+def test_an_evicting_state_role_breaks_the_audit(server_config):
+    server_config("maxmemory-policy", "allkeys-lru")
+
+    report = run_audit()
+
+    assert level(report, "eviction", "state") == ERROR
+    assert "allkeys-lru" in findings(report, "eviction", "state")[0].message
+    with pytest.raises(CommandError, match=r"eviction \(state\)") as failure:
+        call_command("redis_audit", stdout=StringIO())
+    assert failure.value.returncode == 1
+
+
+def test_big_keys_are_found_by_memory_usage_on_a_sample(state_redis):
+    big = key("core", "probe", "big")
+    state_redis.set(big, "x" * 20_000)
+    state_redis.set(key("core", "probe", "small"), "x")
+
+    report = run_audit(AuditOptions(big_key_bytes=10_000))
+
+    assert level(report, "big_keys", "state") == ERROR
+    (detail,) = findings(report, "big_keys", "state")[0].details
+    assert detail.startswith(f"{big}: ")
+    assert level(report, "big_keys", "cache") == OK
+
+
+def test_slow_commands_in_the_slowlog_are_reported(server_config, state_redis):
+    server_config("slowlog-log-slower-than", "0")  # every command is "slow"
+    state_redis.set(key("core", "probe", 1), "x", ex=60)
+
+    report = run_audit()
+
+    (finding,) = findings(report, "slowlog")
+    assert finding.level == WARNING
+    assert any("set" in detail.lower() for detail in finding.details)
+
+
+def test_aof_on_the_state_role_passes_the_persistence_rule(server_config, state_redis):
+    server_config("appendonly", "yes")
+    server_config("appendfsync", "everysec")
+
+    report = run_audit()
+
+    assert level(report, "persistence", "state") == OK
+
+
+def test_an_unreachable_redis_is_an_error(redis_down):
+    report = run_audit()
+
+    assert {(f.role, f.level) for f in findings(report, "reachable")} == {("state", ERROR), ("cache", ERROR)}
+
+
+# --- Output ------------------------------------------------------------------------------
+
+
+def test_json_output_lists_every_finding():
+    out = StringIO()
+
+    call_command("redis_audit", "--json", stdout=out)
+
+    report = json.loads(out.getvalue())
+    assert report["ok"] is True
+    assert {"reachable", "layout", "eviction", "persistence", "cache_ttl", "big_keys", "slowlog"} <= {
+        finding["rule"] for finding in report["findings"]
+    }
+
+
+@pytest.mark.slow
+def test_manage_py_exits_non_zero_for_cron_and_ci(cache_redis):
+    cache_redis.set(key("posts", "post", 9), "{}")  # no TTL
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "redis_audit"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "cache_ttl" in result.stderr
