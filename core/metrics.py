@@ -17,6 +17,8 @@ _sinks: list = []
 def add_sink(sink) -> None:
     """Also hand every increment to `sink(name, amount, labels)` (the Prometheus exporter)."""
     _sinks.append(sink)
+
+
 _counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
 
 

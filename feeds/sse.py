@@ -57,8 +57,6 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from redis import ConnectionPool, Redis
-
-from core.instrumentation import InstrumentedConnectionPool
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -66,6 +64,7 @@ from redis.retry import Retry
 
 from core import metrics
 from core.http import error_response
+from core.instrumentation import InstrumentedConnectionPool
 from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, is_unavailable, role_url
 from feeds import keys
 from feeds.notifications import (
