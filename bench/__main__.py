@@ -1,9 +1,17 @@
 """`python -m bench` (or `make bench`): measure Kestrel against floors taken in the same run.
 
-    python -m bench                       # 3 runs of 5 s per path, sync workers, then the stampede
+    python -m bench                       # every group: 3 runs of 5 s per path, sync workers, the children
     python -m bench --worker-class gthread
-    python -m bench --quick               # 1 run of 2 s: a smoke test of the harness
+    python -m bench --quick               # 1 run of 2 s and smaller children: a smoke test of everything
     python -m bench --only post-miss --no-stampede
+    python -m bench --group jobs          # only the jobs benchmark (repeatable)
+    python -m bench --skip feeds --skip protect
+
+Groups (bench.scenarios.GROUPS): http (the floors, /api/me, GET /api/posts/{id}),
+stampede (bench/stampede.py), jobs (bench/jobqueue.py: RQ workers), feeds (GET
+/api/feed, bench/fanout.py, SSE latency in bench/sse.py), protect (the rate limiter's
+cost per request over HTTP and alone in bench/limiter.py, and bench/locks.py). A few
+HTTP scenarios are left out of the default run and run when named: --only post-l1-limited.
 
 Prints the figures as tables and writes them to var/bench/latest.json.
 """
@@ -46,12 +54,33 @@ from bench.harness import (
     metrics_delta,
     pick_load_generator,
     redis_floor_us,
+    run_child,
     run_stampede,
     worker_metrics,
 )
 from bench.scenarios import (
+    FANOUT_ROUNDS_LARGE,
+    FANOUT_ROUNDS_LARGE_QUICK,
+    FANOUT_ROUNDS_SMALL,
+    FANOUT_ROUNDS_SMALL_QUICK,
+    FANOUT_SIZES,
+    FANOUT_SIZES_QUICK,
+    GROUPS,
     HTTP_SCENARIOS,
+    JOBS_COUNT,
+    JOBS_COUNT_QUICK,
+    LIMITER_SECONDS,
+    LIMITER_SECONDS_QUICK,
+    LOCK_SECONDS,
+    LOCK_SECONDS_QUICK,
+    LOCK_THREADS,
+    RATE_LIMITED,
     REDIS_FLOOR_OPS,
+    SSE_NOTIFICATIONS,
+    SSE_NOTIFICATIONS_QUICK,
+    SSE_RATE,
+    SSE_STREAMS,
+    SSE_STREAMS_QUICK,
     STAMPEDE_READERS,
     STAMPEDE_ROUNDS,
     STAMPEDE_ROUNDS_QUICK,
@@ -59,6 +88,7 @@ from bench.scenarios import (
     StateTraffic,
     create_hot_post,
 )
+from bench.sse import measure_sse_latency
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "latest.json"
 # Pause between timed runs; the backlog a run leaves (one request per connection) takes milliseconds.
@@ -83,12 +113,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--traffic-requests", type=int, default=200, help="sequential requests counting Redis commands (default 200)"
     )
-    parser.add_argument("--only", action="append", metavar="NAME", help="run only these HTTP scenarios (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only these HTTP scenarios, of any group (repeatable)",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        choices=GROUPS,
+        help="run only these groups (repeatable; default: all): http (the floors, /api/me, GET /api/posts/{id}), "
+        "stampede, jobs (RQ workers), feeds (GET /api/feed, fan-out, SSE latency), protect (rate limiter, locks)",
+    )
+    parser.add_argument("--skip", action="append", choices=GROUPS, default=[], help="skip a group (repeatable)")
     parser.add_argument(
         "--stampede",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help=f"run the stampede benchmark: {STAMPEDE_READERS} readers of a just-expired post (default on)",
+        help=f"run the stampede benchmark: {STAMPEDE_READERS} readers of a just-expired post (default on; "
+        "--no-stampede is --skip stampede)",
     )
     parser.add_argument(
         "--stampede-rounds",
@@ -96,27 +140,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=STAMPEDE_ROUNDS,
         help=f"timed stampede rounds per variant; the median is reported (default {STAMPEDE_ROUNDS})",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 run of 2 s, short warm-up, fewer Redis ops")
+    parser.add_argument(
+        "--jobs-count", type=int, default=JOBS_COUNT, help=f"jobs per kind and worker (default {JOBS_COUNT})"
+    )
+    parser.add_argument(
+        "--fanout-followers",
+        default=",".join(map(str, FANOUT_SIZES)),
+        help="comma-separated follower counts of the fan-out benchmark (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sse-streams", type=int, default=SSE_STREAMS, help=f"open notification streams (default {SSE_STREAMS})"
+    )
+    parser.add_argument(
+        "--sse-notifications",
+        type=int,
+        default=SSE_NOTIFICATIONS,
+        help=f"notifications sent to them in all (default {SSE_NOTIFICATIONS})",
+    )
+    parser.add_argument(
+        "--lock-seconds", type=float, default=LOCK_SECONDS, help=f"per lock variant (default {LOCK_SECONDS:g})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 run of 2 s, short warm-up, fewer Redis ops, every child benchmark smaller",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON output (default {DEFAULT_OUTPUT})")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.seconds, args.warmup, args.redis_ops, args.traffic_requests = 1, 2.0, 0.5, 5_000, 50
         args.stampede_rounds = STAMPEDE_ROUNDS_QUICK
+        args.jobs_count = JOBS_COUNT_QUICK
+        args.fanout_followers = ",".join(map(str, FANOUT_SIZES_QUICK))
+        args.sse_streams, args.sse_notifications = SSE_STREAMS_QUICK, SSE_NOTIFICATIONS_QUICK
+        args.lock_seconds = LOCK_SECONDS_QUICK
     if args.runs < 1 or args.seconds <= 0 or args.stampede_rounds < 1:
         parser.error("--runs and --stampede-rounds must be at least 1 and --seconds positive")
+    if args.jobs_count < 1 or args.sse_streams < 1 or args.sse_notifications < 1 or args.lock_seconds <= 0:
+        parser.error("--jobs-count, --sse-streams and --sse-notifications must be at least 1, --lock-seconds positive")
+    args.groups = [g for g in GROUPS if g in (args.group or GROUPS) and g not in args.skip]
+    if not args.stampede and "stampede" in args.groups:
+        args.groups.remove("stampede")
     return args
 
 
-def select_scenarios(only: list[str] | None) -> list[HttpScenario]:
-    """The scenarios asked for, plus the baselines they are divided by."""
+def select_scenarios(only: list[str] | None, groups: list[str]) -> list[HttpScenario]:
+    """The scenarios asked for (by name, else by group), plus the baselines and counterparts they are compared with."""
     by_name = {scenario.name: scenario for scenario in HTTP_SCENARIOS}
-    if not only:
-        return list(HTTP_SCENARIOS)
-    unknown = sorted(set(only) - set(by_name))
-    if unknown:
-        raise BenchError(f"unknown scenario(s) {unknown}; known: {sorted(by_name)}")
-    wanted = set(only)
-    wanted |= {by_name[name].baseline for name in only if by_name[name].baseline}
+    if only:
+        unknown = sorted(set(only) - set(by_name))
+        if unknown:
+            raise BenchError(f"unknown scenario(s) {unknown}; known: {sorted(by_name)}")
+        wanted = set(only)
+    else:
+        wanted = {scenario.name for scenario in HTTP_SCENARIOS if scenario.group in groups and not scenario.optional}
+    for name in list(wanted):
+        wanted |= {other for other in (by_name[name].baseline, by_name[name].counterpart) if other}
     return [scenario for scenario in HTTP_SCENARIOS if scenario.name in wanted]
 
 
@@ -181,13 +260,20 @@ def measure_http(
         for scenario in scenarios:
             # Servers for other settings start here, on first use (see BenchContext.server).
             server = ctx.server(scenario.env)
-            headers = ctx.headers(needs_session=scenario.needs_session)
             if scenario.prepare:
                 scenario.prepare(ctx)
+            headers = ctx.headers(needs_session=scenario.needs_session, bearer=scenario.bearer)
             rotation = PathRotation(scenario.paths(ctx) if scenario.paths else [scenario.path])
             rotations[scenario.name] = rotation
             before_load(ctx, scenario)
-            check_json(server.port, rotation.take(1)[0], headers, scenario.expect_keys)
+            check_json(
+                server.port,
+                rotation.take(1)[0],
+                headers,
+                scenario.expect_keys,
+                expect_headers=scenario.expect_headers,
+                check=scenario.check,
+            )
             log(f"warm-up {scenario.name} ({args.warmup:g} s)")
             warm = load.run(port=server.port, paths=rotation.upcoming(), headers=headers, seconds=args.warmup)
             rotation.advance(warm.requests, args.connections)
@@ -207,7 +293,7 @@ def measure_http(
             log(f"run {run}/{args.runs} {scenario.name} ({args.seconds:g} s)")
             server = ctx.server(scenario.env)
             rotation = rotations[scenario.name]
-            headers = ctx.headers(needs_session=scenario.needs_session)
+            headers = ctx.headers(needs_session=scenario.needs_session, bearer=scenario.bearer)
             before_load(ctx, scenario)
             # gunicorn still serves what the last run left in its listen backlog; let it
             # finish so it does not eat into this run.
@@ -234,7 +320,9 @@ def measure_http(
                 "settings": scenario.env_label,
                 "server": ctx.server(scenario.env).description,
                 "distinct_paths": len(rotations[scenario.name].paths),
+                "group": scenario.group,
                 "baseline": scenario.baseline,
+                "counterpart": scenario.counterpart,
                 "design_ratio": scenario.design_ratio,
                 # Each figure is the median over runs on its own.
                 "rps": median(rps),
@@ -301,6 +389,73 @@ def measure_stampede(ctx: BenchContext, args: argparse.Namespace) -> dict:
     return run_stampede(ctx, post_id=ctx.fixtures["hot_post"], readers=STAMPEDE_READERS, rounds=args.stampede_rounds)
 
 
+def measure_jobs(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    log(f"jobs: {args.jobs_count} no-op and {args.jobs_count} email jobs per worker, forking then simple")
+    return run_child(ctx, "bench.jobqueue", [f"--jobs={args.jobs_count}", f"--log-dir={ctx.var_dir}"])
+
+
+def measure_fanout(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    log(f"fan-out: a post by authors with {args.fanout_followers} followers")
+    if args.quick:
+        small, large = FANOUT_ROUNDS_SMALL_QUICK, FANOUT_ROUNDS_LARGE_QUICK
+    else:
+        small, large = FANOUT_ROUNDS_SMALL, FANOUT_ROUNDS_LARGE
+    return run_child(
+        ctx,
+        "bench.fanout",
+        [f"--followers={args.fanout_followers}", f"--rounds-small={small}", f"--rounds-large={large}"],
+    )
+
+
+def measure_sse(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    return measure_sse_latency(ctx, streams=args.sse_streams, notifications=args.sse_notifications, rate=SSE_RATE)
+
+
+def measure_locks(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    log(f"locks: {args.lock_seconds:g} s per variant, {LOCK_THREADS} threads contending")
+    return run_child(ctx, "bench.locks", [f"--seconds={args.lock_seconds}", f"--threads={LOCK_THREADS}"])
+
+
+def measure_limiter(ctx: BenchContext, args: argparse.Namespace) -> dict:
+    seconds = LIMITER_SECONDS_QUICK if args.quick else LIMITER_SECONDS
+    log(f"rate limiter in process: {seconds:g} s per variant")
+    return run_child(ctx, "bench.limiter", [f"--seconds={seconds}"], env=RATE_LIMITED)
+
+
+def limiter_costs(http: list[dict]) -> list[dict]:
+    """What each scenario's settings add over its counterpart (the rate limiter's cost per request)."""
+    by_name = {result["name"]: result for result in http}
+    rows = []
+    for result in http:
+        off = by_name.get(result["counterpart"]) if result["counterpart"] else None
+        if off is None:
+            continue
+        on_redis, off_redis = result["redis"], off["redis"]
+        added = {
+            name: on_redis["by_command"].get(name, 0.0) - off_redis["by_command"].get(name, 0.0)
+            for name in sorted(set(on_redis["by_command"]) | set(off_redis["by_command"]))
+        }
+        rows.append(
+            {
+                "name": result["name"],
+                "counterpart": off["name"],
+                "settings": result["settings"],
+                "rps_off": off["rps"],
+                "rps_on": result["rps"],
+                "ratio_off": off["ratio"],
+                "ratio_on": result["ratio"],
+                "on_over_off": result["rps"] / off["rps"],
+                "added_us_per_request": 1e6 / result["rps"] - 1e6 / off["rps"],
+                "added_round_trips": on_redis["reads"] - off_redis["reads"],
+                "added_commands": on_redis["commands"] - off_redis["commands"],
+                # Fractions are what happened now and then during the count (a post's view
+                # counter flushed every 1000 views), not what each request sends.
+                "added_by_command": {name: count for name, count in added.items() if abs(count) >= 0.05},
+            }
+        )
+    return rows
+
+
 # --- Report ------------------------------------------------------------------------
 
 
@@ -312,12 +467,15 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict | None) -> str:
+def report(meta: dict, results: dict) -> str:
+    redis_floor, http = results["redis_floor"], results["http"]
     lines = [
         f"Kestrel benchmark, {meta['started']}",
         f"  {meta['server']}; load: {meta['versions']['load']}; "
         f"{meta['runs']} run(s) x {meta['seconds']:g} s per path, medians",
         "  " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "load"),
+        f"  groups: {', '.join(meta['groups']) or 'none'}"
+        + (" (--quick: every benchmark reduced)" if meta["quick"] else ""),
         "",
         f"Redis floor: redis-py loop on the private server ({meta['redis_ops']} commands a loop, median of "
         f"{meta['runs']})",
@@ -333,8 +491,47 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict
         for op in redis_floor
     ]
     lines += [format_table(["operation", "us/op", "ops/s", "vs unpipelined"], rows), ""]
+    if http:
+        lines += http_section(meta, http, unpipelined.get("GET"))
+    if results["rate_limiter"] or results["limiter"]:
+        lines += ["", *limiter_table(results["rate_limiter"], results["limiter"])]
+    if results["stampede"]:
+        lines += ["", *stampede_table(results["stampede"])]
+    if results["jobs"]:
+        lines += ["", *jobs_table(results["jobs"])]
+    if results["fanout"]:
+        lines += ["", *fanout_table(results["fanout"])]
+    if results["sse"]:
+        lines += ["", *sse_table(results["sse"])]
+    if results["locks"]:
+        lines += ["", *locks_table(results["locks"])]
 
-    lines.append(f"HTTP: {meta['server']} per settings, load {meta['versions']['load']}, 127.0.0.1")
+    warnings = []
+    suspect = [r["name"] for r in http if r["errors"] or r["bad_status"]]
+    if suspect:
+        warnings.append(f"WARNING: errors or non-2xx answers during {', '.join(suspect)}: those figures are suspect.")
+    for result in http:
+        cache = result["cache"]
+        if result["expect_miss"] and cache and (cache["miss_ratio"] is None or cache["miss_ratio"] < 0.99):
+            warnings.append(
+                f"WARNING: {result['name']} should miss on every read but missed on {pct(cache['miss_ratio'])}: "
+                "more posts are needed for runs this fast (bench/scenarios.py, COLD_POSTS_*)."
+            )
+    sse = results["sse"]
+    if sse and (sse["missing"] or sse["errors"]):
+        warnings.append(
+            f"WARNING: {sse['missing']} of {sse['notifications']} notifications never reached their stream"
+            + (f"; errors: {'; '.join(sse['errors'])}" if sse["errors"] else "")
+        )
+    if warnings:
+        lines += ["", *warnings]
+    durations = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in meta["durations_s"].items())
+    lines += ["", f"Took {meta['total_s']:.0f} s ({durations})."]
+    return "\n".join(lines)
+
+
+def http_section(meta: dict, http: list[dict], get_us: float | None) -> list[str]:
+    lines = [f"HTTP: {meta['server']} per settings, load {meta['versions']['load']}, 127.0.0.1"]
     rows = []
     for result in http:
         redis_info = result["redis"]
@@ -375,7 +572,6 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict
         lines += cache_table(cached)
 
     lines.append("Ratios against the floors")
-    get_us = unpipelined.get("GET")
     for result in http:
         if result["baseline"] is None:
             continue
@@ -395,23 +591,6 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict
                 if extra and extra > 0:
                     redis_line += f" ({floor_us / extra:.0%} of the extra time)"
             lines.append(redis_line)
-
-    if stampede:
-        lines += ["", *stampede_table(stampede)]
-
-    warnings = []
-    suspect = [r["name"] for r in http if r["errors"] or r["bad_status"]]
-    if suspect:
-        warnings.append(f"WARNING: errors or non-2xx answers during {', '.join(suspect)}: those figures are suspect.")
-    for result in http:
-        cache = result["cache"]
-        if result["expect_miss"] and cache and (cache["miss_ratio"] is None or cache["miss_ratio"] < 0.99):
-            warnings.append(
-                f"WARNING: {result['name']} should miss on every read but missed on {pct(cache['miss_ratio'])}: "
-                "more posts are needed for runs this fast (bench/scenarios.py, COLD_POSTS_*)."
-            )
-    if warnings:
-        lines += ["", *warnings]
     lines += [
         "",
         "ratio: req/s over the baseline's req/s, same run; DESIGN: the ratio in DESIGN.md's table.",
@@ -424,7 +603,7 @@ def report(meta: dict, redis_floor: list[dict], http: list[dict], stampede: dict
         "  SET, DEL inside its EVALSHA).",
         "round trips: Redis read events per request (a pipeline is one).",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def cache_table(results: list[dict]) -> list[str]:
@@ -530,13 +709,286 @@ def stampede_table(stampede: dict) -> list[str]:
     return lines
 
 
+def limiter_table(rows: list[dict], alone: dict | None) -> list[str]:
+    lines = []
+    if alone:
+        lines += limiter_alone_table(alone)
+    if not rows:
+        return lines
+    lines += ["Rate limiter: each path with the limiter on (API limit out of reach) against the same path with it off"]
+    table = [
+        [
+            row["name"],
+            row["counterpart"],
+            fmt(row["rps_off"], ",.0f"),
+            fmt(row["rps_on"], ",.0f"),
+            fmt(row["ratio_off"], ".2f"),
+            fmt(row["ratio_on"], ".2f"),
+            fmt(row["on_over_off"], ".2f"),
+            fmt(row["added_us_per_request"], "+.0f"),
+            fmt(row["added_round_trips"], "+.2f"),
+            fmt(row["added_commands"], "+.2f"),
+            ", ".join(f"{name} {count:+.2f}" for name, count in row["added_by_command"].items()) or "-",
+        ]
+        for row in rows
+    ]
+    headers = [
+        "limiter on",
+        "off",
+        "req/s off",
+        "req/s on",
+        "floor ratio off",
+        "on",
+        "on/off",
+        "us/req added",
+        "RT added",
+        "cmd added",
+        "commands added per request",
+    ]
+    lines += [
+        format_table(headers, table, left=2),
+        "  floor ratio: req/s over the drf-floor's, same run. us/req added: 1e6/req/s on minus off. RT added: Redis",
+        "  round trips per request (read events, sequential requests); the limiter's script is one EVALSHA, whose",
+        "  GET, SET and TIME Redis counts as commands too; with a bearer token it also decides the token's denylist",
+        "  and epoch check, which the authenticator otherwise sends as a script of its own. Commands added leave out",
+        "  fractions below 0.05 (a post's view counter flushed every 1000 views during the count).",
+    ]
+    return lines
+
+
+def limiter_alone_table(alone: dict) -> list[str]:
+    floor = alone["variants"][0]["us"]
+    rows = [
+        [
+            variant["name"],
+            fmt(variant["us"], ",.0f"),
+            fmt(variant["p50_us"], ",.0f"),
+            fmt(variant["us"] / floor, ".1f") + "x",
+            fmt(variant["redis"]["commands"], ".1f"),
+            fmt(variant["redis"]["round_trips"], ".1f"),
+        ]
+        for variant in alone["variants"]
+    ]
+    return [
+        f"Rate limiter alone: core.ratelimit.RateLimitMiddleware in a loop in front of a view that does nothing "
+        f"(one process; policies {', '.join(alone['policies'])})",
+        format_table(["request", "us", "p50 us", "vs GET", "Redis cmd", "round trips"], rows),
+        "  us: mean per call, the middleware's own work and its Redis round trip; vs GET: over the redis-py GET",
+        "  on the same client measured alongside. A bearer token is verified (HS256) before the script runs.",
+        "",
+    ]
+
+
+def jobs_table(jobs: dict) -> list[str]:
+    lines = [
+        f"Background jobs: {jobs['jobs']} jobs of each kind drained by `manage.py rqworker {' '.join(jobs['queues'])} "
+        f"--burst` (forking: {jobs['worker_class']}; simple: --worker-class rq.SimpleWorker); "
+        f"email via {jobs['email_backend'].rsplit('.', 2)[-2]}"
+    ]
+    rows = [
+        [
+            variant["kind"],
+            variant["worker"],
+            fmt(variant["jobs_per_s"], ",.0f"),
+            fmt(variant["ms_per_job"], ".2f"),
+            fmt(variant["redis_commands_per_job"], ".1f"),
+            fmt(variant["enqueue_ms"], ".2f"),
+            fmt(variant["enqueue_sql"], ".0f"),
+            fmt(variant["enqueue_redis"]["commands"], ".1f"),
+            fmt(variant["enqueue_redis"]["round_trips"], ".1f"),
+            fmt(variant["startup_s"], ".2f"),
+            fmt(variant["wall_s"], ".2f"),
+        ]
+        for variant in jobs["variants"]
+    ]
+    headers = [
+        "job",
+        "worker",
+        "jobs/s",
+        "ms/job",
+        "Redis cmd/job",
+        "enqueue ms",
+        "enqueue SQL",
+        "enqueue cmd",
+        "enqueue RT",
+        "worker start s",
+        "worker wall s",
+    ]
+    lines.append(format_table(headers, rows, left=2))
+    by_kind: dict[str, dict[str, float]] = {}
+    for variant in jobs["variants"]:
+        by_kind.setdefault(variant["kind"], {})[variant["worker"]] = variant["jobs_per_s"]
+    for kind, rates in by_kind.items():
+        if rates.get("fork") and rates.get("simple"):
+            ratio = rates["fork"] / rates["simple"]
+            design = " (DESIGN.md, no-op: 91/249 = 0.37)" if kind == "noop" else ""
+            lines.append(f"  {kind}: the forking worker runs {ratio:.2f}x SimpleWorker's jobs/s{design}")
+    fork_noop = next((v for v in jobs["variants"] if v["kind"] == "noop" and v["worker"] == "fork"), None)
+    if fork_noop:
+        # Whole commands only: a fraction is something that happened once in the run (an INFO, a PING).
+        commands = sorted(
+            ((name, count) for name, count in fork_noop["redis_by_command_per_job"].items() if count >= 0.5),
+            key=lambda item: -item[1],
+        )
+        lines.append("  Redis per no-op job, forking: " + ", ".join(f"{name} {count:.0f}" for name, count in commands))
+    lines += [
+        "  DESIGN.md measured RQ 3.0 on a quiet machine: forking ~91 no-op jobs/s, SimpleWorker ~249/s, ~57 Redis",
+        "  commands per job, enqueue ~0.5 ms (absolute figures: compare on the same machine, not across machines).",
+        "  jobs/s: jobs over first start to last end (RQ's timestamps); worker start: launch to the first job",
+        "  (Django and RQ start-up, not charged to the jobs). Redis cmd/job: the server's count over the worker's",
+        "  life minus an idle worker's, per job. enqueue: per call, in one process; email_enqueue writes the Job",
+        "  row and pushes it after commit (INSERT, SELECT, the enqueue, UPDATE). A burst worker polls the queues",
+        "  with one LPOP each in order (email, reports, default); production's waits in one BLPOP over all three.",
+    ]
+    return lines
+
+
+def fanout_table(fanout: dict) -> list[str]:
+    lines = [
+        f"Fan-out of one new post to its author's followers (in-process, medians; inline up to "
+        f"{fanout['inline_max']} followers, the job's function beyond; pipelines of {fanout['batch']} followers)"
+    ]
+    rows = [
+        [
+            f"{size['followers']:,}",
+            size["path"],
+            str(size["rounds"]),
+            fmt(size["us"] / 1000, ",.2f"),
+            fmt(size["us_per_follower"], ",.1f"),
+            fmt(size["commands"], ",.0f"),
+            fmt(size["commands_per_follower"], ".2f"),
+            fmt(size["round_trips"], ",.0f"),
+            ", ".join(f"{name} {count:,}" for name, count in sorted(size["by_command"].items())),
+        ]
+        for size in fanout["sizes"]
+    ]
+    headers = [
+        "followers",
+        "path",
+        "posts",
+        "ms",
+        "us/follower",
+        "Redis cmds",
+        "cmd/follower",
+        "round trips",
+        "commands",
+    ]
+    lines += [
+        format_table(headers, rows, left=0),
+        "  inline: feeds.services._fanout_inline, what a request runs after commit; job: timeline_fanout_run, what",
+        "  the fan-out job runs, called directly. Every follower has an (empty) timeline and the follower set is",
+        "  built in Redis. Round trips: requests this process wrote (a pipeline is one); commands: the server's",
+        "  count, Lua scripts' inner calls included. SQL (the post, the job row) is in the time, not the counts.",
+    ]
+    return lines
+
+
+def sse_table(sse: dict) -> list[str]:
+    publisher = sse["publisher"]
+    row = [
+        str(sse["streams"]),
+        str(sse["notifications"]),
+        fmt(publisher["rate"], ",.0f"),
+        f"{sse['delivered']}/{sse['notifications']}",
+        fmt(sse["p50_ms"], ".2f"),
+        fmt(sse["p90_ms"], ".2f"),
+        fmt(sse["p99_ms"], ".2f"),
+        fmt(sse["max_ms"], ".2f"),
+        fmt(publisher["notify_us_p50"], ",.0f"),
+    ]
+    headers = ["streams", "notifications", "sent/s", "delivered", "p50 ms", "p90 ms", "p99 ms", "max ms", "notify() us"]
+    return [
+        f"Live notifications: publish (feeds.notifications.notify in another process) to the SSE client's read "
+        f"({sse['server']})",
+        format_table(headers, [row], left=0),
+        "  Each stream is a logged-in user's GET /api/notifications/stream read line by line by a thread of the",
+        "  harness; the notifications go to the users in turn at a steady rate, stamped with time.time() before",
+        "  the call; the delay is read time minus that stamp. notify() us: the publisher's call (one EVALSHA: XADD",
+        "  and PUBLISH), median.",
+    ]
+
+
+def locks_table(locks: dict) -> list[str]:
+    solo_rows = [
+        [
+            variant["name"],
+            fmt(variant["us"], ",.0f"),
+            fmt(variant["p50_us"], ",.0f"),
+            fmt(variant["p99_us"], ",.0f"),
+            fmt(variant["cycles_per_s"], ",.0f"),
+            fmt(variant["redis"]["commands"], ".1f"),
+            fmt(variant["redis"]["round_trips"], ".1f"),
+        ]
+        for variant in locks["uncontended"]
+    ]
+    contended_rows = [
+        [
+            str(variant["threads"]),
+            fmt(variant["hold_ms"], "g"),
+            fmt(variant["timeout_s"] * 1000, "g"),
+            fmt(variant["acquired_per_s"], ",.0f"),
+            f"{variant['timeouts']:,}",
+            f"{variant['contended']:,}",
+            fmt(variant["attempts_per_acquire"], ".2f"),
+            fmt(variant["wait_p50_ms"], ".2f"),
+            fmt(variant["wait_p99_ms"], ".2f"),
+            fmt(variant["wait_max_ms"], ".2f"),
+            f"{variant['per_thread_min']:,}-{variant['per_thread_max']:,}",
+            fmt(variant["redis"]["round_trips"], ".2f") if variant["redis"] else "-",
+        ]
+        for variant in locks["contended"]
+    ]
+    return [
+        f"Locks (core.locks.redis_lock, ttl {locks['ttl_ms']} ms): one thread, {locks['seconds']:g} s per variant",
+        format_table(["cycle", "us", "p50 us", "p99 us", "cycles/s", "Redis cmd", "round trips"], solo_rows),
+        "",
+        f"  Contended: threads of one process take one lock in a loop for {locks['seconds']:g} s, each waiting up to "
+        "the timeout",
+        format_table(
+            [
+                "threads",
+                "hold ms",
+                "timeout ms",
+                "acquired/s",
+                "timeouts",
+                "contended",
+                "attempts/acq",
+                "wait p50 ms",
+                "wait p99 ms",
+                "wait max ms",
+                "per thread",
+                "RT/acq",
+            ],
+            contended_rows,
+            left=0,
+        ),
+        "  contended: acquisitions whose first attempt found the lock held; timeouts: acquires that gave up",
+        "  (LockNotAcquired, a 409 in the API); wait: asking to holding, for acquisitions that succeeded; per",
+        "  thread: fewest-most acquisitions of one thread. The acquire script is GET, GET, SET, SET and TIME; the",
+        "  release GET and DEL: Redis counts them all as commands.",
+    ]
+
+
+# The benchmarks that run after the HTTP loads, in this order: result key -> (group, measure).
+CHILDREN = {
+    "stampede": ("stampede", measure_stampede),
+    "jobs": ("jobs", measure_jobs),
+    "fanout": ("feeds", measure_fanout),
+    "sse": ("feeds", measure_sse),
+    "limiter": ("protect", measure_limiter),
+    "locks": ("protect", measure_locks),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `kill` or a stopping `make` sends SIGTERM: turn it into an exception so the
     # `finally` blocks stop gunicorn and Redis, as Ctrl-C (KeyboardInterrupt) does.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    results: dict = dict.fromkeys(["redis_floor", "http", "rate_limiter", *CHILDREN], None)
+    durations: dict[str, float] = {}
     try:
-        scenarios = select_scenarios(args.only)
+        scenarios = select_scenarios(args.only, args.groups)
         load = pick_load_generator(args.load, connections=args.connections)
         started = datetime.datetime.now(datetime.UTC)
         with bench_stack(
@@ -546,13 +998,23 @@ def main(argv: list[str] | None = None) -> int:
             seconds=max(args.seconds, args.warmup),
             log=log,
         ) as ctx:
-            log(f"load generator: {load.name}")
+            log(f"load generator: {load.name}; groups: {', '.join(args.groups) or 'none'}")
             log("Redis floor")
-            redis_floor = measure_redis_floor(ctx, ops=args.redis_ops, runs=args.runs)
-            http = measure_http(ctx, scenarios, load, args)
-            stampede = measure_stampede(ctx, args) if args.stampede else None
+            results["redis_floor"] = measure_redis_floor(ctx, ops=args.redis_ops, runs=args.runs)
+            began = time.monotonic()
+            results["http"] = measure_http(ctx, scenarios, load, args)
+            results["rate_limiter"] = limiter_costs(results["http"])
+            durations["http"] = time.monotonic() - began
+            # After the HTTP loads, so the rows the children add (thousands of users) never sit under them.
+            for name, (group, measure) in CHILDREN.items():
+                if group in args.groups:
+                    began = time.monotonic()
+                    results[name] = measure(ctx, args)
+                    durations[name] = time.monotonic() - began
             server = ctx.gunicorn.description
             servers = [ctx.gunicorn.description] + [s.description for s in ctx.servers.values()]
+            if results["sse"]:
+                servers.append(results["sse"]["server"])
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -565,19 +1027,21 @@ def main(argv: list[str] | None = None) -> int:
         "server": server,
         "servers": servers,
         "worker_class": args.worker_class,
+        "groups": args.groups,
         "runs": args.runs,
         "seconds": args.seconds,
         "warmup": args.warmup,
         "redis_ops": args.redis_ops,
         "traffic_requests": args.traffic_requests,
         "quick": args.quick,
+        "durations_s": durations,
+        "total_s": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
         "versions": versions(load),
         "git": git_revision(),
     }
-    print(report(meta, redis_floor, http, stampede))
+    print(report(meta, results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    output = {"meta": meta, "redis_floor": redis_floor, "http": http, "stampede": stampede}
-    args.output.write_text(json.dumps(output, indent=2) + "\n")
+    args.output.write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
     print(f"\nJSON: {args.output}")
     return 0
 

@@ -7,8 +7,15 @@ bench.scenarios) and reads the JSON each prints on its last line of output.
 from __future__ import annotations
 
 import json
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.hashers import make_password
 
 from accounts.models import User
+from accounts.services import follow_create
+from feeds.selectors import timeline_page
 from posts.models import Post
 from posts.services import post_create
 
@@ -38,3 +45,60 @@ def cold_posts(count: int) -> None:
         (Post(author=author, title=f"{TITLE} #{n}", content=CONTENT) for n in range(count)), batch_size=1000
     )
     print(json.dumps({"ids": [post.pk for post in created]}))
+
+
+def _unusable_users(prefix: str, count: int) -> list[User]:
+    """`count` users in bulk, with an unusable password: nobody logs in as them with one,
+    so no password is hashed (a few hundred milliseconds each, by design)."""
+    unusable = make_password(None)
+    return User.objects.bulk_create(
+        (User(username=f"{prefix}{n}", email=f"{prefix}{n}@example.com", password=unusable) for n in range(count)),
+        batch_size=1000,
+    )
+
+
+def feed_timeline(*, authors: int, posts: int) -> None:
+    """The benchmark user follows `authors` new people, who then write `posts` posts between them.
+
+    Everything goes through the services, in the order a reader meets it: the follows
+    (accounts.services.follow_create), a first read that builds the reader's timeline
+    from the database (still empty), then each post (posts.services.post_create),
+    whose fan-out after commit appends it to that timeline. The reader's first page
+    is checked before the JSON is printed.
+    """
+    reader = _author()
+    people = _unusable_users(f"feed-author-{reader.pk}-", authors)
+    for person in people:
+        follow_create(follower=reader, followee=person)
+    timeline_page(user_id=reader.pk, count=1)
+    for n in range(posts):
+        post_create(author=people[n % authors], title=f"{TITLE} #{n}", content=CONTENT)
+    page = timeline_page(user_id=reader.pk, count=posts)
+    print(json.dumps({"reader": reader.pk, "authors": authors, "items": len(page["items"])}))
+
+
+def stream_sessions(*, count: int) -> None:
+    """`count` users, each logged in: a session written straight into the session store.
+
+    What django.contrib.auth.login stores, without a log-in request per user (each
+    would hash a password). Prints [[user id, session key], ...].
+    """
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    backend = settings.AUTHENTICATION_BACKENDS[0]
+    sessions = []
+    for user in _unusable_users(f"stream-{_author().pk}-", count):
+        store = store_class()
+        store[SESSION_KEY] = user._meta.pk.value_to_string(user)
+        store[BACKEND_SESSION_KEY] = backend
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        sessions.append([user.pk, store.session_key])
+    print(json.dumps({"sessions": sessions}))
+
+
+def access_token() -> None:
+    """An access token for the benchmark user, from the service POST /api/token calls (its
+    lifetime is JWT_ACCESS_LIFETIME of this process's environment)."""
+    from accounts.tokens import token_pair_issue  # here: only the bearer-token scenarios need it
+
+    print(json.dumps({"access": token_pair_issue(user=_author()).access}))

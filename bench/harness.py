@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -88,6 +88,9 @@ def child_env(*, var_dir: Path, redis_url: str) -> dict[str, str]:
             # The load comes from one address at thousands of requests a second: the API
             # limit (100 a minute) would answer 429s. Its own cost is a scenario of its own.
             "RATE_LIMIT_ENABLED": "0",
+            # The jobs benchmark sends email jobs (and sign-up enqueues a welcome email):
+            # kept in memory, so nothing ever leaves the machine.
+            "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
         }
     )
     return env
@@ -164,9 +167,21 @@ def login(port: int, credentials: Credentials) -> str:
     return cookies[SESSION_COOKIE].value
 
 
-def check_json(port: int, path: str, headers: dict[str, str], expect_keys: tuple[str, ...]) -> None:
-    """One request before timing: a path that answers an error quickly must not pass for a fast one."""
-    status, _, content = http_request(port, "GET", path, headers=headers)
+def check_json(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    expect_keys: tuple[str, ...],
+    *,
+    expect_headers: tuple[str, ...] = (),
+    check: Callable[[dict], str | None] | None = None,
+) -> None:
+    """One request before timing: a path that answers an error quickly must not pass for a fast one.
+
+    `expect_headers` must be in the response (proof that a middleware ran); `check`
+    returns what is wrong with the body, or None.
+    """
+    status, response_headers, content = http_request(port, "GET", path, headers=headers)
     if status != 200:
         raise BenchError(f"GET {path} answered {status}, not 200: {content[:500]!r}")
     try:
@@ -176,6 +191,12 @@ def check_json(port: int, path: str, headers: dict[str, str], expect_keys: tuple
     missing = [key for key in expect_keys if key not in data]
     if missing:
         raise BenchError(f"GET {path} answered {data!r}, without {missing}")
+    absent = [name for name in expect_headers if name not in response_headers]
+    if absent:
+        raise BenchError(f"GET {path} answered without the header(s) {absent} (headers: {dict(response_headers)})")
+    problem = check(data) if check else None
+    if problem:
+        raise BenchError(f"GET {path}: {problem}")
 
 
 # --- gunicorn ----------------------------------------------------------------------
@@ -198,8 +219,11 @@ class Gunicorn:
         workers: int = 2,
         threads: int = 4,
         overrides: Mapping[str, str] | None = None,
+        config: Path | None = None,
     ) -> None:
         self.overrides = dict(overrides or {})
+        # A gunicorn config file (its hooks); the command line's options win over its settings.
+        self.config = config
         self.env = {**env, **self.overrides}
         self.log_path = log_path
         self.worker_class = worker_class
@@ -212,7 +236,8 @@ class Gunicorn:
     def description(self) -> str:
         threads = f", {self.threads} threads each" if self.worker_class == "gthread" else ""
         settings = "".join(f", {name}={value}" for name, value in sorted(self.overrides.items()))
-        return f"gunicorn {self.workers} {self.worker_class} workers{threads}{settings}"
+        config = f", -c {self.config.relative_to(PROJECT_ROOT)}" if self.config else ""
+        return f"gunicorn {self.workers} {self.worker_class} workers{threads}{settings}{config}"
 
     def variant(self, overrides: Mapping[str, str], log_path: Path) -> Gunicorn:
         """Another server like this one (not started), with some environment variables changed."""
@@ -223,6 +248,7 @@ class Gunicorn:
             workers=self.workers,
             threads=self.threads,
             overrides={**self.overrides, **overrides},
+            config=self.config,
         )
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
@@ -230,6 +256,7 @@ class Gunicorn:
             sys.executable,
             "-m",
             "gunicorn",
+            *(["-c", str(self.config)] if self.config else []),
             "config.wsgi",
             "--workers",
             str(self.workers),
@@ -355,7 +382,15 @@ class BenchContext:
     def manage(self, *args: str) -> str:
         return run_manage(self.env, *args)
 
-    def headers(self, *, needs_session: bool) -> dict[str, str]:
+    def shell_json(self, code: str, *, env: Mapping[str, str] | None = None) -> dict:
+        """Run Python in `manage.py shell` (with `env` over the stack's) and read the JSON it prints last."""
+        output = run_manage({**self.env, **(env or {})}, "shell", "-c", code)
+        return json.loads(output.strip().splitlines()[-1])
+
+    def headers(self, *, needs_session: bool, bearer: bool = False) -> dict[str, str]:
+        """The logged-in user's session cookie, or their access token (made by a scenario's `prepare`)."""
+        if bearer:
+            return {"Authorization": f"Bearer {self.fixtures['access_token']}"}
         return {"Cookie": f"{SESSION_COOKIE}={self.session_id}"} if needs_session else {}
 
 
@@ -816,39 +851,44 @@ class CacheCounts:
         return CacheCounts(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
 
 
-# --- The stampede child ---------------------------------------------------------------
+# --- Child benchmarks ------------------------------------------------------------------
 
 
-def run_stampede(ctx: BenchContext, *, post_id: int, readers: int, rounds: int) -> dict:
-    """bench/stampede.py in a child process on the stack's Redis and database; its JSON result."""
-    env = {
-        **ctx.env,
-        # The project's own settings (the bench URLconf is for gunicorn only), and no
-        # L1: see bench/stampede.py.
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "CACHE_L1_ENABLED": "0",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "bench.stampede",
-        f"--post-id={post_id}",
-        f"--readers={readers}",
-        f"--rounds={rounds}",
-    ]
+def run_child(
+    ctx: BenchContext, module: str, args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 600
+) -> dict:
+    """`python -m <module> <args>` in a child process on the stack's Redis and database; its JSON result.
+
+    The children run the project's own settings (the bench URLconf is for gunicorn
+    only) and print their result as JSON on their last line of output.
+    """
+    child = {**ctx.env, "DJANGO_SETTINGS_MODULE": "config.settings", **(env or {})}
     result = subprocess.run(
-        command,
+        [sys.executable, "-m", module, *args],
         cwd=PROJECT_ROOT,
-        env=env,
+        env=child,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
         preexec_fn=die_with_parent,
     )
     if result.returncode != 0:
-        raise BenchError(f"`python -m bench.stampede` exited with {result.returncode}:\n{result.stdout}{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise BenchError(f"`python -m {module}` exited with {result.returncode}:\n{result.stdout}{result.stderr}")
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise BenchError(f"`python -m {module}` printed no JSON:\n{result.stdout}{result.stderr}") from None
+
+
+def run_stampede(ctx: BenchContext, *, post_id: int, readers: int, rounds: int) -> dict:
+    """bench/stampede.py on the stack's Redis and database, L1 off (see its docstring)."""
+    return run_child(
+        ctx,
+        "bench.stampede",
+        [f"--post-id={post_id}", f"--readers={readers}", f"--rounds={rounds}"],
+        env={"CACHE_L1_ENABLED": "0"},
+    )
 
 
 # --- Output -------------------------------------------------------------------------

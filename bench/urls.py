@@ -1,4 +1,8 @@
-"""The project's URLconf plus the floor endpoints and the metrics reader; see bench/settings.py."""
+"""The project's URLconf plus the floor endpoints and the metrics reader; see bench/settings.py.
+
+The floor is served twice: under /bench/, where no rate-limit policy applies, and
+under /api/, where the API policy does when the limiter is on (core.ratelimit).
+"""
 
 from django.urls import path
 
@@ -9,6 +13,7 @@ from config.urls import urlpatterns as project_urlpatterns
 urlpatterns = [
     *project_urlpatterns,
     path("bench/floor", FloorApi.as_view(), name="bench-floor"),
+    path("api/bench-floor", FloorApi.as_view(), name="bench-api-floor"),
     path("bench/django-floor", django_floor, name="bench-django-floor"),
     path("bench/metrics", worker_metrics, name="bench-metrics"),
 ]
