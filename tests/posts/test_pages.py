@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from accounts.models import Follow
 from posts.models import Like, Page, Post
 from posts.services import post_create
 
@@ -109,3 +110,4 @@ def test_the_demo_data_loads_twice_without_duplicates(django_capture_on_commit_c
 
     assert Page.objects.filter(slug="about").count() == 1
     assert Like.objects.count() == 3
+    assert Follow.objects.count() == 5

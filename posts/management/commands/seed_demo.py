@@ -3,8 +3,8 @@
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts.models import User
-from accounts.services import user_create
+from accounts.models import Follow, User
+from accounts.services import follow_create, user_create
 from posts.models import Like, Page, Post
 from posts.services import post_create, post_like
 
@@ -23,6 +23,9 @@ PAGES = [
 
 # (who likes, whose post): gives the leaderboard something to rank.
 LIKES = [("grace", "ada"), ("linus", "ada"), ("ada", "grace")]
+
+# (who follows, whom): gives everyone a home timeline.
+FOLLOWS = [("ada", "grace"), ("ada", "linus"), ("grace", "ada"), ("linus", "ada"), ("linus", "grace")]
 
 
 class Command(BaseCommand):
@@ -43,6 +46,10 @@ class Command(BaseCommand):
                     post_create(author=user, title=title, content=content)
         for slug, title, body in PAGES:
             Page.objects.get_or_create(slug=slug, defaults={"title": title, "body": body})
+        for follower, followee in FOLLOWS:
+            fan, star = User.objects.get(username=follower), User.objects.get(username=followee)
+            if not Follow.objects.filter(follower=fan, followee=star).exists():
+                follow_create(follower=fan, followee=star)
         for liker, author in LIKES:
             post = Post.objects.filter(author__username=author).order_by("id").first()
             fan = User.objects.get(username=liker)
