@@ -151,24 +151,32 @@ def _prepared(kind: str, message: str, data: dict | None) -> tuple[str, str, str
     return message, data_json, at, published
 
 
-def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> int:
-    """The same notification for many users (a post's followers) in one round trip.
+def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> None:
+    """Add the same notification for many users to a pipeline the caller executes.
 
-    One pipeline of the notify script, instead of one round trip per user. Fails open
-    like notify(); returns how many were recorded.
+    The fan-out puts them in the same pipeline as the timeline entries: one round trip
+    for both. Count them with metrics.incr("notifications.sent", ...) once it ran.
+    """
+    message, data_json, at, published = _prepared(kind, message, data)
+    script = _script(_NOTIFY)
+    for user_id in user_ids:
+        script(
+            keys=[keys.user_notifications(user_id)],
+            args=[keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
+            client=pipe,
+        )
+
+
+def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> int:
+    """The same notification for many users in one round trip (one pipeline of the script).
+
+    Fails open like notify(); returns how many were recorded.
     """
     if not user_ids:
         return 0
-    message, data_json, at, published = _prepared(kind, message, data)
-    script = _script(_NOTIFY)
     try:
         pipe = get_redis("state").pipeline(transaction=False)
-        for user_id in user_ids:
-            script(
-                keys=[keys.user_notifications(user_id)],
-                args=[keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
-                client=pipe,
-            )
+        notifications_queue(pipe, user_ids=user_ids, kind=kind, message=message, data=data)
         pipe.execute()
     except UNAVAILABLE_ERRORS as exc:
         metrics.incr("notifications.lost", len(user_ids), kind=kind)

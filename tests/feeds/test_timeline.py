@@ -37,18 +37,18 @@ def as_bob(bob) -> APIClient:
 def notified(monkeypatch):
     """The notifications the fan-out makes, one record per user (still delivered for real)."""
     calls: list[dict] = []
-    real, real_many = services.notify, services.notify_many
+    real, real_queue = services.notify, services.notifications_queue
 
     def spy(**kwargs):
         calls.append(kwargs)
         return real(**kwargs)
 
-    def spy_many(*, user_ids, **kwargs):
+    def spy_queue(pipe, *, user_ids, **kwargs):
         calls.extend({"user_id": user_id, **kwargs} for user_id in user_ids)
-        return real_many(user_ids=user_ids, **kwargs)
+        return real_queue(pipe, user_ids=user_ids, **kwargs)
 
     monkeypatch.setattr(services, "notify", spy)
-    monkeypatch.setattr(services, "notify_many", spy_many)
+    monkeypatch.setattr(services, "notifications_queue", spy_queue)
     return calls
 
 
@@ -198,7 +198,7 @@ def test_a_small_fanout_stays_in_the_request(ada, bob, follow, publish):
     assert feed(bob) == ["quick"]
 
 
-def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkeypatch):
+def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkeypatch, state_redis):
     from core.redis import get_redis
 
     fans = [make_user() for _ in range(5)]
@@ -225,9 +225,10 @@ def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkey
     written = services.timeline_fanout(post=post, batches=[[f.pk for f in fans[:3]], [f.pk for f in fans[3:]]])
 
     assert written == 5
-    # Per batch: the timelines (each follower's XADD and the DEL of its rebuild lease),
-    # then the batch's notifications (one script call each), one round trip apiece.
-    assert sizes == [6, 3, 4, 2]
+    # Per batch, one round trip: each follower's XADD and the DEL of its rebuild lease,
+    # then the batch's notifications (one script call each).
+    assert sizes == [9, 6]
+    assert [state_redis.xlen(keys.user_notifications(fan.pk)) for fan in fans] == [1] * 5
 
 
 def test_the_fanout_job_acts_once_per_job_row(ada, bob, follow, monkeypatch, django_capture_on_commit_callbacks):
