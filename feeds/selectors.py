@@ -30,7 +30,7 @@ from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
 from posts.models import Post
-from posts.selectors import post_to_dict
+from posts.selectors import post_dicts_by_id
 
 logger = logging.getLogger(__name__)
 
@@ -129,12 +129,12 @@ def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str 
         metrics.incr("feeds.timeline_from_db")
         rows = [(stream_id, post_id) for stream_id, post_id, _ in _followed_posts(user_id, count, before)]
 
-    posts = {post.pk: post for post in Post.objects.select_related("author").filter(pk__in=[p for _, p in rows])}
+    posts = post_dicts_by_id(post_ids=[p for _, p in rows])
     items, shown = [], set()
     for stream_id, post_id in rows:
         if post_id in posts and post_id not in shown:
             shown.add(post_id)
-            items.append({"id": stream_id, "post": post_to_dict(posts[post_id])})
+            items.append({"id": stream_id, "post": posts[post_id]})
     return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
 
 

@@ -60,6 +60,12 @@ _POST_FIELDS = (
 )
 
 
+def post_dicts_by_id(*, post_ids: list[int]) -> dict[int, dict]:
+    """Many posts in one query, as post_detail shapes them (for timelines)."""
+    rows = Post.objects.select_related("author").only(*_POST_FIELDS).filter(pk__in=post_ids).order_by()
+    return {post.pk: post_to_dict(post) for post in rows}
+
+
 def _load_post(post_id: int) -> dict | None:
     try:
         post = Post.objects.select_related("author").only(*_POST_FIELDS).get(pk=post_id)
