@@ -228,6 +228,20 @@ HTTP_SCENARIOS: list[HttpScenario] = [
         state_traffic=POST_VIEW,
     ),
     HttpScenario(
+        # The same Redis-hit path without per-command Redis metrics: their overhead per
+        # request is post-redis's time over this one (core.instrumentation).
+        name="post-redis-nometrics",
+        path=POST_PATH,
+        description="GET /api/posts/{id}, anonymous: cache hit from Redis, L1 off, Redis command metrics off",
+        expect_keys=("id", "title", "views"),
+        prepare=create_hot_post,
+        paths=hot_post_paths,
+        env={"CACHE_L1_ENABLED": "0", "REDIS_METRICS_ENABLED": "0"},
+        baseline="post-redis",
+        cache_family="post",
+        state_traffic=POST_VIEW,
+    ),
+    HttpScenario(
         name="post-miss",
         path=POST_PATH,
         description="GET /api/posts/{id}, anonymous: cache miss on every request (each asks for another post, "
