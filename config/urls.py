@@ -33,6 +33,7 @@ urlpatterns = [
     path("api/", include(api_urlpatterns)),
     path("healthz", healthz, name="healthz"),
     path("", include("core.monitoring_urls")),
+    path("", include("core.ops_urls")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]

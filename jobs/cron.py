@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rq import cron
 
-from core.jobs import replay_invalidations
+from core.jobs import replay_invalidations, sample_ops
 from jobs.jobs import drain_outbox
 from jobs.queues import DEFAULT, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
@@ -19,6 +19,7 @@ PERIODIC_JOBS = [
     (flush_view_counts, 60),  # a view before it reaches the database
     (replay_invalidations, 60),  # a stale cached copy after a Redis outage
     (drain_outbox, 60),  # a job recorded while Redis was away
+    (sample_ops, 60),  # a point on the /ops charts (a day of them in the capped stream)
 ]
 
 for func, interval in PERIODIC_JOBS:

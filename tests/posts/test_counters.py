@@ -226,6 +226,7 @@ def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default
         ("posts.jobs.flush_view_counts", "default", 60),
         ("core.jobs.replay_invalidations", "default", 60),
         ("jobs.jobs.drain_outbox", "default", 60),
+        ("core.jobs.sample_ops", "default", 60),
     }
 
 

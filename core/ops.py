@@ -1,0 +1,389 @@
+"""The staff ops dashboard's figures (/ops), and the samples its charts are drawn from.
+
+Reads, for a person looking at the page (README, "Seeing Redis at work"); nothing here
+is on a request path other than /ops. The figures come from where /metrics and
+`manage.py redis_audit` already get theirs: core.monitoring (RQ), core.instrumentation
+(command metrics, key families), core.metrics (cache counters), core.audit (rules).
+
+Charts need history, which a live INFO has not: the scheduled job core.jobs.sample_ops
+calls ops_sample() once a minute, which appends one entry to a capped stream on the
+state role (ops_samples_key()).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from core import audit, instrumentation
+from core import metrics as core_metrics
+from core.keys import key
+from core.monitoring import rq_snapshot
+from core.redis import ROLE_ALIASES, get_redis
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_MAXLEN = 1440  # a day at one sample a minute (jobs/cron.py)
+CHART_SAMPLES = 1440  # entries the charts read: the whole stream
+SLOWLOG_ENTRIES = 20
+TOP_COMMANDS = 15
+# The page runs the audit on every view, so it reads less than the cron audit does.
+DASHBOARD_AUDIT = audit.AuditOptions(max_keys=10_000, sample=200, slowlog_entries=5)
+# Round trips that wait by design: left out of the average latency, as in the summary line.
+NOT_ROUND_TRIPS = instrumentation.BLOCKING | {"CONNECT"}
+
+
+def ops_samples_key() -> str:
+    """STREAM, state role, no TTL (capped by XADD MAXLEN ~ SAMPLES_MAXLEN): dashboard samples.
+
+    No TTL because a TTL belongs to the whole key: renewed by every XADD it would never
+    fire, and left alone it would drop the whole day at once, just when the sampler has
+    stopped and the operator wants to see what came before. MAXLEN bounds the size.
+    """
+    return key("core", "ops", facet="samples")
+
+
+# --- Live figures -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoleFigures:
+    role: str
+    up: bool
+    error: str = ""
+    used_memory: int = 0
+    used_memory_human: str = ""
+    maxmemory: int = 0
+    maxmemory_human: str = ""
+    memory_pct: float | None = None  # of maxmemory; None without a limit
+    fragmentation: float = 0.0
+    hit_ratio: float | None = None  # keyspace hits / lookups since the server started, %
+    evicted_keys: int = 0
+    expired_keys: int = 0
+    connected_clients: int = 0
+    ops_per_sec: int = 0
+    policy: str = ""
+    policy_warning: str = ""
+    slowlog: list[dict] = field(default_factory=list)
+    latency: list[dict] = field(default_factory=list)
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def hit_ratio(hits: int, misses: int) -> float | None:
+    return round(hits / (hits + misses) * 100, 2) if hits + misses else None
+
+
+def slowlog_entry(entry: dict) -> dict:
+    """One SLOWLOG entry with its command name and the key family of its first key."""
+    words = _text(entry.get("command", b"")).split(" ")
+    # SLOWLOG joins the arguments with spaces; a key holding a space is the rare miss.
+    name, family, _ = instrumentation.classify(tuple(words)) if words[0] else ("", "none", False)
+    return {
+        "id": entry.get("id"),
+        "start_time": int(entry.get("start_time", 0)),
+        "duration_us": int(entry.get("duration", 0)),
+        "command": name,
+        "family": family,
+        # The command and its first key only: the other arguments are values (a session,
+        # a cached profile) that an operator's screen has no business showing.
+        "args": " ".join(words[:2])[:160] + (f" … ({len(words) - 2} more)" if len(words) > 2 else ""),
+        "client": _text(entry.get("client_name", b"")),
+    }
+
+
+def _latency_rows(reply) -> list[dict]:
+    # LATENCY LATEST: [event, timestamp of the latest spike, its ms, the all-time max ms]
+    return [
+        {"event": _text(row[0]), "time": int(row[1]), "latest_ms": int(row[2]), "max_ms": int(row[3])}
+        for row in reply or ()
+        if len(row) >= 4
+    ]
+
+
+def role_figures(role: str, client: Redis) -> RoleFigures:
+    """INFO, SLOWLOG GET and LATENCY LATEST of one role, in one round trip; never raises."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.info()
+        pipe.slowlog_get(SLOWLOG_ENTRIES)
+        pipe.latency_latest()
+        info, slowlog, latency = pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):
+            raise info
+    except RedisError as exc:
+        # Fails open: the page shows the role as down with the rest of its figures.
+        return RoleFigures(role=role, up=False, error=f"{type(exc).__name__}: {exc}")
+    # A managed Redis may refuse SLOWLOG or LATENCY: shown as empty, INFO still counts.
+    slowlog = [] if isinstance(slowlog, ResponseError) else [slowlog_entry(e) for e in slowlog]
+    latency = [] if isinstance(latency, ResponseError) else _latency_rows(latency)
+    used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+    policy = str(info.get("maxmemory_policy", "unknown"))
+    warning = ""
+    if role == "state" and policy not in audit.SAFE_STATE_POLICIES:
+        warning = f"The state role can evict ({policy}): sessions, locks and queued jobs may be lost."
+    return RoleFigures(
+        role=role,
+        up=True,
+        used_memory=used,
+        used_memory_human=str(info.get("used_memory_human", used)),
+        maxmemory=maxmemory,
+        maxmemory_human=str(info.get("maxmemory_human", maxmemory)) if maxmemory else "no limit",
+        memory_pct=round(used / maxmemory * 100, 1) if maxmemory else None,
+        fragmentation=float(info.get("mem_fragmentation_ratio", 0) or 0),
+        hit_ratio=hit_ratio(int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))),
+        evicted_keys=int(info.get("evicted_keys", 0)),
+        expired_keys=int(info.get("expired_keys", 0)),
+        connected_clients=int(info.get("connected_clients", 0)),
+        ops_per_sec=int(info.get("instantaneous_ops_per_sec", 0)),
+        policy=policy,
+        policy_warning=warning,
+        slowlog=slowlog,
+        latency=latency,
+    )
+
+
+# --- Kestrel's own figures ----------------------------------------------------------
+
+
+def _metric_samples():
+    """Command metrics (and, under gunicorn, core.metrics counters) as Prometheus samples.
+
+    Under gunicorn every worker's, from prometheus-client's per-process files, as /metrics
+    reads them; otherwise this process's own.
+    """
+    instrumentation.flush()
+    if instrumentation.multiprocess_mode():
+        registry = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    for family in registry.collect():
+        yield from family.samples
+
+
+def command_metrics(*, top: int = TOP_COMMANDS) -> tuple[list[dict], dict]:
+    """The `top` busiest (role, command, family) series, and totals over every series."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for sample in _metric_samples():
+        if sample.name not in {
+            "kestrel_redis_commands_total",
+            "kestrel_redis_command_errors_total",
+            "kestrel_redis_command_duration_seconds_sum",
+            "kestrel_redis_command_duration_seconds_count",
+        }:
+            continue
+        labels = sample.labels
+        row = rows.setdefault(
+            (labels["role"], labels["command"], labels["family"]),
+            {"commands": 0, "errors": 0, "seconds": 0.0, "round_trips": 0},
+        )
+        column = {
+            "kestrel_redis_commands_total": "commands",
+            "kestrel_redis_command_errors_total": "errors",
+            "kestrel_redis_command_duration_seconds_sum": "seconds",
+            "kestrel_redis_command_duration_seconds_count": "round_trips",
+        }[sample.name]
+        row[column] += sample.value
+    totals = {"commands": 0, "errors": 0, "seconds": 0.0, "round_trips": 0}
+    table = []
+    for (role, command, family), row in rows.items():
+        for column in ("commands", "errors"):
+            totals[column] += int(row[column])
+        if command not in NOT_ROUND_TRIPS:
+            totals["seconds"] += row["seconds"]
+            totals["round_trips"] += int(row["round_trips"])
+        if row["commands"] or row["round_trips"]:
+            avg = row["seconds"] / row["round_trips"] * 1000 if row["round_trips"] else 0.0
+            table.append(
+                {
+                    "role": role,
+                    "command": command,
+                    "family": family,
+                    "commands": int(row["commands"]),
+                    "errors": int(row["errors"]),
+                    "avg_ms": round(avg, 3),
+                }
+            )
+    table.sort(key=lambda row: row["commands"], reverse=True)
+    totals["avg_ms"] = round(totals["seconds"] / totals["round_trips"] * 1000, 3) if totals["round_trips"] else 0.0
+    return table[:top], totals
+
+
+def cache_metrics() -> list[dict]:
+    """core.metrics cache.* counters per key family: hits (L1, Redis), misses, errors..."""
+    families: dict[str, dict[str, int]] = {}
+
+    def add(event: str, labels: dict, count: float) -> None:
+        family = labels.get("family")
+        if not family:
+            return
+        if event == "hit":
+            event = f"hit_{labels.get('tier', 'redis')}"
+        row = families.setdefault(family, {})
+        row[event] = row.get(event, 0) + int(count)
+
+    if instrumentation.multiprocess_mode():
+        for sample in _metric_samples():
+            if sample.name.startswith("kestrel_cache_") and sample.name.endswith("_total"):
+                add(sample.name[len("kestrel_cache_") : -len("_total")], sample.labels, sample.value)
+    else:
+        for name, series in core_metrics.snapshot().items():
+            if name.startswith("cache.") and name.count(".") == 1:
+                for labels, count in series:
+                    add(name.split(".", 1)[1], labels, count)
+    rows = []
+    for family, counts in sorted(families.items()):
+        hits = counts.get("hit_l1", 0) + counts.get("hit_redis", 0)
+        rows.append(
+            {
+                "family": family,
+                "hit_l1": counts.get("hit_l1", 0),
+                "hit_redis": counts.get("hit_redis", 0),
+                "miss": counts.get("miss", 0),
+                "error": counts.get("error", 0),
+                "invalidation": counts.get("invalidation", 0),
+                "hit_ratio": hit_ratio(hits, counts.get("miss", 0)),
+            }
+        )
+    return rows
+
+
+# --- Samples ------------------------------------------------------------------------
+
+
+def _delta(current: float, previous: float | None) -> float:
+    if previous is None:
+        return 0.0
+    # A counter lower than before was reset (a Redis or process restart): count from zero.
+    return current - previous if current >= previous else current
+
+
+def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
+    """Append one sample to the capped stream on the state role; return its fields.
+
+    Per role: used_memory, hit ratio and evictions in the interval, ops/s, clients.
+    Kestrel: commands, average latency (ms) and errors in the interval (this process's
+    figures, or every gunicorn worker's when PROMETHEUS_MULTIPROC_DIR is shared).
+    Jobs: the queue backlog. A role that is down is left out of the entry (a gap).
+    """
+    clients = clients or {role: get_redis(role) for role in ROLE_ALIASES}
+    state = clients["state"]
+    stream = ops_samples_key()
+    last = state.xrevrange(stream, count=1)
+    previous = {_text(k): float(v) for k, v in last[0][1].items()} if last else {}
+    # Each entry keeps the cumulative counters (*_hits, *_total) beside the interval
+    # figures, so the next sample can take the difference.
+    fields: dict[str, float] = {}
+
+    for role, client in clients.items():
+        try:
+            info = client.info()
+        except RedisError as exc:
+            logger.warning("ops sample: the %s role's Redis did not answer: %s", role, exc)
+            continue
+        hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+        evicted = int(info.get("evicted_keys", 0))
+        d_hits = _delta(hits, previous.get(f"{role}_hits"))
+        d_misses = _delta(misses, previous.get(f"{role}_misses"))
+        ratio = hit_ratio(int(d_hits), int(d_misses)) if previous else hit_ratio(hits, misses)
+        fields |= {
+            f"{role}_used_memory": int(info.get("used_memory", 0)),
+            f"{role}_hit_ratio": ratio if ratio is not None else -1,  # -1: no lookups
+            f"{role}_ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+            f"{role}_evicted": _delta(evicted, previous.get(f"{role}_evicted_total")),
+            f"{role}_clients": int(info.get("connected_clients", 0)),
+            f"{role}_hits": hits,
+            f"{role}_misses": misses,
+            f"{role}_evicted_total": evicted,
+        }
+
+    _, totals = command_metrics(top=0)
+    d_round_trips = _delta(totals["round_trips"], previous.get("kestrel_round_trips_total"))
+    d_seconds = _delta(totals["seconds"], previous.get("kestrel_seconds_total"))
+    fields |= {
+        "kestrel_commands": _delta(totals["commands"], previous.get("kestrel_commands_total")),
+        "kestrel_errors": _delta(totals["errors"], previous.get("kestrel_errors_total")),
+        "kestrel_avg_ms": round(d_seconds / d_round_trips * 1000, 3) if d_round_trips else 0,
+        "kestrel_commands_total": totals["commands"],
+        "kestrel_errors_total": totals["errors"],
+        "kestrel_seconds_total": round(totals["seconds"], 6),
+        "kestrel_round_trips_total": totals["round_trips"],
+        "queue_backlog": rq_snapshot(state).backlog,
+    }
+    entry = {name: str(round(value, 6) if isinstance(value, float) else value) for name, value in fields.items()}
+    # Two schedulers sampling together give one short interval, not wrong totals.
+    state.xadd(stream, entry, maxlen=SAMPLES_MAXLEN, approximate=True)
+    return entry
+
+
+def ops_series(*, client: Redis | None = None, count: int = CHART_SAMPLES) -> dict[str, list[tuple[float, float]]]:
+    """The sampled series, oldest first: field -> [(unix time, value), ...]."""
+    client = client or get_redis("state")
+    series: dict[str, list[tuple[float, float]]] = {}
+    for entry_id, values in reversed(client.xrevrange(ops_samples_key(), count=count)):
+        when = int(_text(entry_id).split("-", 1)[0]) / 1000
+        for name, value in values.items():
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if number >= 0:  # -1 marks "no value" (a hit ratio with no lookups)
+                series.setdefault(_text(name), []).append((when, number))
+    return series
+
+
+# --- The page -----------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    roles: list[RoleFigures]
+    series: dict[str, list[tuple[float, float]]]
+    queues: dict
+    workers: int
+    backlog: int
+    queue_error: str
+    commands: list[dict]
+    command_totals: dict
+    cache: list[dict]
+    audit: audit.AuditReport
+    generated_at: float
+
+
+def ops_dashboard_get() -> Dashboard:
+    """Everything /ops shows; each part fails open, so a role that is down shows as down."""
+    clients = {role: get_redis(role) for role in ROLE_ALIASES}
+    roles = [role_figures(role, client) for role, client in clients.items()]
+    state_up = any(figures.up for figures in roles if figures.role == "state")
+    series, queues, workers, backlog, queue_error = {}, {}, 0, 0, ""
+    if state_up:
+        try:
+            series = ops_series(client=clients["state"])
+            snapshot = rq_snapshot(clients["state"])
+            queues, workers, backlog = snapshot.queues, snapshot.workers, snapshot.backlog
+        except RedisError as exc:
+            queue_error = f"{type(exc).__name__}: {exc}"
+    else:
+        queue_error = "the state role is unavailable"
+    commands, totals = command_metrics()
+    return Dashboard(
+        roles=roles,
+        series=series,
+        queues=queues,
+        workers=workers,
+        backlog=backlog,
+        queue_error=queue_error,
+        commands=commands,
+        command_totals=totals,
+        cache=cache_metrics(),
+        audit=audit.run_audit(DASHBOARD_AUDIT, clients=clients),
+        generated_at=time.time(),
+    )

@@ -1,0 +1,181 @@
+"""/ops: the staff dashboard, its samples in a capped stream and its inline-SVG charts."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from core import ops
+from core.keys import key
+from core.ops_views import sparkline
+from core.redis import get_redis
+
+pytestmark = pytest.mark.django_db
+
+SECTIONS = ("roles", "charts", "slowlog", "latency", "queues", "commands", "cache", "audit")
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    client.force_login(make_user(is_staff=True))
+    return client
+
+
+@pytest.fixture
+def slowlog_everything(redis_server):
+    """Log every command in SLOWLOG on the private server, and restore the threshold after."""
+    state = get_redis("state")
+    before = state.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    state.config_set("slowlog-log-slower-than", 0)
+    state.slowlog_reset()
+    try:
+        yield state
+    finally:
+        state.config_set("slowlog-log-slower-than", before)
+        state.slowlog_reset()
+
+
+# --- Who may see it ------------------------------------------------------------------
+
+
+def test_staff_see_every_section_of_the_dashboard(staff_client):
+    response = staff_client.get(reverse("ops"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    for section in SECTIONS:
+        assert f'id="{section}"' in html
+    assert "maxmemory-policy" in html
+    assert "<svg" in html
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_staff_get_an_ops_link_in_the_navigation(staff_client):
+    assert f'href="{reverse("ops")}"' in staff_client.get(reverse("ops")).content.decode()
+
+
+def test_people_who_are_not_staff_are_sent_to_log_in(client, make_user):
+    client.force_login(make_user())
+
+    response = client.get(reverse("ops"))
+
+    assert response.status_code == 302
+    assert "login" in response["Location"]
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client):
+    response = client.get(reverse("ops"))
+
+    assert response.status_code == 302
+    assert "login" in response["Location"]
+
+
+# --- Samples -------------------------------------------------------------------------
+
+
+def test_a_sample_is_appended_to_the_stream_on_the_state_role(state_redis, cache_redis):
+    stream = key("core", "ops", facet="samples")
+
+    first = ops.ops_sample()
+    second = ops.ops_sample()
+
+    assert ops.ops_samples_key() == stream
+    assert state_redis.xlen(stream) == 2
+    assert not cache_redis.exists(stream)
+    assert state_redis.ttl(stream) == -1  # capped by MAXLEN, not expired (see ops_samples_key)
+    for role in ("state", "cache"):
+        for name in ("used_memory", "hit_ratio", "ops_per_sec", "evicted", "clients"):
+            assert f"{role}_{name}" in second
+    for name in ("kestrel_commands", "kestrel_avg_ms", "kestrel_errors", "queue_backlog"):
+        assert name in second
+    # The second one's interval is the commands sent since the first one.
+    assert 0 < float(second["kestrel_commands"]) <= float(second["kestrel_commands_total"])
+    assert float(first["kestrel_commands"]) == 0
+
+
+def test_the_sample_stream_is_capped_at_a_day_of_samples(state_redis):
+    stream = ops.ops_samples_key()
+    pipe = state_redis.pipeline(transaction=False)
+    for n in range(ops.SAMPLES_MAXLEN + 600):
+        pipe.xadd(stream, {"queue_backlog": n})
+    pipe.execute()
+
+    ops.ops_sample()
+
+    assert ops.SAMPLES_MAXLEN == 1440
+    # MAXLEN ~ trims whole stream nodes (up to stream-node-max-entries, 100, each).
+    node = int(state_redis.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    assert ops.SAMPLES_MAXLEN <= state_redis.xlen(stream) <= ops.SAMPLES_MAXLEN + node
+
+
+def test_the_job_samples_and_the_charts_read_the_samples(state_redis):
+    from core.jobs import sample_ops
+    from jobs.cron import PERIODIC_JOBS
+
+    sample_ops()
+    sample_ops()
+
+    assert (sample_ops, 60) in PERIODIC_JOBS
+    series = ops.ops_series()
+    assert len(series["state_used_memory"]) == 2
+    assert series["state_used_memory"][0][0] <= series["state_used_memory"][1][0]
+
+
+# --- Charts --------------------------------------------------------------------------
+
+
+def test_a_series_is_drawn_as_an_svg_polyline():
+    svg = str(sparkline([(0, 1.0), (60, 3.0), (120, 2.0)], width=100, height=50))
+
+    assert svg.startswith("<svg")
+    assert svg.endswith("</svg>")
+    assert "<polyline" in svg
+    points = svg.split('points="', 1)[1].split('"', 1)[0].split(" ")
+    assert len(points) == 3
+    xs = [float(point.split(",")[0]) for point in points]
+    ys = [float(point.split(",")[1]) for point in points]
+    assert xs == sorted(xs)
+    assert min(xs) >= 0
+    assert max(xs) <= 100
+    assert ys[1] < ys[2] < ys[0]  # higher values are drawn higher up
+    assert min(ys) >= 0
+    assert max(ys) <= 50
+
+
+def test_an_empty_series_draws_an_empty_chart():
+    svg = str(sparkline([]))
+
+    assert svg.startswith("<svg")
+    assert "<polyline" not in svg
+    assert "no samples" in svg
+
+
+def test_a_single_sample_is_drawn_as_a_dot():
+    svg = str(sparkline([(5, 42.0)]))
+
+    assert "<circle" in svg
+    assert "<polyline" not in svg
+
+
+def test_a_flat_series_is_drawn_without_dividing_by_zero():
+    assert "<polyline" in str(sparkline([3, 3, 3]))
+
+
+def test_chart_labels_are_escaped():
+    assert "<b>" not in str(sparkline([1, 2], label="<b>"))
+
+
+# --- SLOWLOG -------------------------------------------------------------------------
+
+
+def test_slowlog_entries_show_the_key_family_of_their_key(staff_client, slowlog_everything):
+    slowlog_everything.set(key("posts", "post", 42), "x")
+
+    figures = ops.role_figures("state", slowlog_everything)
+    response = staff_client.get(reverse("ops"))
+
+    entries = [entry for entry in figures.slowlog if entry["command"] == "SET"]
+    assert entries
+    assert entries[0]["family"] == "posts:post"
+    html = response.content.decode()
+    assert '<td class="family">posts:post</td>' in html
