@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
 from core.redis import connection_pool_options
 from jobs.queues import QUEUE_TIMEOUTS
 
@@ -292,39 +293,14 @@ RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 
 # --- Rate limits (core.ratelimit) -------------------------------------------------
-# Policies as data: limit per window (seconds); algorithm "fixed" (the article's) or
-# "gcra" (even spacing); scope "user_or_ip" | "ip" | "account"; fail "open" (let
-# through, logged and counted) or "closed" (503) when Redis cannot answer; paths
-# ending in "*" are prefixes; no "methods" means every method.
-_AUTH_PATHS = ["/api/login", "/api/token", "/api/register", "/api/password"]
+# The policies are data in core.ratelimit.DEFAULTS, each with the reason for its
+# numbers, algorithm ("fixed" or "gcra"), scope and failure policy ("open": let
+# through, logged and counted; "closed": 503). Replace KESTREL_RATE_LIMITS to change
+# them; the environment can turn limiting off or move the general API limit.
 KESTREL_RATE_LIMITS = (
     {
-        "api": {
-            "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100),
-            "window": 60,
-            "algorithm": "fixed",
-            "scope": "user_or_ip",
-            "fail": "open",
-            "paths": ["/api/*"],
-        },
-        "auth_ip": {
-            "limit": 10,
-            "window": 60,
-            "algorithm": "gcra",
-            "scope": "ip",
-            "fail": "closed",
-            "methods": ["POST"],
-            "paths": _AUTH_PATHS,
-        },
-        "auth_account": {
-            "limit": 5,
-            "window": 300,
-            "algorithm": "gcra",
-            "scope": "account",
-            "fail": "closed",
-            "methods": ["POST"],
-            "paths": _AUTH_PATHS,
-        },
+        **RATE_LIMIT_DEFAULTS,
+        "api": {**RATE_LIMIT_DEFAULTS["api"], "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100)},
     }
     if env_bool("RATE_LIMIT_ENABLED", True)
     else {}
