@@ -101,3 +101,35 @@ def run_jobs():
             connection.close()
 
     return run
+
+
+# Two people most tests need: Ada writes, Bob reads, follows and likes.
+
+
+@pytest.fixture
+def ada(make_user):
+    return make_user(email="ada@example.com", username="ada")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user(email="bob@example.com", username="bob")
+
+
+def _logged_in(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def as_ada(ada):
+    """An API client with Ada's session."""
+    return _logged_in(ada)
+
+
+@pytest.fixture
+def as_bob(bob):
+    return _logged_in(bob)

@@ -21,23 +21,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(email="bob@example.com", username="bob")
-
-
-@pytest.fixture
-def as_bob(bob) -> APIClient:
-    client = APIClient()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
 def notified(monkeypatch):
     """The notify() calls the follow graph makes (still delivered for real)."""
     import feeds.services

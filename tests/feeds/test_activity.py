@@ -15,16 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(username="bob")
-
-
-@pytest.fixture
 def notified(monkeypatch):
     """The notify() calls the activity hooks make (still delivered for real)."""
     calls: list[dict] = []

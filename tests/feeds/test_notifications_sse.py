@@ -159,11 +159,6 @@ def clock(monkeypatch) -> FakeClock:
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
-@pytest.fixture
 def ada_client(ada) -> Client:
     client = Client()
     client.force_login(ada)

@@ -17,23 +17,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(username="bob")
-
-
-@pytest.fixture
-def as_bob(bob) -> APIClient:
-    client = APIClient()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
 def notified(monkeypatch):
     """The notifications the fan-out makes, one record per user (still delivered for real)."""
     calls: list[dict] = []

@@ -28,18 +28,6 @@ from tests.jobs import backends
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
-@pytest.fixture
-def as_ada(ada) -> APIClient:
-    client = APIClient()
-    client.force_login(ada)
-    return client
-
-
 def queued_ids(name: str) -> list[str]:
     return django_rq.get_queue(name).get_job_ids()
 

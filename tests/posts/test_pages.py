@@ -13,11 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
-@pytest.fixture
 def post(ada, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         return post_create(author=ada, title="Hello page", content="Body text")

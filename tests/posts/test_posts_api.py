@@ -14,30 +14,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(email="bob@example.com", username="bob")
-
-
-@pytest.fixture
-def as_ada(ada) -> APIClient:
-    client = APIClient()
-    client.force_login(ada)
-    return client
-
-
-@pytest.fixture
-def as_bob(bob) -> APIClient:
-    client = APIClient()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
 def post(ada, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         return post_create(author=ada, title="Hello", content="First post")

@@ -16,11 +16,6 @@ from posts.services import post_create, post_delete, post_like
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
 def create(author, title, callbacks):
     with callbacks(execute=True):
         return post_create(author=author, title=title, content="...")
