@@ -53,7 +53,7 @@ class PermanentJobError(Exception):
 def job_enqueue(*, kind: str, owner: User | None, payload: dict) -> Job:
     """Record the job now; push it to RQ once the surrounding transaction commits."""
     job = Job.objects.create(kind=kind, owner=owner, payload=payload)
-    transaction.on_commit(partial(job_push, job.pk), robust=True)
+    transaction.on_commit(partial(_push, job), robust=True)
     return job
 
 
@@ -70,6 +70,11 @@ def job_push(job_id) -> bool:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.enqueued_at is not None:
         return False
+    return _push(job)
+
+
+def _push(job: Job) -> bool:
+    # Straight after commit the caller's row is current: no need to read it back.
     policy = POLICIES[job.kind]
     try:
         # commit_mode="auto": this already runs after commit, so enqueue right now.
