@@ -31,11 +31,10 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from core.instrumentation import key_family
-from core.redis import ROLE_ALIASES, get_redis
+from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
 
 OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
 
-SAFE_STATE_POLICIES = {"noeviction"}
 EVICTING_CACHE_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu"}
 EVICTING_CACHE_POLICIES |= {"volatile-random", "volatile-ttl"}  # every cache key has a TTL
 EXAMPLES = 5  # keys or entries shown per finding

@@ -251,9 +251,9 @@ def _refresh_early(fam, client, key, loader, clock, rand) -> Any:
 
 
 def _load_cold(fam, client, key, loader, clock, rand) -> tuple[dict | None, bool]:
-    token = uuid.uuid4().hex
     if not fam.single_flight:
         return _load_and_store_unleased(fam, client, key, loader, clock, rand), False
+    token = uuid.uuid4().hex
     try:
         # The lease and a second look at the value in one MULTI: another reader may
         # have stored the value between our GET and now, and then we need no load.

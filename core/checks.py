@@ -10,9 +10,7 @@ from __future__ import annotations
 from django.core.checks import Error, Tags, Warning, register
 from redis.exceptions import RedisError, ResponseError
 
-from core.redis import ROLE_ALIASES, get_redis, redact_url, role_url
-
-SAFE_STATE_POLICIES = {"noeviction"}
+from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis, redact_url, role_url
 
 
 @register(Tags.caches, deploy=False)

@@ -24,7 +24,7 @@ from core import audit, instrumentation
 from core import metrics as core_metrics
 from core.keys import key
 from core.monitoring import rq_snapshot
-from core.redis import ROLE_ALIASES, get_redis
+from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def role_figures(role: str, client: Redis) -> RoleFigures:
     used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
     policy = str(info.get("maxmemory_policy", "unknown"))
     warning = ""
-    if role == "state" and policy not in audit.SAFE_STATE_POLICIES:
+    if role == "state" and policy not in SAFE_STATE_POLICIES:
         warning = f"The state role can evict ({policy}): sessions, locks and queued jobs may be lost."
     return RoleFigures(
         role=role,

@@ -30,6 +30,9 @@ Role = Literal["state", "cache"]
 
 POOL_WAIT = 2.0  # seconds a thread waits for a free pooled connection
 
+# The only maxmemory-policy under which the state role keeps what it holds.
+SAFE_STATE_POLICIES = frozenset({"noeviction"})
+
 # Django cache alias of each role (settings.CACHES).
 ROLE_ALIASES: dict[str, str] = {"state": "sessions", "cache": "default"}
 
