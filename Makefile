@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run worker cron test test-faults lint format migrations-check bench clean
+.PHONY: install run worker cron test test-faults e2e reliability security audit lint format migrations-check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,29 @@ test: install
 
 ## Only the fault tests (real processes killed, servers stopped); also part of `make test`.
 test-faults: install
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m 'slow and not e2e and not reliability'
+
+## The browser suite: headless Debian Chromium against a live Kestrel (web, worker, Redis).
+## Screenshots land in var/e2e/.
+e2e: install
+	$(PY) -m pytest tests/e2e -m e2e
+
+## Fault, memory-pressure and fuzz suites, a load run, then the security checks.
+## Bounded, loopback only; reports land in var/reliability/.
+reliability: install
+	$(PY) -m pytest tests/reliability -m reliability
+	$(PY) -m bench load
+	$(MAKE) security
+
+## Deploy checks under production settings, and a static security lint.
+security: install
+	$(PY) -m core.deploycheck
+	$(PY) -m bandit -q -c pyproject.toml -r config core accounts posts feeds jobs
+	$(MAKE) audit
+
+## Known vulnerabilities in the pinned dependencies; fails if any package went unchecked.
+audit: install
+	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt
 
 lint: install
 	$(PY) -m ruff check .
