@@ -250,7 +250,7 @@ def _rebuild(client, mirror: _Mirror, user_id: int) -> set[int] | None:
             for chunk in _chunks(sorted(ids), SADD_CHUNK):
                 pipe.sadd(set_key, *chunk)
             # Jittered, so sets built together (after a restart) are not rebuilt together.
-            pipe.expire(set_key, round(keys.FOLLOW_SET_TTL * random.uniform(0.9, 1.1)))  # noqa: S311 - jitter, not crypto
+            pipe.expire(set_key, round(keys.FOLLOW_SET_TTL * random.uniform(0.9, 1.1)))  # noqa: S311 - jitter, not crypto  # nosec B311
             pipe.delete(lease_key)
             pipe.execute()
     except WatchError:

@@ -27,7 +27,7 @@ VAR_DIR = Path(env_str("KESTREL_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "django-insecure-kestrel-development-only"  # noqa: S105 - refused below unless DEBUG
+_DEV_SECRET_KEY = "django-insecure-kestrel-development-only"  # noqa: S105 - refused below unless DEBUG  # nosec B105
 SECRET_KEY = env_str("SECRET_KEY", "" if not DEBUG else _DEV_SECRET_KEY)
 if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
     raise ImproperlyConfigured(

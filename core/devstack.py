@@ -36,11 +36,15 @@ def _log(message: str) -> None:
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     # A session of its own: Ctrl-C reaches only this launcher, which then stops the
     # children in order (web and worker first, Redis last) instead of all at once.
-    return subprocess.Popen(args, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent, start_new_session=True)
+    return subprocess.Popen(  # argument lists built in this module, never a shell string  # nosec B603
+        args, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent, start_new_session=True
+    )
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True, preexec_fn=die_with_parent)
+    subprocess.run(  # this interpreter and subcommands named in this module, no shell  # nosec B603
+        [PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True, preexec_fn=die_with_parent
+    )
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:

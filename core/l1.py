@@ -128,7 +128,7 @@ class InvalidationSubscriber:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
+                    except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too  # nosec B110
                         pass
 
     def _handle(self, data: bytes) -> None:

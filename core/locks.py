@@ -308,7 +308,7 @@ def acquire(name: str, *, ttl_ms: int, timeout: float = 0.0, role: Role = "state
             raise LockNotAcquired(name, now - started)
         # Jittered so that waiters spread out; never past the holder's TTL (a crashed
         # holder's lock is taken as soon as it expires) nor past our deadline.
-        sleep = random.uniform(pause / 2, pause)  # noqa: S311 - jitter, not a secret
+        sleep = random.uniform(pause / 2, pause)  # noqa: S311 - jitter, not a secret  # nosec B311
         remaining_ttl = int(value) / 1000
         if remaining_ttl > 0:
             sleep = min(sleep, remaining_ttl + 0.001)

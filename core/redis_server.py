@@ -125,7 +125,7 @@ class RedisServer:
         ]
         for name, value in self.extra_config.items():
             args += [f"--{name}", value]
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # a binary path and options from code, never a shell string  # nosec B603
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

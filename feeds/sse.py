@@ -116,12 +116,12 @@ def format_event(notification: Notification) -> str:
 def _jittered(delay: float) -> float:
     """Between half and all of `delay`: after a Redis restart, every stream of every
     process resubscribes (and replays) at once without it."""
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - spreading load, not a secret
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - spreading load, not a secret  # nosec B311
 
 
 def _end_chunk(reason: str, policy: StreamPolicy) -> str:
     low, high = policy.end_retry_ms
-    retry_ms = random.randint(low, high)  # noqa: S311 - spreading reconnects, not a secret
+    retry_ms = random.randint(low, high)  # noqa: S311 - spreading reconnects, not a secret  # nosec B311
     return f"retry: {retry_ms}\n: {reason}\n\n"
 
 
@@ -314,7 +314,7 @@ class EventStream:
         if pubsub is not None:
             try:
                 pubsub.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
+            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too  # nosec B110
                 pass
 
     def __iter__(self) -> EventStream:

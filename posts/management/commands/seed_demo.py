@@ -8,7 +8,7 @@ from accounts.services import follow_create, user_create
 from posts.models import Like, Page, Post
 from posts.services import post_create, post_like
 
-DEMO_PASSWORD = "kestrel-demo-pass"
+DEMO_PASSWORD = "kestrel-demo-pass"  # demo data only, printed by `make run` on purpose  # nosec B105
 
 PEOPLE = [
     ("ada", "ada@example.com", [("Hello, Kestrel", "First post! Redis sessions, here we come.")]),
