@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
-from core.redis import connection_pool_options
+from core.redis import connection_pool_options, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -160,6 +160,26 @@ _REDIS_POOL = {
 }
 
 
+# Redis Sentinel (failover): host:port of each Sentinel, comma-separated. With them
+# set, the role's URL names the Sentinel service instead of a host, e.g.
+# REDIS_URL=redis://:password@kestrel-state/0. The cache role follows the same
+# Sentinels unless REDIS_CACHE_SENTINELS says otherwise (set it empty for a plain
+# cache server beside a Sentinel-managed state role).
+def _sentinels(name: str, default: list[str]) -> list[tuple[str, int]]:
+    try:
+        return parse_sentinels(env_list(name, default))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
+_SENTINEL_ADDRESSES = env_list("REDIS_SENTINELS", [])
+_SENTINELS = {
+    "state": _sentinels("REDIS_SENTINELS", []),
+    "cache": _sentinels("REDIS_CACHE_SENTINELS", _SENTINEL_ADDRESSES),
+}
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
+
+
 def _redis_cache(url: str, role: str) -> dict:
     return {
         "BACKEND": "core.cache.RedisCache",
@@ -167,7 +187,9 @@ def _redis_cache(url: str, role: str) -> dict:
         "KEY_PREFIX": KESTREL_KEY_PREFIX,
         "KEY_FUNCTION": "core.keys.django_cache_key",
         "TIMEOUT": 300,
-        "OPTIONS": connection_pool_options(role=role, **_REDIS_POOL[role]),
+        "OPTIONS": connection_pool_options(
+            role=role, sentinels=_SENTINELS[role], sentinel_password=REDIS_SENTINEL_PASSWORD, **_REDIS_POOL[role]
+        ),
     }
 
 

@@ -51,8 +51,9 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from prometheus_client import Counter, Histogram
-from redis.connection import BlockingConnectionPool, Connection, ConnectionPool
+from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, SSLConnection
 from redis.exceptions import ResponseError
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 summary_logger = logging.getLogger("kestrel.redis.summary")
 
@@ -744,6 +745,18 @@ class InstrumentedBlockingConnectionPool(BlockingConnectionPool):
 
     def __init__(self, connection_class=Connection, **kwargs):
         super().__init__(connection_class=instrumented(connection_class), **kwargs)
+
+
+class InstrumentedSentinelConnectionPool(SentinelConnectionPool):
+    """SentinelConnectionPool whose Sentinel-managed connections record command metrics."""
+
+    def __init__(self, service_name, sentinel_manager, **kwargs):
+        # from_url names SSLConnection for rediss://; behind Sentinel that must be the
+        # Sentinel-managed TLS class, or failovers would not be followed.
+        given = kwargs.pop("connection_class", None)
+        tls = kwargs.pop("ssl", False) or (given is not None and issubclass(given, SSLConnection))
+        managed = SentinelManagedSSLConnection if tls else SentinelManagedConnection
+        super().__init__(service_name, sentinel_manager, connection_class=instrumented(managed), **kwargs)
 
 
 # --- core.metrics counters in multiprocess mode -------------------------------------

@@ -107,9 +107,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}"
 
-    def start(self) -> RedisServer:
-        if self.is_running():
-            return self
+    def command(self) -> list[str]:
+        """The server's command line."""
         args = [
             self.binary,
             "--bind",
@@ -125,8 +124,13 @@ class RedisServer:
         ]
         for name, value in self.extra_config.items():
             args += [f"--{name}", value]
+        return args
+
+    def start(self) -> RedisServer:
+        if self.is_running():
+            return self
         self.process = subprocess.Popen(  # a binary path and options from code, never a shell string  # nosec B603
-            args,
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent,
@@ -186,3 +190,43 @@ class RedisServer:
 
     def __exit__(self, *exc_info) -> None:
         self.cleanup()
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel on 127.0.0.1 watching primaries: {service name: RedisServer}.
+
+    For failover tests and for trying a Sentinel set-up by hand; production runs three
+    or more Sentinels on separate machines with a quorum of two (docs/deploy.md). One
+    Sentinel with a quorum of one fails over on its own, which is what a test wants.
+    """
+
+    def __init__(
+        self,
+        primaries: dict[str, RedisServer],
+        *,
+        quorum: int = 1,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.primaries = primaries
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def command(self) -> list[str]:
+        # Sentinel mode takes its settings from a file it can rewrite (it records the
+        # replicas and failovers it sees there), not from the command line alone.
+        lines = [f"bind {self.host}", f"port {self.port}", f"dir {self._dir}", "daemonize no", "loglevel warning"]
+        for name, primary in self.primaries.items():
+            lines += [
+                f"sentinel monitor {name} {primary.host} {primary.port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1",
+            ]
+        config = os.path.join(self._dir, "sentinel.conf")
+        with open(config, "w") as file:
+            file.write("\n".join(lines) + "\n")
+        return [self.binary, config, "--sentinel"]

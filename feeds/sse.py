@@ -64,8 +64,7 @@ from redis.retry import Retry
 
 from core import metrics
 from core.http import error_response
-from core.instrumentation import InstrumentedConnectionPool
-from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, is_unavailable, role_url
+from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable
 from feeds import keys
 from feeds.notifications import (
     Notification,
@@ -212,11 +211,8 @@ def _subscriber_client() -> Redis:
     global _pool
     with _pool_lock:
         if _pool is None:
-            options = settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]
-            _pool = InstrumentedConnectionPool.from_url(
-                role_url("state"),
-                socket_connect_timeout=options["SOCKET_CONNECT_TIMEOUT"],
-                socket_timeout=options["SOCKET_TIMEOUT"],
+            _pool = dedicated_pool(
+                "state",
                 socket_keepalive=True,
                 # An idle subscription PINGs every 30 s, so a dead connection is found
                 # (and the stream's MAX_AGE bounds how long a silent one can go unseen).

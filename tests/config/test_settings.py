@@ -71,3 +71,10 @@ def test_defaults_apply_when_a_variable_is_unset(monkeypatch):
     monkeypatch.delenv("REDIS_MAX_CONNECTIONS", raising=False)
 
     assert env_int("REDIS_MAX_CONNECTIONS", 50) == 50
+
+
+def test_a_malformed_sentinel_address_stops_start_up():
+    result = manage("check", DEBUG="1", REDIS_SENTINELS="10.0.0.5:26379,sentinel-b:lots")
+
+    assert result.returncode != 0
+    assert "REDIS_SENTINELS: 'sentinel-b:lots' is not host:port" in result.stderr

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from django.core.cache import caches
 from django_rq import get_queue
 
-from core.redis import get_redis, redact_url
+from core.redis import connection_pool_options, get_redis, parse_sentinels, redact_url
 
 
 def test_each_role_has_one_pool_shared_by_raw_clients_and_the_cache_api():
@@ -51,3 +52,29 @@ def test_clearing_the_cache_never_touches_state_or_other_prefixes(state_redis):
 def test_redact_url_hides_only_the_password():
     assert redact_url("redis://user:pw@host:6380/2") == "redis://user:***@host:6380/2"
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_sentinel_addresses_default_to_port_26379():
+    assert parse_sentinels(["10.0.0.5:26380", "sentinel-b", " sentinel-c:26379 "]) == [
+        ("10.0.0.5", 26380),
+        ("sentinel-b", 26379),
+        ("sentinel-c", 26379),
+    ]
+
+
+@pytest.mark.parametrize("address", ["", ":26379", "host:", "host:0", "host:70000", "host:port"])
+def test_a_malformed_sentinel_address_is_refused(address):
+    with pytest.raises(ValueError, match="is not host:port"):
+        parse_sentinels([address])
+
+
+def test_sentinel_options_use_sentinel_managed_connections():
+    options = connection_pool_options(
+        role="state", connect_timeout=1.0, socket_timeout=2.0, max_connections=10, retries=3, sentinels=[("s1", 26379)]
+    )
+
+    assert options["CONNECTION_FACTORY"] == "django_redis.pool.SentinelConnectionFactory"
+    assert options["CONNECTION_POOL_CLASS"] == "core.instrumentation.InstrumentedSentinelConnectionPool"
+    assert options["SENTINELS"] == [("s1", 26379)]
+    assert "timeout" not in options["CONNECTION_POOL_KWARGS"]  # not a Sentinel pool's argument
+    assert options["CONNECTION_POOL_KWARGS"]["retry_on_error"]
