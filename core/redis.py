@@ -29,6 +29,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis import ConnectionPool, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -43,12 +44,16 @@ SAFE_STATE_POLICIES = frozenset({"noeviction"})
 # Django cache alias of each role (settings.CACHES).
 ROLE_ALIASES: dict[str, str] = {"state": "sessions", "cache": "default"}
 
-# Errors that mean "Redis is not answering", as opposed to a bad command.
+# Errors that mean "Redis cannot take this now", as opposed to a bad command: not
+# answering, full (OOM under noeviction: the state role refuses writes rather than
+# evict), or a demoted primary refusing writes until clients follow the failover.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     TimeoutError,
     ConnectionRefusedError,
+    OutOfMemoryError,
+    ReadOnlyError,
 )
 
 

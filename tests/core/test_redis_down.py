@@ -63,3 +63,23 @@ def test_everything_works_again_once_redis_is_back(logged_in, redis_server):
     # The session died with the server (no persistence in tests): logged out, not broken.
     assert logged_in.get("/api/me").status_code == 401
     assert APIClient().get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def state_redis_full(redis_server, state_redis):
+    """The private server at its maxmemory under noeviction: every write is refused (OOM)."""
+    state_redis.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        state_redis.config_set("maxmemory", "0")
+
+
+def test_a_full_state_role_refuses_a_site_login_with_503_not_a_traceback(client, make_user, state_redis_full):
+    make_user(email="ada@example.com")
+
+    response = client.post("/login", {"email": "ada@example.com", "password": PASSWORD}, HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 503
+    assert b"Redis is unavailable" in response.content
+    assert b"Traceback" not in response.content
