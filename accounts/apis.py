@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
@@ -34,16 +34,30 @@ from accounts.services import (
     user_tokens_revoke_all,
     user_update_profile,
 )
+from core.schema import api_error
 
-_MeSerializer = inline_serializer(
-    "Me",
-    {
-        "userId": serializers.IntegerField(),
-        "email": serializers.EmailField(),
-        "username": serializers.CharField(),
-        "isStaff": serializers.BooleanField(),
-    },
-)
+# The answers' shapes, for the schema only: the views return the selectors' plain dicts.
+
+
+class MeSerializer(serializers.Serializer):
+    userId = serializers.IntegerField()
+    email = serializers.EmailField()
+    username = serializers.CharField()
+    isStaff = serializers.BooleanField()
+
+
+class LoggedInSerializer(MeSerializer):
+    message = serializers.CharField()
+
+
+class ProfileSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    name = serializers.CharField(allow_blank=True)
+    bio = serializers.CharField(allow_blank=True)
+    dateJoined = serializers.DateTimeField()
+
+
 _MessageSerializer = inline_serializer("Message", {"message": serializers.CharField()})
 
 
@@ -55,7 +69,10 @@ class RegisterApi(APIView):
         username = serializers.CharField(max_length=User._meta.get_field("username").max_length)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
-    @extend_schema(request=RegisterInputSerializer, responses={201: _MeSerializer})
+    @extend_schema(
+        request=RegisterInputSerializer,
+        responses={201: MeSerializer, 400: api_error("Invalid or taken values, or a weak password")},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.RegisterInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -74,7 +91,10 @@ class LoginApi(APIView):
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
-    @extend_schema(request=LoginInputSerializer, responses={200: _MeSerializer})
+    @extend_schema(
+        request=LoginInputSerializer,
+        responses={200: LoggedInSerializer, 401: api_error("Invalid credentials")},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.LoginInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -86,7 +106,7 @@ class LoginApi(APIView):
 
 
 class MeApi(APIView):
-    @extend_schema(responses={200: _MeSerializer})
+    @extend_schema(responses={200: MeSerializer})
     def get(self, request: Request) -> Response:
         return Response(user_me(user=request.user))
 
@@ -130,7 +150,10 @@ class _BodyTokenApi(APIView):
 class TokenApi(_BodyTokenApi):
     """POST /api/token: an email (or username) and password for an access and a refresh token."""
 
-    @extend_schema(request=LoginApi.LoginInputSerializer, responses={200: _TokenPairSerializer})
+    @extend_schema(
+        request=LoginApi.LoginInputSerializer,
+        responses={200: _TokenPairSerializer, 401: api_error("Invalid credentials")},
+    )
     def post(self, request: Request) -> Response:
         serializer = LoginApi.LoginInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -147,7 +170,14 @@ class RefreshInputSerializer(serializers.Serializer):
 class TokenRefreshApi(_BodyTokenApi):
     """POST /api/token/refresh {"refresh"}: the next pair; the refresh token is spent (single use)."""
 
-    @extend_schema(request=RefreshInputSerializer, responses={200: _TokenPairSerializer})
+    @extend_schema(
+        request=RefreshInputSerializer,
+        responses={
+            200: _TokenPairSerializer,
+            401: api_error("Missing token"),
+            403: api_error("Invalid token, or token revoked"),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -203,6 +233,20 @@ class LogoutAllApi(APIView):
         return Response({"message": "Logged out everywhere"})
 
 
+# A token caller also gets its next token pair (its own tokens were revoked).
+_PasswordChangedSerializer = inline_serializer(
+    "PasswordChanged",
+    {
+        "message": serializers.CharField(),
+        "access": serializers.CharField(required=False),
+        "refresh": serializers.CharField(required=False),
+        "tokenType": serializers.CharField(required=False),
+        "expiresIn": serializers.IntegerField(required=False),
+        "refreshExpiresIn": serializers.IntegerField(required=False),
+    },
+)
+
+
 class PasswordChangeApi(APIView):
     """POST /api/password {"old", "new"}: logs out everywhere else. A session caller keeps
     its session; a token caller gets a new pair in the answer (its own tokens are revoked)."""
@@ -211,7 +255,7 @@ class PasswordChangeApi(APIView):
         old = serializers.CharField(max_length=128, trim_whitespace=False)
         new = serializers.CharField(max_length=128, trim_whitespace=False)
 
-    @extend_schema(request=PasswordInputSerializer, responses={200: dict})
+    @extend_schema(request=PasswordInputSerializer, responses={200: _PasswordChangedSerializer})
     def post(self, request: Request) -> Response:
         data = self.PasswordInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -239,14 +283,17 @@ class UserDetailApi(APIView):
 
     permission_classes = [IsAuthenticatedOrReadOnly]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: ProfileSerializer})
     def get(self, request: Request, user_id: int) -> Response:
         profile = user_profile(user_id=user_id)
         if profile is None:
             raise NotFound("User not found")
         return Response(profile)
 
-    @extend_schema(request=ProfileInputSerializer(partial=True), responses={200: dict, 409: dict})
+    @extend_schema(
+        request=ProfileInputSerializer(partial=True),
+        responses={200: ProfileSerializer, 409: api_error("Resource is being updated")},
+    )
     def patch(self, request: Request, user_id: int) -> Response:
         if request.user.pk != user_id:
             if not User.objects.filter(pk=user_id).exists():
@@ -283,7 +330,16 @@ class UserFollowApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={201: dict})
+    @extend_schema(
+        request=None,
+        responses={
+            201: inline_serializer(
+                "Followed", {"following": serializers.BooleanField(), "userId": serializers.IntegerField()}
+            ),
+            400: api_error("You cannot follow yourself"),
+            409: api_error("You already follow this user"),
+        },
+    )
     def post(self, request: Request, user_id: int) -> Response:
         followee = _active_user(user_id)
         try:
@@ -305,14 +361,31 @@ class UserFollowApi(APIView):
 
 
 class FollowPageQuerySerializer(serializers.Serializer):
-    count = serializers.IntegerField(min_value=1, max_value=100, default=50)
-    before = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    count = serializers.IntegerField(min_value=1, max_value=100, default=50, help_text="1 to 100, default 50")
+    before = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, required=False, help_text="the `next` of the previous page"
+    )
 
 
-_FOLLOW_PAGE_PARAMETERS = [
-    OpenApiParameter("count", int, description="1 to 100, default 50"),
-    OpenApiParameter("before", int, description="the `next` of the previous page"),
-]
+_FOLLOW_PAGE_PARAMETERS = [FollowPageQuerySerializer]
+_FollowPageSerializer = inline_serializer(
+    "FollowPage",
+    {
+        "userId": serializers.IntegerField(),
+        "total": serializers.IntegerField(),
+        "users": inline_serializer(
+            "FollowEntry",
+            {
+                "id": serializers.IntegerField(),
+                "username": serializers.CharField(),
+                "name": serializers.CharField(allow_blank=True),
+                "followedAt": serializers.DateTimeField(),
+            },
+            many=True,
+        ),
+        "next": serializers.IntegerField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
 
 
 def _follow_page(request: Request, user_id: int, *, which: str) -> Response:
@@ -330,7 +403,7 @@ class UserFollowersApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: dict})
+    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: _FollowPageSerializer})
     def get(self, request: Request, user_id: int) -> Response:
         return _follow_page(request, user_id, which="followers")
 
@@ -340,6 +413,6 @@ class UserFollowingApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: dict})
+    @extend_schema(parameters=_FOLLOW_PAGE_PARAMETERS, responses={200: _FollowPageSerializer})
     def get(self, request: Request, user_id: int) -> Response:
         return _follow_page(request, user_id, which="following")

@@ -6,7 +6,9 @@ the `next` of the previous page) and take `?count=` from 1 to 100.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+import re
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -16,36 +18,74 @@ from rest_framework.views import APIView
 
 from accounts.selectors import user_profile
 from feeds import selectors
+from posts.apis import PostSerializer
+
+# Nineteen ASCII digits a part: always within Redis's 64-bit parts (real ids are a
+# 13-digit millisecond time and a small sequence number), and exactly what the schema says.
+_STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 
 
+@extend_schema_field({"type": "string", "pattern": f"^{_STREAM_ID.pattern}$", "example": "1712345678901-0"})
 class StreamIdField(serializers.CharField):
-    """A stream id cursor such as `1712345678901-0`; anything else is a 400, never a Redis error."""
+    """A stream id such as `1712345678901-0` (a page cursor, a notification id); anything
+    else is a 400, never a Redis error. Taken as sent: no trimming, no other digits."""
+
+    default_error_messages = {"invalid": "Must be a stream id such as 1712345678901-0."}
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data) -> str:
         value = super().to_internal_value(data)
-        try:
-            ms, seq = selectors.stream_id_parse(value)
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return f"{ms}-{seq}"  # normalised: no leading zeros
+        if not _STREAM_ID.fullmatch(value):
+            self.fail("invalid")
+        ms, seq = value.split("-")
+        return f"{int(ms)}-{int(seq)}"  # normalised: no leading zeros
 
 
 class FeedQuerySerializer(serializers.Serializer):
-    count = serializers.IntegerField(min_value=1, max_value=selectors.COUNT_MAX, default=selectors.FEED_COUNT_DEFAULT)
-    before = StreamIdField(required=False, max_length=41)
+    count = serializers.IntegerField(
+        min_value=1,
+        max_value=selectors.COUNT_MAX,
+        default=selectors.FEED_COUNT_DEFAULT,
+        help_text=f"1 to {selectors.COUNT_MAX}, default {selectors.FEED_COUNT_DEFAULT}",
+    )
+    before = StreamIdField(required=False, help_text="a stream id: the `next` of the previous page")
 
 
 class ActivityQuerySerializer(FeedQuerySerializer):
     count = serializers.IntegerField(
-        min_value=1, max_value=selectors.COUNT_MAX, default=selectors.ACTIVITY_COUNT_DEFAULT
+        min_value=1,
+        max_value=selectors.COUNT_MAX,
+        default=selectors.ACTIVITY_COUNT_DEFAULT,
+        help_text=f"1 to {selectors.COUNT_MAX}, default {selectors.ACTIVITY_COUNT_DEFAULT}",
     )
 
 
-def _parameters(default_count: int) -> list[OpenApiParameter]:
-    return [
-        OpenApiParameter("count", int, description=f"1 to {selectors.COUNT_MAX}, default {default_count}"),
-        OpenApiParameter("before", str, description="a stream id: the `next` of the previous page"),
-    ]
+_FeedPageSerializer = inline_serializer(
+    "FeedPage",
+    {
+        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer}, many=True),
+        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
+_ActivityPageSerializer = inline_serializer(
+    "ActivityPage",
+    {
+        "userId": serializers.IntegerField(),
+        "items": inline_serializer(
+            "ActivityItem",
+            {
+                "id": serializers.CharField(),
+                "action": serializers.CharField(help_text="posted, liked or followed"),
+                "targetId": serializers.IntegerField(help_text="a post, or a person for `followed`"),
+                "timestamp": serializers.IntegerField(help_text="milliseconds since the epoch"),
+            },
+            many=True,
+        ),
+        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
 
 
 class FeedApi(APIView):
@@ -53,7 +93,7 @@ class FeedApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(parameters=_parameters(selectors.FEED_COUNT_DEFAULT), responses={200: dict})
+    @extend_schema(parameters=[FeedQuerySerializer], responses={200: _FeedPageSerializer})
     def get(self, request: Request) -> Response:
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -65,7 +105,7 @@ class UserActivityApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(parameters=_parameters(selectors.ACTIVITY_COUNT_DEFAULT), responses={200: dict})
+    @extend_schema(parameters=[ActivityQuerySerializer], responses={200: _ActivityPageSerializer})
     def get(self, request: Request, user_id: int) -> Response:
         query = ActivityQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

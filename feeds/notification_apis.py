@@ -4,7 +4,7 @@ the live stream (Server-Sent Events, feeds.sse)."""
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
@@ -14,30 +14,31 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from core.http import error_response
+from core.schema import api_error
 from feeds import sse
+from feeds.apis import StreamIdField
 from feeds.notifications import (
     LIST_MAX_COUNT,
     MESSAGE_MAX_LENGTH,
+    UNREAD_COUNT_CAP,
     notification_create,
     notification_list,
     notifications_mark_read,
     parse_stream_id,
 )
 
-
-class StreamIdField(serializers.CharField):
-    """A notification id (a stream id, "<ms>-<seq>")."""
-
-    default_error_messages = {"invalid": 'Must be a notification id such as "1712345678901-0".'}
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(max_length=41, **kwargs)
-
-    def to_internal_value(self, data) -> str:
-        value = super().to_internal_value(data)
-        if parse_stream_id(value) is None:
-            self.fail("invalid")
-        return value
+_NotificationSerializer = inline_serializer(
+    "Notification",
+    {
+        "id": serializers.CharField(help_text="a stream id"),
+        "kind": serializers.CharField(),
+        "message": serializers.CharField(allow_blank=True),
+        "data": serializers.DictField(),
+        "at": serializers.CharField(help_text="ISO 8601"),
+        "unread": serializers.BooleanField(),
+    },
+    many=True,
+)
 
 
 class NotifyApi(APIView):
@@ -57,7 +58,8 @@ class NotifyApi(APIView):
     @extend_schema(
         request=NotifyInputSerializer,
         responses={
-            200: inline_serializer("NotifySent", {"sent": serializers.BooleanField(), "id": serializers.CharField()})
+            200: inline_serializer("NotifySent", {"sent": serializers.BooleanField(), "id": serializers.CharField()}),
+            404: api_error("User not found"),
         },
     )
     def post(self, request: Request) -> Response:
@@ -77,15 +79,24 @@ class NotificationListApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class ListParamsSerializer(serializers.Serializer):
-        count = serializers.IntegerField(min_value=1, max_value=LIST_MAX_COUNT, default=20)
-        before = StreamIdField(required=False)
+        count = serializers.IntegerField(
+            min_value=1, max_value=LIST_MAX_COUNT, default=20, help_text=f"1 to {LIST_MAX_COUNT}, default 20"
+        )
+        before = StreamIdField(required=False, help_text="the `next` of the previous page")
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("count", int, description=f"1-{LIST_MAX_COUNT}, default 20"),
-            OpenApiParameter("before", str, description="the `next` of the previous page"),
-        ],
-        responses={200: dict},
+        parameters=[ListParamsSerializer],
+        responses={
+            200: inline_serializer(
+                "NotificationPage",
+                {
+                    "notifications": _NotificationSerializer,
+                    "unread": serializers.IntegerField(help_text=f"counted up to {UNREAD_COUNT_CAP}"),
+                    "readUpTo": serializers.CharField(allow_null=True),
+                    "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+                },
+            )
+        },
     )
     def get(self, request: Request) -> Response:
         params = self.ListParamsSerializer(data=request.query_params)
@@ -101,7 +112,15 @@ class NotificationReadApi(APIView):
     class ReadInputSerializer(serializers.Serializer):
         upTo = StreamIdField(required=False)
 
-    @extend_schema(request=ReadInputSerializer, responses={200: dict})
+    @extend_schema(
+        request=ReadInputSerializer,
+        responses={
+            200: inline_serializer(
+                "NotificationsRead",
+                {"readUpTo": serializers.CharField(allow_null=True), "unread": serializers.IntegerField()},
+            )
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.ReadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

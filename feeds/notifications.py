@@ -36,7 +36,9 @@ LIST_MAX_COUNT = 100  # most notifications one GET /api/notifications returns
 UNREAD_COUNT_CAP = 100  # unread is counted up to this many; the badge shows "99+" from here
 
 _KIND = re.compile(r"[a-z][a-z_]{0,31}\Z")
-_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})\Z")
+# ASCII digits only: \d also matches other scripts' digits, which int() reads but Redis refuses.
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
+_STREAM_ID_PART_MAX = 2**64 - 1
 
 StreamId = tuple[int, int]
 
@@ -50,11 +52,18 @@ class Notification(TypedDict):
 
 
 def parse_stream_id(value: str | None) -> StreamId | None:
-    """`"1712345678901-0"` -> (1712345678901, 0); None for anything else (user input)."""
+    """`"1712345678901-0"` -> (1712345678901, 0); None for anything else (user input).
+
+    Callers pass the accepted text on to Redis as it came, so anything Redis would
+    refuse (surrounding spaces, a part past 64 bits) is None here, not an error there.
+    """
     if not value:
         return None
-    match = _STREAM_ID.match(value.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    match = _STREAM_ID.match(value)
+    if match is None:
+        return None
+    ms, seq = int(match.group(1)), int(match.group(2))
+    return (ms, seq) if ms <= _STREAM_ID_PART_MAX and seq <= _STREAM_ID_PART_MAX else None
 
 
 def format_stream_id(value: StreamId) -> str:

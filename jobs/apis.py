@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
@@ -12,6 +12,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
+
+_JobQueuedSerializer = inline_serializer(
+    "JobQueued",
+    {
+        "jobId": serializers.UUIDField(),
+        "message": serializers.CharField(),
+        "status": serializers.CharField(required=False, help_text="where to follow the job"),
+    },
+)
 
 
 class SendEmailInputSerializer(serializers.Serializer):
@@ -23,7 +32,7 @@ class SendEmailInputSerializer(serializers.Serializer):
 class SendEmailApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=SendEmailInputSerializer, responses={202: dict})
+    @extend_schema(request=SendEmailInputSerializer, responses={202: _JobQueuedSerializer})
     def post(self, request: Request) -> Response:
         data = SendEmailInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -40,7 +49,7 @@ class SendEmailApi(APIView):
 class ReportCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses={202: _JobQueuedSerializer})
     def post(self, request: Request) -> Response:
         job = services.report_enqueue(owner=request.user)
         return Response(
@@ -52,7 +61,26 @@ class ReportCreateApi(APIView):
 class JobDetailApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "JobStatus",
+                {
+                    "jobId": serializers.UUIDField(),
+                    "kind": serializers.CharField(),
+                    "createdAt": serializers.DateTimeField(),
+                    "status": serializers.CharField(
+                        help_text="pending, queued, started, scheduled (waiting to retry), finished, failed, "
+                        "expired or unknown"
+                    ),
+                    "progress": serializers.JSONField(allow_null=True, help_text="{done, total} while it runs"),
+                    "result": serializers.JSONField(allow_null=True),
+                    "error": serializers.CharField(allow_null=True),
+                    "retriesLeft": serializers.IntegerField(allow_null=True, required=False),
+                },
+            )
+        }
+    )
     def get(self, request: Request, job_id) -> Response:
         job = selectors.job_for(job_id=job_id, user=request.user)
         if job is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.http import viewer_id
+from core.schema import api_error
 from posts import counters, leaderboard, selectors, services
 from posts.models import Post
 
@@ -26,6 +27,31 @@ def _django_errors(exc: DjangoValidationError) -> serializers.ValidationError:
     return serializers.ValidationError({"non_field_errors": exc.messages})
 
 
+# The answers' shapes, for the schema only: the views return the selectors' plain dicts.
+
+
+class PostAuthorSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class PostSerializer(serializers.Serializer):
+    """posts.selectors.post_to_dict's shape, shared with the home timeline (feeds.apis)."""
+
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    content = serializers.CharField()
+    author = PostAuthorSerializer()
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+    likeCount = serializers.IntegerField()
+    viewCount = serializers.IntegerField(help_text="views flushed to the database")
+
+
+class PostViewedSerializer(PostSerializer):
+    views = serializers.IntegerField(help_text="every view so far, this one included")
+
+
 class PostInputSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=Post._meta.get_field("title").max_length)
     content = serializers.CharField(max_length=Post._meta.get_field("content").max_length)
@@ -34,7 +60,7 @@ class PostInputSerializer(serializers.Serializer):
 class PostCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=PostInputSerializer, responses={201: dict})
+    @extend_schema(request=PostInputSerializer, responses={201: PostSerializer})
     def post(self, request: Request) -> Response:
         data = PostInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -48,7 +74,7 @@ class PostCreateApi(APIView):
 class PostDetailApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: PostViewedSerializer})
     def get(self, request: Request, post_id: int) -> Response:
         post = selectors.post_detail(post_id=post_id)
         if post is None:
@@ -56,7 +82,7 @@ class PostDetailApi(APIView):
         pending = counters.record_post_view(post_id=post_id, viewer=viewer_id(request))
         return Response({**post, "views": post["viewCount"] + pending})
 
-    @extend_schema(request=PostInputSerializer(partial=True), responses={200: dict})
+    @extend_schema(request=PostInputSerializer(partial=True), responses={200: PostSerializer})
     def patch(self, request: Request, post_id: int) -> Response:
         post = get_object_or_404(Post.objects.select_related("author"), pk=post_id)
         data = PostInputSerializer(data=request.data, partial=True)
@@ -77,7 +103,16 @@ class PostDetailApi(APIView):
 class PostLikeApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={201: dict})
+    @extend_schema(
+        request=None,
+        responses={
+            201: inline_serializer(
+                "Liked", {"liked": serializers.BooleanField(), "postId": serializers.IntegerField()}
+            ),
+            400: api_error("You cannot like your own post"),
+            409: api_error("You already like this post"),
+        },
+    )
     def post(self, request: Request, post_id: int) -> Response:
         post = get_object_or_404(Post, pk=post_id)
         try:
@@ -101,7 +136,25 @@ class PostLikeApi(APIView):
 class UserPostsApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "UserPosts",
+                {
+                    "userId": serializers.IntegerField(),
+                    "posts": inline_serializer(
+                        "PostSummary",
+                        {
+                            "id": serializers.IntegerField(),
+                            "title": serializers.CharField(),
+                            "createdAt": serializers.DateTimeField(),
+                        },
+                        many=True,
+                    ),
+                },
+            )
+        }
+    )
     def get(self, request: Request, user_id: int) -> Response:
         if not selectors.user_exists(user_id=user_id):
             raise NotFound("User not found")
@@ -111,7 +164,18 @@ class UserPostsApi(APIView):
 class UserStatsApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "UserStats",
+                {
+                    "userId": serializers.IntegerField(),
+                    "postCount": serializers.IntegerField(),
+                    "likesReceived": serializers.IntegerField(),
+                },
+            )
+        }
+    )
     def get(self, request: Request, user_id: int) -> Response:
         if not selectors.user_exists(user_id=user_id):
             raise NotFound("User not found")
@@ -123,7 +187,21 @@ class PageDetailApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Page",
+                {
+                    "id": serializers.IntegerField(),
+                    "slug": serializers.CharField(),
+                    "title": serializers.CharField(),
+                    "body": serializers.CharField(allow_blank=True),
+                    "viewCount": serializers.IntegerField(help_text="views flushed to the database"),
+                    "views": serializers.IntegerField(help_text="every view so far, this one included"),
+                },
+            )
+        }
+    )
     def get(self, request: Request, page_id: int) -> Response:
         page = selectors.page_detail(page_id=page_id)
         if page is None:
@@ -133,15 +211,26 @@ class PageDetailApi(APIView):
 
 
 class LeaderboardQuerySerializer(serializers.Serializer):
-    count = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    count = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="1 to 100, default 10")
+
+
+class LeaderboardEntrySerializer(serializers.Serializer):
+    rank = serializers.IntegerField(min_value=1)
+    userId = serializers.IntegerField()
+    username = serializers.CharField(allow_null=True, help_text="null for an account deleted since")
+    likes = serializers.IntegerField()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    top = LeaderboardEntrySerializer(many=True)
+    me = LeaderboardEntrySerializer(allow_null=True, help_text="the caller's entry; null when anonymous or unranked")
+    aroundMe = LeaderboardEntrySerializer(many=True, required=False, help_text="only for a logged-in caller")
 
 
 class LeaderboardApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        parameters=[OpenApiParameter("count", int, description="1 to 100, default 10")], responses={200: dict}
-    )
+    @extend_schema(parameters=[LeaderboardQuerySerializer], responses={200: LeaderboardSerializer})
     def get(self, request: Request) -> Response:
         query = LeaderboardQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -137,6 +137,41 @@ def test_bad_list_parameters_are_400(api, query):
     assert response.json()["error"] == "Invalid input"
 
 
+# Cursors Redis would refuse: digits of another script (int() reads them), a part past
+# 64 bits, surrounding spaces. Each once reached Redis and came back as a 500.
+_REFUSED_BY_REDIS = ["\u0661-\u0660", f"{2**64}-0", "99999999999999999999-0", " 1-0", "1-0\n"]
+
+
+@pytest.mark.parametrize("cursor", _REFUSED_BY_REDIS)
+def test_a_cursor_redis_would_refuse_is_400_not_a_server_error(api, ada, cursor):
+    _send(ada.pk, 1)
+
+    listed = api.get("/api/notifications", {"before": cursor})
+    marked = api.post("/api/notifications/read", {"upTo": cursor}, format="json")
+
+    assert (listed.status_code, list(listed.json()["details"])) == (400, ["before"])
+    assert (marked.status_code, list(marked.json()["details"])) == (400, ["upTo"])
+
+
+@pytest.mark.parametrize("cursor", _REFUSED_BY_REDIS)
+def test_parse_stream_id_refuses_what_redis_would(cursor):
+    assert parse_stream_id(cursor) is None
+
+
+def test_parse_stream_id_takes_the_largest_id_redis_does():
+    assert parse_stream_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
+
+
+def test_the_page_shows_the_first_page_for_a_cursor_redis_would_refuse(client, ada):
+    _send(ada.pk, 1)
+    client.force_login(ada)
+
+    response = client.get("/notifications", {"before": "\u0661-\u0660"})
+
+    assert response.status_code == 200
+    assert "like #0" in response.content.decode()
+
+
 def test_marking_read_up_to_an_id(api, ada):
     ids = _send(ada.pk, 3)
 

@@ -286,6 +286,8 @@ def test_a_rebuilt_timeline_pages_the_same_way(ada, bob, as_bob, follow, publish
         ({"before": "12-"}, "before"),
         ({"before": "1-2-3"}, "before"),
         ({"before": f"{2**64}-0"}, "before"),
+        ({"before": "\u0661-\u0660"}, "before"),
+        ({"before": " 1-0"}, "before"),
         ({"count": 0}, "count"),
         ({"count": 101}, "count"),
         ({"count": "many"}, "count"),

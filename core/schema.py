@@ -1,0 +1,63 @@
+"""The OpenAPI schema's error answers, the same for every API view (DESIGN.md, "API conventions").
+
+drf-spectacular documents only the answers a view's `extend_schema` names; every view
+can also answer the errors below, decided by what the view takes (a body, a query, a
+path id), who may call it and the middleware in front of it. Documenting them here,
+once, keeps `/api/schema` honest without repeating six error codes on every view.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every API error: `{"error": "<message>"}`; validation errors add `details` (field -> messages)."""
+
+    error = serializers.CharField()
+    details = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+def api_error(description: str) -> OpenApiResponse:
+    """An error answer for `extend_schema(responses=...)`, in the API's error format."""
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+class KestrelAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema plus the error answers every operation can give.
+
+    An answer a view documents itself (a 409 with its own description) is kept.
+    """
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        for code, description in self._error_answers().items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(api_error(description), code)
+        return dict(sorted(responses.items()))
+
+    def _error_answers(self) -> dict[str, str]:
+        answers: dict[str, str] = {}
+        takes_body = self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        parameters = self._get_parameters()
+        if takes_body or any(parameter["in"] == "query" for parameter in parameters):
+            answers["400"] = "Invalid input (`details` names each field's problems) or a malformed JSON body"
+        # A bearer header is judged by its token alone wherever an authenticator runs, even
+        # on a view anyone may call: nothing after the scheme is 401, a bad token 403.
+        authenticates = bool(self.view.get_authenticators())
+        anonymous = {} in self.get_auth()
+        if authenticates or not anonymous:
+            answers["401"] = "Not logged in, or `Authorization: Bearer` without a token"
+            answers["403"] = "Forbidden: an invalid or revoked token, a missing CSRF token, or not yours"
+        if any(parameter["in"] == "path" for parameter in parameters):
+            answers["404"] = "No such object (or not yours to see)"
+        if takes_body:
+            answers["415"] = "The body is not JSON (Content-Type: application/json)"
+        # core.ratelimit's middleware covers every path under /api/; Redis outages are 503 (core.api).
+        answers["429"] = "Rate limit exceeded (see Retry-After)"
+        answers["503"] = "Redis is unavailable; try again after Retry-After"
+        return answers
