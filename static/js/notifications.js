@@ -23,6 +23,8 @@
   var TOAST_MS = 6000;
 
   var badge = document.getElementById("notification-badge");
+  // The number alone is what shows; the badge's hidden " unread" words it for screen readers.
+  var badgeCount = badge && badge.querySelector(".count");
   var list = document.getElementById("notification-list"); // only on the notifications page
   var lastId = null;
   var unread = 0;
@@ -47,7 +49,7 @@
   function setUnread(count) {
     unread = Math.max(0, count);
     if (!badge) return;
-    badge.textContent = unread >= 100 ? "99+" : String(unread);
+    badgeCount.textContent = unread >= 100 ? "99+" : String(unread);
     badge.hidden = unread === 0;
   }
 
