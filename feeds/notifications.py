@@ -253,9 +253,14 @@ def notification_list(*, user_id: int, count: int = 20, before: str | None = Non
     `before` (exclusive) is the cursor of the next page, returned as `next`. `unread`
     counts unread notifications up to UNREAD_COUNT_CAP.
     """
+    end = f"({before}" if before else "+"
+    if before and parse_stream_id(before) == (0, 0):
+        # Nothing comes before 0-0, and Redis refuses "(0-0" outright (an error, not an
+        # empty page); the inclusive 0-0 matches no entry, which is the answer.
+        end = "0-0"
     marker, page, unread = _script(_LIST)(
         keys=[keys.user_notifications(user_id), keys.user_notifications_read(user_id)],
-        args=[f"({before}" if before else "+", count, UNREAD_COUNT_CAP],
+        args=[end, count, UNREAD_COUNT_CAP],
     )
     read_up_to = parse_stream_id(marker.decode()) if marker else None
     items = []

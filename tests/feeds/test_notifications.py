@@ -162,6 +162,17 @@ def test_parse_stream_id_takes_the_largest_id_redis_does():
     assert parse_stream_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
 
 
+@pytest.mark.parametrize("cursor", ["0-0", "00-000"])
+def test_nothing_comes_before_the_first_possible_id(api, ada, cursor):
+    _send(ada.pk, 2)
+
+    response = api.get("/api/notifications", {"before": cursor})
+
+    assert response.status_code == 200
+    assert response.json() == {"notifications": [], "unread": 2, "readUpTo": None, "next": None}
+    assert notification_list(user_id=ada.pk, before=cursor)["notifications"] == []
+
+
 def test_the_page_shows_the_first_page_for_a_cursor_redis_would_refuse(client, ada):
     _send(ada.pk, 1)
     client.force_login(ada)
