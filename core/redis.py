@@ -9,7 +9,7 @@ Two roles, two failure policies (DESIGN.md, "Processes and services"):
 
 Both are django-redis connections, so the raw clients handed out here share their
 connection pools with Django's cache API and with RQ (``USE_REDIS_CACHE``): one pool
-per role per process, with timeouts and retries set once below.
+per role per process, with timeouts, retries and a circuit breaker set once below.
 
 A role can sit behind Redis Sentinel (REDIS_SENTINELS): its URL then names the
 Sentinel service instead of a host (``redis://:password@kestrel-state/0``) and every
@@ -20,6 +20,10 @@ too: a replica may not have the session a login has just written.
 
 from __future__ import annotations
 
+import copy
+import threading
+import time
+from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,7 +33,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis import ConnectionPool, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -37,6 +41,13 @@ from redis.sentinel import Sentinel
 Role = Literal["state", "cache"]
 
 POOL_WAIT = 2.0  # seconds a thread waits for a free pooled connection
+# Retries after a refused or dropped connection wait up to min(cap, base * 2**n) s
+# (full jitter): at most 0.05, 0.1, 0.2 s for the state role's three.
+RETRY_BACKOFF_BASE = 0.025
+RETRY_BACKOFF_CAP = 0.5
+# Seconds a role that timed out fails fast before one call probes it again (Breaker):
+# short, since it is also the longest a recovered server goes unused.
+BREAKER_COOLDOWN = 1.0
 
 # The only maxmemory-policy under which the state role keeps what it holds.
 SAFE_STATE_POLICIES = frozenset({"noeviction"})
@@ -57,6 +68,127 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class CircuitOpen(RedisConnectionError):
+    """The role timed out moments ago and this call was not sent (Breaker)."""
+
+
+class Breaker:
+    """One role's circuit breaker in one process: a hung Redis costs a timeout, not one per call.
+
+    A server that accepts connections but does not answer (stopped, a stalled VM, a
+    network dropping packets) makes every call wait its whole socket timeout, and a
+    request makes several calls while a process serves many requests: the site would
+    hang with the server. After a call times out, the role fails fast for `cooldown`
+    seconds with CircuitOpen, a RedisConnectionError, so every caller's failure policy
+    applies unchanged (the cache role reads the database, the state role answers 503).
+    Then one call, the probe, goes to the server while the others keep failing fast
+    until an answer closes the breaker, a timeout opens it again, or the probe has had
+    `probe_window` seconds (a connect and a read) and the next caller probes instead.
+
+    Only timeouts open it: a refused connection fails fast by itself, and is what a
+    restarting server answers, which the retries ride out.
+    """
+
+    def __init__(
+        self, role: str, *, cooldown: float, probe_window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.role = role
+        self.cooldown = cooldown
+        self.probe_window = probe_window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open = False
+        self._retry_at = 0.0
+        self._probe: tuple[int, float] | None = None  # (thread, until when it may probe)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def admit(self) -> None:
+        """Return if a call may go to the server now; raise CircuitOpen if not."""
+        if not self._open:  # the common case: no lock
+            return
+        me = threading.get_ident()
+        with self._lock:
+            if not self._open:
+                return
+            now = self._clock()
+            if self._probe is not None and self._probe[0] == me:
+                return  # the probe's own calls (a reconnect inside a command)
+            if now >= self._retry_at and (self._probe is None or now >= self._probe[1]):
+                self._probe = (me, now + self.probe_window)
+                return
+        raise CircuitOpen(f"Redis ({self.role} role) timed out moments ago; failing fast until it answers")
+
+    def timed_out(self) -> None:
+        with self._lock:
+            self._open = True
+            self._retry_at = self._clock() + self.cooldown
+            self._probe = None
+
+    def reset(self) -> None:
+        """Close the breaker (the server is known to answer again, e.g. a test resumed it)."""
+        self.answered()
+
+    def answered(self) -> None:
+        if self._open:
+            with self._lock:
+                self._open = False
+                self._probe = None
+
+    def inconclusive(self) -> None:
+        """The probe's call proved nothing either way: let the next call probe at once."""
+        if self._open:
+            me = threading.get_ident()
+            with self._lock:
+                if self._probe is not None and self._probe[0] == me:
+                    self._probe = None
+
+
+class BreakerRetry(Retry):
+    """redis-py's Retry with the role's Breaker around every call.
+
+    redis-py copies a pool's Retry into each connection; the copies share the one
+    Breaker. A call counts as answered when it returns something or the server replied
+    with an error. None proves nothing: it is also what a connect on a connection that
+    is already open and a pub/sub poll with nothing to read return, without I/O.
+    """
+
+    def __init__(self, backoff, retries: int, supported_errors: tuple, *, breaker: Breaker) -> None:
+        super().__init__(backoff, retries, supported_errors)
+        self.breaker = breaker
+
+    def __deepcopy__(self, memo: dict) -> BreakerRetry:
+        return BreakerRetry(
+            copy.deepcopy(self._backoff, memo), self._retries, self._supported_errors, breaker=self.breaker
+        )
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        self.breaker.admit()
+
+        def retryable(error: Exception) -> bool:
+            # A call refused by the breaker is not retried: that would only wait out backoffs.
+            return not isinstance(error, CircuitOpen) and (is_retryable is None or is_retryable(error))
+
+        try:
+            result = super().call_with_retry(do, fail, retryable, with_failure_count)
+        except (RedisTimeoutError, TimeoutError):
+            self.breaker.timed_out()
+            raise
+        except ResponseError:
+            self.breaker.answered()  # an error reply is still a reply
+            raise
+        except BaseException:
+            self.breaker.inconclusive()
+            raise
+        if result is None:
+            self.breaker.inconclusive()
+        else:
+            self.breaker.answered()
+        return result
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when `exc` means Redis did not answer (django-redis wraps the cause)."""
     if isinstance(exc, ConnectionInterrupted):
@@ -67,6 +199,11 @@ def is_unavailable(exc: BaseException) -> bool:
 def get_redis(role: Role = "state") -> Redis:
     """The raw redis-py client of a role (bytes in, bytes out), sharing its pool."""
     return get_redis_connection(ROLE_ALIASES[role])
+
+
+def breaker(role: Role) -> Breaker:
+    """The role's circuit breaker in this process (one per role, shared by its connections)."""
+    return settings.CACHES[ROLE_ALIASES[role]]["OPTIONS"]["CONNECTION_POOL_KWARGS"]["retry"].breaker
 
 
 def role_url(role: Role) -> str:
@@ -109,9 +246,14 @@ def connection_pool_options(
     """django-redis OPTIONS for a role; settings.py calls this for each CACHES alias.
 
     - Timeouts: a Redis that stops answering must cost a request seconds, not minutes.
-    - Retries with exponential backoff and full jitter on connection errors and
-      timeouts only, so a restart or failover is ridden out but a bad command is not
-      repeated. The cap keeps the worst case (retries x cap) near a second.
+    - Retries with exponential backoff and full jitter on connection errors only (a
+      refused or dropped connection: a restart or a failover), so those are ridden out
+      but a bad command is not repeated. The cap keeps the worst case (retries x cap)
+      near a second. Not on timeouts: a server that did not answer in socket_timeout
+      will not answer the same command sooner, each retry would add a whole timeout,
+      and a script that ran but whose reply was late would run again.
+    - A circuit breaker (Breaker): once a call has timed out, the role's other calls in
+      this process fail fast instead of each waiting out its own timeout.
     - A blocking pool: when every connection is busy, a thread waits (up to
       POOL_WAIT seconds) for one instead of opening connections without bound. That
       wait is contention inside this process, not Redis failing, so it is not cut
@@ -129,8 +271,13 @@ def connection_pool_options(
         "CONNECTION_POOL_KWARGS": {
             "max_connections": max_connections,
             "timeout": POOL_WAIT,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.025), retries),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "retry": BreakerRetry(
+                ExponentialWithJitterBackoff(cap=RETRY_BACKOFF_CAP, base=RETRY_BACKOFF_BASE),
+                retries,
+                (RedisConnectionError,),
+                breaker=Breaker(role, cooldown=BREAKER_COOLDOWN, probe_window=connect_timeout + socket_timeout),
+            ),
+            "retry_on_error": [RedisConnectionError],
             "health_check_interval": 30,
             "client_name": f"kestrel-{role}",
         },

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import private_redis
 from core import cacheaside, metrics
-from core.redis import get_redis
+from core.redis import breaker, get_redis
 from core.redis_server import RedisServer
 
 
@@ -21,6 +21,7 @@ def _clean_redis(redis_server: RedisServer):
     if not redis_server.is_running():
         redis_server.start()
     for role in ("state", "cache"):
+        breaker(role).reset()  # a test that hung the server leaves it open for a moment
         get_redis(role).flushdb()
     cacheaside.l1().cache.clear()
     metrics.reset()
@@ -28,6 +29,7 @@ def _clean_redis(redis_server: RedisServer):
     cacheaside.l1().cache.clear()
     if redis_server.is_running():
         for role in ("state", "cache"):
+            breaker(role).reset()
             get_redis(role).flushdb()
 
 
