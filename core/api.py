@@ -7,6 +7,7 @@ Every API error is `{"error": "<message>"}`, validation errors add `"details"`
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
@@ -14,17 +15,17 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.http import RETRY_AFTER_UNAVAILABLE
-from core.redis import is_unavailable
+from core.http import RETRY_AFTER_UNAVAILABLE, service_unavailable, unavailable_service
 
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if is_unavailable(exc):
-        logger.error("Redis unavailable in %s: %s", context.get("view"), exc)
+    service = unavailable_service(exc)
+    if service is not None:
+        logger.error("%s unavailable in %s: %s", service, context.get("view"), exc)
         return Response(
-            {"error": "Redis is unavailable; please try again shortly."},
+            {"error": f"{service} is unavailable; please try again shortly."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
         )
@@ -69,8 +70,18 @@ def json_handler404(request: HttpRequest, exception: Exception | None = None):
 
 
 def json_handler500(request: HttpRequest):
+    """Django's last resort for an exception nothing else handled, in a view or a middleware.
+
+    An outage raised where no view's handler sees it (the rate limiter reading the
+    user's row while the database is down) is still an outage: 503 with Retry-After,
+    not a 500. Django calls this inside its `except`, so the exception is at hand.
+    """
     from django.views.defaults import server_error
 
+    exc = sys.exc_info()[1]
+    service = unavailable_service(exc) if exc is not None else None
+    if service is not None:
+        return service_unavailable(request, service)
     if request.path.startswith("/api/"):
         return JsonResponse({"error": "Internal server error"}, status=500)
     return server_error(request)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+
+from core.redis import is_unavailable
 
 # Seconds a client should wait before retrying while a backing service is down.
 RETRY_AFTER_UNAVAILABLE = 5
@@ -21,6 +24,21 @@ def error_response(request: HttpRequest, status: int, message: str) -> HttpRespo
         return JsonResponse({"error": message}, status=status)
     html = render_to_string("error.html", {"status": status, "message": message}, request=None)
     return HttpResponse(html, status=status)
+
+
+def unavailable_service(exc: BaseException) -> str | None:
+    """The backing service `exc` says is down ("Redis", "The database"), or None: a bug.
+
+    The database's OperationalError covers a refused or dropped connection, a server
+    shutting down or starting up, and the transient refusals (deadlock, serialization
+    failure, SQLite's "database is locked"): all worth retrying shortly. InterfaceError
+    is a connection that died under Django.
+    """
+    if is_unavailable(exc):
+        return "Redis"
+    if isinstance(exc, OperationalError | InterfaceError):
+        return "The database"
+    return None
 
 
 def service_unavailable(request: HttpRequest, what: str) -> HttpResponse:
