@@ -34,6 +34,7 @@ from accounts.services import (
     user_tokens_revoke_all,
     user_update_profile,
 )
+from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
 
 # The answers' shapes, for the schema only: the views return the selectors' plain dicts.
@@ -64,7 +65,7 @@ _MessageSerializer = inline_serializer("Message", {"message": serializers.CharFi
 class RegisterApi(APIView):
     permission_classes = [AllowAny]
 
-    class RegisterInputSerializer(serializers.Serializer):
+    class RegisterInputSerializer(BodySerializer):
         email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
         username = serializers.CharField(max_length=User._meta.get_field("username").max_length)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
@@ -87,7 +88,7 @@ class RegisterApi(APIView):
 class LoginApi(APIView):
     permission_classes = [AllowAny]
 
-    class LoginInputSerializer(serializers.Serializer):
+    class LoginInputSerializer(BodySerializer):
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
 
@@ -163,7 +164,7 @@ class TokenApi(_BodyTokenApi):
         return _token_response(tokens.token_pair_issue(user=user).as_dict())
 
 
-class RefreshInputSerializer(serializers.Serializer):
+class RefreshInputSerializer(BodySerializer):
     refresh = serializers.CharField(max_length=_TOKEN_MAX_LENGTH, required=False, allow_blank=True)
 
 
@@ -251,7 +252,7 @@ class PasswordChangeApi(APIView):
     """POST /api/password {"old", "new"}: logs out everywhere else. A session caller keeps
     its session; a token caller gets a new pair in the answer (its own tokens are revoked)."""
 
-    class PasswordInputSerializer(serializers.Serializer):
+    class PasswordInputSerializer(BodySerializer):
         old = serializers.CharField(max_length=128, trim_whitespace=False)
         new = serializers.CharField(max_length=128, trim_whitespace=False)
 
@@ -273,7 +274,7 @@ class PasswordChangeApi(APIView):
         return _token_response({**body, **tokens.token_pair_issue(user=user).as_dict()})
 
 
-class ProfileInputSerializer(serializers.Serializer):
+class ProfileInputSerializer(BodySerializer):
     name = serializers.CharField(max_length=User._meta.get_field("name").max_length, allow_blank=True)
     bio = serializers.CharField(max_length=User._meta.get_field("bio").max_length, allow_blank=True)
 
@@ -360,7 +361,7 @@ class UserFollowApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class FollowPageQuerySerializer(serializers.Serializer):
+class FollowPageQuerySerializer(QuerySerializer):
     count = serializers.IntegerField(min_value=1, max_value=100, default=50, help_text="1 to 100, default 50")
     before = serializers.IntegerField(
         min_value=1, max_value=2**63 - 1, required=False, help_text="the `next` of the previous page"

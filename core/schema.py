@@ -40,6 +40,21 @@ class KestrelAutoSchema(AutoSchema):
                 responses[code] = self._get_response_for_code(api_error(description), code)
         return dict(sorted(responses.items()))
 
+    def _get_serializer_field_meta(self, field, direction):
+        meta = super()._get_serializer_field_meta(field, direction)
+        if (
+            direction == "request"
+            and isinstance(field, serializers.CharField)
+            and not field.allow_blank
+            and not field.read_only
+        ):
+            # DRF refuses a blank string where allow_blank is off, and judges it after
+            # trimming: spaces alone are blank too. drf-spectacular says neither.
+            meta.setdefault("minLength", 1)
+            if field.trim_whitespace:
+                meta.setdefault("pattern", r"\S")
+        return meta
+
     def _error_answers(self) -> dict[str, str]:
         answers: dict[str, str] = {}
         takes_body = self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import user_profile
+from core.api import QuerySerializer
 from feeds import selectors
 from posts.apis import PostSerializer
 
@@ -43,7 +44,7 @@ class StreamIdField(serializers.CharField):
         return f"{int(ms)}-{int(seq)}"  # normalised: no leading zeros
 
 
-class FeedQuerySerializer(serializers.Serializer):
+class FeedQuerySerializer(QuerySerializer):
     count = serializers.IntegerField(
         min_value=1,
         max_value=selectors.COUNT_MAX,

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from core.api import BodySerializer, QuerySerializer
 from core.http import error_response
 from core.schema import api_error
 from feeds import sse
@@ -46,7 +47,7 @@ class NotifyApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class NotifyInputSerializer(serializers.Serializer):
+    class NotifyInputSerializer(BodySerializer):
         userId = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
 
@@ -78,7 +79,7 @@ class NotificationListApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    class ListParamsSerializer(serializers.Serializer):
+    class ListParamsSerializer(QuerySerializer):
         count = serializers.IntegerField(
             min_value=1, max_value=LIST_MAX_COUNT, default=20, help_text=f"1 to {LIST_MAX_COUNT}, default 20"
         )
@@ -109,7 +110,7 @@ class NotificationReadApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    class ReadInputSerializer(serializers.Serializer):
+    class ReadInputSerializer(BodySerializer):
         upTo = StreamIdField(required=False)
 
     @extend_schema(

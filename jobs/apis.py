@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import BodySerializer
 from jobs import selectors, services
 
 _JobQueuedSerializer = inline_serializer(
@@ -23,7 +24,7 @@ _JobQueuedSerializer = inline_serializer(
 )
 
 
-class SendEmailInputSerializer(serializers.Serializer):
+class SendEmailInputSerializer(BodySerializer):
     email = serializers.EmailField()
     subject = serializers.CharField(max_length=200)
     message = serializers.CharField(max_length=5_000, required=False, default="Sent from Kestrel.")

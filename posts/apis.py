@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import BodySerializer, QuerySerializer
 from core.http import viewer_id
 from core.schema import api_error
 from posts import counters, leaderboard, selectors, services
@@ -52,7 +53,7 @@ class PostViewedSerializer(PostSerializer):
     views = serializers.IntegerField(help_text="every view so far, this one included")
 
 
-class PostInputSerializer(serializers.Serializer):
+class PostInputSerializer(BodySerializer):
     title = serializers.CharField(max_length=Post._meta.get_field("title").max_length)
     content = serializers.CharField(max_length=Post._meta.get_field("content").max_length)
 
@@ -210,7 +211,7 @@ class PageDetailApi(APIView):
         return Response({**page, "views": page["viewCount"] + pending})
 
 
-class LeaderboardQuerySerializer(serializers.Serializer):
+class LeaderboardQuerySerializer(QuerySerializer):
     count = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="1 to 100, default 10")
 
 

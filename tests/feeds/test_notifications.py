@@ -183,6 +183,14 @@ def test_the_page_shows_the_first_page_for_a_cursor_redis_would_refuse(client, a
     assert "like #0" in response.content.decode()
 
 
+@pytest.mark.parametrize("query", ["before=", "count=5&count=6", "before=1-0&before=2-0"])
+def test_an_empty_or_repeated_list_parameter_is_400(api, query):
+    response = api.get(f"/api/notifications?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "Invalid input"
+
+
 def test_marking_read_up_to_an_id(api, ada):
     ids = _send(ada.pk, 3)
 
@@ -299,6 +307,10 @@ def test_notify_an_unknown_user_is_404(staff_api):
         ({"userId": 1}, "message"),
         ({"userId": 1, "message": "   "}, "message"),
         ({"userId": 1, "message": "x" * (MESSAGE_MAX_LENGTH + 1)}, "message"),
+        # Once coerced and sent: the schema says integer and string.
+        ({"userId": "1", "message": "hi"}, "userId"),
+        ({"userId": 1.0, "message": "hi"}, "userId"),
+        ({"userId": 1, "message": 0}, "message"),
     ],
 )
 def test_notify_validates_its_input(staff_api, payload, field):
