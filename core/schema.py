@@ -38,6 +38,9 @@ class KestrelAutoSchema(AutoSchema):
         for code, description in self._error_answers().items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(api_error(description), code)
+        # Refused by the web server before Kestrel sees it (gunicorn's limit_request_line,
+        # 4094 bytes; a proxy in front has its own), so not in the API's JSON.
+        responses.setdefault("414", {"description": "The request line is too long for the web server"})
         return dict(sorted(responses.items()))
 
     def _get_serializer_field_meta(self, field, direction):

@@ -26,8 +26,10 @@ def _operations(schema: dict):
 
 def test_every_error_answer_is_documented_in_the_error_format(schema):
     for label, operation in _operations(schema):
-        errors = {code: answer for code, answer in operation["responses"].items() if code >= "400"}
+        # 414 comes from the web server, before Kestrel: no JSON to promise.
+        errors = {code: answer for code, answer in operation["responses"].items() if code >= "400" and code != "414"}
         assert {"429", "503"} <= set(errors), label
+        assert "414" in operation["responses"], label
         for code, answer in errors.items():
             assert answer["content"]["application/json"]["schema"] == ERROR, f"{label} {code}"
 
