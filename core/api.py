@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     service = unavailable_service(exc)
     if service is not None:
-        logger.error("%s unavailable in %s: %s", service, context.get("view"), exc)
+        logger.error("%s is unavailable (%s): %s", service, context.get("view"), exc)
         return Response(
             {"error": f"{service} is unavailable; please try again shortly."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -73,11 +73,25 @@ class Process:
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (an RQ worker's forked job process too); SIGKILL waits for it."""
+        """Signal every process of the child's session; SIGKILL waits for the child.
+
+        The session, not the process group: an RQ worker's work horse puts itself in a
+        process group of its own (os.setpgrp), and would otherwise live on and finish
+        the job its worker was killed in.
+        """
         if not self.is_running():
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+        session = self.popen.pid  # start_new_session: the child leads its own session
+        for _ in range(50):  # a fork in flight can add a member after a pass
+            members = session_members(session)
+            if not members:
+                break
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            if sig != signal.SIGKILL:
+                break
+            time.sleep(0.01)
         if sig == signal.SIGKILL:
             self.popen.wait(timeout=10)
 
@@ -96,6 +110,23 @@ class Process:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def session_members(session: int) -> list[int]:
+    """Live (not zombie) processes of a session, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # pid (comm) state ppid pgrp session ...; comm may hold spaces, so split after ")".
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[3]) == session and fields[0] != "Z":
+            members.append(int(entry))
+    return members
 
 
 @dataclass
@@ -232,28 +263,36 @@ def live_kestrel(
     web_threads: int = 16,
     cron: bool = False,
     worker_args: tuple[str, ...] = (),
+    shared_redis: bool = False,
 ) -> Iterator[LiveKestrel]:
     """Start the whole stack; stop all of it on the way out, whatever happened.
 
     `state_config` / `cache_config` add redis.conf directives to the two servers (the
     state server gets `noeviction` and the cache server `allkeys-lru` first); `env`
     overrides settings; `worker_args` are added to the rqworker command line.
+
+    `shared_redis=True` runs both roles on one server (state DB 0, cache DB 1, with
+    `state_config`), the development layout that production must not use: only to show
+    what it loses. `site.cache` is then the state server.
     """
     from jobs.queues import WORKER_QUEUES, WORKER_TTL
 
     var_dir = Path(tempfile.mkdtemp(prefix="kestrel-live-"))
     state = RedisServer(extra_config={"maxmemory-policy": "noeviction", **(state_config or {})})
-    cache = RedisServer(extra_config={"maxmemory-policy": "allkeys-lru", **(cache_config or {})})
+    cache = (
+        state if shared_redis else RedisServer(extra_config={"maxmemory-policy": "allkeys-lru", **(cache_config or {})})
+    )
     started: list = []
     try:
         state.start()
         started.append(state)
-        cache.start()
-        started.append(cache)
+        if not shared_redis:
+            cache.start()
+            started.append(cache)
         child_env = live_env(
             var_dir=var_dir,
             state_url=f"{state.url}/0",
-            cache_url=f"{cache.url}/0",
+            cache_url=f"{cache.url}/1" if shared_redis else f"{cache.url}/0",
             database_url=database_url,
             overrides=env or {},
         )
