@@ -8,6 +8,7 @@ once, keeps `/api/schema` honest without repeating six error codes on every view
 
 from __future__ import annotations
 
+from drf_spectacular.drainage import has_override
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -18,6 +19,14 @@ class ErrorSerializer(serializers.Serializer):
 
     error = serializers.CharField()
     details = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+# Regular expressions the same in ECMA 262 (the schema's dialect) and Python (what
+# DRF and the fuzzers run): no NUL and not empty (drf-spectacular adds "or empty" as a
+# oneOf where blank is allowed, so this must not match "" too); no NUL and something
+# besides white space.
+_NO_NUL = r"^[^\u0000]+$"
+_NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
 def api_error(description: str) -> OpenApiResponse:
@@ -46,16 +55,20 @@ class KestrelAutoSchema(AutoSchema):
     def _get_serializer_field_meta(self, field, direction):
         meta = super()._get_serializer_field_meta(field, direction)
         if (
-            direction == "request"
-            and isinstance(field, serializers.CharField)
-            and not field.allow_blank
-            and not field.read_only
+            direction != "request"
+            or not isinstance(field, serializers.CharField)
+            or field.read_only
+            or has_override(field, "field")  # a field that states its own schema (a pattern)
         ):
-            # DRF refuses a blank string where allow_blank is off, and judges it after
-            # trimming: spaces alone are blank too. drf-spectacular says neither.
+            return meta
+        # What DRF refuses and drf-spectacular does not say: a NUL character anywhere
+        # (every CharField), and where allow_blank is off a blank string, judged after
+        # trimming, so spaces alone are blank too.
+        if field.allow_blank:
+            meta.setdefault("pattern", _NO_NUL)
+        else:
             meta.setdefault("minLength", 1)
-            if field.trim_whitespace:
-                meta.setdefault("pattern", r"\S")
+            meta.setdefault("pattern", _NOT_BLANK if field.trim_whitespace else _NO_NUL)
         return meta
 
     def _error_answers(self) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -48,10 +50,33 @@ def test_the_errors_follow_what_an_operation_takes_and_who_may_call_it(schema):
     assert "409" in paths["/api/posts/{post_id}/like"]["post"]["responses"]
 
 
-def test_a_required_text_field_says_that_blank_or_spaces_are_refused(schema):
-    title = schema["components"]["schemas"]["PostInput"]["properties"]["title"]
+def _string_matches(schema: dict, value: str) -> bool:
+    """The string keywords drf-spectacular writes: pattern, minLength, maxLength, oneOf of those."""
+    if "oneOf" in schema:
+        return sum(_string_matches(branch, value) for branch in schema["oneOf"]) == 1
+    return (
+        ("pattern" not in schema or re.search(schema["pattern"], value) is not None)
+        and len(value) >= schema.get("minLength", 0)
+        and len(value) <= schema.get("maxLength", len(value))
+    )
 
-    assert title["minLength"] == 1
-    assert title["pattern"] == r"\S"
-    password = schema["components"]["schemas"]["LoginInput"]["properties"]["password"]
-    assert "pattern" not in password  # taken as typed: spaces count
+
+@pytest.mark.parametrize(
+    ("component", "field", "taken", "refused"),
+    [
+        ("PostInput", "title", ["a", " a ", "\u00e9t\u00e9"], ["", "   ", "\t\n", "a\u0000b", "\u0000"]),
+        ("LoginInput", "password", [" ", "pass word"], ["", "pass\u0000word"]),  # taken as typed: spaces count
+        ("PatchedProfileInput", "bio", ["", "  ", "a bio"], ["\u0000", "a\u0000"]),  # may be blank
+    ],
+)
+def test_a_text_fields_schema_says_what_drf_refuses(schema, component, field, taken, refused):
+    properties = schema["components"]["schemas"][component]["properties"][field]
+
+    assert [value for value in taken if not _string_matches(properties, value)] == []
+    assert [value for value in refused if _string_matches(properties, value)] == []
+
+
+def test_a_field_with_its_own_pattern_keeps_it(schema):
+    up_to = schema["components"]["schemas"]["ReadInput"]["properties"]["upTo"]
+
+    assert up_to["pattern"] == "^[0-9]{1,19}-[0-9]{1,19}$"
