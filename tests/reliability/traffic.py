@@ -813,7 +813,8 @@ def run_fault(
 # --- Reports ---------------------------------------------------------------------------------
 
 
-def figures_table(figures: Sequence[EndpointFigures]) -> str:
+def figures_table(figures: Sequence[EndpointFigures], *, fault: bool = True) -> str:
+    """The per-endpoint table; `fault=False` leaves out the columns about a fault."""
     rows = [
         [
             f.endpoint,
@@ -839,6 +840,8 @@ def figures_table(figures: Sequence[EndpointFigures]) -> str:
         "recover s",
         "fails after",
     ]
+    if not fault:
+        headers, rows = headers[:6], [row[:6] for row in rows]
     return format_table(headers, rows, left=3)
 
 
