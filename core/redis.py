@@ -21,6 +21,7 @@ too: a replica may not have the session a login has just written.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -97,9 +98,15 @@ class Breaker:
         self.probe_window = probe_window
         self._clock = clock
         self._lock = threading.Lock()
+        # A process forked while another thread held the lock (RQ's work horse, forked
+        # beside the worker's pub/sub thread) must not inherit it held.
+        os.register_at_fork(after_in_child=self._new_lock)
         self._open = False
         self._retry_at = 0.0
         self._probe: tuple[int, float] | None = None  # (thread, until when it may probe)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
