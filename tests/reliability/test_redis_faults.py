@@ -15,6 +15,8 @@ import redis
 
 from tests.live import live_kestrel
 from tests.reliability.traffic import (
+    CPU_MARGIN,
+    RECOVERY_BOUND,
     TRAFFIC_ENV,
     Client,
     Member,
@@ -51,7 +53,7 @@ def _settings(*roles: RoleTimeouts) -> dict[str, str]:
     return {
         f"{r.role} role": f"connect {r.connect:g} s, socket {r.socket:g} s, {r.retries} retries on refused connections"
         for r in roles
-    } | {name: value for name, value in TRAFFIC_ENV.items()}
+    } | TRAFFIC_ENV
 
 
 def _job_round_trip(site, member: Member) -> float:
@@ -113,8 +115,8 @@ def test_killing_the_state_redis_during_writes_loses_nothing_acknowledged():
             fault=fault,
             bounds={
                 "fault cost s (4 state calls x retries' backoff)": round(fault_cost, 3),
-                "cpu margin s": 1.5,
-                "recovery s": 5.0,
+                "cpu margin s": CPU_MARGIN,
+                "recovery s": RECOVERY_BOUND,
             },
             settings=_settings(state) | {"state persistence": "appendonly yes, appendfsync everysec"},
             ledger_check=check,
@@ -146,7 +148,10 @@ def test_a_hung_state_redis_answers_503_within_one_timeout():
             title=f"Redis state role hung (SIGSTOP) for {HANG_SECONDS:g} s under traffic",
             traffic=traffic,
             fault=fault,
-            bounds={"fault cost s (one hung call: connect + socket timeout)": state.hung_call, "cpu margin s": 1.5},
+            bounds={
+                "fault cost s (one hung call: connect + socket timeout)": state.hung_call,
+                "cpu margin s": CPU_MARGIN,
+            },
             settings=_settings(state),
             ledger_check=check,
             site=site,
@@ -171,7 +176,10 @@ def test_a_hung_cache_redis_fails_open_within_its_timeout():
             title=f"Redis cache role hung (SIGSTOP) for {HANG_SECONDS:g} s under traffic",
             traffic=traffic,
             fault=fault,
-            bounds={"fault cost s (one hung call: connect + socket timeout)": cache.hung_call, "cpu margin s": 1.5},
+            bounds={
+                "fault cost s (one hung call: connect + socket timeout)": cache.hung_call,
+                "cpu margin s": CPU_MARGIN,
+            },
             settings=_settings(cache),
             ledger_check=check,
             site=site,

@@ -167,10 +167,6 @@ class Recorder:
         with self._lock:
             return list(self.samples)
 
-    def answered_since(self, since: float) -> int:
-        """Requests sent at or after `since` that have finished (answered or not)."""
-        return sum(1 for s in self.snapshot() if s.started >= since)
-
     def still_down(self, *, fault_start: float, fault_end: float) -> set[str]:
         """Endpoints that failed since `fault_start` and have not answered normally to a
         request sent after `fault_end`."""
@@ -223,9 +219,6 @@ class Answer:
     data: object  # the JSON body, or None
     headers: Mapping[str, str]
     error: str | None = None
-
-    def json_error(self) -> str | None:
-        return self.data.get("error") if isinstance(self.data, dict) else None
 
 
 class Client:
@@ -720,9 +713,6 @@ class Traffic:
     def surprises(self) -> list[str]:
         return self.world.surprises
 
-    def endpoints(self) -> set[str]:
-        return {s.endpoint for s in self.recorder.snapshot() if not s.endpoint.startswith("check ")}
-
     def start(self) -> Traffic:
         for thread in self.threads:
             thread.start()
@@ -923,6 +913,11 @@ def scenario_report(
     lines.append("bounds: " + ", ".join(f"{k} {v:g}" for k, v in bounds.items()))
     lines.append("")
     lines.append(figures_table(figures))
+    lines.append(
+        "failed in fault: answers outside the endpoint's normal set to requests sent during the fault;"
+        " recover s: from the fault's end to the first normal answer to a request sent after it (0: never failed);"
+        " fails after: failures after that"
+    )
     lines.append("")
     lines.append("acknowledged writes: " + ", ".join(f"{k} {v}" for k, v in traffic.ledger.counts().items()))
     if ledger_check is not None:
@@ -953,11 +948,11 @@ class ScenarioResult:
 # --- Bounds and the checks every fault scenario makes -----------------------------------------
 
 # Time a loaded two-core machine may add to any request (gunicorn, two Redis servers,
-# the worker and these clients share the cores).
-CPU_MARGIN = 1.5
-# Log-in endpoints hash the password (PBKDF2, ~0.3 s alone, seconds under this load).
+# the worker and these clients share the cores, and other work may run beside them).
+CPU_MARGIN = 2.5
+# Log-in endpoints hash the password (PBKDF2, ~0.3 s alone; up to ~5 s seen under this load).
 PASSWORD_ENDPOINTS = ("POST /api/login", "POST /api/token")
-PASSWORD_ALLOWANCE = 4.0
+PASSWORD_ALLOWANCE = 5.0
 # Seconds from the fault's end within which every endpoint must answer normally again.
 RECOVERY_BOUND = 5.0
 
