@@ -1,0 +1,342 @@
+"""Schema fuzzing: schemathesis runs every check of /api/schema against a live Kestrel.
+
+The whole engine runs, as `schemathesis run` would: examples, coverage, fuzzing and
+stateful phases (links inferred from the response schemas: a post created, then read,
+liked, deleted and read again), with every check, among them response schema, status
+code and content type conformance, negative and positive data, `ignored_auth`,
+`use_after_free`, `ensure_resource_availability` and `object_level_authorization`
+between two people, Ada and Bob, who must never see or change each other's private
+objects (jobs, reports). A staff account is the third identity, for POST /api/notify.
+
+Against tests/live.py's stack, not in process: schemathesis's WSGI transport fails the
+auth probes (`ignored_auth`, object-level authorization) on a transport keyword werkzeug
+does not take, so in process those checks would silently not run. The live stack is
+production's: gunicorn gthread, both Redis roles, an RQ worker (email goes to files in
+the stack's folder, so nothing leaves the machine), rate limiting on, with the general
+API limit raised out of reach (one address sends thousands of requests a minute); the
+log-in limits stay as they are, so log-in, sign-up and token requests soon answer 429,
+which the schema documents.
+
+Bounded: about three minutes of fuzzing plus the stack's start-up. A run prints its
+seed; `KESTREL_FUZZ_SEED=<seed>` replays it. The findings (or the all-clear) also land
+in var/reliability/schema-fuzz.json.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import threading
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from schemathesis.core.result import Ok
+from schemathesis.engine import Status, events, from_schema
+
+from tests.live import LiveKestrel, live_kestrel
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+REPORT = Path(__file__).resolve().parents[2] / "var" / "reliability" / "schema-fuzz.json"
+
+# Seconds of fuzzing, over all phases, for the main run and the run of the operations
+# that end credentials; the engine shares them out between operations and phases.
+MAIN_SECONDS = 170
+ENDING_SECONDS = 25
+# Examples per operation and phase, before the time limit cuts in.
+MAX_EXAMPLES = 40
+# An answer slower than this is a failure (max_response_time): a hung request, not a slow machine.
+RESPONSE_SECONDS = 5.0
+
+# They end the credentials the run authenticates with: logging out revokes the bearer
+# token, logging out everywhere and changing the password revoke every token of the
+# user. Fuzzed apart, each request as a fresh user with a fresh token.
+ENDING_PATHS = ["/api/logout", "/api/logout-all", "/api/password"]
+
+# Schema-valid requests that business rules refuse with 400, which no JSON Schema can
+# say: a weak, common or username-like password, an email or username already taken;
+# liking one's own post; following oneself. positive_data_acceptance takes 400 from these.
+BUSINESS_RULE_400 = [
+    ("/api/register", "POST"),
+    ("/api/password", "POST"),
+    ("/api/posts/{post_id}/like", "POST"),
+    ("/api/users/{user_id}/follow", "POST"),
+]
+POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+NEGATIVE_REFUSED = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]
+
+# The live stack's settings over production's (tests/live.py): see the module docstring.
+LIVE_ENV = {
+    "RATE_LIMIT_API_PER_MINUTE": "100000000",
+    # Longer than the run, so the fixed tokens never expire under it.
+    "JWT_ACCESS_LIFETIME": "3600",
+}
+
+PASSWORD = "a-Fuzzing-pass-42"
+# Users made for the operations that end credentials: about one per generated request
+# (hypothesis asks for credentials for examples it then discards too). Past the last,
+# they come round again: a reused token may be revoked by then, which is a 403.
+ENDING_USERS = 3000
+
+_MAKE_USERS = """
+import json, os
+from accounts.services import user_create
+from accounts.tokens import token_pair_issue
+people = {}
+for name, staff in (("ada", False), ("bob", False), ("staff", True)):
+    user = user_create(email=f"{name}@example.com", username=name, password=os.environ["FUZZ_PASSWORD"], is_staff=staff)
+    people[name] = {"id": user.pk, "access": token_pair_issue(user=user).access}
+print(json.dumps(people))
+"""
+
+# Users in bulk (an unusable password: nobody logs in with one, and no hashing), each
+# with a token of its own.
+_MAKE_ENDING_USERS = """
+import json
+from django.contrib.auth.hashers import make_password
+from accounts.models import User
+from accounts.tokens import token_pair_issue
+unusable = make_password(None)
+users = User.objects.bulk_create(
+    User(username=f"ending{n}", email=f"ending{n}@example.com", password=unusable) for n in range({count})
+)
+print(json.dumps([token_pair_issue(user=user).access for user in users]))
+"""
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[LiveKestrel]:
+    with live_kestrel(env=LIVE_ENV) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def people(site: LiveKestrel) -> dict:
+    output = site.shell(_MAKE_USERS, env={"FUZZ_PASSWORD": PASSWORD})
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def seed() -> int:
+    value = int(os.environ.get("KESTREL_FUZZ_SEED") or secrets.randbelow(2**31))
+    print(f"\nschema fuzzing seed: {value} (KESTREL_FUZZ_SEED={value} replays it)")
+    return value
+
+
+def _config(site: LiveKestrel, *, seed: int, seconds: int, operations: list[dict], auth: dict | None = None):
+    return schemathesis.Config.from_dict(
+        {
+            "base-url": site.base_url,
+            "seed": seed,
+            "max-time": seconds,
+            # One at a time: with two, hypothesis's threads call ast.parse concurrently, which
+            # Python 3.11 before 3.11.8 can fail with "AST constructor recursion depth mismatch".
+            "workers": 1,
+            "request-timeout": 30,
+            # Nothing kept between runs, nothing written into the repository.
+            "cache": {"enabled": False},
+            "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
+            # Error feedback reads 400 bodies as DRF's bare {"field": ["message"]} and so
+            # takes Kestrel's {"error", "details": {"field": [...]}} for a body with a
+            # required `details.field`: it then reports valid requests as accepted
+            # "negative" data. It shapes generation only; every check still runs.
+            "phases": {"fuzzing": {"error-feedback": {"enabled": False}}},
+            "checks": {
+                "max_response_time": RESPONSE_SECONDS,
+                # A request line too long for gunicorn is refused too, with its 414.
+                "negative_data_rejection": {"expected-statuses": NEGATIVE_REFUSED},
+            },
+            **({"auth": auth} if auth else {}),
+            "operations": [
+                *operations,
+                *(
+                    {
+                        "include-path": path,
+                        "include-method": method,
+                        "checks": {"positive_data_acceptance": {"expected-statuses": [*POSITIVE_ACCEPTED, "400"]}},
+                    }
+                    for path, method in BUSINESS_RULE_400
+                ),
+            ],
+        }
+    )
+
+
+class Findings:
+    """What a run did and found: cases, answers by status, failures by operation and check."""
+
+    def __init__(self) -> None:
+        self.cases = 0
+        self.operations: set[str] = set()
+        self.statuses: Counter[int] = Counter()
+        self.identities: Counter[str] = Counter()
+        self.failures: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+        # Engine errors (the run itself went wrong) by operation and kind, with one trace each.
+        self.errors: dict[tuple[str, str], list] = {}
+        self.phases: dict[str, str] = {}
+        self.checks: Counter[str] = Counter()
+
+    def collect(self, stream) -> None:
+        for event in stream:
+            if isinstance(event, events.ScenarioFinished):
+                self._scenario(event.recorder)
+            elif isinstance(event, events.PhaseFinished):
+                self.phases[event.phase.name.value] = str(event.status)
+            elif isinstance(event, events.NonFatalError | events.FatalError):
+                error = getattr(event, "value", None) or getattr(event, "exception", None)
+                key = (getattr(event, "label", "run"), type(error).__name__)
+                trace = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else repr(event)
+                self.errors.setdefault(key, [0, trace])[0] += 1
+
+    def _scenario(self, recorder) -> None:
+        for node in recorder.cases.values():
+            case = node.value
+            self.cases += 1
+            self.operations.add(case.operation.label)
+            if case.auth_identity:
+                self.identities[case.auth_identity] += 1
+        for interaction in recorder.interactions.values():
+            if interaction.response is not None:
+                self.statuses[interaction.response.status_code] += 1
+        for checks in recorder.checks.values():
+            for check in checks:
+                self.checks[check.name] += 1
+                if check.status != Status.FAILURE or check.failure_info is None:
+                    continue
+                failure = check.failure_info.failure
+                key = (failure.operation or recorder.label, check.name, failure.title)
+                if len(self.failures[key]) < 3:  # a few samples of each are enough to act on
+                    self.failures[key].append(f"{failure.message}\n{check.failure_info.code_sample}")
+
+    def summary(self) -> dict:
+        return {
+            "cases": self.cases,
+            "operations": sorted(self.operations),
+            "statuses": {str(code): count for code, count in sorted(self.statuses.items())},
+            "identities": dict(self.identities),
+            "phases": self.phases,
+            "checks": dict(sorted(self.checks.items())),
+            "failures": [
+                {"operation": operation, "check": check, "title": title, "samples": samples}
+                for (operation, check, title), samples in sorted(self.failures.items())
+            ],
+            "errors": [
+                {"operation": operation, "error": kind, "count": count, "trace": trace}
+                for (operation, kind), (count, trace) in sorted(self.errors.items())
+            ],
+        }
+
+    def explain(self) -> str:
+        lines = [f"{len(self.failures)} kinds of failure, {len(self.errors)} errors:"]
+        for (operation, check, title), samples in sorted(self.failures.items()):
+            lines.append(f"- {operation}: {check}: {title}")
+            lines.extend("    " + sample.replace("\n", "\n    ") for sample in samples[:1])
+        for (operation, kind), (count, trace) in sorted(self.errors.items()):
+            lines.append(f"- error in {operation}: {kind} x{count}\n    " + trace.replace("\n", "\n    "))
+        return "\n".join(lines)
+
+
+def _write_report(name: str, findings: Findings, **extra) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    report[name] = {**extra, **findings.summary()}
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _schema_operations(schema) -> set[str]:
+    operations = set()
+    for result in schema.get_all_operations():
+        if not isinstance(result, Ok):
+            raise AssertionError(f"schemathesis cannot read an operation of /api/schema: {result.err()}")
+        operations.add(result.ok().label)
+    return operations
+
+
+def test_the_api_keeps_its_schema_for_two_people_and_staff(site, people, seed, tmp_path):
+    # Web Fuzzing Commons auth: each person's bearer token as a fixed header. Ada and
+    # Bob are peers: objects one of them reads (their jobs, their reports) are replayed
+    # as the other, who must not get them.
+    wfc = tmp_path / "auth.json"
+    wfc.write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {
+                        "name": name,
+                        "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {people[name]['access']}"}],
+                    }
+                    for name in ("ada", "bob", "staff")
+                ]
+            }
+        )
+    )
+    config = _config(
+        site,
+        seed=seed,
+        seconds=MAIN_SECONDS,
+        auth={"wfc": {"path": str(wfc), "peers": ["ada", "bob"]}},
+        operations=[{"include-path": ENDING_PATHS, "enabled": False}],
+    )
+    schema = schemathesis.openapi.from_url(site.url("/api/schema"), config=config)
+    expected = _schema_operations(schema) - {f"POST {path}" for path in ENDING_PATHS}
+
+    began = time.monotonic()
+    findings = Findings()
+    findings.collect(from_schema(schema).execute())
+    _write_report("main", findings, seed=seed, seconds=round(time.monotonic() - began, 1))
+
+    assert not findings.failures, f"{findings.explain()}\n\n{site.logs()}"
+    assert not findings.errors, findings.explain()
+    assert findings.operations >= expected, f"never exercised: {sorted(expected - findings.operations)}"
+    assert {"ada", "bob"} <= set(findings.identities), f"identities used: {dict(findings.identities)}"
+    assert not [code for code in findings.statuses if code >= 500]
+
+
+def test_the_operations_that_end_credentials_keep_their_schema(site, seed):
+    # One fresh user and token per request: a logout, a log-out-everywhere or a password
+    # change ends only its own user's tokens, never the next request's.
+    output = site.shell(_MAKE_ENDING_USERS.replace("{count}", str(ENDING_USERS)))
+    tokens = itertools.cycle(json.loads(output.strip().splitlines()[-1]))
+    lock = threading.Lock()
+
+    config = _config(
+        site,
+        seed=seed,
+        seconds=ENDING_SECONDS,
+        operations=[
+            {"include-path": [path for path in _paths(site) if path not in ENDING_PATHS], "enabled": False},
+        ],
+    )
+    schema = schemathesis.openapi.from_url(site.url("/api/schema"), config=config)
+
+    @schema.auth(refresh_interval=None)
+    class FreshUser:
+        def get(self, case, context) -> str:
+            with lock:
+                return next(tokens)
+
+        def set(self, case, data: str, context) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    began = time.monotonic()
+    findings = Findings()
+    findings.collect(from_schema(schema).execute())
+    _write_report("ending", findings, seed=seed, seconds=round(time.monotonic() - began, 1))
+
+    assert not findings.failures, f"{findings.explain()}\n\n{site.logs()}"
+    assert not findings.errors, findings.explain()
+    assert findings.operations == {f"POST {path}" for path in ENDING_PATHS}
+    assert not [code for code in findings.statuses if code >= 500]
+
+
+def _paths(site: LiveKestrel) -> list[str]:
+    status, _, content = site.request("GET", "/api/schema?format=json")
+    assert status == 200, content[:300]
+    return list(json.loads(content)["paths"])
