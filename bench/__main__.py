@@ -6,6 +6,7 @@
     python -m bench --only post-miss --no-stampede
     python -m bench --group jobs          # only the jobs benchmark (repeatable)
     python -m bench --skip feeds --skip protect
+    python -m bench load                  # a mixed load of many people against the floor (bench/load.py)
 
 Groups (bench.scenarios.GROUPS): http (the floors, /api/me, GET /api/posts/{id}),
 stampede (bench/stampede.py), jobs (bench/jobqueue.py: RQ workers), feeds (GET
@@ -981,6 +982,11 @@ CHILDREN = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["load"]:
+        from bench.load import main as load_main  # its own options: python -m bench load --help
+
+        return load_main(argv[1:])
     args = parse_args(argv)
     # `kill` or a stopping `make` sends SIGTERM: turn it into an exception so the
     # `finally` blocks stop gunicorn and Redis, as Ctrl-C (KeyboardInterrupt) does.
