@@ -16,6 +16,7 @@ from accounts import keys, tokens
 from accounts.models import Follow, User
 from accounts.selectors import FOLLOWERS, FOLLOWING, USER
 from core.cacheaside import invalidate, invalidate_now
+from core.commit import after_commit
 from core.locks import LockNotAcquired, fenced_update, redis_lock
 from core.redis import get_redis, is_unavailable
 from feeds.services import follow_published, unfollow_published
@@ -169,9 +170,8 @@ def follow_create(*, follower: User, followee: User) -> Follow:
                 follow = Follow.objects.create(follower=follower, followee=followee)
         except IntegrityError:
             raise AlreadyFollowing from None
-        mirror = partial(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
-        transaction.on_commit(mirror, robust=True)
-        transaction.on_commit(partial(follow_published, follower=follower, followee=followee), robust=True)
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
+        after_commit(follow_published, follower=follower, followee=followee)
     return follow
 
 
@@ -182,9 +182,8 @@ def follow_delete(*, follower: User, followee: User) -> None:
         deleted, _ = Follow.objects.filter(follower=follower, followee=followee).delete()
         if not deleted:
             raise NotFollowing
-        mirror = partial(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
-        transaction.on_commit(mirror, robust=True)
-        transaction.on_commit(partial(unfollow_published, follower_id=follower.pk), robust=True)
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
+        after_commit(unfollow_published, follower_id=follower.pk)
 
 
 _MIRROR_UPDATE_LUA = """

@@ -36,13 +36,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
 from core import metrics
+from core.commit import after_commit
 from core.l1 import L1, MISS
 from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
 
@@ -318,7 +317,7 @@ def invalidate(family_name: str, obj_id: Any) -> None:
     row before the commit; after commit (plus the lease) it cannot. Outside a
     transaction the callback runs at once.
     """
-    transaction.on_commit(partial(invalidate_now, family_name, obj_id), robust=True)
+    after_commit(invalidate_now, family_name, obj_id)
 
 
 def invalidate_now(family_name: str, obj_id: Any) -> bool:

@@ -30,14 +30,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from functools import partial
 
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
 from core import metrics
+from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
 from feeds.notifications import notifications_queue, notify
@@ -100,11 +99,9 @@ def timeline_fanout_schedule(*, post: Post) -> None:
     followers = Follow.objects.filter(followee_id=post.author_id).values("pk")[: FANOUT_INLINE_MAX_FOLLOWERS + 1]
     if followers.count() > FANOUT_INLINE_MAX_FOLLOWERS:
         job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk})
-        transaction.on_commit(
-            partial(activity_add, user_id=post.author_id, action=POSTED, target_id=post.pk), robust=True
-        )
+        after_commit(activity_add, user_id=post.author_id, action=POSTED, target_id=post.pk)
     else:
-        transaction.on_commit(partial(_fanout_inline, post), robust=True)
+        after_commit(_fanout_inline, post)
 
 
 def _fanout_inline(post: Post) -> None:

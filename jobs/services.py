@@ -16,7 +16,6 @@ import logging
 import smtplib
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 import django_rq
 from django.conf import settings
@@ -30,6 +29,7 @@ from rq import Callback, Retry
 
 from accounts.models import User
 from core import metrics
+from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS
 from feeds.notifications import notify
 from jobs.models import Job, Report
@@ -53,7 +53,7 @@ class PermanentJobError(Exception):
 def job_enqueue(*, kind: str, owner: User | None, payload: dict) -> Job:
     """Record the job now; push it to RQ once the surrounding transaction commits."""
     job = Job.objects.create(kind=kind, owner=owner, payload=payload)
-    transaction.on_commit(partial(_push, job), robust=True)
+    after_commit(_push, job)
     return job
 
 
@@ -186,14 +186,11 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
                 owner=owner,
             )
-            transaction.on_commit(
-                partial(
-                    notify,
-                    user_id=owner.pk,
-                    kind="report",
-                    message=f"Your activity report is ready: {total} posts, {views_total} views, {likes_total} likes.",
-                    data={"jobId": str(job.pk), "download": result["download"]},
-                ),
-                robust=True,
+            after_commit(
+                notify,
+                user_id=owner.pk,
+                kind="report",
+                message=f"Your activity report is ready: {total} posts, {views_total} views, {likes_total} likes.",
+                data={"jobId": str(job.pk), "download": result["download"]},
             )
     return result

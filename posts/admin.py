@@ -1,8 +1,6 @@
-from functools import partial
-
 from django.contrib import admin
-from django.db import transaction
 
+from core.commit import after_commit
 from feeds.services import timeline_fanout_schedule
 from posts.models import Page, Post
 from posts.services import write_through_new_post
@@ -21,7 +19,7 @@ class PostAdmin(admin.ModelAdmin):
         if not change:
             # Edits and deletes are invalidated by posts.signals; a new post is written
             # through to its author's list and fanned out like one made on the site.
-            transaction.on_commit(partial(write_through_new_post, obj), robust=True)
+            after_commit(write_through_new_post, obj)
             timeline_fanout_schedule(post=obj)
 
 

@@ -40,6 +40,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from core.cacheaside import invalidate
+from core.commit import after_commit
 from core.redis import get_redis
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
@@ -138,7 +139,7 @@ def _flush_due(kind: Kind, obj_id: int) -> None:
         # Inside the caller's transaction a rollback would undo our UPDATE after the
         # views had left Redis: flush once it has committed (robust: a failure there
         # is logged, never raised into the caller's commit).
-        transaction.on_commit(functools.partial(_flush_inline, kind, obj_id), robust=True)
+        after_commit(_flush_inline, kind, obj_id)
     else:
         _flush_inline(kind, obj_id)
 

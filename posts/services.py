@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import partial
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -13,6 +12,7 @@ from django.db.models import F
 from accounts.models import User
 from core import metrics
 from core.cacheaside import invalidate_now
+from core.commit import after_commit
 from core.redis import get_redis, is_unavailable
 from feeds.services import like_published, timeline_fanout_schedule
 from posts import keys
@@ -36,7 +36,7 @@ def post_create(*, author: User, title: str, content: str) -> Post:
     post.full_clean(exclude=["view_count", "like_count"])
     with transaction.atomic():
         post.save()
-        transaction.on_commit(partial(write_through_new_post, post), robust=True)
+        after_commit(write_through_new_post, post)
         # Followers' timelines and the author's activity: after commit, or for a popular
         # author as a job recorded in this transaction.
         timeline_fanout_schedule(post=post)
@@ -65,7 +65,7 @@ def post_delete(*, post: Post, editor: User) -> None:
     with transaction.atomic():
         post.delete()  # posts.signals drops the caches after commit
         if likes:
-            transaction.on_commit(partial(leaderboard_like_changed, author_id=author_id, delta=-likes), robust=True)
+            after_commit(leaderboard_like_changed, author_id=author_id, delta=-likes)
     logger.info("Post %s deleted by %s", post_id, editor.pk)
 
 
@@ -85,8 +85,7 @@ def post_like(*, post: Post, user: User) -> None:
         except IntegrityError:
             raise AlreadyLiked from None
         Post.objects.filter(pk=post.pk).update(like_count=F("like_count") + 1)
-        after = partial(_after_like, post.pk, post.author_id, +1, liker=user, title=post.title)
-        transaction.on_commit(after, robust=True)
+        after_commit(_after_like, post.pk, post.author_id, +1, liker=user, title=post.title)
 
 
 def post_unlike(*, post: Post, user: User) -> None:
@@ -95,7 +94,7 @@ def post_unlike(*, post: Post, user: User) -> None:
         if not deleted:
             raise NotLiked
         Post.objects.filter(pk=post.pk).update(like_count=F("like_count") - 1)
-        transaction.on_commit(partial(_after_like, post.pk, post.author_id, -1), robust=True)
+        after_commit(_after_like, post.pk, post.author_id, -1)
 
 
 # --- After commit ------------------------------------------------------------------------

@@ -1,13 +1,11 @@
 """Cache invalidation for posts: any save or delete, from any code path (API, site, admin, shell)."""
 
-from functools import partial
-
 from django.conf import settings
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from core.cacheaside import invalidate
+from core.commit import after_commit
 from core.redis import get_redis
 from posts import keys
 from posts.leaderboard import leaderboard_drop
@@ -30,7 +28,7 @@ def post_deleted(sender, instance: Post, **kwargs) -> None:
     invalidate("post", instance.pk)
     invalidate(AUTHOR_LISTS.name, instance.author_id)
     # Unique viewers of a post that is gone (pending views are dropped at their next flush).
-    transaction.on_commit(partial(_drop_viewers, instance.pk), robust=True)
+    after_commit(_drop_viewers, instance.pk)
 
 
 def _drop_viewers(post_id: int) -> None:
@@ -40,7 +38,7 @@ def _drop_viewers(post_id: int) -> None:
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="posts.author_deleted")
 def author_deleted(sender, instance, **kwargs) -> None:
     # Their likes left with their posts (a cascade sends no per-like delta): rebuild.
-    transaction.on_commit(leaderboard_drop, robust=True)
+    after_commit(leaderboard_drop)
 
 
 @receiver(post_save, sender=Page, dispatch_uid="posts.page_saved")
