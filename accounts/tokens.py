@@ -299,11 +299,15 @@ _ROTATE_LUA = """
 -- KEYS: [1] the refresh token's denylist entry (keys.jwt_revoked), [2] its family's
 --       (keys.jwt_family_revoked), [3] its owner's epoch (keys.user_token_epoch)
 -- ARGV: [1] the token's epoch, [2] ms the token has left to live (+ margin),
---       [3] ms the family's entry must live (keys.longest_token_life)
+--       [3] ms the family's entry must live (keys.longest_token_life),
+--       [4] this attempt's id (random, one per refresh request)
 -- Returns "ok" (the token is now spent: issue the next pair), "revoked", or "reused"
 -- (it had been spent already: its whole family is now revoked).
 -- One script: checking and spending in one step is what makes a refresh token single
 -- use when twenty requests present it at once (SET NX lets exactly one through).
+-- The spend records the attempt: when a connection drops after the script ran,
+-- redis-py sends the same script again, and that retry must find its own spend,
+-- not take itself for a thief and revoke the family.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 'revoked'
 end
@@ -311,7 +315,10 @@ local stored = redis.call('GET', KEYS[3])
 if stored and (not tonumber(stored) or tonumber(stored) > tonumber(ARGV[1])) then
   return 'revoked'
 end
-if redis.call('SET', KEYS[1], 'rotated', 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[2]) then
+  return 'ok'
+end
+if redis.call('GET', KEYS[1]) == ARGV[4] then
   return 'ok'
 end
 redis.call('SET', KEYS[2], 'reused', 'PX', ARGV[3])
@@ -340,13 +347,7 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
     now = _now(now)
     claims = token_decode(refresh, type=REFRESH, now=now)
     user = _token_user(claims)
-    # State role, fail closed: an unanswered script raises (503) and issues nothing.
-    outcome = _rotate_script()(
-        keys=[keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family), keys.user_token_epoch(user.pk)],
-        args=[claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000],
-        client=get_redis("state"),
-    )
-    outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+    outcome = _spend(claims, user_id=user.pk, now=now, attempt=_new_id())
     if outcome == "reused":
         metrics.incr("tokens.refresh_reused")
         logger.warning(
@@ -355,6 +356,17 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
     if outcome != "ok":
         raise RevokedToken(outcome)
     return _pair(user_id=user.pk, epoch=claims.epoch, family=claims.family, now=now)
+
+
+def _spend(claims: Claims, *, user_id: int, now: float, attempt: str) -> str:
+    """Run the rotation script once for this attempt: "ok", "revoked" or "reused"."""
+    # State role, fail closed: an unanswered script raises (503) and issues nothing.
+    outcome = _rotate_script()(
+        keys=[keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family), keys.user_token_epoch(user_id)],
+        args=[claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000, attempt],
+        client=get_redis("state"),
+    )
+    return outcome.decode() if isinstance(outcome, bytes) else outcome
 
 
 # --- Revocation ---------------------------------------------------------------------------

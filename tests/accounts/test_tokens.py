@@ -165,7 +165,20 @@ def test_refresh_returns_a_new_pair_of_the_same_family_and_spends_the_old_refres
     assert new["fam"] == old["fam"]
     assert new["jti"] != old["jti"]
     assert bearer(second["access"]).get("/api/me").status_code == 200
-    assert state_redis.get(keys.jwt_revoked(old["jti"])) == b"rotated"
+    assert state_redis.exists(keys.jwt_revoked(old["jti"]))
+
+
+def test_a_refresh_sent_again_after_its_reply_was_lost_is_not_taken_for_reuse(ada):
+    # What redis-py does when the connection drops after the script ran: the same
+    # script, same arguments, again. The attempt id tells that retry from a thief.
+    claims = tokens.token_decode(log_in()["refresh"], type=tokens.REFRESH)
+    now = time.time()
+
+    first = tokens._spend(claims, user_id=ada.pk, now=now, attempt="attempt-1")
+    resent = tokens._spend(claims, user_id=ada.pk, now=now, attempt="attempt-1")
+    thief = tokens._spend(claims, user_id=ada.pk, now=now, attempt="attempt-2")
+
+    assert (first, resent, thief) == ("ok", "ok", "reused")
 
 
 def test_refresh_without_a_token_is_401_missing_token():
