@@ -97,8 +97,13 @@ DATABASE_URL = env_str("DATABASE_URL", "")
 # they save reopening the file and its PRAGMAs on every request (0.7-1 ms here).
 # Health checks drop a connection the server closed instead of failing a request.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
+# Seconds a new PostgreSQL connection may take: a database host that does not answer
+# costs a request this long (then 503), not the operating system's minutes.
+DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
 else:
     # SQLite cannot create the folder its file lives in; a fresh clone has no var/.
     VAR_DIR.mkdir(parents=True, exist_ok=True)
