@@ -86,6 +86,9 @@ class KestrelAutoSchema(AutoSchema):
             answers["403"] = "Forbidden: an invalid or revoked token, a missing CSRF token, or not yours"
         if any(parameter["in"] == "path" for parameter in parameters):
             answers["404"] = "No such object (or not yours to see)"
+        # DRF's content negotiation runs on every view: an Accept header that admits no
+        # JSON (or is malformed) is refused before the view.
+        answers["406"] = "The Accept header admits no type the API answers (application/json)"
         if takes_body:
             answers["415"] = "The body is not JSON (Content-Type: application/json)"
         # core.ratelimit's middleware covers every path under /api/; Redis outages are 503 (core.api).

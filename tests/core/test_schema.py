@@ -30,7 +30,7 @@ def test_every_error_answer_is_documented_in_the_error_format(schema):
     for label, operation in _operations(schema):
         # 414 comes from the web server, before Kestrel: no JSON to promise.
         errors = {code: answer for code, answer in operation["responses"].items() if code >= "400" and code != "414"}
-        assert {"429", "503"} <= set(errors), label
+        assert {"406", "429", "503"} <= set(errors), label
         assert "414" in operation["responses"], label
         for code, answer in errors.items():
             assert answer["content"]["application/json"]["schema"] == ERROR, f"{label} {code}"
@@ -80,3 +80,10 @@ def test_a_field_with_its_own_pattern_keeps_it(schema):
     up_to = schema["components"]["schemas"]["ReadInput"]["properties"]["upTo"]
 
     assert up_to["pattern"] == "^[0-9]{1,19}-[0-9]{1,19}$"
+
+
+def test_an_accept_header_without_json_is_406_in_the_error_format(as_ada):
+    response = as_ada.post("/api/logout-all", HTTP_ACCEPT="text/csv")
+
+    assert response.status_code == 406
+    assert set(response.json()) == {"error"}

@@ -46,6 +46,9 @@ from tests.live import HOST, PROJECT_ROOT, LiveKestrel
 CLIENT_TIMEOUT = 15.0
 PASSWORD = "reliable-Kestrel-pass-42"
 IDLE_RECONNECT = 1.0  # seconds a kept-alive connection may idle before a client opens a new one
+# Seconds an actor waits after a failed log-in, doubling up to the maximum.
+MIN_LOGIN_BACKOFF = 0.1
+MAX_LOGIN_BACKOFF = 1.6
 
 # Settings every fault scenario's stack runs with, on top of the production ones:
 # - the general API limit (100 a minute per person) would answer 429s to a client that
@@ -519,6 +522,7 @@ class Actor(threading.Thread):
         self.logged_in = False
         self.refresh: str | None = None
         self.since_login = 0
+        self.login_backoff = MIN_LOGIN_BACKOFF
         self.liked: set[int] = set()
         self.followed: set[int] = set()
         self.error: BaseException | None = None
@@ -531,7 +535,11 @@ class Actor(threading.Thread):
             while not self.world.stop.is_set() and self.world.budget.take():
                 if not self.logged_in:
                     if not self.log_in():
-                        self.world.stop.wait(0.1)  # the service is down: back off a little
+                        self.world.stop.wait(self.login_backoff)
+                        # Doubling, as a client should: every attempt counts against the
+                        # log-in limits, and retrying ten times a second through an outage
+                        # spends them (429s that outlast the outage).
+                        self.login_backoff = min(self.login_backoff * 2, MAX_LOGIN_BACKOFF)
                     continue
                 self.since_login += 1
                 if self.logins_left > 0 and self.since_login > 25 and self.rng.random() < 0.05:
@@ -552,17 +560,24 @@ class Actor(threading.Thread):
     def log_in(self) -> bool:
         credentials = {"email": self.member.email, "password": self.member.password}
         self.client.cookies, self.client.bearer = {}, None
+        # 429 is the log-in limits doing their job (per account and per address, left at
+        # production values): a person who retried through an outage waits a minute.
         if self.mode == SESSION:
-            answer = self.client.call("POST", "/api/login", endpoint=self.endpoint("POST /api/login"), body=credentials)
+            answer = self.client.call(
+                "POST", "/api/login", endpoint=self.endpoint("POST /api/login"), ok=(200, 429), body=credentials
+            )
             self.logged_in = answer.status == 200 and "sessionid" in self.client.cookies
         else:
-            answer = self.client.call("POST", "/api/token", endpoint=self.endpoint("POST /api/token"), body=credentials)
+            answer = self.client.call(
+                "POST", "/api/token", endpoint=self.endpoint("POST /api/token"), ok=(200, 429), body=credentials
+            )
             if answer.status == 200 and isinstance(answer.data, dict):
                 self.client.bearer, self.refresh = answer.data["access"], answer.data["refresh"]
                 self.logged_in = True
         if self.logged_in:
             self.logins_left -= 1
             self.since_login = 0
+            self.login_backoff = MIN_LOGIN_BACKOFF
         return self.logged_in
 
     def log_out(self) -> None:
