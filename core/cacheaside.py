@@ -325,6 +325,15 @@ def invalidate_now(family_name: str, obj_id: Any) -> bool:
 
     Returns False (and records the invalidation in the outbox) when Redis did not answer.
     """
+    if _invalidate(family_name, obj_id):
+        return True
+    from core.models import PendingInvalidation
+
+    PendingInvalidation.objects.create(family=family_name, obj_id=str(obj_id))
+    return False
+
+
+def _invalidate(family_name: str, obj_id: Any) -> bool:
     fam = _families[family_name]
     key = fam.key(obj_id)
     _l1.cache.delete(key)
@@ -341,26 +350,31 @@ def invalidate_now(family_name: str, obj_id: Any) -> bool:
             raise
         metrics.incr("cache.invalidation_failed", family=family_name)
         logger.warning("Could not invalidate %s %s (%s); queued in the outbox", family_name, obj_id, exc)
-        from core.models import PendingInvalidation
-
-        PendingInvalidation.objects.create(family=family_name, obj_id=str(obj_id))
         return False
     metrics.incr("cache.invalidation", family=family_name)
     return True
 
 
-def replay_pending_invalidations(*, batch: int = 500) -> int:
-    """Retry invalidations that failed while Redis was away; returns how many went through."""
+def replay_pending_invalidations() -> int:
+    """Retry invalidations that failed while Redis was away; returns how many objects were invalidated.
+
+    An outage queues a row per failed write, and a hot post gets hundreds: each object
+    is invalidated once (one round trip), which covers every row queued for it before
+    the replay began, so a long queue drains in one run. Stops at the first failure
+    (Redis still away): what is left stays queued for the next run.
+    """
     from core.models import PendingInvalidation
 
+    ceiling = PendingInvalidation.objects.order_by("-id").values_list("id", flat=True).first()
+    if ceiling is None:
+        return 0
+    queued = PendingInvalidation.objects.filter(id__lte=ceiling)
     done = 0
-    pending = list(PendingInvalidation.objects.order_by("id")[:batch])
-    for row in pending:
-        obj_id: Any = int(row.obj_id) if row.obj_id.isdigit() else row.obj_id
-        row.delete()
-        if row.family not in _families:
-            continue
-        if not invalidate_now(row.family, obj_id):
-            break  # still unreachable: invalidate_now queued this one again; try next run
-        done += 1
+    for family, raw_id in queued.order_by().values_list("family", "obj_id").distinct():
+        if family in _families:
+            obj_id: Any = int(raw_id) if raw_id.isdigit() else raw_id
+            if not _invalidate(family, obj_id):
+                break  # still unreachable: its rows stay for the next run
+            done += 1
+        queued.filter(family=family, obj_id=raw_id).delete()
     return done

@@ -323,3 +323,19 @@ def test_replay_stops_at_the_first_failure_and_keeps_the_rest(cache_redis):
         assert cacheaside.replay_pending_invalidations() == 0
 
     assert sorted(PendingInvalidation.objects.values_list("obj_id", flat=True)) == ["1", "2"]
+
+
+@pytest.mark.django_db
+def test_replay_drains_a_long_outbox_with_one_invalidation_per_object(cache_redis):
+    # An outage under load: hundreds of failed invalidations of a few hot objects.
+    PendingInvalidation.objects.bulk_create(
+        PendingInvalidation(family="widget", obj_id=str(1 + n % 3)) for n in range(1200)
+    )
+    for obj_id in (1, 2, 3):
+        get_or_load(WIDGET, obj_id, CountingLoader({"name": "stale"}))
+
+    assert cacheaside.replay_pending_invalidations() == 3
+
+    assert not PendingInvalidation.objects.exists()
+    assert not any(cache_redis.exists(WIDGET.key(obj_id)) for obj_id in (1, 2, 3))
+    assert metrics.value("cache.invalidation", family="widget") == 3

@@ -33,6 +33,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core.redis import get_redis, role_url
 from tests.jobs import fault_jobs
+from tests.live import session_members
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +85,7 @@ class WorkerProcess:
             return
         session = self.process.pid
         for _ in range(50):
-            members = _session_members(session)
+            members = session_members(session)
             if not members:
                 break
             for pid in members:
@@ -97,23 +98,6 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def _session_members(session: int) -> list[int]:
-    """Live (not zombie) processes of a session, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # pid (comm) state ppid pgrp session ...; comm may hold spaces, so split after ")".
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[3]) == session and fields[0] != "Z":
-            members.append(int(entry))
-    return members
 
 
 @pytest.fixture
