@@ -18,7 +18,6 @@ activity stream is the only copy of what it records, so its reads raise (a 503).
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +28,7 @@ from accounts.models import Follow, User
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
+from feeds.notifications import StreamId, parse_stream_id
 from posts.models import Post
 from posts.selectors import post_dicts_by_id
 
@@ -38,23 +38,16 @@ ACTIVITY_COUNT_DEFAULT = 50
 FEED_COUNT_DEFAULT = 20
 COUNT_MAX = 100
 
-_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
-_ID_MAX = 2**64 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-StreamId = tuple[int, int]
 
 
 def stream_id_parse(value: str) -> StreamId:
     """`"1712345678901-3"` -> (1712345678901, 3); ValueError for anything Redis would refuse."""
-    match = _STREAM_ID.match(value)
-    if match is None:
+    parsed = parse_stream_id(value)
+    if parsed is None:
         raise ValueError("Must be a stream id such as 1712345678901-0.")
-    ms, seq = int(match.group(1)), int(match.group(2))
-    if ms > _ID_MAX or seq > _ID_MAX:
-        raise ValueError("Stream id parts must fit in 64 bits.")
-    return ms, seq
+    return parsed
 
 
 def _ms(moment: datetime) -> int:
