@@ -1,6 +1,7 @@
 """Kestrel's periodic jobs, for RQ's cron scheduler: `manage.py rqcron jobs/cron.py`.
 
-The scheduler only enqueues; a worker listening on the queue runs the job. It is its
+The scheduler only enqueues, on the `periodic` queue, which every worker listens to
+first (jobs.queues.WORKER_QUEUES): a backlog of people's jobs never delays these. It is its
 own process (one per deployment is enough, more are harmless: each run of these jobs
 is safe alongside another).
 """
@@ -11,7 +12,7 @@ from rq import cron
 
 from core.jobs import replay_invalidations, sample_ops
 from jobs.jobs import drain_outbox
-from jobs.queues import DEFAULT, QUEUE_TIMEOUTS
+from jobs.queues import PERIODIC, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
 
 # (job, seconds between runs), each the longest something waits:
@@ -25,11 +26,11 @@ PERIODIC_JOBS = [
 for func, interval in PERIODIC_JOBS:
     cron.register(
         func,
-        DEFAULT,
+        PERIODIC,
         interval=interval,
         # RQ's cron enqueues through a plain rq Queue, which does not see django-rq's
         # DEFAULT_TIMEOUT, so the queue's timeout is passed explicitly.
-        job_timeout=QUEUE_TIMEOUTS[DEFAULT],
+        job_timeout=QUEUE_TIMEOUTS[PERIODIC],
         # While no worker runs, runs pile up in the queue; one waiting longer than a
         # few intervals is superseded by newer ones and expires instead.
         ttl=5 * interval,

@@ -9,19 +9,24 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+PERIODIC = "periodic"  # the jobs of jobs/cron.py, and nothing else
 DEFAULT = "default"
 EMAIL = "email"
 REPORTS = "reports"
 
 # Seconds a job may run before the worker kills it (RQ's job timeout).
 QUEUE_TIMEOUTS: dict[str, int] = {
+    PERIODIC: 300,
     DEFAULT: 300,
     EMAIL: 60,
     REPORTS: 600,
 }
 
-# The order a worker listens in: email first, people wait on it.
-WORKER_QUEUES: list[str] = [EMAIL, REPORTS, DEFAULT]
+# The order a worker listens in (it takes from the first non-empty queue). Periodic
+# jobs first: they are few and short, and the view-count flush, the invalidation replay
+# and the outbox drain must not wait behind a backlog of people's reports. Then email,
+# as people wait on it.
+WORKER_QUEUES: list[str] = [PERIODIC, EMAIL, REPORTS, DEFAULT]
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def test_pending_views_reads_many_counters_in_one_call(make_user, page):
     assert pending_views("page", []) == {}
 
 
-def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
+def test_the_flush_job_runs_on_a_worker_of_the_periodic_queue(post, run_jobs):
     import django_rq
 
     from posts.jobs import flush_view_counts
@@ -203,11 +203,11 @@ def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
     for _ in range(7):
         record_post_view(post_id=post.pk, viewer="u:1")
     # Enqueued at once, as the cron scheduler does (it uses a plain rq Queue).
-    queue = django_rq.get_queue("default", commit_mode="auto")
+    queue = django_rq.get_queue("periodic", commit_mode="auto")
     job = queue.enqueue(flush_view_counts)
 
     # A SimpleWorker runs the job in this process, inside the test's database.
-    run_jobs("default")
+    run_jobs("periodic")
 
     job.refresh()
     assert job.is_finished
@@ -215,7 +215,7 @@ def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
     assert view_count(post) == 7
 
 
-def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default_queue():
+def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_periodic_queue():
     from django_rq.cron import DjangoCronScheduler
 
     scheduler = DjangoCronScheduler()
@@ -223,10 +223,10 @@ def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default
 
     jobs = {(job.func_name, job.queue_name, job.interval) for job in scheduler.get_jobs()}
     assert jobs == {
-        ("posts.jobs.flush_view_counts", "default", 60),
-        ("core.jobs.replay_invalidations", "default", 60),
-        ("jobs.jobs.drain_outbox", "default", 60),
-        ("core.jobs.sample_ops", "default", 60),
+        ("posts.jobs.flush_view_counts", "periodic", 60),
+        ("core.jobs.replay_invalidations", "periodic", 60),
+        ("jobs.jobs.drain_outbox", "periodic", 60),
+        ("core.jobs.sample_ops", "periodic", 60),
     }
 
 
