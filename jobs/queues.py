@@ -42,6 +42,14 @@ class JobPolicy:
     def timeout(self) -> int:
         return QUEUE_TIMEOUTS[self.queue]
 
+    @property
+    def longest_life(self) -> int:
+        """Seconds from a job's first start to its last attempt's end, at worst (every
+        attempt hitting its timeout, every backoff its longest)."""
+        return self.timeout * (self.retries + 1) + round(
+            sum(self.backoff_base * 2 ** (n + 1) for n in range(self.retries))
+        )
+
     def retry_intervals(self, rand: Callable[[], float] = random.random) -> list[int]:
         """Exponential backoff with full jitter: retry n waits uniformly in [1, base * 2**n] s.
 
@@ -63,6 +71,33 @@ POLICIES: dict[str, JobPolicy] = {
     # Retried while the state role is away (about 2, 4, 8 s); a rerun may repeat some
     # timeline entries, which readers drop (feeds.selectors shows a post once a page).
     FANOUT_JOB: JobPolicy(queue=DEFAULT, func="feeds.jobs.fanout_post", retries=3, backoff_base=1.0),
+}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How many jobs of a kind one person may ask for (jobs.services.job_enqueue).
+
+    Only jobs a person asks for count (the API, the reports page, commands acting for
+    someone); Kestrel's own mail (the welcome, "your report is ready") does not.
+    """
+
+    per_window: int  # jobs asked for in any QUOTA_WINDOW
+    in_flight: int | None = None  # jobs queued or running at once; None: no such limit
+    busy_retry_after: int = 30  # s: Retry-After when refused for a job in flight (reports take seconds)
+
+
+QUOTA_WINDOW = 60 * 60  # s: the sliding window of Quota.per_window
+
+QUOTAS: dict[str, Quota] = {
+    # A report reads every post of its owner and leaves a file on disk: one at a time
+    # is what the reports page shows, and six an hour covers any real use (a report
+    # after each post of a busy hour) while a loop gets no further than six files.
+    REPORT_JOB: Quota(per_window=6, in_flight=1),
+    # Mail to oneself (the reports page's test mail) or, for staff, to others: each one
+    # leaves through our mail server under our name, so a loop must stop early; ten an
+    # hour is well above what anyone sends by hand.
+    EMAIL_JOB: Quota(per_window=10),
 }
 
 # Worker liveness (RQ). A worker that dies with its job leaves it STARTED until its last

@@ -6,6 +6,12 @@ row stays unpushed and `outbox_drain` (scheduled every minute) pushes it later. 
 rollback enqueues nothing, a commit always ends up enqueued, and a job pushed twice
 (the push succeeded but marking it did not) is harmless: job functions act once per
 row (`completed_at`).
+
+Jobs a person asks for are held to their quota (jobs.queues.QUOTAS) here, whichever
+door the request came through. The rows are the count, and the count and the new row
+are one transaction that holds the owner's row lock (PostgreSQL's SELECT ... FOR
+UPDATE; SQLite's IMMEDIATE transactions take the database's write lock at BEGIN), so
+concurrent requests of one person are counted one after another and never both admitted.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Min
 from django.urls import reverse
 from django.utils import timezone
 from rq import Callback, Retry
@@ -33,7 +40,7 @@ from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS
 from feeds.notifications import notify
 from jobs.models import Job, Report
-from jobs.queues import EMAIL_JOB, POLICIES, REPORT_JOB
+from jobs.queues import EMAIL_JOB, POLICIES, QUOTA_WINDOW, QUOTAS, REPORT_JOB
 from posts import counters
 from posts.models import Post
 
@@ -47,22 +54,81 @@ class PermanentJobError(Exception):
     """A failure that retrying cannot fix (a refused address): the job fails at once."""
 
 
+class QuotaExceeded(Exception):
+    """The person has asked for as many jobs of this kind as their quota allows, for now."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until asking again can succeed
+
+
 # --- Enqueueing ------------------------------------------------------------------------
 
 
-def job_enqueue(*, kind: str, owner: User | None, payload: dict) -> Job:
-    """Record the job now; push it to RQ once the surrounding transaction commits."""
-    job = Job.objects.create(kind=kind, owner=owner, payload=payload)
-    after_commit(_push, job)
+def job_enqueue(*, kind: str, owner: User | None, payload: dict, requested: bool = False, now=None) -> Job:
+    """Record the job now; push it to RQ once the surrounding transaction commits.
+
+    `requested`: a person asked for it, so it counts toward the owner's quota, and
+    QuotaExceeded is raised (nothing recorded) when the quota is used up.
+    """
+    quota = QUOTAS.get(kind) if requested and owner is not None else None
+    with transaction.atomic():
+        if quota is not None:
+            _quota_check(kind=kind, owner=owner, now=now or timezone.now())
+        job = Job.objects.create(kind=kind, owner=owner, payload=payload, requested=requested)
+        after_commit(_push, job)
     return job
 
 
-def email_enqueue(*, to: str, subject: str, body: str, owner: User | None) -> Job:
-    return job_enqueue(kind=EMAIL_JOB, owner=owner, payload={"to": to, "subject": subject, "body": body})
+def _quota_check(*, kind: str, owner: User, now) -> None:
+    """Raise QuotaExceeded if `owner` may not ask for another `kind` job now. Call it in
+    the transaction that records the job: it takes the owner's row lock."""
+    quota = QUOTAS[kind]
+    # The lock orders this person's concurrent requests: the next one counts after this
+    # one's row is committed (on SQLite the IMMEDIATE transaction already holds the lock).
+    list(User.objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+    asked = Job.objects.filter(owner=owner, kind=kind, requested=True)
+    if quota.in_flight is not None:
+        # A job that never finished stops counting after the longest it can live (its
+        # worker died and RQ lost it, or it failed before failed_at could be written).
+        horizon = now - timedelta(seconds=POLICIES[kind].longest_life)
+        busy = asked.filter(completed_at=None, failed_at=None, created_at__gte=horizon).count()
+        if busy >= quota.in_flight:
+            what = "A report is" if kind == REPORT_JOB else f"A {kind} job is"
+            raise QuotaExceeded(
+                f"{what} already being built; wait for it to finish before asking for another.",
+                retry_after=quota.busy_retry_after,
+            )
+    window = asked.filter(created_at__gte=now - timedelta(seconds=QUOTA_WINDOW)).aggregate(
+        count=Count("pk"), oldest=Min("created_at")
+    )
+    if window["count"] >= quota.per_window:
+        # A slot frees when the oldest counted job leaves the window.
+        retry_after = max(1, int((window["oldest"] + timedelta(seconds=QUOTA_WINDOW) - now).total_seconds()) + 1)
+        label = "reports" if kind == REPORT_JOB else "emails" if kind == EMAIL_JOB else f"{kind} jobs"
+        raise QuotaExceeded(
+            f"You have asked for {quota.per_window} {label} in the last hour, the most Kestrel allows; "
+            f"try again in {_minutes(retry_after)}.",
+            retry_after=retry_after,
+        )
 
 
-def report_enqueue(*, owner: User) -> Job:
-    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={})
+def _minutes(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def email_enqueue(*, to: str, subject: str, body: str, owner: User | None, requested: bool = True, now=None) -> Job:
+    """Queue an email. `requested=False` for Kestrel's own mail (a welcome, "your report is
+    ready"), which no person asked for and which no quota holds back."""
+    payload = {"to": to, "subject": subject, "body": body}
+    return job_enqueue(kind=EMAIL_JOB, owner=owner, payload=payload, requested=requested, now=now)
+
+
+def report_enqueue(*, owner: User, now=None) -> Job:
+    """Queue an activity report for `owner`; QuotaExceeded when one is already being built
+    or they asked for too many lately (jobs.queues.QUOTAS)."""
+    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={}, requested=True, now=now)
 
 
 def job_push(job_id) -> bool:
@@ -112,9 +178,19 @@ def outbox_drain(*, now=None, limit: int = 500) -> int:
 
 
 def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
-    """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries."""
+    """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries.
+
+    A job with no retry left is failed for good: its row says so, so that it stops
+    counting toward its owner's jobs in flight.
+    """
     if exc_type is not None and issubclass(exc_type, PermanentJobError):
         job.retries_left = 0
+    if not job.retries_left:
+        try:
+            Job.objects.filter(pk=job.id, completed_at=None).update(failed_at=timezone.now())
+        except DatabaseError:
+            # Only the in-flight count depends on it, and that forgets the job later anyway.
+            logger.warning("Could not mark job %s failed", job.id, exc_info=True)
 
 
 # --- The work itself ----------------------------------------------------------------------
@@ -185,6 +261,7 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 subject="Your Kestrel activity report is ready",
                 body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
                 owner=owner,
+                requested=False,  # the report was the request, and counted as one
             )
             after_commit(
                 notify,
