@@ -37,6 +37,12 @@ class SendEmailInputSerializer(BodySerializer):
     subject = serializers.CharField(max_length=200)
     message = serializers.CharField(max_length=5_000, required=False, default="Sent from Kestrel.")
 
+    def validate_subject(self, value: str) -> str:
+        # The service checks too (every door); here it becomes a 400 with the field's details.
+        if errors := services.email_subject_errors(value):
+            raise serializers.ValidationError(errors)
+        return value
+
 
 class SendEmailApi(APIView):
     permission_classes = [IsAuthenticated]

@@ -20,14 +20,16 @@ import csv
 import io
 import logging
 import smtplib
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 
 import django_rq
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.mail import send_mail
+from django.core.mail import BadHeaderError, send_mail
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Min
 from django.urls import reverse
@@ -51,7 +53,7 @@ REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis wri
 
 
 class PermanentJobError(Exception):
-    """A failure that retrying cannot fix (a refused address): the job fails at once."""
+    """A failure that retrying cannot fix (a refused address, a bad header): the job fails at once."""
 
 
 class QuotaExceeded(Exception):
@@ -118,9 +120,29 @@ def _minutes(seconds: int) -> str:
     return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
+SUBJECT_INVALID = "The subject must be one line of text, without line breaks or control characters."
+
+
+def email_subject_errors(subject: str) -> list[str]:
+    """Why `subject` cannot be a mail header ([] if it can).
+
+    A line break in a header would let the sender add headers of their own (Bcc:), and
+    Django refuses it only at send time; refusing every control character and Unicode
+    line separator also covers what mail software other than Django may split lines on.
+    """
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in subject):
+        return [SUBJECT_INVALID]
+    return []
+
+
 def email_enqueue(*, to: str, subject: str, body: str, owner: User | None, requested: bool = True, now=None) -> Job:
-    """Queue an email. `requested=False` for Kestrel's own mail (a welcome, "your report is
-    ready"), which no person asked for and which no quota holds back."""
+    """Queue an email; ValidationError ({"subject": [...]}) for a subject that cannot be a header.
+
+    `requested=False` for Kestrel's own mail (a welcome, "your report is ready"), which
+    no person asked for and which no quota holds back.
+    """
+    if errors := email_subject_errors(subject):
+        raise ValidationError({"subject": errors})
     payload = {"to": to, "subject": subject, "body": body}
     return job_enqueue(kind=EMAIL_JOB, owner=owner, payload=payload, requested=requested, now=now)
 
@@ -209,6 +231,10 @@ def email_send(*, job: Job) -> dict:
         send_mail(payload["subject"], payload["body"], settings.DEFAULT_FROM_EMAIL, [payload["to"]])
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentJobError(f"Address refused: {payload['to']}") from exc
+    except BadHeaderError as exc:
+        # The same message fails the same way every time: retrying cannot help. (Rows
+        # queued before email_enqueue refused such subjects, or written another way.)
+        raise PermanentJobError(f"Bad header: {exc}") from exc
     result = {"sent": True, "to": payload["to"]}
     _complete(job, result)
     return result
