@@ -240,8 +240,19 @@ def email_send(*, job: Job) -> dict:
     return result
 
 
+# A spreadsheet opening the CSV runs a cell starting with one of these as a formula
+# (=HYPERLINK(...) leaks data or phishes); OWASP's CSV-injection advice is to prefix them
+# with a quote, which spreadsheets show as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell of a report a spreadsheet shows as text, never runs as a formula."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """Write the owner's activity report (CSV of their posts and a summary) and email a link.
+    """Write the owner's activity report (CSV: a header, one row per post) and email a link with the totals.
 
     Idempotent: the file name and the Report row are keyed by the job id, and the
     email goes out only with the run that completes the job.
@@ -265,12 +276,14 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
         views = flushed[post["id"]] + pending.get(post["id"], 0)
         views_total += views
         likes_total += post["like_count"]
-        writer.writerow([post["id"], post["title"], post["created_at"].isoformat(), views, post["like_count"]])
+        writer.writerow(
+            [post["id"], csv_cell(post["title"]), post["created_at"].isoformat(), views, post["like_count"]]
+        )
         if done % step == 0 or done == total:
             progress(done, total)
+    # The totals go in the email, the notification and the job's result, not in the file:
+    # a row unlike the others would be read as a post by whatever sorts or sums it.
     summary = {"posts": total, "views": views_total, "likes": likes_total}
-    writer.writerow([])
-    writer.writerow(["total", f"{total} posts", "", views_total, likes_total])
 
     name = f"reports/{job.pk}.csv"
     if default_storage.exists(name):

@@ -363,3 +363,44 @@ def test_a_bad_header_at_send_time_fails_at_once_without_retrying(
     assert failed.retries_left == 0
     assert mail.outbox == []
     assert "Bad header" in as_ada.get(f"/api/jobs/{job.pk}").json()["error"]
+
+
+# --- The report file -----------------------------------------------------------------------
+
+
+def report_rows(job: Job) -> list[list[str]]:
+    with Report.objects.get(pk=job.pk).file.open("rb") as file:
+        return list(csv.reader(io.StringIO(file.read().decode())))
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_title_a_spreadsheet_would_run_as_a_formula_comes_out_as_text(ada, start, django_capture_on_commit_callbacks):
+    from jobs.jobs import build_report
+
+    title = start + 'HYPERLINK("http://x","y")'
+    Post.objects.create(author=ada, title=title, content="...")
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+
+    build_report(str(job.pk))
+
+    assert report_rows(job)[1][1] == "'" + title
+
+
+def test_the_report_csv_is_a_header_and_one_row_per_post_with_the_totals_elsewhere(
+    ada, ada_with_posts, django_capture_on_commit_callbacks
+):
+    from jobs.jobs import build_report
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = build_report(str(job.pk))
+
+    rows = report_rows(job)
+    assert rows[0] == ["post_id", "title", "created_at", "views", "likes"]
+    assert sorted(int(row[0]) for row in rows[1:]) == sorted(post.pk for post in ada_with_posts)
+    assert result["summary"] == {"posts": 3, "views": 4, "likes": 3}
+    [email] = Job.objects.filter(kind="email", payload__subject="Your Kestrel activity report is ready")
+    assert email.payload["body"].startswith("3 posts, 4 views, 3 likes.")
