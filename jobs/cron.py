@@ -11,7 +11,7 @@ from __future__ import annotations
 from rq import cron
 
 from core.jobs import replay_invalidations, sample_ops
-from jobs.jobs import drain_outbox
+from jobs.jobs import drain_outbox, purge_expired
 from jobs.queues import PERIODIC, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
 
@@ -21,6 +21,7 @@ PERIODIC_JOBS = [
     (replay_invalidations, 60),  # a stale cached copy after a Redis outage
     (drain_outbox, 60),  # a job recorded while Redis was away
     (sample_ops, 60),  # a point on the /ops charts (a day of them in the capped stream)
+    (purge_expired, 600),  # a report or job row past its retention (jobs.queues)
 ]
 
 for func, interval in PERIODIC_JOBS:

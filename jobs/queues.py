@@ -100,6 +100,15 @@ QUOTAS: dict[str, Quota] = {
     EMAIL_JOB: Quota(per_window=10),
 }
 
+# Retention (jobs.services.jobs_purge, scheduled by jobs/cron.py). A report is read the
+# day it is built; a week covers a holiday, and the file on disk, with everything the
+# person wrote, should not outlive its use. Job rows hold addresses and message text:
+# a month keeps them past RQ's own records (failure_ttl, 7 days) for anyone looking
+# into a complaint, then they go. Rows never pushed to RQ stay: they are work not done.
+REPORT_RETENTION = 7 * 24 * 60 * 60  # s, from the report's creation: its file, its row and its job row
+JOB_RETENTION = 30 * 24 * 60 * 60  # s, from the job's creation: a pushed job's row
+PURGE_BATCH = 500  # reports, then job rows, deleted per run at most (a run stays short)
+
 # Worker liveness (RQ). A worker that dies with its job leaves it STARTED until its last
 # heartbeat + JOB_MONITORING_INTERVAL + 60 s (RQ's fixed grace); the next registry
 # cleanup, at most MAINTENANCE_INTERVAL later, retries or fails it. About 2 minutes in

@@ -42,7 +42,16 @@ from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS
 from feeds.notifications import notify
 from jobs.models import Job, Report
-from jobs.queues import EMAIL_JOB, POLICIES, QUOTA_WINDOW, QUOTAS, REPORT_JOB
+from jobs.queues import (
+    EMAIL_JOB,
+    JOB_RETENTION,
+    POLICIES,
+    PURGE_BATCH,
+    QUOTA_WINDOW,
+    QUOTAS,
+    REPORT_JOB,
+    REPORT_RETENTION,
+)
 from posts import counters
 from posts.models import Post
 
@@ -199,6 +208,35 @@ def outbox_drain(*, now=None, limit: int = 500) -> int:
     return pushed
 
 
+def jobs_purge(*, now=None, batch: int = PURGE_BATCH) -> dict:
+    """Delete what is past its retention (jobs.queues): reports (file, then rows) and old job rows.
+
+    Idempotent and bounded: at most `batch` reports and `batch` job rows a run, oldest
+    first; what is left goes in the next run. A run cut short between a file and its
+    rows leaves the rows, and the next run deletes them (a missing file is no error).
+    """
+    now = now or timezone.now()
+    expired = list(
+        Report.objects.filter(created_at__lt=now - timedelta(seconds=REPORT_RETENTION))
+        .order_by("created_at")
+        .values_list("pk", "file")[:batch]
+    )
+    for _, name in expired:
+        if name:
+            default_storage.delete(name)
+    # The job row goes with its report (the report's row cascades with it).
+    Job.objects.filter(pk__in=[job_id for job_id, _ in expired]).delete()
+    old_jobs = list(
+        Job.objects.filter(created_at__lt=now - timedelta(seconds=JOB_RETENTION), enqueued_at__isnull=False)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:batch]
+    )
+    Job.objects.filter(pk__in=old_jobs).delete()
+    if expired or old_jobs:
+        logger.info("Purged %s expired reports and %s old job rows", len(expired), len(old_jobs))
+    return {"reports": len(expired), "jobs": len(old_jobs)}
+
+
 def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
     """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries.
 
@@ -298,7 +336,10 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
             email_enqueue(
                 to=owner.email,
                 subject="Your Kestrel activity report is ready",
-                body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
+                body=(
+                    f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n"
+                    f"(it is kept for {REPORT_RETENTION // 86400} days)\n"
+                ),
                 owner=owner,
                 requested=False,  # the report was the request, and counted as one
             )

@@ -216,7 +216,7 @@ def test_the_flush_job_runs_on_a_worker_of_the_periodic_queue(post, run_jobs):
     assert view_count(post) == 7
 
 
-def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_periodic_queue():
+def test_the_cron_config_schedules_every_periodic_job_on_the_periodic_queue():
     from django_rq.cron import DjangoCronScheduler
 
     scheduler = DjangoCronScheduler()
@@ -228,6 +228,7 @@ def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_periodi
         ("core.jobs.replay_invalidations", "periodic", 60),
         ("jobs.jobs.drain_outbox", "periodic", 60),
         ("core.jobs.sample_ops", "periodic", 60),
+        ("jobs.jobs.purge_expired", "periodic", 600),
     }
 
 
