@@ -105,7 +105,7 @@ def _quota_check(*, kind: str, owner: User, now) -> None:
         horizon = now - timedelta(seconds=POLICIES[kind].longest_life)
         busy = asked.filter(completed_at=None, failed_at=None, created_at__gte=horizon).count()
         if busy >= quota.in_flight:
-            what = "A report is" if kind == REPORT_JOB else f"A {kind} job is"
+            what = "A report is" if kind == REPORT_JOB else "A job of this kind is"
             raise QuotaExceeded(
                 f"{what} already being built; wait for it to finish before asking for another.",
                 retry_after=quota.busy_retry_after,
