@@ -19,7 +19,7 @@ run: install
 
 ## Only the RQ worker, against REDIS_URL.
 worker: install
-	$(PY) manage.py rqworker email reports default --with-scheduler --worker-ttl 75
+	$(PY) manage.py rqworker periodic email reports default --with-scheduler --worker-ttl 75
 
 ## Only RQ's cron scheduler (enqueues the periodic jobs of jobs/cron.py).
 cron: install

@@ -63,6 +63,7 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
                 subject="Welcome to Kestrel",
                 body=f"Hello {user.username}, welcome to Kestrel!",
                 owner=user,
+                requested=False,  # Kestrel's own mail, not one the person asked for
             )
     except IntegrityError:
         raise ValidationError({"email": ["A user with that email or username already exists."]}) from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -45,16 +43,3 @@ def service_unavailable(request: HttpRequest, what: str) -> HttpResponse:
     response = error_response(request, 503, f"{what} is unavailable; please try again shortly.")
     response["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
     return response
-
-
-def viewer_id(request: HttpRequest) -> str:
-    """Who is looking, for unique-viewer counts: the user, or a hash of address and browser.
-
-    The hash keeps addresses out of Redis; it is not an identity, only a way to count
-    distinct anonymous visitors approximately (which is all HyperLogLog does anyway).
-    """
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return f"u:{user.pk}"
-    raw = f"{request.META.get('REMOTE_ADDR', '')}|{request.headers.get('User-Agent', '')}"
-    return "a:" + hashlib.sha256(raw.encode()).hexdigest()[:20]

@@ -48,6 +48,21 @@ def user_notifications_read(user_id: int) -> str:
     return key("feeds", "user", user_id, "notifications_read")
 
 
+# Policy: a like or a follow notifies its person at most once an hour per (actor, target):
+# unliking and liking again (or unfollowing and following) is a real action, recorded
+# in the activity stream and the counts, but a new ping each time would let anyone flood
+# someone's notifications with a toggle. An hour is longer than a flood and shorter than
+# the time after which a renewed like is news again.
+NOTIFY_ONCE_WINDOW = 60 * 60  # s
+
+
+def notified_once(kind: str, actor_id: int, target_id: int) -> str:
+    """STRING "1", state role, NOTIFY_ONCE_WINDOW (SET NX EX): `actor_id`'s `kind`
+    notification about `target_id` (a post liked, a person followed) went out; while it
+    lives, the same one is not sent again."""
+    return key("feeds", "notified", f"{kind}.{actor_id}.{target_id}")
+
+
 def user_channel(user_id: int) -> str:
     """Pub/sub channel, state role: live notifications of one user (JSON with the stream id)."""
     return key("feeds", "user", user_id, "live")

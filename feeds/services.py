@@ -19,8 +19,14 @@ Both are Redis streams on the state role (feeds.keys), written after commit:
   the database before this post was committed fails its EXEC instead of storing a
   timeline without it.
 
+Like and follow notifications go out once per window per (actor, target)
+(keys.NOTIFY_ONCE_WINDOW), decided by one SET NX EX, so toggling a like or a follow
+cannot flood anyone's notifications; every toggle still reaches the activity stream.
+
 Failure policy (state role): the database write has committed by the time any of this
-runs. Activity entries and notifications fail open (logged, counted, lost). A timeline
+runs. Activity entries and notifications fail open (logged, counted, lost); so does the
+once-per-window check, which lives on the same server as the notifications: if it
+cannot answer, the notification is dropped as notify() would drop it. A timeline
 fan-out that cannot reach Redis is handed to the fan-out job, which the outbox pushes
 and RQ retries once Redis is back.
 """
@@ -190,7 +196,8 @@ def timeline_fanout_run(*, job: Job) -> dict:
 
 
 def follow_published(*, follower: User, followee: User) -> None:
-    """After a follow commits: the follower's activity, their timeline, the followee's notification.
+    """After a follow commits: the follower's activity, their timeline, the followee's notification
+    (once per window).
 
     The timeline is dropped (with its rebuild lease) rather than back-filled: a stream
     only appends, so the followee's earlier posts cannot be slotted in among the older
@@ -206,6 +213,8 @@ def follow_published(*, follower: User, followee: User) -> None:
         # timeline is next rebuilt, the followee's older posts (new ones arrive anyway).
         metrics.incr("feeds.activity_lost", action=FOLLOWED)
         logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
+    if not _first_in_window("follow", actor_id=follower.pk, target_id=followee.pk):
+        return
     notify(
         user_id=followee.pk,
         kind="follow",
@@ -225,9 +234,28 @@ def unfollow_published(*, follower_id: int) -> None:
         logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
+def _first_in_window(kind: str, *, actor_id: int, target_id: int) -> bool:
+    """True for the first `kind` notification of (actor, target) in keys.NOTIFY_ONCE_WINDOW.
+
+    One SET NX EX: of two toggles at the same moment, exactly one sees True.
+    """
+    try:
+        return bool(
+            get_redis("state").set(
+                keys.notified_once(kind, actor_id, target_id), 1, nx=True, ex=keys.NOTIFY_ONCE_WINDOW
+            )
+        )
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("notifications.lost", kind=kind)
+        logger.warning("Notification %r by user %s lost: state Redis unavailable (%s)", kind, actor_id, exc)
+        return False
+
+
 def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
-    """After a like commits: the liker's activity and the author's notification."""
+    """After a like commits: the liker's activity and the author's notification (once per window)."""
     activity_add(user_id=liker.pk, action=LIKED, target_id=post_id)
+    if not _first_in_window("like", actor_id=liker.pk, target_id=post_id):
+        return
     notify(
         user_id=author_id,
         kind="like",

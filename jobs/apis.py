@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import BodySerializer
+from core.schema import api_error
 from jobs import selectors, services
 
 _JobQueuedSerializer = inline_serializer(
@@ -24,16 +25,32 @@ _JobQueuedSerializer = inline_serializer(
 )
 
 
+def quota_exceeded(exc: services.QuotaExceeded) -> Response:
+    """429 with the wait, as for a rate limit: the person's quota (jobs.queues.QUOTAS) is used up."""
+    return Response(
+        {"error": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
 class SendEmailInputSerializer(BodySerializer):
     email = serializers.EmailField()
     subject = serializers.CharField(max_length=200)
     message = serializers.CharField(max_length=5_000, required=False, default="Sent from Kestrel.")
 
+    def validate_subject(self, value: str) -> str:
+        # The service checks too (every door); here it becomes a 400 with the field's details.
+        if errors := services.email_subject_errors(value):
+            raise serializers.ValidationError(errors)
+        return value
+
 
 class SendEmailApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=SendEmailInputSerializer, responses={202: _JobQueuedSerializer})
+    @extend_schema(
+        request=SendEmailInputSerializer,
+        responses={202: _JobQueuedSerializer, 429: api_error("You have asked for 10 emails in the last hour, ...")},
+    )
     def post(self, request: Request) -> Response:
         data = SendEmailInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -41,18 +58,27 @@ class SendEmailApi(APIView):
         # Anyone may email themselves; only staff may email others (no open relay).
         if not request.user.is_staff and to.lower() != request.user.email.lower():
             raise PermissionDenied("You can only send email to your own address")
-        job = services.email_enqueue(
-            to=to, subject=data.validated_data["subject"], body=data.validated_data["message"], owner=request.user
-        )
+        try:
+            job = services.email_enqueue(
+                to=to, subject=data.validated_data["subject"], body=data.validated_data["message"], owner=request.user
+            )
+        except services.QuotaExceeded as exc:
+            return quota_exceeded(exc)
         return Response({"jobId": str(job.pk), "message": "Email queued"}, status=status.HTTP_202_ACCEPTED)
 
 
 class ReportCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={202: _JobQueuedSerializer})
+    @extend_schema(
+        request=None,
+        responses={202: _JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
+    )
     def post(self, request: Request) -> Response:
-        job = services.report_enqueue(owner=request.user)
+        try:
+            job = services.report_enqueue(owner=request.user)
+        except services.QuotaExceeded as exc:
+            return quota_exceeded(exc)
         return Response(
             {"jobId": str(job.pk), "message": "Report queued", "status": f"/api/jobs/{job.pk}"},
             status=status.HTTP_202_ACCEPTED,

@@ -1,6 +1,7 @@
 """Kestrel's periodic jobs, for RQ's cron scheduler: `manage.py rqcron jobs/cron.py`.
 
-The scheduler only enqueues; a worker listening on the queue runs the job. It is its
+The scheduler only enqueues, on the `periodic` queue, which every worker listens to
+first (jobs.queues.WORKER_QUEUES): a backlog of people's jobs never delays these. It is its
 own process (one per deployment is enough, more are harmless: each run of these jobs
 is safe alongside another).
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 from rq import cron
 
 from core.jobs import replay_invalidations, sample_ops
-from jobs.jobs import drain_outbox
-from jobs.queues import DEFAULT, QUEUE_TIMEOUTS
+from jobs.jobs import drain_outbox, purge_expired
+from jobs.queues import PERIODIC, QUEUE_TIMEOUTS
 from posts.jobs import flush_view_counts
 
 # (job, seconds between runs), each the longest something waits:
@@ -20,16 +21,17 @@ PERIODIC_JOBS = [
     (replay_invalidations, 60),  # a stale cached copy after a Redis outage
     (drain_outbox, 60),  # a job recorded while Redis was away
     (sample_ops, 60),  # a point on the /ops charts (a day of them in the capped stream)
+    (purge_expired, 600),  # a report or job row past its retention (jobs.queues)
 ]
 
 for func, interval in PERIODIC_JOBS:
     cron.register(
         func,
-        DEFAULT,
+        PERIODIC,
         interval=interval,
         # RQ's cron enqueues through a plain rq Queue, which does not see django-rq's
         # DEFAULT_TIMEOUT, so the queue's timeout is passed explicitly.
-        job_timeout=QUEUE_TIMEOUTS[DEFAULT],
+        job_timeout=QUEUE_TIMEOUTS[PERIODIC],
         # While no worker runs, runs pile up in the queue; one waiting longer than a
         # few intervals is superseded by newer ones and expires instead.
         ttl=5 * interval,

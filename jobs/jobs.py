@@ -27,3 +27,8 @@ def build_report(job_id: str) -> dict:
 def drain_outbox() -> int:
     """Scheduled (jobs/cron.py): push jobs whose push after commit did not happen."""
     return services.outbox_drain()
+
+
+def purge_expired() -> dict:
+    """Scheduled (jobs/cron.py): delete reports and job rows past their retention."""
+    return services.jobs_purge()

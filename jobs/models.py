@@ -25,11 +25,18 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Set when RQ gives up on the job (no retries left), so it stops counting as in flight.
+    failed_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # A person asked for it: it counts toward their quota (jobs.queues.QUOTAS).
+    requested = models.BooleanField(default=False)
 
     class Meta:
         indexes = [
             models.Index(fields=["created_at"], condition=models.Q(enqueued_at=None), name="jobs_job_outbox"),
+            models.Index(
+                fields=["owner", "kind", "created_at"], condition=models.Q(requested=True), name="jobs_job_quota"
+            ),
         ]
 
     def __str__(self) -> str:

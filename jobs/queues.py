@@ -9,19 +9,24 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+PERIODIC = "periodic"  # the jobs of jobs/cron.py, and nothing else
 DEFAULT = "default"
 EMAIL = "email"
 REPORTS = "reports"
 
 # Seconds a job may run before the worker kills it (RQ's job timeout).
 QUEUE_TIMEOUTS: dict[str, int] = {
+    PERIODIC: 300,
     DEFAULT: 300,
     EMAIL: 60,
     REPORTS: 600,
 }
 
-# The order a worker listens in: email first, people wait on it.
-WORKER_QUEUES: list[str] = [EMAIL, REPORTS, DEFAULT]
+# The order a worker listens in (it takes from the first non-empty queue). Periodic
+# jobs first: they are few and short, and the view-count flush, the invalidation replay
+# and the outbox drain must not wait behind a backlog of people's reports. Then email,
+# as people wait on it.
+WORKER_QUEUES: list[str] = [PERIODIC, EMAIL, REPORTS, DEFAULT]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,14 @@ class JobPolicy:
     @property
     def timeout(self) -> int:
         return QUEUE_TIMEOUTS[self.queue]
+
+    @property
+    def longest_life(self) -> int:
+        """Seconds from a job's first start to its last attempt's end, at worst (every
+        attempt hitting its timeout, every backoff its longest)."""
+        return self.timeout * (self.retries + 1) + round(
+            sum(self.backoff_base * 2 ** (n + 1) for n in range(self.retries))
+        )
 
     def retry_intervals(self, rand: Callable[[], float] = random.random) -> list[int]:
         """Exponential backoff with full jitter: retry n waits uniformly in [1, base * 2**n] s.
@@ -59,6 +72,42 @@ POLICIES: dict[str, JobPolicy] = {
     # timeline entries, which readers drop (feeds.selectors shows a post once a page).
     FANOUT_JOB: JobPolicy(queue=DEFAULT, func="feeds.jobs.fanout_post", retries=3, backoff_base=1.0),
 }
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How many jobs of a kind one person may ask for (jobs.services.job_enqueue).
+
+    Only jobs a person asks for count (the API, the reports page, commands acting for
+    someone); Kestrel's own mail (the welcome, "your report is ready") does not.
+    """
+
+    per_window: int  # jobs asked for in any QUOTA_WINDOW
+    in_flight: int | None = None  # jobs queued or running at once; None: no such limit
+    busy_retry_after: int = 30  # s: Retry-After when refused for a job in flight (reports take seconds)
+
+
+QUOTA_WINDOW = 60 * 60  # s: the sliding window of Quota.per_window
+
+QUOTAS: dict[str, Quota] = {
+    # A report reads every post of its owner and leaves a file on disk: one at a time
+    # is what the reports page shows, and six an hour covers any real use (a report
+    # after each post of a busy hour) while a loop gets no further than six files.
+    REPORT_JOB: Quota(per_window=6, in_flight=1),
+    # Mail to oneself (the reports page's test mail) or, for staff, to others: each one
+    # leaves through our mail server under our name, so a loop must stop early; ten an
+    # hour is well above what anyone sends by hand.
+    EMAIL_JOB: Quota(per_window=10),
+}
+
+# Retention (jobs.services.jobs_purge, scheduled by jobs/cron.py). A report is read the
+# day it is built; a week covers a holiday, and the file on disk, with everything the
+# person wrote, should not outlive its use. Job rows hold addresses and message text:
+# a month keeps them past RQ's own records (failure_ttl, 7 days) for anyone looking
+# into a complaint, then they go. Rows never pushed to RQ stay: they are work not done.
+REPORT_RETENTION = 7 * 24 * 60 * 60  # s, from the report's creation: its file, its row and its job row
+JOB_RETENTION = 30 * 24 * 60 * 60  # s, from the job's creation: a pushed job's row
+PURGE_BATCH = 500  # reports, then job rows, deleted per run at most (a run stays short)
 
 # Worker liveness (RQ). A worker that dies with its job leaves it STARTED until its last
 # heartbeat + JOB_MONITORING_INTERVAL + 60 s (RQ's fixed grace); the next registry

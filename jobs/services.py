@@ -6,6 +6,12 @@ row stays unpushed and `outbox_drain` (scheduled every minute) pushes it later. 
 rollback enqueues nothing, a commit always ends up enqueued, and a job pushed twice
 (the push succeeded but marking it did not) is harmless: job functions act once per
 row (`completed_at`).
+
+Jobs a person asks for are held to their quota (jobs.queues.QUOTAS) here, whichever
+door the request came through. The rows are the count, and the count and the new row
+are one transaction that holds the owner's row lock (PostgreSQL's SELECT ... FOR
+UPDATE; SQLite's IMMEDIATE transactions take the database's write lock at BEGIN), so
+concurrent requests of one person are counted one after another and never both admitted.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ import csv
 import io
 import logging
 import smtplib
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 
 import django_rq
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.mail import send_mail
-from django.db import transaction
+from django.core.mail import BadHeaderError, send_mail
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Min
 from django.urls import reverse
 from django.utils import timezone
 from rq import Callback, Retry
@@ -33,7 +42,16 @@ from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS
 from feeds.notifications import notify
 from jobs.models import Job, Report
-from jobs.queues import EMAIL_JOB, POLICIES, REPORT_JOB
+from jobs.queues import (
+    EMAIL_JOB,
+    JOB_RETENTION,
+    POLICIES,
+    PURGE_BATCH,
+    QUOTA_WINDOW,
+    QUOTAS,
+    REPORT_JOB,
+    REPORT_RETENTION,
+)
 from posts import counters
 from posts.models import Post
 
@@ -44,25 +62,104 @@ REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis wri
 
 
 class PermanentJobError(Exception):
-    """A failure that retrying cannot fix (a refused address): the job fails at once."""
+    """A failure that retrying cannot fix (a refused address, a bad header): the job fails at once."""
+
+
+class QuotaExceeded(Exception):
+    """The person has asked for as many jobs of this kind as their quota allows, for now."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until asking again can succeed
 
 
 # --- Enqueueing ------------------------------------------------------------------------
 
 
-def job_enqueue(*, kind: str, owner: User | None, payload: dict) -> Job:
-    """Record the job now; push it to RQ once the surrounding transaction commits."""
-    job = Job.objects.create(kind=kind, owner=owner, payload=payload)
-    after_commit(_push, job)
+def job_enqueue(*, kind: str, owner: User | None, payload: dict, requested: bool = False, now=None) -> Job:
+    """Record the job now; push it to RQ once the surrounding transaction commits.
+
+    `requested`: a person asked for it, so it counts toward the owner's quota, and
+    QuotaExceeded is raised (nothing recorded) when the quota is used up.
+    """
+    quota = QUOTAS.get(kind) if requested and owner is not None else None
+    with transaction.atomic():
+        if quota is not None:
+            _quota_check(kind=kind, owner=owner, now=now or timezone.now())
+        job = Job.objects.create(kind=kind, owner=owner, payload=payload, requested=requested)
+        after_commit(_push, job)
     return job
 
 
-def email_enqueue(*, to: str, subject: str, body: str, owner: User | None) -> Job:
-    return job_enqueue(kind=EMAIL_JOB, owner=owner, payload={"to": to, "subject": subject, "body": body})
+def _quota_check(*, kind: str, owner: User, now) -> None:
+    """Raise QuotaExceeded if `owner` may not ask for another `kind` job now. Call it in
+    the transaction that records the job: it takes the owner's row lock."""
+    quota = QUOTAS[kind]
+    # The lock orders this person's concurrent requests: the next one counts after this
+    # one's row is committed (on SQLite the IMMEDIATE transaction already holds the lock).
+    list(User.objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+    asked = Job.objects.filter(owner=owner, kind=kind, requested=True)
+    if quota.in_flight is not None:
+        # A job that never finished stops counting after the longest it can live (its
+        # worker died and RQ lost it, or it failed before failed_at could be written).
+        horizon = now - timedelta(seconds=POLICIES[kind].longest_life)
+        busy = asked.filter(completed_at=None, failed_at=None, created_at__gte=horizon).count()
+        if busy >= quota.in_flight:
+            what = "A report is" if kind == REPORT_JOB else "A job of this kind is"
+            raise QuotaExceeded(
+                f"{what} already being built; wait for it to finish before asking for another.",
+                retry_after=quota.busy_retry_after,
+            )
+    window = asked.filter(created_at__gte=now - timedelta(seconds=QUOTA_WINDOW)).aggregate(
+        count=Count("pk"), oldest=Min("created_at")
+    )
+    if window["count"] >= quota.per_window:
+        # A slot frees when the oldest counted job leaves the window.
+        retry_after = max(1, int((window["oldest"] + timedelta(seconds=QUOTA_WINDOW) - now).total_seconds()) + 1)
+        label = "reports" if kind == REPORT_JOB else "emails" if kind == EMAIL_JOB else f"{kind} jobs"
+        raise QuotaExceeded(
+            f"You have asked for {quota.per_window} {label} in the last hour, the most Kestrel allows; "
+            f"try again in {_minutes(retry_after)}.",
+            retry_after=retry_after,
+        )
 
 
-def report_enqueue(*, owner: User) -> Job:
-    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={})
+def _minutes(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+SUBJECT_INVALID = "The subject must be one line of text, without line breaks or control characters."
+
+
+def email_subject_errors(subject: str) -> list[str]:
+    """Why `subject` cannot be a mail header ([] if it can).
+
+    A line break in a header would let the sender add headers of their own (Bcc:), and
+    Django refuses it only at send time; refusing every control character and Unicode
+    line separator also covers what mail software other than Django may split lines on.
+    """
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in subject):
+        return [SUBJECT_INVALID]
+    return []
+
+
+def email_enqueue(*, to: str, subject: str, body: str, owner: User | None, requested: bool = True, now=None) -> Job:
+    """Queue an email; ValidationError ({"subject": [...]}) for a subject that cannot be a header.
+
+    `requested=False` for Kestrel's own mail (a welcome, "your report is ready"), which
+    no person asked for and which no quota holds back.
+    """
+    if errors := email_subject_errors(subject):
+        raise ValidationError({"subject": errors})
+    payload = {"to": to, "subject": subject, "body": body}
+    return job_enqueue(kind=EMAIL_JOB, owner=owner, payload=payload, requested=requested, now=now)
+
+
+def report_enqueue(*, owner: User, now=None) -> Job:
+    """Queue an activity report for `owner`; QuotaExceeded when one is already being built
+    or they asked for too many lately (jobs.queues.QUOTAS)."""
+    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={}, requested=True, now=now)
 
 
 def job_push(job_id) -> bool:
@@ -111,10 +208,49 @@ def outbox_drain(*, now=None, limit: int = 500) -> int:
     return pushed
 
 
+def jobs_purge(*, now=None, batch: int = PURGE_BATCH) -> dict:
+    """Delete what is past its retention (jobs.queues): reports (file, then rows) and old job rows.
+
+    Idempotent and bounded: at most `batch` reports and `batch` job rows a run, oldest
+    first; what is left goes in the next run. A run cut short between a file and its
+    rows leaves the rows, and the next run deletes them (a missing file is no error).
+    """
+    now = now or timezone.now()
+    expired = list(
+        Report.objects.filter(created_at__lt=now - timedelta(seconds=REPORT_RETENTION))
+        .order_by("created_at")
+        .values_list("pk", "file")[:batch]
+    )
+    for _, name in expired:
+        if name:
+            default_storage.delete(name)
+    # The job row goes with its report (the report's row cascades with it).
+    Job.objects.filter(pk__in=[job_id for job_id, _ in expired]).delete()
+    old_jobs = list(
+        Job.objects.filter(created_at__lt=now - timedelta(seconds=JOB_RETENTION), enqueued_at__isnull=False)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:batch]
+    )
+    Job.objects.filter(pk__in=old_jobs).delete()
+    if expired or old_jobs:
+        logger.info("Purged %s expired reports and %s old job rows", len(expired), len(old_jobs))
+    return {"reports": len(expired), "jobs": len(old_jobs)}
+
+
 def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
-    """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries."""
+    """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries.
+
+    A job with no retry left is failed for good: its row says so, so that it stops
+    counting toward its owner's jobs in flight.
+    """
     if exc_type is not None and issubclass(exc_type, PermanentJobError):
         job.retries_left = 0
+    if not job.retries_left:
+        try:
+            Job.objects.filter(pk=job.id, completed_at=None).update(failed_at=timezone.now())
+        except DatabaseError:
+            # Only the in-flight count depends on it, and that forgets the job later anyway.
+            logger.warning("Could not mark job %s failed", job.id, exc_info=True)
 
 
 # --- The work itself ----------------------------------------------------------------------
@@ -133,13 +269,28 @@ def email_send(*, job: Job) -> dict:
         send_mail(payload["subject"], payload["body"], settings.DEFAULT_FROM_EMAIL, [payload["to"]])
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentJobError(f"Address refused: {payload['to']}") from exc
+    except BadHeaderError as exc:
+        # The same message fails the same way every time: retrying cannot help. (Rows
+        # queued before email_enqueue refused such subjects, or written another way.)
+        raise PermanentJobError(f"Bad header: {exc}") from exc
     result = {"sent": True, "to": payload["to"]}
     _complete(job, result)
     return result
 
 
+# A spreadsheet opening the CSV runs a cell starting with one of these as a formula
+# (=HYPERLINK(...) leaks data or phishes); OWASP's CSV-injection advice is to prefix them
+# with a quote, which spreadsheets show as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell of a report a spreadsheet shows as text, never runs as a formula."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """Write the owner's activity report (CSV of their posts and a summary) and email a link.
+    """Write the owner's activity report (CSV: a header, one row per post) and email a link with the totals.
 
     Idempotent: the file name and the Report row are keyed by the job id, and the
     email goes out only with the run that completes the job.
@@ -163,12 +314,14 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
         views = flushed[post["id"]] + pending.get(post["id"], 0)
         views_total += views
         likes_total += post["like_count"]
-        writer.writerow([post["id"], post["title"], post["created_at"].isoformat(), views, post["like_count"]])
+        writer.writerow(
+            [post["id"], csv_cell(post["title"]), post["created_at"].isoformat(), views, post["like_count"]]
+        )
         if done % step == 0 or done == total:
             progress(done, total)
+    # The totals go in the email, the notification and the job's result, not in the file:
+    # a row unlike the others would be read as a post by whatever sorts or sums it.
     summary = {"posts": total, "views": views_total, "likes": likes_total}
-    writer.writerow([])
-    writer.writerow(["total", f"{total} posts", "", views_total, likes_total])
 
     name = f"reports/{job.pk}.csv"
     if default_storage.exists(name):
@@ -183,8 +336,12 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
             email_enqueue(
                 to=owner.email,
                 subject="Your Kestrel activity report is ready",
-                body=f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n",
+                body=(
+                    f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n"
+                    f"(it is kept for {REPORT_RETENTION // 86400} days)\n"
+                ),
                 owner=owner,
+                requested=False,  # the report was the request, and counted as one
             )
             after_commit(
                 notify,

@@ -20,7 +20,11 @@ def reports(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def report_request(request: HttpRequest) -> HttpResponse:
-    services.report_enqueue(owner=request.user)
+    try:
+        services.report_enqueue(owner=request.user)
+    except services.QuotaExceeded as exc:
+        messages.error(request, str(exc))
+        return redirect("reports")
     messages.success(request, "Your report is being built; this page shows its progress.")
     return redirect("reports")
 
@@ -28,11 +32,15 @@ def report_request(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def email_me(request: HttpRequest) -> HttpResponse:
-    services.email_enqueue(
-        to=request.user.email,
-        subject="Hello from Kestrel",
-        body="You asked Kestrel to email you, and it did (through a background job).",
-        owner=request.user,
-    )
+    try:
+        services.email_enqueue(
+            to=request.user.email,
+            subject="Hello from Kestrel",
+            body="You asked Kestrel to email you, and it did (through a background job).",
+            owner=request.user,
+        )
+    except services.QuotaExceeded as exc:
+        messages.error(request, str(exc))
+        return redirect("reports")
     messages.success(request, f"An email to {request.user.email} is on its way.")
     return redirect("reports")

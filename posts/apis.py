@@ -16,7 +16,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import BodySerializer, QuerySerializer
-from core.http import viewer_id
 from core.schema import api_error
 from posts import counters, leaderboard, selectors, services
 from posts.models import Post
@@ -80,7 +79,7 @@ class PostDetailApi(APIView):
         post = selectors.post_detail(post_id=post_id)
         if post is None:
             raise NotFound("Post not found")
-        pending = counters.record_post_view(post_id=post_id, viewer=viewer_id(request))
+        pending = counters.record_post_view(post_id=post_id, viewer=counters.viewer_id(request))
         return Response({**post, "views": post["viewCount"] + pending})
 
     @extend_schema(request=PostInputSerializer(partial=True), responses={200: PostSerializer})
@@ -207,7 +206,7 @@ class PageDetailApi(APIView):
         page = selectors.page_detail(page_id=page_id)
         if page is None:
             raise NotFound("Page not found")
-        pending = counters.record_page_view(page_id=page_id, viewer=viewer_id(request))
+        pending = counters.record_page_view(page_id=page_id, viewer=counters.viewer_id(request))
         return Response({**page, "views": page["viewCount"] + pending})
 
 

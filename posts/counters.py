@@ -34,13 +34,17 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Literal, cast
 
+from django.conf import settings
 from django.db import DatabaseError, models, transaction
 from django.db.models import F
+from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 from redis import Redis
 from redis.commands.core import Script
 
 from core.cacheaside import invalidate
 from core.commit import after_commit
+from core.ratelimit import client_ip
 from core.redis import get_redis
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
@@ -87,6 +91,24 @@ def _take_script() -> Script:
     # Registered once per process; redis-py sends EVALSHA and reloads the script by
     # itself after a Redis restart (NOSCRIPT).
     return get_redis("state").register_script(_TAKE_LUA)
+
+
+def viewer_id(request: HttpRequest) -> str:
+    """Who is looking, for unique-viewer counts: the user, or a keyed hash of the client's address.
+
+    Only what a client cannot change from one request to the next: a header such as
+    the User-Agent in the hash would let one client count as a new viewer every
+    request. The address is the one the rate limits use (core.ratelimit.client_ip:
+    behind KESTREL_RATE_LIMIT_TRUSTED_PROXIES proxies, IPv6 per /64, so a client
+    cannot rotate through its own block either), and it is keyed by HMAC so addresses
+    stay out of Redis. Viewers sharing an address (an office, a carrier's NAT) count
+    once; that undercount is the price of a count that cannot be inflated.
+    """
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"u:{user.pk}"
+    address = client_ip(request, trusted_proxies=settings.KESTREL_RATE_LIMIT_TRUSTED_PROXIES)
+    return "a:" + salted_hmac("kestrel.viewer", address, algorithm="sha256").hexdigest()[:20]
 
 
 def _member(kind: str, obj_id: int) -> str:

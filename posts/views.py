@@ -11,7 +11,6 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
-from core.http import viewer_id
 from posts import counters, leaderboard, selectors, services
 from posts.forms import PostForm, ProfileForm
 from posts.models import Post
@@ -39,7 +38,7 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
     post = selectors.post_detail(post_id=post_id)
     if post is None:
         raise Http404("No such post")
-    pending = counters.record_post_view(post_id=post_id, viewer=viewer_id(request))
+    pending = counters.record_post_view(post_id=post_id, viewer=counters.viewer_id(request))
     context = {
         "post": post,
         "views": post["viewCount"] + pending,

@@ -110,7 +110,8 @@ def test_the_procfile_runs_every_queue_with_the_worker_ttl_the_code_assumes():
     commands = _commands((DEPLOY / "Procfile").read_text())
 
     assert set(commands) == {"release", "web", "worker", "cron"}
-    assert sorted(_worker_queues(commands["worker"])) == sorted(WORKER_QUEUES)
+    # The order too: a worker takes from the first non-empty queue, periodic jobs first.
+    assert _worker_queues(commands["worker"]) == WORKER_QUEUES
     assert commands["worker"][commands["worker"].index("--worker-ttl") + 1] == str(WORKER_TTL)
     assert (BASE_DIR / commands["cron"][-1]).is_file()
     assert (BASE_DIR / commands["web"][commands["web"].index("-c") + 1]).is_file()
@@ -123,10 +124,19 @@ def test_the_systemd_units_run_the_same_commands():
     }
 
     worker = exec_start["kestrel-worker@.service"]
-    assert sorted(_worker_queues(worker)) == sorted(WORKER_QUEUES)
+    assert _worker_queues(worker) == WORKER_QUEUES
     assert worker[worker.index("--worker-ttl") + 1] == str(WORKER_TTL)
     assert exec_start["kestrel-cron.service"][-1] == "jobs/cron.py"
     assert exec_start["kestrel-web.service"][-2:] == ["config/gunicorn.py", "config.wsgi"]
+
+
+def test_make_worker_listens_to_every_queue_in_the_order_the_code_defines():
+    makefile = (BASE_DIR / "Makefile").read_text()
+    recipe = re.search(r"^worker:.*\n\t(.+)$", makefile, flags=re.MULTILINE)[1]
+    worker = shlex.split(recipe)
+
+    assert _worker_queues(worker) == WORKER_QUEUES
+    assert worker[worker.index("--worker-ttl") + 1] == str(WORKER_TTL)
 
 
 def test_every_variable_of_the_example_environment_is_one_kestrel_reads():

@@ -32,7 +32,7 @@ def test_connections_have_timeouts_and_retry_with_backoff():
 
 
 def test_rq_queues_live_on_the_state_role():
-    for name in ("default", "email", "reports"):
+    for name in ("periodic", "default", "email", "reports"):
         assert get_queue(name).connection.connection_pool is get_redis("state").connection_pool
 
 

@@ -318,3 +318,89 @@ def test_signing_up_queues_a_welcome_email(run_jobs, django_capture_on_commit_ca
     run_jobs("email")
 
     assert [m.subject for m in mail.outbox] == ["Welcome to Kestrel"]
+
+
+# --- Header injection ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subject", ["Hi\r\nBcc: everyone@example.com", "Hi\nthere", "Hi\rthere", "Hi\u2028there"])
+def test_a_subject_with_a_line_break_is_400_and_queues_nothing(as_ada, subject):
+    before = Job.objects.count()
+
+    response = as_ada.post("/api/send-email", {"email": "ada@example.com", "subject": subject}, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "Invalid input"
+    assert body["details"]["subject"] == [services.SUBJECT_INVALID]
+    assert Job.objects.count() == before
+
+
+def test_the_service_refuses_a_header_breaking_subject_whatever_the_door(ada):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        services.email_enqueue(to="ada@example.com", subject="Hi\r\nBcc: x@example.com", body="", owner=ada)
+
+    assert refused.value.message_dict == {"subject": [services.SUBJECT_INVALID]}
+    assert not Job.objects.filter(payload__subject__startswith="Hi").exists()
+
+
+def test_a_bad_header_at_send_time_fails_at_once_without_retrying(
+    ada, as_ada, run_jobs, django_capture_on_commit_callbacks
+):
+    # A row that got past email_enqueue (queued before it checked, or written directly).
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.job_enqueue(
+            kind="email", owner=ada, payload={"to": "ada@example.com", "subject": "a\r\nb", "body": ""}
+        )
+    mail.outbox.clear()
+
+    run_jobs("email")
+
+    failed = rq_job(job)
+    assert failed.get_status() == "failed"  # not "scheduled" for a retry
+    assert failed.retries_left == 0
+    assert mail.outbox == []
+    assert "Bad header" in as_ada.get(f"/api/jobs/{job.pk}").json()["error"]
+
+
+# --- The report file -----------------------------------------------------------------------
+
+
+def report_rows(job: Job) -> list[list[str]]:
+    with Report.objects.get(pk=job.pk).file.open("rb") as file:
+        return list(csv.reader(io.StringIO(file.read().decode())))
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_title_a_spreadsheet_would_run_as_a_formula_comes_out_as_text(ada, start, django_capture_on_commit_callbacks):
+    from jobs.jobs import build_report
+
+    title = start + 'HYPERLINK("http://x","y")'
+    Post.objects.create(author=ada, title=title, content="...")
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+
+    build_report(str(job.pk))
+
+    assert report_rows(job)[1][1] == "'" + title
+
+
+def test_the_report_csv_is_a_header_and_one_row_per_post_with_the_totals_elsewhere(
+    ada, ada_with_posts, django_capture_on_commit_callbacks
+):
+    from jobs.jobs import build_report
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.report_enqueue(owner=ada)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = build_report(str(job.pk))
+
+    rows = report_rows(job)
+    assert rows[0] == ["post_id", "title", "created_at", "views", "likes"]
+    assert sorted(int(row[0]) for row in rows[1:]) == sorted(post.pk for post in ada_with_posts)
+    assert result["summary"] == {"posts": 3, "views": 4, "likes": 3}
+    [email] = Job.objects.filter(kind="email", payload__subject="Your Kestrel activity report is ready")
+    assert email.payload["body"].startswith("3 posts, 4 views, 3 likes.")

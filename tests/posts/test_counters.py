@@ -7,6 +7,7 @@ import threading
 import pytest
 from django.db import OperationalError, connection
 from django.db.models import QuerySet
+from django.test import override_settings
 
 from posts import counters, keys
 from posts.counters import (
@@ -195,7 +196,7 @@ def test_pending_views_reads_many_counters_in_one_call(make_user, page):
     assert pending_views("page", []) == {}
 
 
-def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
+def test_the_flush_job_runs_on_a_worker_of_the_periodic_queue(post, run_jobs):
     import django_rq
 
     from posts.jobs import flush_view_counts
@@ -203,11 +204,11 @@ def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
     for _ in range(7):
         record_post_view(post_id=post.pk, viewer="u:1")
     # Enqueued at once, as the cron scheduler does (it uses a plain rq Queue).
-    queue = django_rq.get_queue("default", commit_mode="auto")
+    queue = django_rq.get_queue("periodic", commit_mode="auto")
     job = queue.enqueue(flush_view_counts)
 
     # A SimpleWorker runs the job in this process, inside the test's database.
-    run_jobs("default")
+    run_jobs("periodic")
 
     job.refresh()
     assert job.is_finished
@@ -215,7 +216,7 @@ def test_the_flush_job_runs_on_a_worker_of_the_default_queue(post, run_jobs):
     assert view_count(post) == 7
 
 
-def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default_queue():
+def test_the_cron_config_schedules_every_periodic_job_on_the_periodic_queue():
     from django_rq.cron import DjangoCronScheduler
 
     scheduler = DjangoCronScheduler()
@@ -223,10 +224,11 @@ def test_the_cron_config_schedules_every_periodic_job_each_minute_on_the_default
 
     jobs = {(job.func_name, job.queue_name, job.interval) for job in scheduler.get_jobs()}
     assert jobs == {
-        ("posts.jobs.flush_view_counts", "default", 60),
-        ("core.jobs.replay_invalidations", "default", 60),
-        ("jobs.jobs.drain_outbox", "default", 60),
-        ("core.jobs.sample_ops", "default", 60),
+        ("posts.jobs.flush_view_counts", "periodic", 60),
+        ("core.jobs.replay_invalidations", "periodic", 60),
+        ("jobs.jobs.drain_outbox", "periodic", 60),
+        ("core.jobs.sample_ops", "periodic", 60),
+        ("jobs.jobs.purge_expired", "periodic", 600),
     }
 
 
@@ -301,3 +303,56 @@ def test_views_racing_inline_and_scheduled_flushes_are_each_counted_exactly_once
     assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
     flush_all_views()
     assert view_count(post) == THREADS * VIEWS_PER_THREAD
+
+
+# Who counts as a distinct viewer. -------------------------------------------------------------
+
+no_rate_limits = override_settings(KESTREL_RATE_LIMITS={})
+
+
+@no_rate_limits
+def test_sixty_anonymous_reads_with_sixty_user_agents_from_one_address_count_one_viewer(post, client):
+    for n in range(60):
+        response = client.get(f"/api/posts/{post.pk}", HTTP_USER_AGENT=f"Browser/{n}", REMOTE_ADDR="203.0.113.7")
+        assert response.status_code == 200
+
+    assert post_unique_viewers(post.pk) == 1
+    assert pending_views("post", [post.pk]) == {post.pk: 60}  # every read is still a view
+
+
+@no_rate_limits
+def test_anonymous_readers_at_different_addresses_are_different_viewers(post, client):
+    for address in ("203.0.113.7", "203.0.113.8", "198.51.100.1"):
+        client.get(f"/posts/{post.pk}", REMOTE_ADDR=address)
+
+    assert post_unique_viewers(post.pk) == 3
+
+
+@no_rate_limits
+def test_an_ipv6_client_rotating_through_its_own_64_is_one_viewer(post, client):
+    for n in range(1, 21):
+        client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=f"2001:db8:1:2::{n:x}")
+    client.get(f"/api/posts/{post.pk}", REMOTE_ADDR="2001:db8:1:3::1")  # the next /64: someone else
+
+    assert post_unique_viewers(post.pk) == 2
+
+
+@no_rate_limits
+@override_settings(KESTREL_RATE_LIMIT_TRUSTED_PROXIES=1)
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_viewer_and_what_the_client_adds_is_not(post, client):
+    proxy = "10.0.0.2"
+    for n in range(10):
+        # The client forges a first hop; the proxy appends the address it saw.
+        client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.7")
+    client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+
+    assert post_unique_viewers(post.pk) == 2
+
+
+@no_rate_limits
+def test_a_logged_in_reader_is_one_viewer_from_any_address(post, client, make_user):
+    client.force_login(make_user())
+    for address in ("203.0.113.7", "198.51.100.1"):
+        client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=address, HTTP_USER_AGENT=address)
+
+    assert post_unique_viewers(post.pk) == 1
