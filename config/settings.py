@@ -337,6 +337,9 @@ KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 # Bearer-token requests count as their user, and the token's denylist and epoch check
 # runs in the same script as the limits: one round trip for both.
 KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.tokens.rate_limit_credential"
+# On a password change (core.ratelimit.OWN_ACCOUNT_PATHS) the per-account log-in limit
+# counts the signed-in person, under the same account (their email) as their log-ins.
+KESTREL_RATE_LIMIT_USER_ACCOUNT = "accounts.selectors.user_rate_limit_account"
 
 # --- Monitoring (core.instrumentation, core.monitoring) ------------------------------
 
