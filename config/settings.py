@@ -323,11 +323,20 @@ RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 # The policies are data in core.ratelimit.DEFAULTS, each with the reason for its
 # numbers, algorithm ("fixed" or "gcra"), scope and failure policy ("open": let
 # through, logged and counted; "closed": 503). Replace KESTREL_RATE_LIMITS to change
-# them; the environment can turn limiting off or move the general API limit.
+# them; the environment can turn limiting off or move the general API limit and the
+# write and job limits (test and benchmark stacks send far more than a person does).
 KESTREL_RATE_LIMITS = (
     {
         **RATE_LIMIT_DEFAULTS,
         "api": {**RATE_LIMIT_DEFAULTS["api"], "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100)},
+        "writes": {
+            **RATE_LIMIT_DEFAULTS["writes"],
+            "limit": env_int("RATE_LIMIT_WRITES_PER_MINUTE", RATE_LIMIT_DEFAULTS["writes"]["limit"]),
+        },
+        "jobs": {
+            **RATE_LIMIT_DEFAULTS["jobs"],
+            "limit": env_int("RATE_LIMIT_JOBS_PER_HOUR", RATE_LIMIT_DEFAULTS["jobs"]["limit"]),
+        },
     }
     if env_bool("RATE_LIMIT_ENABLED", True)
     else {}
