@@ -5,15 +5,27 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
+from accounts.validators import validate_username
+
 
 class User(AbstractUser):
     """Kestrel's user, from the first migration (Django cannot swap it in later).
 
-    People log in with their email; the username is their public handle. Both are
-    unique regardless of case, enforced by the database so that two concurrent
-    sign-ups cannot both win.
+    People log in with their email, and only with it; the username is their public
+    handle, never an address (no "@"). Both are unique regardless of case, enforced
+    by the database so that two concurrent sign-ups cannot both win.
     """
 
+    # AbstractUser's field, with a validator that refuses "@": people log in by email
+    # only, and a handle must never pass for someone's address.
+    username = models.CharField(
+        "username",
+        max_length=150,
+        unique=True,
+        help_text="Required. 150 characters or fewer. Letters, digits and ./+/-/_ only.",
+        validators=[validate_username],
+        error_messages={"unique": "A user with that username already exists."},
+    )
     email = models.EmailField("email address", unique=True)
     name = models.CharField("display name", max_length=100, blank=True)
     bio = models.TextField(max_length=500, blank=True)
