@@ -1,23 +1,34 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminPasswordChangeForm as DjangoAdminPasswordChangeForm
 
 from accounts.models import User
-from accounts.services import user_tokens_revoke_all
 
 
-class AdminPasswordChangeForm(DjangoAdminPasswordChangeForm):
-    """The admin's "change password" (say, for a compromised account) also logs the
-    person out everywhere: their tokens, not only their sessions, stop working."""
+class EmailAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's log-in, by email as everywhere else. The field keeps the name
+    "username" the admin posts; accounts.backends.EmailBackend reads it as the email."""
 
-    def save(self, commit: bool = True) -> User:
-        user = super().save(commit=commit)
-        if commit:
-            user_tokens_revoke_all(user=user)
-        return user
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct email and password for a staff account.",
+    }
+
+    def __init__(self, request=None, *args, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        field = self.fields["username"]
+        field.label = "Email"
+        field.max_length = User._meta.get_field("email").max_length
+        field.widget.attrs.update(maxlength=str(field.max_length), autocomplete="email")
+
+
+admin.site.login_form = EmailAdminAuthenticationForm
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     list_display = ["username", "email", "is_staff", "date_joined"]
-    change_password_form = AdminPasswordChangeForm
+    # The email is how the person will log in: an account added without one could not.
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("email", "username", "usable_password", "password1", "password2")}),
+    )

@@ -34,6 +34,7 @@ from accounts.services import (
     user_tokens_revoke_all,
     user_update_profile,
 )
+from accounts.validators import validate_username
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
 
@@ -67,7 +68,9 @@ class RegisterApi(APIView):
 
     class RegisterInputSerializer(BodySerializer):
         email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
-        username = serializers.CharField(max_length=User._meta.get_field("username").max_length)
+        username = serializers.CharField(
+            max_length=User._meta.get_field("username").max_length, validators=[validate_username]
+        )
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
     @extend_schema(
@@ -81,7 +84,7 @@ class RegisterApi(APIView):
             user = user_create(**serializer.validated_data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
-        login(request, user, backend="accounts.backends.EmailOrUsernameBackend")
+        login(request, user, backend="accounts.backends.EmailBackend")
         return Response(user_me(user=user), status=status.HTTP_201_CREATED)
 
 

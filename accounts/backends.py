@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 from django.contrib.auth.backends import ModelBackend
-from django.db.models import Q
 
 from accounts.models import User
 
 
-class EmailOrUsernameBackend(ModelBackend):
-    """Log in with an email (the site and API) or a username (the admin form), any case."""
+class EmailBackend(ModelBackend):
+    """Log in with an email address, any case; never with a username.
+
+    A username is a public handle anyone can choose, so matching it too would let a
+    handle spelled as someone's address stand in for their email. The admin's log-in
+    form posts the email as "username" (USERNAME_FIELD stays the handle), read here
+    as the email it is.
+    """
 
     def authenticate(self, request, username=None, password=None, email=None, **kwargs):
-        identifier = email or username or kwargs.get(User.USERNAME_FIELD)
-        if not identifier or password is None:
+        address = email if email is not None else username
+        if not address or password is None:
             return None
-        user = User.objects.filter(Q(email__iexact=identifier) | Q(username__iexact=identifier)).first()
+        user = User.objects.filter(email__iexact=address.strip()).first()
         if user is None:
             # Hash anyway so a missing account takes as long as a wrong password.
             User().set_password(password)

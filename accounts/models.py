@@ -1,19 +1,31 @@
 from collections.abc import Iterator
 
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
+
+from accounts.validators import validate_username
 
 
 class User(AbstractUser):
     """Kestrel's user, from the first migration (Django cannot swap it in later).
 
-    People log in with their email; the username is their public handle. Both are
-    unique regardless of case, enforced by the database so that two concurrent
-    sign-ups cannot both win.
+    People log in with their email, and only with it; the username is their public
+    handle, never an address (no "@"). Both are unique regardless of case, enforced
+    by the database so that two concurrent sign-ups cannot both win.
     """
 
+    # AbstractUser's field, with a validator that refuses "@": people log in by email
+    # only, and a handle must never pass for someone's address.
+    username = models.CharField(
+        "username",
+        max_length=150,
+        unique=True,
+        help_text="Required. 150 characters or fewer. Letters, digits and ./+/-/_ only.",
+        validators=[validate_username],
+        error_messages={"unique": "A user with that username already exists."},
+    )
     email = models.EmailField("email address", unique=True)
     name = models.CharField("display name", max_length=100, blank=True)
     bio = models.TextField(max_length=500, blank=True)
@@ -33,6 +45,56 @@ class User(AbstractUser):
             models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
             models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
         ]
+
+    # Every way a password changes (the API, the admin, `manage.py changepassword`, a
+    # shell's set_password() and save()) ends the person's tokens and sessions here, in
+    # the save that writes it, so that no door can forget to; set by set_password and
+    # set_unusable_password, consumed by that save.
+    _password_replaced = False
+    _rehashing = False
+
+    def set_password(self, raw_password: str | None) -> None:
+        super().set_password(raw_password)
+        if not self._rehashing:
+            self._password_replaced = True
+
+    def check_password(self, raw_password: str | None) -> bool:
+        # A right password stored under an outdated hasher is re-hashed and saved from
+        # here (set_password, then save): the same password, so nobody is logged out.
+        self._rehashing = True
+        try:
+            return super().check_password(raw_password)
+        finally:
+            self._rehashing = False
+
+    def set_unusable_password(self) -> None:
+        super().set_unusable_password()
+        self._password_replaced = True
+
+    def save(self, *args, **kwargs) -> None:
+        if kwargs.get("update_fields") is None and not self._state.adding:
+            # A save of an instance loaded before a bump must not write its stale epoch
+            # back: that would bring the tokens the bump ended back to life.
+            deferred = self.get_deferred_fields()
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "token_epoch" and f.attname not in deferred
+            ]
+        update_fields = kwargs.get("update_fields")
+        writes_password = self._password_replaced and (update_fields is None or "password" in update_fields)
+        # A new account has no credentials to end.
+        ends_credentials = writes_password and not self._state.adding
+        # One transaction: a password written without its epoch bump would leave the old
+        # tokens working.
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            if ends_credentials:
+                from accounts.services import user_tokens_revoke_all  # services import this module
+
+                user_tokens_revoke_all(user=self)
+        if writes_password:
+            self._password_replaced = False
 
     # Django ends every session whose stored hash no longer matches this one (on each
     # request, in django.contrib.auth.get_user). Mixing in the token epoch makes "log out

@@ -52,6 +52,18 @@ def user_by_username(*, username: str) -> User | None:
     return User.objects.filter(username__iexact=username, is_active=True).first()
 
 
+def user_rate_limit_account(*, user_id: int, user: User | None = None) -> str | None:
+    """settings.KESTREL_RATE_LIMIT_USER_ACCOUNT: the account the log-in limits count a
+    signed-in person under on a password change: their email, as their log-ins name it.
+
+    Costs nothing when the session already loaded `user` (the view reuses it); a bearer
+    request costs one primary-key query, as its token carries only the user's id.
+    """
+    if user is not None:
+        return user.email
+    return User.objects.filter(pk=user_id).values_list("email", flat=True).first()
+
+
 # --- The follow graph -----------------------------------------------------------------
 #
 # The database (accounts.Follow) is the truth; Redis holds a mirror on the cache role:

@@ -89,8 +89,9 @@ def user_tokens_revoke_all(*, user: User) -> int:
 
 def user_change_password(*, user: User, old_password: str, new_password: str) -> User:
     """Change a password; ValidationError per field ("old", "new"). Logs the user out
-    everywhere (every token and every session): whoever knew the old password, or held
-    a token, is out. The caller keeps its own session with update_session_auth_hash.
+    everywhere (every token and every session; User.save does it for every password
+    change): whoever knew the old password, or held a token, is out. The caller keeps
+    its own session with update_session_auth_hash.
     """
     if not user.check_password(old_password):
         raise ValidationError({"old": ["Your current password is not correct."]})
@@ -98,10 +99,8 @@ def user_change_password(*, user: User, old_password: str, new_password: str) ->
         password_validation.validate_password(new_password, user)
     except ValidationError as exc:
         raise ValidationError({"new": list(exc.messages)}) from None
-    with transaction.atomic():
-        user.set_password(new_password)
-        user.save(update_fields=["password"])
-        user_tokens_revoke_all(user=user)
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
     return user
 
 

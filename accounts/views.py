@@ -67,7 +67,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 for error in errors:
                     form.add_error(field if field in form.fields else None, error)
         else:
-            login(request, user, backend="accounts.backends.EmailOrUsernameBackend")
+            login(request, user, backend="accounts.backends.EmailBackend")
             messages.success(request, f"Welcome to Kestrel, {user.username}!")
             return redirect("home")
     return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -210,7 +210,7 @@ KESTREL_L1_ENABLED = env_bool("CACHE_L1_ENABLED", True)
 # --- Sessions and auth ------------------------------------------------------------
 
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["accounts.backends.EmailOrUsernameBackend"]
+AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
@@ -323,11 +323,20 @@ RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 # The policies are data in core.ratelimit.DEFAULTS, each with the reason for its
 # numbers, algorithm ("fixed" or "gcra"), scope and failure policy ("open": let
 # through, logged and counted; "closed": 503). Replace KESTREL_RATE_LIMITS to change
-# them; the environment can turn limiting off or move the general API limit.
+# them; the environment can turn limiting off or move the general API limit and the
+# write and job limits (test and benchmark stacks send far more than a person does).
 KESTREL_RATE_LIMITS = (
     {
         **RATE_LIMIT_DEFAULTS,
         "api": {**RATE_LIMIT_DEFAULTS["api"], "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100)},
+        "writes": {
+            **RATE_LIMIT_DEFAULTS["writes"],
+            "limit": env_int("RATE_LIMIT_WRITES_PER_MINUTE", RATE_LIMIT_DEFAULTS["writes"]["limit"]),
+        },
+        "jobs": {
+            **RATE_LIMIT_DEFAULTS["jobs"],
+            "limit": env_int("RATE_LIMIT_JOBS_PER_HOUR", RATE_LIMIT_DEFAULTS["jobs"]["limit"]),
+        },
     }
     if env_bool("RATE_LIMIT_ENABLED", True)
     else {}
@@ -337,6 +346,9 @@ KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 # Bearer-token requests count as their user, and the token's denylist and epoch check
 # runs in the same script as the limits: one round trip for both.
 KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.tokens.rate_limit_credential"
+# On a password change (core.ratelimit.OWN_ACCOUNT_PATHS) the per-account log-in limit
+# counts the signed-in person, under the same account (their email) as their log-ins.
+KESTREL_RATE_LIMIT_USER_ACCOUNT = "accounts.selectors.user_rate_limit_account"
 
 # --- Monitoring (core.instrumentation, core.monitoring) ------------------------------
 

@@ -16,11 +16,19 @@ def wants_json(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
 
-def error_response(request: HttpRequest, status: int, message: str) -> HttpResponse:
-    """`{"error": message}` for API clients, the error page for browsers."""
+def error_response(
+    request: HttpRequest,
+    status: int,
+    message: str,
+    *,
+    template: str = "error.html",
+    context: dict | None = None,
+) -> HttpResponse:
+    """`{"error": message}` for API clients, the error page (`template`) for browsers."""
     if wants_json(request):
         return JsonResponse({"error": message}, status=status)
-    html = render_to_string("error.html", {"status": status, "message": message}, request=None)
+    # No request: context processors would read the session, which may be what is down.
+    html = render_to_string(template, {"status": status, "message": message, **(context or {})}, request=None)
     return HttpResponse(html, status=status)
 
 

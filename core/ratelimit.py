@@ -1,12 +1,15 @@
 """Rate limiting (the reference article's part 6.2), as policies in settings.
 
 Every /api/ request spends from the article's limit, 100 a minute per person (per
-client address when anonymous); POST /api/login, /api/token, /api/register and
-/api/password also spend from stricter per-address and per-account limits against
-password guessing.
+client address when anonymous). Every door that takes a password (the API's log-in,
+token, sign-up and password change, the site's log-in and sign-up forms, the admin's
+log-in and password change) also spends from stricter per-address and per-account
+limits against password guessing, and the writes people can repeat (likes, follows,
+posts; emails and reports, which start background jobs) from write limits that the
+site's forms and their API twins share.
 Each policy is data (KESTREL_RATE_LIMITS, DEFAULTS below): its limit and window, its
 algorithm, whom it counts, which requests it covers, and what happens when Redis
-does not answer.
+does not answer. A refused /api/ request gets JSON, a refused page an HTML 429.
 
 Beyond the article, whose INCR-then-EXPIRE leaves a key without a TTL (that person
 over the limit for ever) when the process dies or the connection drops between the
@@ -34,13 +37,16 @@ two:
   policies' failure modes. What the guard means (a JWT denylist) is the credential
   provider's business (settings.KESTREL_RATE_LIMIT_CREDENTIAL), not this module's.
 
-Why the per-account limits live in this middleware, reading the request's JSON body,
-rather than in a helper the log-in view calls: all of a request's policies then go
-to Redis in one script call (a helper would add a second round trip to every log-in),
-the limit is spent before any password is hashed or row read, and the covered paths
-stay data in settings instead of calls sprinkled through views. The cost is that the
-middleware knows the field names of those views' bodies (ACCOUNT_FIELDS). `check()`
-and `Identity` are public for a view that needs something the middleware cannot see.
+Why the per-account limits live in this middleware, reading the request's body (JSON
+or a form), rather than in a helper the log-in views call: all of a request's policies
+then go to Redis in one script call (a helper would add a second round trip to every
+log-in), the limit is spent before any password is hashed or row read, and the covered
+paths stay data in settings instead of calls sprinkled through views. The cost is that
+the middleware knows the field names of those views' bodies (ACCOUNT_FIELDS). On a
+password change the account is the signed-in person's, named by a function in
+settings (KESTREL_RATE_LIMIT_USER_ACCOUNT), so that this module imports no product
+app. `check()` and `Identity` are public for a view that needs something the
+middleware cannot see.
 
 Time: the script reads Redis's clock (TIME) unless a caller passes `now`, so every
 web process on every host shares one clock and tests travel in time without sleeping.
@@ -59,8 +65,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, RawPostDataException
+from django.http.multipartparser import MultiPartParserError
 from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 from redis import Redis
@@ -68,7 +75,8 @@ from redis.commands.core import Script
 from redis.exceptions import OutOfMemoryError
 
 from core import metrics
-from core.http import service_unavailable
+from core.converters import IdConverter
+from core.http import error_response, service_unavailable
 from core.keys import key
 from core.redis import get_redis, is_unavailable
 
@@ -78,11 +86,30 @@ Algorithm = Literal["fixed", "gcra"]
 Scope = Literal["user_or_ip", "ip", "account"]
 FailMode = Literal["open", "closed"]
 
-_AUTH_PATHS = ["/api/login", "/api/token", "/api/register", "/api/password"]
+# Every door that takes a password, under one per-address and one per-account budget:
+# a guesser gains nothing by switching between the API, the site's forms and the admin.
+_AUTH_PATHS = [
+    "/api/login",
+    "/api/token",
+    "/api/register",
+    "/api/password",
+    "/login",
+    "/signup",
+    "/admin/login",
+    "/admin/password_change",
+]
+
+# The doors among those where the account counted is the person signed in, never one
+# the body names: a password change names none, and naming someone else's must not
+# move a guesser's attempts off the account being guessed.
+OWN_ACCOUNT_PATHS = ("/api/password", "/admin/password_change")
 
 # The policies in force when settings define no KESTREL_RATE_LIMITS (an empty dict
-# there turns rate limiting off). Paths ending in "*" are prefixes; others are exact
-# (a trailing slash on the request is ignored). No "methods" means every method.
+# there turns rate limiting off). A path is exact (a trailing slash on the request is
+# ignored); one ending in "*" is a prefix; a "<id>" segment matches one id as the
+# URLconf's <id:...> reads it. No "methods" means every method. A policy counts every
+# path it lists in one budget per subject, which is what makes a site form and its API
+# twin share it.
 DEFAULTS: dict[str, dict] = {
     # The article's limit. Fails open: a Redis outage must not take the whole API down
     # with it; the outage is logged and counted (ratelimit.error) instead.
@@ -120,12 +147,49 @@ DEFAULTS: dict[str, dict] = {
         "methods": ["POST"],
         "paths": _AUTH_PATHS,
     },
+    # Likes, follows and new posts, from either door: 30 at once, then one every 2 s.
+    # A person liking while reading or following a handful of people after signing up
+    # never meets it; a script toggling a like (each toggle a notification and a
+    # fan-out) is held to 30 a minute instead of hundreds a second. DELETE too: the
+    # API unlikes and unfollows with it, the site with a POST. Fails open, like the
+    # general limit: the writes themselves go to the database.
+    "writes": {
+        "limit": 30,
+        "window": 60,
+        "algorithm": "gcra",
+        "scope": "user_or_ip",
+        "fail": "open",
+        "methods": ["POST", "DELETE"],
+        "paths": [
+            "/api/posts",
+            "/posts/new",
+            "/api/posts/<id>/like",
+            "/posts/<id>/like",
+            "/api/users/<id>/follow",
+            "/users/<id>/follow",
+        ],
+    },
+    # Requests that start a background job: an email, or a report built from the whole
+    # of a person's activity. 10 at once, then one every 6 minutes: a person wants a
+    # report or a test email a few times a day, while each one costs a worker's time
+    # and, for email, the sending address's reputation. Fails closed: the jobs are
+    # queued on the same Redis, so a limiter that cannot answer means a queue that
+    # cannot either, and no job goes uncounted.
+    "jobs": {
+        "limit": 10,
+        "window": 3600,
+        "algorithm": "gcra",
+        "scope": "user_or_ip",
+        "fail": "closed",
+        "methods": ["POST"],
+        "paths": ["/api/send-email", "/reports/email-me", "/api/reports", "/reports/new"],
+    },
 }
 
-# Where the per-account policies find the account in a JSON body, first present
-# wins: the order in which accounts.backends.EmailOrUsernameBackend reads them
-# (log-in sends "email", which may hold a username; register sends both; a token view
-# built on USERNAME_FIELD sends "username").
+# Where the per-account policies find the account in a body, first present wins: the
+# order in which accounts.backends.EmailBackend reads them (the site's and the API's
+# log-ins send "email"; sign-ups send "email" and "username"; the admin's log-in form
+# posts the email as "username").
 ACCOUNT_FIELDS = ("email", "username")
 
 RATE_LIMITED_MESSAGE = "Rate limit exceeded"
@@ -149,9 +213,7 @@ class Policy:
     def applies_to(self, method: str, path: str) -> bool:
         if self.methods and method not in self.methods:
             return False
-        if len(path) > 1:
-            path = path.rstrip("/")
-        return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in self.paths)
+        return paths_match(self.paths, path)
 
     def subject(self, identity: Identity) -> str | None:
         """Whom this policy counts for the request, or None when it cannot say (no account)."""
@@ -251,6 +313,43 @@ class Decision:
         return max((r.retry_after for r in self.results if not r.allowed), default=0)
 
 
+# --- Paths ------------------------------------------------------------------------------
+
+_ID_SEGMENT = "<id>"
+
+
+def path_pattern_ok(pattern: object) -> bool:
+    """Whether `pattern` is in the paths' grammar: "/" first, a "*" only last, and "<"
+    or ">" only in a "<id>" segment (anything else would be read literally, and a
+    policy that silently matched nothing would be a limit that is not there)."""
+    if not isinstance(pattern, str) or not pattern.startswith("/"):
+        return False
+    body = pattern.removesuffix("*")
+    if "*" in body:
+        return False
+    return all(s == _ID_SEGMENT or not ("<" in s or ">" in s) for s in body.split("/"))
+
+
+@functools.cache
+def _paths_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # One regex per policy, compiled once: the middleware matches every request
+    # against every policy.
+    alternatives = []
+    for pattern in patterns:
+        prefix = pattern.endswith("*")
+        segments = pattern.removesuffix("*").split("/")
+        body = "/".join(IdConverter.regex if s == _ID_SEGMENT else re.escape(s) for s in segments)
+        alternatives.append(f"(?:{body}{'.*' if prefix else ''})")
+    return re.compile("|".join(alternatives), re.DOTALL)
+
+
+def paths_match(patterns: tuple[str, ...], path: str) -> bool:
+    """Whether `path` (a request's path_info) matches one of `patterns`, ignoring a trailing slash."""
+    if len(path) > 1:
+        path = path.rstrip("/")
+    return _paths_regex(patterns).fullmatch(path) is not None
+
+
 # --- Policies from settings -------------------------------------------------------------
 
 _FIELDS = {"limit", "window", "algorithm", "scope", "fail", "paths", "methods"}
@@ -296,8 +395,11 @@ def _policy(name: str, spec: Mapping) -> Policy:
         # GCRA spaces requests in whole microseconds.
         raise bad("the limit is too high for the window (more than one request a microsecond)")
     paths = spec.get("paths", ["/api/*"])
-    if isinstance(paths, str) or not paths or not all(isinstance(p, str) and p.startswith("/") for p in paths):
-        raise bad(f"paths must be a non-empty list of paths starting with '/', not {paths!r}")
+    if isinstance(paths, str) or not paths or not all(path_pattern_ok(p) for p in paths):
+        raise bad(
+            "paths must be a non-empty list of paths starting with '/', with '*' only at the end and "
+            f"'<id>' only as a whole segment, not {paths!r}"
+        )
     methods = spec.get("methods") or []
     if isinstance(methods, str) or not all(isinstance(m, str) and _METHOD.match(m) for m in methods):
         raise bad(f"methods must be a list of upper-case HTTP methods, not {methods!r}")
@@ -567,15 +669,34 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     }
 
 
-def rate_limited_response(decision: Decision) -> HttpResponse:
-    """429 {"error": "Rate limit exceeded"} with Retry-After and the RateLimit fields."""
-    response = JsonResponse({"error": RATE_LIMITED_MESSAGE}, status=429)
+def rate_limited_response(request: HttpRequest, decision: Decision) -> HttpResponse:
+    """429 with Retry-After and the RateLimit fields: {"error": "Rate limit exceeded"} for
+    the API, a page saying when to try again for the site's pages (core.http.wants_json
+    decides, as for the 503s)."""
     # The draft: Retry-After no earlier than the end of the refusing policy's window
     # ("t"); retry_after is that value, taken over every refusing policy.
+    response = error_response(
+        request,
+        429,
+        RATE_LIMITED_MESSAGE,
+        template="429.html",
+        context={"wait": _wait_text(decision.retry_after)},
+    )
     response["Retry-After"] = str(decision.retry_after)
     for name, value in rate_limit_headers(decision).items():
         response[name] = value
     return response
+
+
+def _wait_text(seconds: int) -> str:
+    """ "6 seconds", "2 minutes", "1 hour": rounded up, so that whoever waits that long gets in."""
+    if seconds < 60:
+        count, unit = seconds, "second"
+    elif seconds <= 59 * 60:
+        count, unit = math.ceil(seconds / 60), "minute"
+    else:
+        count, unit = math.ceil(seconds / 3600), "hour"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def client_ip(request: HttpRequest, *, trusted_proxies: int = 0) -> str:
@@ -619,26 +740,40 @@ def normalise_account(value: object) -> str | None:
     return text or None
 
 
-def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIELDS) -> str | None:
-    """The account a JSON body names, or None; never raises (the view answers a bad body).
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-    No size cap of our own beyond Django's DATA_UPLOAD_MAX_MEMORY_SIZE: a body the
-    view would still parse must never slip past the per-account limit by being large.
-    Reading request.body here leaves it readable for DRF (Django keeps a copy).
+# Everything a hostile body makes the parsers raise: too big, too many fields or files,
+# a broken multipart boundary, the connection lost, not JSON, undecodable, nested
+# deeper than json.loads recurses.
+_UNREADABLE = (SuspiciousOperation, MultiPartParserError, RawPostDataException, OSError, ValueError, RecursionError)
+
+
+def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIELDS) -> str | None:
+    """The account a body names (JSON, or a form: url-encoded or multipart), or None.
+
+    Never raises: the view answers a bad body (400), and the request is still counted
+    by address. A form is read through request.POST, the parse the view then reuses,
+    so a form padded with a large file part still names its account. No size cap of
+    our own beyond Django's: a body the view would still parse must never slip past
+    the per-account limit by being large. Reading request.body leaves it readable for
+    DRF (Django keeps a copy).
     """
     try:
-        data = json.loads(request.body)
-    except (RequestDataTooBig, OSError, ValueError):  # too big, connection lost, not JSON
+        data = request.POST if request.content_type in _FORM_TYPES else json.loads(request.body)
+    except _UNREADABLE:
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, Mapping):
         return None
     for field in fields:
         if data.get(field) not in (None, ""):
-            return normalise_account(data[field])
+            return normalise_account(data.get(field))
     return None
 
 
 CredentialFinder = Callable[[HttpRequest], Credential | None]
+# settings.KESTREL_RATE_LIMIT_USER_ACCOUNT: a signed-in user's account, as the log-in
+# doors name it; `user` is the session's user when the request loaded it already.
+UserAccount = Callable[..., str | None]
 
 
 def request_identity(
@@ -647,6 +782,7 @@ def request_identity(
     *,
     trusted_proxies: int = 0,
     credential: CredentialFinder | None = None,
+    user_account: UserAccount | None = None,
 ) -> Identity:
     """What `policies` need to know about the request, and no more (no session load,
     no body parse, unless a policy needs them).
@@ -655,28 +791,38 @@ def request_identity(
     over the session, as it does in the API's authentication, and is looked at whenever
     a policy covers the request so that its guard rides in the same script: the session
     is then not loaded at all (a bearer request costs no session read).
+
+    The account is the one the body names, or, given `user_account` (a door where the
+    account is the signed-in person's), that person's, whatever the body says.
     """
+    needs_account = any(p.scope == "account" for p in policies)
+    own_account = needs_account and user_account is not None
     user_id = None
+    user = None
     guard = None
     found = credential(request) if credential is not None else None
     if found is not None:
         user_id, guard = found.user_id, (found.guard if found.user_id is not None else None)
-    elif any(p.scope == "user_or_ip" for p in policies):
-        user_id = _user_id(request)
+    elif own_account or any(p.scope == "user_or_ip" for p in policies):
+        user = _session_user(request)
+        user_id = user.pk if user is not None else None
     account = None
-    if any(p.scope == "account" for p in policies):
+    if own_account:
+        if user_id is not None:
+            account = normalise_account(user_account(user_id=user_id, user=user))
+    elif needs_account:
         account = account_from_body(request)
     return Identity(
         ip=client_ip(request, trusted_proxies=trusted_proxies), user_id=user_id, account=account, guard=guard
     )
 
 
-def _user_id(request: HttpRequest) -> int | None:
+def _session_user(request: HttpRequest):
     user = getattr(request, "user", None)  # set by AuthenticationMiddleware, which must come first
     if user is None:
         return None
     try:
-        return user.pk if user.is_authenticated else None
+        return user if user.is_authenticated else None
     except Exception as exc:
         # The session store (Redis) is down: count by address. The rate-limit check
         # about to run meets the same outage and applies the policies' failure modes.
@@ -701,6 +847,10 @@ class RateLimitMiddleware:
     later: the request then counts as that credential's user, and the credential's Guard
     is decided in the same script. The verdict is left on the request for the
     authenticator (guard_checked), so it costs no second round trip.
+
+    On KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS (default OWN_ACCOUNT_PATHS) the per-account
+    policies count the signed-in person, whose account KESTREL_RATE_LIMIT_USER_ACCOUNT
+    (a dotted path) names.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -709,12 +859,29 @@ class RateLimitMiddleware:
         self.trusted_proxies = int(getattr(settings, "KESTREL_RATE_LIMIT_TRUSTED_PROXIES", 0))
         finder = getattr(settings, "KESTREL_RATE_LIMIT_CREDENTIAL", None)
         self.credential: CredentialFinder | None = import_string(finder) if finder else None
+        own = tuple(getattr(settings, "KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS", OWN_ACCOUNT_PATHS))
+        if not all(path_pattern_ok(p) for p in own):
+            raise ImproperlyConfigured(f"KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS: not in the paths' grammar: {own!r}")
+        account = getattr(settings, "KESTREL_RATE_LIMIT_USER_ACCOUNT", None)
+        if own and not account and any(p.scope == "account" for p in self.policies):
+            # Without it those doors would count no account at all: a limit that is not there.
+            raise ImproperlyConfigured("KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS needs KESTREL_RATE_LIMIT_USER_ACCOUNT")
+        self.own_account_paths = own
+        self.user_account: UserAccount | None = import_string(account) if account else None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        covering = [p for p in self.policies if p.applies_to(request.method or "", request.path_info)]
+        path = request.path_info
+        covering = [p for p in self.policies if p.applies_to(request.method or "", path)]
         if not covering:
             return self.get_response(request)
-        identity = request_identity(request, covering, trusted_proxies=self.trusted_proxies, credential=self.credential)
+        own = bool(self.own_account_paths) and paths_match(self.own_account_paths, path)
+        identity = request_identity(
+            request,
+            covering,
+            trusted_proxies=self.trusted_proxies,
+            credential=self.credential,
+            user_account=self.user_account if own else None,
+        )
         applied = [p for p in covering if p.subject(identity) is not None]
         try:
             decision = check(applied, identity)
@@ -746,7 +913,7 @@ class RateLimitMiddleware:
             for result in decision.results:
                 if not result.allowed:
                     metrics.incr("ratelimit.denied", policy=result.policy.name)
-            return rate_limited_response(decision)
+            return rate_limited_response(request, decision)
         response = self.get_response(request)
         for name, value in rate_limit_headers(decision).items():
             response[name] = value

@@ -156,7 +156,7 @@ def test_every_policy_of_a_request_is_decided_in_one_round_trip():
         client.close()
 
     assert sent == ["EVALSHA"]
-    assert [r.policy.name for r in decision.results] == ["api", "auth_ip", "auth_account"]
+    assert [r.policy.name for r in decision.results] == ["api", "auth_ip", "auth_account", "writes", "jobs"]
 
 
 def test_a_refused_request_spends_nothing_from_the_other_policies():
@@ -417,7 +417,7 @@ def test_check_raises_an_unavailable_error_when_redis_is_down(redis_down):
 
 
 def test_the_defaults_are_the_article_limit_plus_stricter_log_in_limits():
-    api, auth_ip, auth_account = load_policies(DEFAULTS)
+    api, auth_ip, auth_account, *_ = load_policies(DEFAULTS)
 
     assert (api.limit, api.window, api.algorithm, api.scope, api.fail) == (100, 60, "fixed", "user_or_ip", "open")
     assert (auth_ip.scope, auth_ip.fail, auth_ip.algorithm) == ("ip", "closed", "gcra")
@@ -431,6 +431,68 @@ def test_the_defaults_are_the_article_limit_plus_stricter_log_in_limits():
     assert not api.applies_to("GET", "/")
 
 
+PASSWORD_DOORS = [
+    "/api/login",
+    "/api/token",
+    "/api/register",
+    "/api/password",
+    "/login",
+    "/signup",
+    "/admin/login/",
+    "/admin/password_change/",
+]
+
+
+@pytest.mark.parametrize("path", PASSWORD_DOORS)
+def test_every_door_that_takes_a_password_is_under_both_log_in_limits(path):
+    policies = {p.name: p for p in load_policies(DEFAULTS)}
+
+    assert policies["auth_ip"].applies_to("POST", path)
+    assert policies["auth_account"].applies_to("POST", path)
+
+
+@pytest.mark.parametrize(
+    ("policy", "site", "api"),
+    [
+        ("writes", "/posts/7/like", "/api/posts/7/like"),
+        ("writes", "/users/7/follow", "/api/users/7/follow"),
+        ("writes", "/posts/new", "/api/posts"),
+        ("jobs", "/reports/email-me", "/api/send-email"),
+        ("jobs", "/reports/new", "/api/reports"),
+    ],
+)
+def test_a_site_form_and_its_api_twin_are_under_the_same_write_policy(policy, site, api):
+    (chosen,) = [p for p in load_policies(DEFAULTS) if p.name == policy]
+
+    assert chosen.applies_to("POST", site)
+    assert chosen.applies_to("POST", api)
+    assert not chosen.applies_to("GET", site)
+
+
+def test_an_id_segment_matches_one_id_and_nothing_else():
+    like = Policy("writes", limit=30, window=60, paths=("/posts/<id>/like",))
+
+    assert like.applies_to("POST", "/posts/1/like")
+    assert like.applies_to("POST", "/posts/123456789012345678/like/")
+    assert not like.applies_to("POST", "/posts/1234567890123456789/like")  # no such id: 404
+    assert not like.applies_to("POST", "/posts/abc/like")
+    assert not like.applies_to("POST", "/posts//like")
+    assert not like.applies_to("POST", "/posts/1/2/like")
+    assert not like.applies_to("POST", "/posts/1/like/more")
+    assert not like.applies_to("POST", "/posts/<id>/like")
+    # The rest of the grammar reads as it always did.
+    others = Policy("p", limit=1, window=1, paths=("/api/*", "/a.b"))
+    assert others.applies_to("GET", "/api/posts/1\nx")
+    assert not others.applies_to("GET", "/apix")
+    assert not others.applies_to("GET", "/aXb")  # a dot is a dot
+
+
+@pytest.mark.parametrize("path", ["api/login", "/api/*/like", "/posts/<pk>/like", "/posts/x<id>", "/a**"])
+def test_a_path_outside_the_grammar_stops_start_up(path):
+    with pytest.raises(ImproperlyConfigured, match="paths must be"):
+        load_policies({"writes": {"limit": 5, "window": 60, "paths": [path]}})
+
+
 def test_settings_without_policies_turn_rate_limiting_off(settings):
     settings.KESTREL_RATE_LIMITS = {}
 
@@ -440,7 +502,7 @@ def test_settings_without_policies_turn_rate_limiting_off(settings):
 def test_load_policies_reads_settings_and_falls_back_to_the_defaults(settings):
     if hasattr(settings, "KESTREL_RATE_LIMITS"):
         del settings.KESTREL_RATE_LIMITS
-    assert [p.name for p in load_policies()] == ["api", "auth_ip", "auth_account"]
+    assert [p.name for p in load_policies()] == ["api", "auth_ip", "auth_account", "writes", "jobs"]
 
     settings.KESTREL_RATE_LIMITS = {"only": {"limit": 7, "window": 10}}
 
@@ -523,6 +585,26 @@ def test_the_account_is_read_from_the_body_as_the_log_in_view_reads_it(body, acc
     request = RequestFactory().post("/api/login", data=body, content_type="application/json")
 
     assert account_from_body(request) == account
+
+
+def test_the_account_is_read_from_url_encoded_and_multipart_forms():
+    factory = RequestFactory()
+    encoded = factory.post(
+        "/login", "email=+Ada%40Example.com&password=x", content_type="application/x-www-form-urlencoded"
+    )
+    multipart = factory.post("/admin/login/", {"username": "ADA@example.com", "password": "x"})
+    broken = factory.post("/login", b"--x\r\nnot a part", content_type="multipart/form-data; boundary=\x00")
+
+    assert account_from_body(encoded) == "ada@example.com"
+    assert account_from_body(multipart) == "ada@example.com"
+    assert encoded.POST["email"] == " Ada@Example.com"  # still there for the view
+    assert account_from_body(broken) is None  # and a form Django cannot parse does not raise
+
+
+def test_a_body_nested_past_the_parsers_recursion_names_no_account_and_does_not_raise():
+    request = RequestFactory().post("/api/login", data=b"[" * 5000, content_type="application/json")
+
+    assert account_from_body(request) is None
 
 
 def test_normalise_account_merges_what_the_backend_merges():

@@ -188,6 +188,28 @@ def test_a_body_the_view_cannot_read_never_fails_the_request(client):
     assert response["RateLimit-Policy"] == '"api";q=100;w=60, "auth_ip";q=10;w=60'  # no account to count
 
 
+def test_a_body_nested_five_thousand_deep_is_counted_by_address_not_a_server_error(client):
+    response = client.post("/api/login", b"[" * 5000, content_type="application/json")
+
+    assert response.status_code == 200  # the stand-in view ran; the real one answers 400
+    assert response["RateLimit-Policy"] == '"api";q=100;w=60, "auth_ip";q=10;w=60'  # no account to count
+    assert '"auth_ip";r=9;' in response["RateLimit"]
+
+
+def test_an_account_is_counted_whatever_the_bodys_content_type(client):
+    form = "application/x-www-form-urlencoded"
+    statuses = [
+        client.post("/api/login", {"email": "ada@example.com", "password": "guess"}).status_code,  # multipart
+        client.post("/api/login", "email=ADA%40example.com&password=guess", content_type=form).status_code,
+        client.post("/api/token", "username=ada%40example.com&password=guess", content_type=form).status_code,
+        log_in(client, "ada@example.com").status_code,
+        client.post("/api/token", {"email": " ada@example.com", "password": "guess"}).status_code,
+        log_in(client, "ada@example.com").status_code,
+    ]
+
+    assert statuses == [200] * 5 + [429]
+
+
 @pytest.mark.urls("config.urls")
 def test_the_real_log_in_view_still_reads_the_body_the_limiter_read(make_user):
     make_user(email="ada@example.com")

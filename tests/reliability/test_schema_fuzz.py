@@ -92,6 +92,8 @@ NEGATIVE_REFUSED = ["400", "401", "403", "404", "405", "406", "409", "414", "415
 # The live stack's settings over production's (tests/live.py): see the module docstring.
 LIVE_ENV = {
     "RATE_LIMIT_API_PER_MINUTE": "100000000",
+    "RATE_LIMIT_WRITES_PER_MINUTE": "1000000",
+    "RATE_LIMIT_JOBS_PER_HOUR": "1000000",
     # Longer than the run, so the fixed tokens never expire under it.
     "JWT_ACCESS_LIFETIME": "3600",
 }

@@ -51,12 +51,15 @@ MIN_LOGIN_BACKOFF = 0.1
 MAX_LOGIN_BACKOFF = 1.6
 
 # Settings every fault scenario's stack runs with, on top of the production ones:
-# - the general API limit (100 a minute per person) would answer 429s to a client that
-#   sends a request every few milliseconds; the limiter still runs, on every request;
+# - the general API limit (100 a minute per person), and the write and job limits,
+#   would answer 429s to a client that sends a request every few milliseconds; the
+#   limiter still runs, on every request;
 # - one trusted proxy, so each actor's X-Forwarded-For is its address and the log-in
 #   limits (per address and per account, unchanged) count each person apart.
 TRAFFIC_ENV = {
     "RATE_LIMIT_API_PER_MINUTE": "1000000",
+    "RATE_LIMIT_WRITES_PER_MINUTE": "1000000",
+    "RATE_LIMIT_JOBS_PER_HOUR": "1000000",
     "RATE_LIMIT_TRUSTED_PROXIES": "1",
 }
 
