@@ -170,13 +170,15 @@ DEFAULTS: dict[str, dict] = {
         ],
     },
     # Requests that start a background job: an email, or a report built from the whole
-    # of a person's activity. 10 at once, then one every 6 minutes: a person wants a
-    # report or a test email a few times a day, while each one costs a worker's time
-    # and, for email, the sending address's reputation. Fails closed: the jobs are
-    # queued on the same Redis, so a limiter that cannot answer means a queue that
-    # cannot either, and no job goes uncounted.
+    # of a person's activity. 20 at once, then one every 3 minutes. A backstop in front
+    # of the jobs service's own per-person quotas (jobs.queues.QUOTAS: 10 emails and 6
+    # reports an hour, one report at a time), set just above their sum so that a person
+    # meets the quota's precise message first, while a flood through either door is
+    # refused here before it reaches a database lock. Fails closed: the jobs are queued
+    # on the same Redis, so a limiter that cannot answer means a queue that cannot
+    # either, and no job goes uncounted.
     "jobs": {
-        "limit": 10,
+        "limit": 20,
         "window": 3600,
         "algorithm": "gcra",
         "scope": "user_or_ip",
