@@ -11,8 +11,9 @@
 Groups (bench.scenarios.GROUPS): http (the floors, /api/me, GET /api/posts/{id}),
 stampede (bench/stampede.py), jobs (bench/jobqueue.py: RQ workers), feeds (GET
 /api/feed, bench/fanout.py, SSE latency in bench/sse.py), protect (the rate limiter's
-cost per request over HTTP and alone in bench/limiter.py, and bench/locks.py). A few
-HTTP scenarios are left out of the default run and run when named: --only post-l1-limited.
+cost per request over HTTP and alone in bench/limiter.py, on a site form in
+bench/forms.py, and bench/locks.py). A few HTTP scenarios are left out of the default
+run and run when named: --only post-l1-limited.
 
 Prints the figures as tables and writes them to var/bench/latest.json.
 """
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import redis.utils
 
+from bench.forms import measure_forms
 from bench.harness import (
     FLOOR_DB,
     FLOOR_KEY,
@@ -125,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         choices=GROUPS,
         help="run only these groups (repeatable; default: all): http (the floors, /api/me, GET /api/posts/{id}), "
-        "stampede, jobs (RQ workers), feeds (GET /api/feed, fan-out, SSE latency), protect (rate limiter, locks)",
+        "stampede, jobs (RQ workers), feeds (GET /api/feed, fan-out, SSE latency), "
+        "protect (rate limiter, site forms, locks)",
     )
     parser.add_argument("--skip", action="append", choices=GROUPS, default=[], help="skip a group (repeatable)")
     parser.add_argument(
@@ -506,6 +509,8 @@ def report(meta: dict, results: dict) -> str:
         lines += ["", *sse_table(results["sse"])]
     if results["locks"]:
         lines += ["", *locks_table(results["locks"])]
+    if results["forms"]:
+        lines += ["", *forms_table(results["forms"])]
 
     warnings = []
     suspect = [r["name"] for r in http if r["errors"] or r["bad_status"]]
@@ -970,6 +975,28 @@ def locks_table(locks: dict) -> list[str]:
     ]
 
 
+def forms_table(forms: dict) -> list[str]:
+    rows = [
+        [
+            name,
+            fmt(forms[name]["rps"], ",.0f"),
+            fmt(forms[name]["p50_ms"], ".2f"),
+            fmt(forms[name]["p99_ms"], ".2f"),
+            fmt(forms[name]["redis"]["reads"], ".2f"),
+            fmt(forms[name]["redis"]["commands"], ".2f"),
+        ]
+        for name in ("off", "on")
+    ]
+    return [
+        f"Site forms: POST {forms['path']} ({forms['body']}) with a session and its CSRF token, the limiter off and on "
+        f"({forms['load']})",
+        format_table(["limits", "req/s", "p50 ms", "p99 ms", "round trips", "Redis cmd"], rows),
+        f"  on/off: {fmt(forms['on_over_off'], '.2f')}x req/s; {fmt(forms['added_us_per_request'], '+.0f')} us and "
+        f"{fmt(forms['added_round_trips'], '+.2f')} round trips per form request. With the limiter on, every policy's",
+        "  limit is out of reach (bench/forms.py): the figure is the cost of the check, never of a refusal.",
+    ]
+
+
 # The benchmarks that run after the HTTP loads, in this order: result key -> (group, measure).
 CHILDREN = {
     "stampede": ("stampede", measure_stampede),
@@ -978,6 +1005,7 @@ CHILDREN = {
     "sse": ("feeds", measure_sse),
     "limiter": ("protect", measure_limiter),
     "locks": ("protect", measure_locks),
+    "forms": ("protect", measure_forms),
 }
 
 

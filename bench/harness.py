@@ -466,8 +466,20 @@ class LoadResult:
 class LoadGenerator(Protocol):
     name: str
 
-    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
-        """Load `paths` for `seconds`: one path over and over, or several in turn (see PathRotation)."""
+    def run(
+        self,
+        *,
+        port: int,
+        paths: Sequence[str],
+        headers: dict[str, str],
+        seconds: float,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> LoadResult:
+        """Load `paths` for `seconds`: one path over and over, or several in turn (see PathRotation).
+
+        `method` and `body` send something other than a GET (a form's POST); one path only.
+        """
         ...
 
 
@@ -514,12 +526,28 @@ class WrkLoad:
         self.connections = connections
         self.name = f"wrk -t{self.threads} -c{connections}"
 
-    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
+    def run(
+        self,
+        *,
+        port: int,
+        paths: Sequence[str],
+        headers: dict[str, str],
+        seconds: float,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> LoadResult:
         args = [self.binary, f"-t{self.threads}", f"-c{self.connections}", f"-d{max(1, round(seconds))}s", "--latency"]
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
+        if method != "GET" and len(paths) > 1:
+            raise BenchError(f"a {method} load takes one path, not {len(paths)}")
         with tempfile.TemporaryDirectory(prefix="kestrel-wrk-") as folder:
-            if len(paths) > 1:
+            if method != "GET":
+                script, body_file = Path(folder) / "request.lua", Path(folder) / "body"
+                script.write_text(_WRK_REQUEST_LUA)
+                body_file.write_bytes(body or b"")
+                args += ["-s", str(script), f"http://{HOST}:{port}{paths[0]}", "--", method, str(body_file)]
+            elif len(paths) > 1:
                 script, path_list = Path(folder) / "rotate.lua", Path(folder) / "paths.txt"
                 script.write_text(_WRK_ROTATE_LUA)
                 path_list.write_text("\n".join(paths) + "\n")
@@ -566,6 +594,18 @@ function request()
 end
 """
 
+# One request that is not a GET (a form's POST), its body read from a file; the
+# headers (cookies, CSRF token, content type) come from wrk's -H options.
+_WRK_REQUEST_LUA = """\
+-- args: method, file holding the body
+function init(args)
+  wrk.method = args[1]
+  local file = io.open(args[2], "rb")
+  wrk.body = file:read("*a")
+  file:close()
+end
+"""
+
 _WRK_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -606,7 +646,16 @@ class PythonLoad:
         self.connections = connections
         self.name = f"python http.client, {connections} threads"
 
-    def run(self, *, port: int, paths: Sequence[str], headers: dict[str, str], seconds: float) -> LoadResult:
+    def run(
+        self,
+        *,
+        port: int,
+        paths: Sequence[str],
+        headers: dict[str, str],
+        seconds: float,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> LoadResult:
         latencies: list[list[float]] = [[] for _ in range(self.connections)]
         failures = [[0, 0] for _ in range(self.connections)]  # [errors, bad_status] per thread
         start = threading.Barrier(self.connections + 1)
@@ -622,7 +671,7 @@ class PythonLoad:
             try:
                 while (began := time.perf_counter()) < deadline:
                     try:
-                        conn.request("GET", next(own_paths), headers=headers)
+                        conn.request(method, next(own_paths), body=body, headers=headers)
                         response = conn.getresponse()
                         response.read()
                     except (OSError, http.client.HTTPException):
@@ -742,9 +791,16 @@ def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: flo
 
 
 def measure_redis_traffic(
-    client: redis.Redis, port: int, paths: Sequence[str], headers: dict[str, str]
+    client: redis.Redis,
+    port: int,
+    paths: Sequence[str],
+    headers: dict[str, str],
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    expect_status: int = 200,
 ) -> RedisTraffic:
-    """Redis commands and round trips per request, from the server's counters around one sequential GET per path.
+    """Redis commands and round trips per request, from the server's counters around one sequential request per path.
 
     The counters are the whole server's, both roles: the state role's share is counted too.
     """
@@ -754,11 +810,11 @@ def measure_redis_traffic(
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         for path in paths:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
-            if response.status != 200:
-                raise BenchError(f"GET {path} answered {response.status} while counting Redis commands")
+            if response.status != expect_status:
+                raise BenchError(f"{method} {path} answered {response.status} while counting Redis commands")
     finally:
         conn.close()
     calls_after, reads_after = _redis_counters(client)

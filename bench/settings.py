@@ -4,6 +4,17 @@ Only gunicorn started by the harness loads this module (DJANGO_SETTINGS_MODULE),
 the floor endpoints never exist in the project's own URLconf.
 """
 
-from config.settings import *  # noqa: F403 - the real settings, unchanged but for the URLconf
+import os
+
+from config.settings import *  # noqa: F403 - the real settings, unchanged but for the URLconf (and BENCH_UNBOUNDED_LIMITS)
 
 ROOT_URLCONF = "bench.urls"
+
+# The form benchmark (bench/forms.py) measures the limiter deciding, never refusing: every
+# policy keeps its algorithm, scope and paths, with a limit no load here can reach
+# (GCRA spaces requests 10 us apart).
+if os.environ.get("BENCH_UNBOUNDED_LIMITS") == "1":
+    KESTREL_RATE_LIMITS = {  # noqa: F405
+        name: {**spec, "limit": spec["window"] * 100_000}
+        for name, spec in KESTREL_RATE_LIMITS.items()  # noqa: F405
+    }
