@@ -346,9 +346,14 @@ KESTREL_HEALTH_MAX_BACKLOG = env_int("HEALTH_MAX_BACKLOG", 1000)
 
 # --- Live notifications ------------------------------------------------------------
 
-# Each open SSE stream holds one gunicorn thread (feeds/sse.py): keep it below
-# GUNICORN_THREADS, or streams take every thread before the cap answers 503.
-KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 50)
+# Each open SSE stream holds one gunicorn thread (feeds/sse.py). The per-process cap
+# defaults to half the threads (config/gunicorn.py reads the same GUNICORN_THREADS);
+# feeds' system check and gunicorn's worker start refuse a cap above three quarters of
+# them, so ordinary requests and /healthz always find a thread.
+KESTREL_GUNICORN_THREADS = env_int("GUNICORN_THREADS", 64)
+KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", KESTREL_GUNICORN_THREADS // 2)
+# Per person across every process and host (a lease per stream in Redis): beyond it 429.
+KESTREL_SSE_MAX_STREAMS_PER_USER = env_int("KESTREL_SSE_MAX_STREAMS_PER_USER", 5)
 
 # --- Links in emails ----------------------------------------------------------------
 
