@@ -6,6 +6,7 @@ advance (a test that must not see a timed check never advances it).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -137,6 +138,26 @@ def test_an_open_stream_keeps_its_lease_alive(ada, ada_client, per_person_cap, c
     assert ada_client.get(STREAM).status_code == 429
     for reader in readers:
         reader.close()
+
+
+def test_a_page_that_left_frees_its_slot_without_waiting_for_a_write(ada, ada_client, per_person_cap, state_redis):
+    # gunicorn hands the view the client's socket; a page that navigates away closes it.
+    server_end, browser_end = socket.socketpair()
+    try:
+        reader = open_stream(ada_client, **{"gunicorn.socket": server_end})
+        others = [open_stream(ada_client) for _ in range(per_person_cap - 1)]
+        reader.next("retry")
+
+        browser_end.close()  # the clock stands still: no keep-alive is written
+
+        reader.next("end")
+        assert wait_until(lambda: state_redis.zcard(keys.user_stream_leases(ada.pk)) == per_person_cap - 1)
+        again = open_stream(ada_client)
+        for other in [*others, again]:
+            other.close()
+    finally:
+        server_end.close()
+        browser_end.close()
 
 
 def test_concurrent_opens_by_one_person_admit_exactly_the_cap(ada, clock):
