@@ -34,17 +34,19 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    from feeds.sse import end_streams_on_sigterm, max_streams, thread_budget_error
+    from feeds import sse
 
-    # The threads actually configured (a --threads flag included), not the setting: a
-    # cap that would let streams starve ordinary requests stops the worker, and gunicorn
-    # with it ("Worker failed to boot"), instead of failing under load.
-    problem = thread_budget_error(threads=worker.cfg.threads, streams=max_streams())
+    # The threads actually configured (a --threads flag included), not the setting: the
+    # default cap is half of them, and a cap that would let streams starve ordinary
+    # requests stops the worker, and gunicorn with it ("Worker failed to boot"),
+    # instead of failing under load.
+    sse.worker_threads = worker.cfg.threads
+    problem = sse.thread_budget_error(threads=worker.cfg.threads, streams=sse.max_streams())
     if problem:
         raise RuntimeError(problem)
     # SIGTERM ends this worker's SSE streams within a second (browsers reconnect with
     # Last-Event-ID) instead of holding the stop for the whole graceful_timeout.
-    end_streams_on_sigterm()
+    sse.end_streams_on_sigterm()
 
 
 # prometheus-client's multiprocess mode: each worker writes its metrics to files here

@@ -36,7 +36,7 @@ every process (429), and SIGTERM ends them all within a second (see
 `end_streams_on_sigterm`, for gunicorn's post_worker_init hook).
 
 Deployment (gunicorn gthread): every open stream occupies one of the worker's
-`threads`. KESTREL_SSE_MAX_STREAMS defaults to half of GUNICORN_THREADS, and a worker
+`threads`. KESTREL_SSE_MAX_STREAMS defaults to half of the worker's threads, and a worker
 refuses to start (and `manage.py check` fails) when streams could take more than
 three quarters of the threads (`thread_budget_error`), so ordinary requests always
 find one. `graceful_timeout` needs only to exceed POLICY.poll once the
@@ -84,7 +84,6 @@ from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_l
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_STREAMS = 32  # per process, when settings.KESTREL_SSE_MAX_STREAMS is unset
 DEFAULT_MAX_STREAMS_PER_USER = 5  # across every process, when the setting is unset
 # Of a worker's threads, streams may take at most this share, and must leave at least
 # MIN_REQUEST_THREADS: the rest serve ordinary requests (and /healthz) whatever the streams do.
@@ -121,8 +120,18 @@ clock: Callable[[], float] = time.time
 KEEPALIVE_COMMENT = ": keep-alive\n\n"
 
 
+# The threads of this gunicorn worker as it really runs (a --threads flag included), set
+# by config/gunicorn.py's post_worker_init; None outside gunicorn.
+worker_threads: int | None = None
+
+
 def max_streams() -> int:
-    return getattr(settings, "KESTREL_SSE_MAX_STREAMS", DEFAULT_MAX_STREAMS)
+    """The per-process cap: KESTREL_SSE_MAX_STREAMS, or when that is 0 (the default) half
+    of the worker's threads."""
+    configured = getattr(settings, "KESTREL_SSE_MAX_STREAMS", 0)
+    if configured:
+        return configured
+    return (worker_threads or settings.KESTREL_GUNICORN_THREADS) // 2
 
 
 def max_streams_per_user() -> int:

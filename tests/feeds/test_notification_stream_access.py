@@ -212,6 +212,7 @@ def test_a_gunicorn_worker_refuses_to_start_when_streams_could_take_its_threads(
     )
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
+    monkeypatch.setattr(sse, "worker_threads", None)  # post_worker_init sets it
     settings.KESTREL_SSE_MAX_STREAMS = 16
 
     class Worker:  # what post_worker_init reads of gunicorn's worker
@@ -222,10 +223,28 @@ def test_a_gunicorn_worker_refuses_to_start_when_streams_could_take_its_threads(
         conf.post_worker_init(Worker)
 
 
-def test_the_default_stream_cap_is_half_the_threads():
-    from django.conf import settings
+def test_the_default_stream_cap_is_half_the_workers_real_threads(settings, monkeypatch, tmp_path):
+    import importlib.util
+    import signal
 
-    assert settings.KESTREL_SSE_MAX_STREAMS == settings.KESTREL_GUNICORN_THREADS // 2
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("kestrel_gunicorn_conf", settings.BASE_DIR / "config" / "gunicorn.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    monkeypatch.setattr(sse, "worker_threads", None)
+    settings.KESTREL_GUNICORN_THREADS = 64  # the environment's, which a --threads flag overrides
+    assert sse.max_streams() == 32
+
+    class Worker:
+        class cfg:
+            threads = 16  # e.g. gunicorn --threads 16
+
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        conf.post_worker_init(Worker)  # boots: the default cap follows the real threads
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert sse.max_streams() == 8
 
 
 # --- Revocation ends open streams (finding 7) ----------------------------------------------------
