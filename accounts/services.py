@@ -84,6 +84,8 @@ def user_tokens_revoke_all(*, user: User) -> int:
         User.objects.filter(pk=user.pk).update(token_epoch=F("token_epoch") + 1)
         user.token_epoch = User.objects.values_list("token_epoch", flat=True).get(pk=user.pk)
         transaction.on_commit(partial(tokens.token_epoch_publish, user_id=user.pk, epoch=user.token_epoch))
+        # Open notification streams end now, not at their next timed check.
+        after_commit(tokens.credentials_revoked.send, sender=User, user_id=user.pk, epoch=user.token_epoch)
     return user.token_epoch
 
 

@@ -52,12 +52,14 @@ from dataclasses import dataclass
 
 import jwt
 from django.conf import settings
+from django.dispatch import Signal
 from django.http import HttpRequest
 from redis.commands.core import Script
 
 from accounts import keys
 from accounts.models import User
 from core import metrics
+from core.commit import after_commit
 from core.ratelimit import Credential, Guard, guard_check, guard_checked
 from core.redis import get_redis, is_unavailable
 
@@ -371,6 +373,11 @@ def _spend(claims: Claims, *, user_id: int, now: float, attempt: str) -> str:
 
 # --- Revocation ---------------------------------------------------------------------------
 
+# Sent after commit when tokens stop being honoured, with `user_id` and `families` (revoked
+# token families) or `epoch` (the new token epoch): whatever stays open on the strength of
+# a token or session (feeds' notification streams) ends then, not at its next check.
+credentials_revoked = Signal()
+
 
 def tokens_revoke(*, claims: list[Claims], now: float | None = None) -> None:
     """Log out: each token's id on the denylist for its remaining life, and its family
@@ -387,6 +394,9 @@ def tokens_revoke(*, claims: list[Claims], now: float | None = None) -> None:
         pipe.set(keys.jwt_family_revoked(c.family), "logout", px=keys.longest_token_life() * 1000)
     if claims:
         pipe.execute()
+    for user_id in sorted({c.user_id for c in claims}):
+        families = tuple(c.family for c in claims if c.user_id == user_id)
+        after_commit(credentials_revoked.send, sender=Claims, user_id=user_id, families=families)
 
 
 _EPOCH_PUBLISH_LUA = """

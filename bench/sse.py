@@ -11,7 +11,7 @@ feeds.notifications.notify for those users in turn at a steady rate, stamping ea
 with the wall-clock time; each reader subtracts that stamp from the time it read the
 event.
 
-The server gets more threads (and a higher stream cap) than production's 64 and 50
+The server gets more threads (and a higher stream cap) than production's 64 and 32
 per worker: gthread workers do not share connections evenly (DESIGN.md), and a
 worker that took more than its cap of the streams would answer 503s, which this
 benchmark is not about.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import socket
 import threading
 import time
@@ -38,6 +39,9 @@ WORKERS = 2
 # Per worker: every stream could land on one worker, and a few threads are left for
 # the plain requests (the health check).
 THREADS_SPARE = 8
+# A worker refuses to boot when streams could take more than this share of its threads
+# (feeds.sse.STREAM_THREAD_SHARE_MAX; not imported: no Django in the harness).
+STREAM_THREAD_SHARE_MAX = 0.75
 OPEN_TIMEOUT = 30.0  # s for every stream to open
 DRAIN_TIMEOUT = 10.0  # s after the last notification is sent for the last to arrive
 READ_TIMEOUT = 60.0  # s a read may block; readers are unblocked by shutting their socket down
@@ -110,7 +114,7 @@ def measure_sse_latency(ctx: BenchContext, *, streams: int, notifications: int, 
         log_path=ctx.var_dir / "gunicorn-sse.log",
         worker_class="gthread",
         workers=WORKERS,
-        threads=cap + THREADS_SPARE,
+        threads=max(cap + THREADS_SPARE, math.ceil(cap / STREAM_THREAD_SHARE_MAX)),
         overrides={"KESTREL_SSE_MAX_STREAMS": str(cap)},
         config=PROJECT_ROOT / "config" / "gunicorn.py",
     )

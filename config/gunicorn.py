@@ -1,9 +1,16 @@
 """gunicorn settings: `gunicorn -c config/gunicorn.py config.wsgi` (make run uses it too).
 
 gthread workers: threads are cheap for a synchronous app whose requests mostly wait
-on Redis and the database, and each open Server-Sent Events stream holds one thread:
-64 threads leave room for the per-process cap of 50 streams (KESTREL_SSE_MAX_STREAMS)
-plus ordinary requests. At scale, route /api/notifications/stream to its own pool.
+on Redis and the database, and each open Server-Sent Events stream holds one thread.
+Of the 64 threads, streams take at most KESTREL_SSE_MAX_STREAMS (default: half, 32);
+a worker whose cap would leave ordinary requests fewer than a quarter of its threads
+refuses to start (post_worker_init). At scale, route /api/notifications/stream to its
+own pool.
+
+Slow clients: gunicorn has no timeout for reading a request's headers, so a client
+that trickles them holds a thread. Bound to 127.0.0.1 by default (development); in
+production nginx reads every request whole (client_header_timeout) before it reaches
+gunicorn, which must never face the internet directly.
 """
 
 import os
@@ -27,11 +34,19 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
+    from feeds import sse
+
+    # The threads actually configured (a --threads flag included), not the setting: the
+    # default cap is half of them, and a cap that would let streams starve ordinary
+    # requests stops the worker, and gunicorn with it ("Worker failed to boot"),
+    # instead of failing under load.
+    sse.worker_threads = worker.cfg.threads
+    problem = sse.thread_budget_error(threads=worker.cfg.threads, streams=sse.max_streams())
+    if problem:
+        raise RuntimeError(problem)
     # SIGTERM ends this worker's SSE streams within a second (browsers reconnect with
     # Last-Event-ID) instead of holding the stop for the whole graceful_timeout.
-    from feeds.sse import end_streams_on_sigterm
-
-    end_streams_on_sigterm()
+    sse.end_streams_on_sigterm()
 
 
 # prometheus-client's multiprocess mode: each worker writes its metrics to files here

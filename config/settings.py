@@ -358,9 +358,15 @@ KESTREL_HEALTH_MAX_BACKLOG = env_int("HEALTH_MAX_BACKLOG", 1000)
 
 # --- Live notifications ------------------------------------------------------------
 
-# Each open SSE stream holds one gunicorn thread (feeds/sse.py): keep it below
-# GUNICORN_THREADS, or streams take every thread before the cap answers 503.
-KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 50)
+# Each open SSE stream holds one gunicorn thread (feeds/sse.py). The per-process cap,
+# 0 by default, is then half the worker's threads (as gunicorn runs it; GUNICORN_THREADS,
+# which config/gunicorn.py reads too, outside gunicorn). feeds' system check and
+# gunicorn's worker start refuse a cap above three quarters of the threads, so ordinary
+# requests and /healthz always find one.
+KESTREL_GUNICORN_THREADS = env_int("GUNICORN_THREADS", 64)
+KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 0)
+# Per person across every process and host (a lease per stream in Redis): beyond it 429.
+KESTREL_SSE_MAX_STREAMS_PER_USER = env_int("KESTREL_SSE_MAX_STREAMS_PER_USER", 5)
 
 # --- Links in emails ----------------------------------------------------------------
 

@@ -66,3 +66,20 @@ def notified_once(kind: str, actor_id: int, target_id: int) -> str:
 def user_channel(user_id: int) -> str:
     """Pub/sub channel, state role: live notifications of one user (JSON with the stream id)."""
     return key("feeds", "user", user_id, "live")
+
+
+# --- Notification streams (state role, feeds.stream_access) ------------------------------
+
+
+def user_stream_leases(user_id: int) -> str:
+    """ZSET (stream id -> lease expiry, ms since the Unix epoch), state role, TTL twice the
+    lease from the last admission or refresh: a person's open notification streams on every
+    process and host. The per-person cap counts its unexpired members; a crashed process's
+    streams fall out when their leases run out."""
+    return key("feeds", "user", user_id, "stream_leases")
+
+
+def user_stream_control(user_id: int) -> str:
+    """Pub/sub channel, state role: revocations (a logged-out session, revoked token families,
+    a new token epoch) that end the person's open notification streams at once."""
+    return key("feeds", "user", user_id, "stream_control")

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import tokens
+from accounts.authentication import JWTAuthentication, as_api_exception
 from accounts.models import User
 from core.api import BodySerializer, QuerySerializer
 from core.http import error_response
@@ -27,6 +29,7 @@ from feeds.notifications import (
     notifications_mark_read,
     parse_stream_id,
 )
+from feeds.stream_access import stream_credential
 
 _NotificationSerializer = inline_serializer(
     "Notification",
@@ -133,20 +136,33 @@ def notification_stream(request: HttpRequest) -> HttpResponse:
     """GET /api/notifications/stream: the caller's live notifications (text/event-stream).
 
     A plain Django view, not DRF: DRF negotiates a renderer before the view runs and
-    has none for text/event-stream. Resume with the Last-Event-ID header (browsers
-    send it when they reconnect) or ?lastEventId= (a fresh EventSource, or polling
-    clients switching back to the stream).
+    has none for text/event-stream. The caller is its session or, as everywhere in the
+    API, `Authorization: Bearer <access token>` (judged alone, with the same answers).
+    Resume with the Last-Event-ID header (browsers send it when they reconnect) or
+    ?lastEventId= (a fresh EventSource, or polling clients switching back to the stream).
     """
     if request.method != "GET":
         response = error_response(request, 405, "Method not allowed")
         response["Allow"] = "GET"
         return response
-    if not request.user.is_authenticated:
-        return error_response(request, 401, "Not logged in")
+    if tokens.bearer_token(request) == "":
+        return _unauthenticated(request, "Missing token")
+    try:
+        credential = stream_credential(request)
+    except tokens.TokenError as exc:
+        return error_response(request, 403, str(as_api_exception(exc).detail))
+    if credential is None:
+        return _unauthenticated(request, "Not logged in")
     requested = request.GET.get("userId")
-    if requested is not None and requested != str(request.user.pk):
+    if requested is not None and requested != str(credential.user_id):
         return error_response(request, 403, "You can only open your own notification stream")
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
     if last_event_id is not None and parse_stream_id(last_event_id) is None:
         return error_response(request, 400, "Last-Event-ID must be a notification id")
-    return sse.stream_response(request, user_id=request.user.pk, last_event_id=last_event_id)
+    return sse.stream_response(request, credential=credential, last_event_id=last_event_id)
+
+
+def _unauthenticated(request: HttpRequest, message: str) -> HttpResponse:
+    response = error_response(request, 401, message)
+    response["WWW-Authenticate"] = JWTAuthentication().authenticate_header(request)
+    return response

@@ -238,6 +238,10 @@ def entry_to_notification(stream_id: bytes | str, fields: dict[bytes, bytes]) ->
 
 def notifications_after(*, user_id: int, after: str, count: int) -> list[Notification]:
     """Up to `count` notifications newer than `after` (exclusive), oldest first: a replay."""
+    if parse_stream_id(after) == (_STREAM_ID_PART_MAX, _STREAM_ID_PART_MAX):
+        # Nothing comes after the largest id, and Redis refuses an exclusive start
+        # there ("invalid start ID") instead of answering with nothing.
+        return []
     entries = get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
     return [entry_to_notification(stream_id, fields) for stream_id, fields in entries]
 

@@ -27,15 +27,19 @@ it, the stream did not. Redis-py may also reconnect a subscription by itself; a 
 "subscribe" confirmation triggers the same replay.
 
 A connection ends after POLICY.max_age (5 min) so threads are recycled; the browser
-reconnects with Last-Event-ID (and its session is checked with every keep-alive). Synchronous Django holds one thread
+reconnects with Last-Event-ID. It ends sooner when its session or token is revoked
+(checked every POLICY.auth_check, and at once on a revocation message: see
+feeds.stream_access) or its access token expires. Synchronous Django holds one thread
 per open stream, so each process admits at most KESTREL_SSE_MAX_STREAMS of them (503 with
-Retry-After beyond that) and ends them all within a second of SIGTERM (see
+Retry-After beyond that), each person at most KESTREL_SSE_MAX_STREAMS_PER_USER across
+every process (429), and SIGTERM ends them all within a second (see
 `end_streams_on_sigterm`, for gunicorn's post_worker_init hook).
 
 Deployment (gunicorn gthread): every open stream occupies one of the worker's
-`threads`, so `threads` must exceed KESTREL_SSE_MAX_STREAMS by the threads ordinary
-requests need (e.g. 50 streams + 14 = 64), or a burst of tabs starves the site before
-the cap ever answers 503. `graceful_timeout` needs only to exceed POLICY.poll once the
+`threads`. KESTREL_SSE_MAX_STREAMS defaults to half of the worker's threads, and a worker
+refuses to start (and `manage.py check` fails) when streams could take more than
+three quarters of the threads (`thread_budget_error`), so ordinary requests always
+find one. `graceful_timeout` needs only to exceed POLICY.poll once the
 SIGTERM hook is installed. Behind nginx, `proxy_read_timeout` must exceed the 15 s
 keep-alive (X-Accel-Buffering: no turns off its buffering per response). At scale,
 route /api/notifications/stream to its own gunicorn pool (many threads, its own cap)
@@ -46,10 +50,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,10 +80,15 @@ from feeds.notifications import (
     notifications_newest_id,
     parse_stream_id,
 )
+from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_STREAMS = 50  # per process, when settings.KESTREL_SSE_MAX_STREAMS is unset
+DEFAULT_MAX_STREAMS_PER_USER = 5  # across every process, when the setting is unset
+# Of a worker's threads, streams may take at most this share, and must leave at least
+# MIN_REQUEST_THREADS: the rest serve ordinary requests (and /healthz) whatever the streams do.
+STREAM_THREAD_SHARE_MAX = 0.75
+MIN_REQUEST_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -91,19 +103,51 @@ class StreamPolicy:
     resubscribe_max: float = 5.0  # doubling up to this
     replay_batch: int = 100  # XRANGE COUNT per replay round trip
     busy_retry_after: int = 30  # seconds, Retry-After (and retry:) of the 503 when the process is full
+    auth_check: float = 2.0  # seconds between re-checks of the stream's session or token
+    lease: float = 30.0  # seconds a stream's per-person lease lasts unless refreshed
+    lease_refresh: float = 10.0  # seconds between refreshes (several per lease: one may fail)
+    person_busy_retry_after: int = 60  # seconds, Retry-After of the 429 when the person's cap is full
     # Ending streams (lifetime, shutdown): the browser is told to come back after a
     # random delay in this range, so a deploy does not bring every browser back at once.
     end_retry_ms: tuple[int, int] = (500, 5000)
 
 
 POLICY = StreamPolicy()
-clock: Callable[[], float] = time.monotonic  # seconds; read through this one name, patched in tests
+# Seconds since the Unix epoch, read through this one name (patched in tests): wall time,
+# not monotonic, because leases and token expiry are compared across hosts.
+clock: Callable[[], float] = time.time
 
 KEEPALIVE_COMMENT = ": keep-alive\n\n"
 
 
+# The threads of this gunicorn worker as it really runs (a --threads flag included), set
+# by config/gunicorn.py's post_worker_init; None outside gunicorn.
+worker_threads: int | None = None
+
+
 def max_streams() -> int:
-    return getattr(settings, "KESTREL_SSE_MAX_STREAMS", DEFAULT_MAX_STREAMS)
+    """The per-process cap: KESTREL_SSE_MAX_STREAMS, or when that is 0 (the default) half
+    of the worker's threads."""
+    configured = getattr(settings, "KESTREL_SSE_MAX_STREAMS", 0)
+    if configured:
+        return configured
+    return (worker_threads or settings.KESTREL_GUNICORN_THREADS) // 2
+
+
+def max_streams_per_user() -> int:
+    return getattr(settings, "KESTREL_SSE_MAX_STREAMS_PER_USER", DEFAULT_MAX_STREAMS_PER_USER)
+
+
+def thread_budget_error(*, threads: int, streams: int) -> str | None:
+    """Why `streams` open streams could starve a worker of `threads` threads, or None."""
+    allowed = min(math.floor(threads * STREAM_THREAD_SHARE_MAX), threads - MIN_REQUEST_THREADS)
+    if streams <= allowed:
+        return None
+    return (
+        f"KESTREL_SSE_MAX_STREAMS={streams} with {threads} threads per worker leaves ordinary requests "
+        f"too few threads: at most {max(allowed, 0)} (three quarters, and {MIN_REQUEST_THREADS} threads "
+        "left over); lower it or raise GUNICORN_THREADS"
+    )
 
 
 def format_event(notification: Notification) -> str:
@@ -224,23 +268,30 @@ def _subscriber_client() -> Redis:
 
 
 def _subscribe(user_id: int) -> PubSub:
-    """SUBSCRIBE to the user's channel and wait for the confirmation.
+    """SUBSCRIBE to the user's notification and control channels and wait for both confirmations.
 
     Once Redis has confirmed, every later PUBLISH reaches this connection; before, it
     may not, which is why the replay is read only after this returns.
     """
     pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=False)
     try:
-        pubsub.subscribe(keys.user_channel(user_id))
+        channels = {keys.user_channel(user_id).encode(), keys.user_stream_control(user_id).encode()}
+        pubsub.subscribe(*channels)
         deadline = time.monotonic() + settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]["SOCKET_TIMEOUT"]
         while (remaining := deadline - time.monotonic()) > 0:
             message = pubsub.get_message(timeout=remaining)
             if message is not None and message["type"] == "subscribe":
-                return pubsub
+                channels.discard(message["channel"])
+                if not channels:
+                    return pubsub
         raise RedisTimeoutError("Redis did not confirm the subscription")
     except BaseException:
         pubsub.close()
         raise
+
+
+class _Ended(Exception):
+    """The stream must end now; the argument is its final comment."""
 
 
 class EventStream:
@@ -248,22 +299,24 @@ class EventStream:
 
     Django calls `close()` when the response ends for any reason (finished, client
     gone, server stopping), even if it was never iterated; it releases the
-    subscription and the process slot.
+    subscription, the process slot and the person's lease.
     """
 
     def __init__(
         self,
         *,
-        user_id: int,
+        credential: StreamCredential,
         last_event_id: str | None,
-        still_logged_in: Callable[[], bool],
         registry: StreamRegistry,
         policy: StreamPolicy,
         clock: Callable[[], float],
+        client_socket: socket.socket | None = None,
     ) -> None:
-        self.user_id = user_id
+        self.user_id = credential.user_id
+        self._client_socket = client_socket
+        self.id = uuid.uuid4().hex  # its member in the person's leases
+        self._credential = credential
         self._cursor: str | None = last_event_id  # newest notification the browser has
-        self._still_logged_in = still_logged_in
         self._registry = registry
         self._policy = policy
         self._clock = clock
@@ -272,15 +325,33 @@ class EventStream:
         self._replay_needed = True
         self._release_lock = threading.Lock()
         self._released = False
+        self._leased = False
+        self._next_check = self._next_lease = 0.0
         self._chunks = self._generate()
 
     # --- life cycle ---
 
+    def lease(self) -> bool:
+        """Take one of the person's stream slots (False when all are taken); raises when
+        Redis does not answer."""
+        self._leased = stream_lease_acquire(
+            user_id=self.user_id,
+            stream_id=self.id,
+            now=self._clock(),
+            lease=self._policy.lease,
+            cap=max_streams_per_user(),
+        )
+        return self._leased
+
     def open(self) -> None:
         """Subscribe before the response starts (raises when Redis does not answer)."""
-        if self._cursor is None:
-            # Read before subscribing: anything newer is then replayed or received live.
-            self._cursor = notifications_newest_id(user_id=self.user_id) or "0-0"
+        # Read before subscribing: anything newer is then replayed or received live.
+        newest = notifications_newest_id(user_id=self.user_id) or "0-0"
+        if self._cursor is None or parse_stream_id(self._cursor) > parse_stream_id(newest):
+            # A new browser starts from now. An id past the newest one (the largest id
+            # there is, a clock ahead) would replay nothing, then drop every live
+            # notification as already seen: it starts from now too.
+            self._cursor = newest
         self._pubsub = _subscribe(self.user_id)
         metrics.incr("sse.opened")
 
@@ -303,6 +374,11 @@ class EventStream:
             self._released = True
         self._drop_subscription()
         self._registry.discard(self)
+        if self._leased:
+            try:
+                stream_lease_release(user_id=self.user_id, stream_id=self.id)
+            except UNAVAILABLE_ERRORS as exc:
+                logger.info("Stream lease of user %s left to expire (%s)", self.user_id, exc)
         metrics.incr("sse.closed")
 
     def _drop_subscription(self) -> None:
@@ -328,9 +404,15 @@ class EventStream:
             deadline = now + policy.max_age
             next_keepalive = now + policy.keepalive
             next_attempt, backoff = now, policy.resubscribe_min
+            self._next_check, self._next_lease = now + policy.auth_check, now + policy.lease_refresh
             yield f"retry: {policy.retry_ms}\n\n"
             while not self._stop.is_set():
                 now = clock()
+                # Before the lifetime: a client whose token expired must fetch a new one first.
+                ended = self._ended(now)
+                if ended:
+                    yield f": {ended}\n\n"
+                    return
                 if now >= deadline:
                     yield _end_chunk("This stream has reached its lifetime; reconnect with Last-Event-ID.", policy)
                     return
@@ -352,6 +434,10 @@ class EventStream:
                     wait = min(policy.poll, max(0.0, min(next_keepalive, deadline) - now))
                     try:
                         chunk = self._replay() if self._replay_needed else self._receive(wait)
+                    except _Ended as exc:
+                        metrics.incr("sse.revoked")
+                        yield f": {exc.args[0]}\n\n"
+                        return
                     except UNAVAILABLE_ERRORS as exc:
                         self._drop_subscription()
                         now = clock()
@@ -361,9 +447,6 @@ class EventStream:
                         chunk = ": Redis is unavailable; resubscribing\n\n"
                 now = clock()
                 if not chunk and now >= next_keepalive:
-                    if not self._logged_in():
-                        yield ": The session has ended.\n\n"
-                        return
                     chunk = KEEPALIVE_COMMENT
                 if chunk:
                     yield chunk
@@ -372,15 +455,36 @@ class EventStream:
         finally:
             self._release()
 
-    def _logged_in(self) -> bool:
+    def _ended(self, now: float) -> str | None:
+        """Why the stream must end now (its credential expired or was revoked, its lease
+        lost), or None. Runs the timed checks that are due: one Redis round trip each."""
+        if _client_gone(self._client_socket):
+            # A page left (navigated, closed): without this its stream, and the person's
+            # lease, would stay until a keep-alive write failed, 15 to 30 s later.
+            metrics.incr("sse.client_gone")
+            return "The client has gone."
+        expires_at = self._credential.expires_at
+        if expires_at is not None and now >= expires_at:
+            return "The access token has expired; reconnect with a fresh one."
         if self._pubsub is None:
-            return True  # Redis is away: the session cannot be checked, and need not be yet
+            return None  # Redis is away: nothing can be checked, and nothing is delivered either
         try:
-            return self._still_logged_in()
+            if now >= self._next_check:
+                self._next_check = now + self._policy.auth_check
+                if not self._credential.still_valid():
+                    metrics.incr("sse.revoked")
+                    return self._credential.ended_comment
+            if now >= self._next_lease:
+                self._next_lease = now + self._policy.lease_refresh
+                if not self.lease():
+                    # Its lease ran out (Redis was away longer than a lease) and others took the slots.
+                    return "Too many open notification streams for this account."
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            return True  # the session store is down, not the session: the subscription loop copes
+            # Redis is down, not the credential: the subscription loop copes, and a
+            # stream without Redis delivers nothing meanwhile.
+        return None
 
     def _replay(self) -> str:
         """Everything in the stream after the cursor, as events (reads until caught up)."""
@@ -408,6 +512,14 @@ class EventStream:
             return ""
         if message["type"] != "message":
             return ""
+        if message["channel"] == keys.user_stream_control(self.user_id).encode():
+            try:
+                control = json.loads(message["data"])
+            except ValueError:
+                control = None
+            if isinstance(control, dict) and self._credential.ended_by(control):
+                raise _Ended(self._credential.ended_comment)
+            return ""
         notification = _decode(message["data"])
         if notification is None:
             metrics.incr("sse.bad_message")
@@ -421,6 +533,22 @@ class EventStream:
 
     def _cursor_id(self) -> StreamId:
         return parse_stream_id(self._cursor) or (0, 0)
+
+
+def _client_gone(sock: socket.socket | None) -> bool:
+    """Whether the client closed its connection, seen without writing (a peek at EOF).
+
+    Only for gunicorn's plain sockets (`gunicorn.socket` in the WSGI environ): TLS
+    sockets refuse recv flags, and other servers do not expose theirs.
+    """
+    if sock is None or type(sock) is not socket.socket:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # open, and the client sent nothing more: the usual case
+    except OSError:
+        return True  # reset or otherwise broken
 
 
 def _decode(data: bytes) -> Notification | None:
@@ -441,22 +569,25 @@ def _decode(data: bytes) -> Notification | None:
 # --- The response ------------------------------------------------------------------------------
 
 
-def stream_response(request: HttpRequest, *, user_id: int, last_event_id: str | None) -> HttpResponse:
-    """The SSE response for an authenticated user, or a 503 when this process is full."""
-    session = request.session
-    session_key = session.session_key
+def stream_response(request: HttpRequest, *, credential: StreamCredential, last_event_id: str | None) -> HttpResponse:
+    """The SSE response for an authenticated user; 503 when this process is full, 429
+    when the person already has their cap of streams open."""
     stream = EventStream(
-        user_id=user_id,
+        credential=credential,
         last_event_id=last_event_id,
-        still_logged_in=lambda: bool(session_key) and session.exists(session_key),
         registry=streams,
         policy=POLICY,
         clock=clock,
+        client_socket=request.META.get("gunicorn.socket"),
     )
     if not streams.admit(stream, max_streams()):
         metrics.incr("sse.rejected")
         return _busy(request, POLICY)
     try:
+        if not stream.lease():
+            stream.close()
+            metrics.incr("sse.rejected_person")
+            return _person_busy(request, POLICY)
         stream.open()
     except BaseException:
         stream.close()
@@ -480,14 +611,26 @@ def _busy(request: HttpRequest, policy: StreamPolicy) -> HttpResponse:
         "Too many open notification streams on this server; "
         f"retry in {policy.busy_retry_after} s or poll GET /api/notifications."
     )
+    return _refusal(request, 503, message, policy.busy_retry_after)
+
+
+def _person_busy(request: HttpRequest, policy: StreamPolicy) -> HttpResponse:
+    message = (
+        f"You already have {max_streams_per_user()} notification streams open; close one, "
+        f"retry in {policy.person_busy_retry_after} s or poll GET /api/notifications."
+    )
+    return _refusal(request, 429, message, policy.person_busy_retry_after)
+
+
+def _refusal(request: HttpRequest, status: int, message: str, retry_after: int) -> HttpResponse:
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = HttpResponse(
-            f"retry: {policy.busy_retry_after * 1000}\n: {message}\n\n",
-            status=503,
+            f"retry: {retry_after * 1000}\n: {message}\n\n",
+            status=status,
             content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"
     else:
-        response = error_response(request, 503, message)
-    response["Retry-After"] = str(policy.busy_retry_after)
+        response = error_response(request, status, message)
+    response["Retry-After"] = str(retry_after)
     return response

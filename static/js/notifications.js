@@ -5,9 +5,12 @@
 //   the stream starts after that id (?lastEventId=), so nothing falls in between.
 // - The browser reconnects by itself after a dropped or ended stream (the server says
 //   `retry:` and the browser sends Last-Event-ID: missed notifications are replayed).
-// - An HTTP error (401, 403, 503 when the server is full) makes the browser give up:
-//   we retry with backoff, and after MAX_FAILURES failures in a row fall back to
-//   polling GET /api/notifications every POLL_MS, trying the stream again later.
+// - An HTTP error (401, 403, 429 when this person has too many streams open, 503 when
+//   the server is full) makes the browser give up: we fall back to polling
+//   GET /api/notifications every POLL_MS at once, and try the stream again after
+//   REFUSED_MS, doubling with each refusal in a row up to STREAM_AGAIN_MS. Retrying
+//   sooner would only be refused again (and the polls stop everything on a 401).
+// - A stream that keeps dropping (MAX_FAILURES times in a row) falls back to polling too.
 // - A hidden tab closes its stream (one thread less on the server, one connection less
 //   against the browser's per-site limit) and catches up when shown again.
 (function () {
@@ -18,6 +21,7 @@
   var POLL_MS = 15000;
   var MAX_FAILURES = 3;
   var STREAM_AGAIN_MS = 5 * 60 * 1000; // while polling, try the stream again this often
+  var REFUSED_MS = 30000; // first retry of a refused stream (the server's Retry-After: 30 or 60 s)
   var HEALTHY_MS = 10000; // a stream that lived this long ended normally, not by failing
   var MAX_TOASTS = 3; // at most this many toasts on screen
   var TOAST_MS = 6000;
@@ -33,6 +37,7 @@
   var failures = 0;
   var pollTimer = null;
   var retryTimer = null;
+  var refusals = 0;
   var stopped = false;
 
   function parseId(id) {
@@ -150,22 +155,27 @@
     var url = STREAM_URL + (lastId ? "?lastEventId=" + encodeURIComponent(lastId) : "");
     source = new EventSource(url);
     openedAt = Date.now();
-    source.onopen = function () { stopPolling(); };
+    source.onopen = function () { refusals = 0; stopPolling(); };
     source.addEventListener("notification", function (event) {
       failures = 0;
+      refusals = 0;
       try { receive(JSON.parse(event.data), true); } catch (e) { /* a bad message: skip it */ }
     });
     source.onerror = function () {
       if (Date.now() - openedAt > HEALTHY_MS) failures = 0; // an ended stream, reconnecting
       else failures += 1;
       openedAt = Date.now();
-      if (failures >= MAX_FAILURES) {
+      if (source.readyState === EventSource.CLOSED) {
+        // An HTTP error: the server refused the stream. Poll now, and ask again later.
+        closeStream();
+        refusals += 1;
+        var delay = Math.min(REFUSED_MS * Math.pow(2, refusals - 1), STREAM_AGAIN_MS);
+        fetchLatest(20, true);
+        startPolling();
+        retryTimer = setTimeout(function () { failures = 0; openStream(); }, delay * (0.75 + Math.random() / 2));
+      } else if (failures >= MAX_FAILURES) {
         closeStream();
         startPolling();
-      } else if (source.readyState === EventSource.CLOSED) {
-        // An HTTP error: the browser gave up; try again with backoff.
-        closeStream();
-        retryTimer = setTimeout(openStream, 2000 * Math.pow(2, failures) + Math.random() * 1000);
       }
     };
   }

@@ -31,7 +31,7 @@ DEADLINE = 5.0  # seconds any single expectation may take
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = 1_000.0
+        self.now = time.time()  # wall time, as sse.clock: leases and token expiry compare with it
 
     def __call__(self) -> float:
         return self.now

@@ -1,0 +1,186 @@
+"""Who may hold a notification stream open: the per-person cap, and revocation.
+
+Per-person cap: every open stream holds a lease in the person's sorted set
+(keys.user_stream_leases), scored by its expiry. One Lua script drops expired leases
+and admits a stream only under the cap, so concurrent opens on any process or host
+admit exactly the cap; a live stream refreshes its lease, a closed one removes it, and
+a crashed process's leases run out by themselves. Beyond the cap the newest stream is
+refused (429): closing the oldest instead would let two tabs evict each other forever.
+
+Revocation: a stream ends when the session or access token it was opened with stops
+being honoured. It re-checks on a timer (StreamPolicy.auth_check, one Redis round
+trip), and the revocation paths publish a control message after commit
+(keys.user_stream_control) that ends the matching streams at once: a logged-out
+session, revoked token families, or a new token epoch (log out everywhere, password
+change). Publishing fails open: the timer still ends the stream within seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from django.contrib.auth.signals import user_logged_out
+from django.dispatch import receiver
+from django.http import HttpRequest
+from redis.commands.core import Script
+
+from accounts import keys as account_keys
+from accounts import tokens
+from core import metrics
+from core.commit import after_commit
+from core.ratelimit import guard_check
+from core.redis import UNAVAILABLE_ERRORS, get_redis
+from feeds import keys
+
+logger = logging.getLogger(__name__)
+
+# --- The per-person cap ------------------------------------------------------------------
+
+# A read that decides a write (how many unexpired leases, then add one), hence a script.
+_LEASE = """
+-- KEYS: [1] the person's stream leases (keys.user_stream_leases)
+-- ARGV: [1] now (ms since the Unix epoch), [2] the lease's expiry (ms), [3] the stream's id,
+--       [4] the cap, [5] the key's TTL (ms)
+-- Returns 1 if the stream holds a lease now (admitted, or refreshed), 0 if the cap is full.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@functools.cache
+def _lease_script() -> Script:
+    return get_redis("state").register_script(_LEASE)
+
+
+def stream_lease_acquire(*, user_id: int, stream_id: str, now: float, lease: float, cap: int) -> bool:
+    """Take or refresh a stream's lease until now + lease (seconds); False when the person
+    already holds `cap` other unexpired leases. Raises what Redis raises."""
+    now_ms = int(now * 1000)
+    lease_ms = int(lease * 1000)
+    return bool(
+        _lease_script()(
+            keys=[keys.user_stream_leases(user_id)],
+            args=[now_ms, now_ms + lease_ms, stream_id, cap, 2 * lease_ms],
+        )
+    )
+
+
+def stream_lease_release(*, user_id: int, stream_id: str) -> None:
+    """Give the slot back. Raises what Redis raises (the lease then expires on its own)."""
+    get_redis("state").zrem(keys.user_stream_leases(user_id), stream_id)
+
+
+# --- Credentials -------------------------------------------------------------------------
+
+
+def session_digest(session_key: str) -> str:
+    """What control messages name a session by: never the key itself, a credential."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StreamCredential:
+    """What a stream was opened with: a session, or a bearer access token (`claims`).
+
+    `epoch` is the user's token epoch then; a later epoch (log out everywhere, a
+    password change) ends the stream, whichever the credential.
+    """
+
+    user_id: int
+    epoch: int
+    session_key: str | None = None
+    claims: tokens.Claims | None = None
+
+    @property
+    def expires_at(self) -> float | None:
+        return self.claims.expires_at if self.claims is not None else None
+
+    @property
+    def ended_comment(self) -> str:
+        return "The token has been revoked." if self.claims is not None else "The session has ended."
+
+    def still_valid(self) -> bool:
+        """One Redis round trip: the token's denylist and epoch, or the session's
+        existence and the epoch mirror. Raises what Redis raises."""
+        if self.claims is not None:
+            return guard_check(tokens.token_guard(self.claims))
+        if not self.session_key:
+            return False
+        pipe = get_redis("state").pipeline(transaction=False)
+        pipe.exists(account_keys.session(self.session_key))
+        pipe.get(account_keys.user_token_epoch(self.user_id))
+        exists, epoch = pipe.execute()
+        # A missing mirror means no bump since the longest token life: nothing to refuse.
+        return bool(exists) and (epoch is None or int(epoch) <= self.epoch)
+
+    def ended_by(self, message: dict) -> bool:
+        """Whether a control message (see streams_revoke_publish) revokes this credential."""
+        epoch = message.get("epoch")
+        if isinstance(epoch, int) and epoch > self.epoch:
+            return True
+        if self.claims is not None:
+            return self.claims.family in (message.get("families") or ())
+        return bool(self.session_key) and message.get("session") == session_digest(self.session_key)
+
+
+def stream_credential(request: HttpRequest) -> StreamCredential | None:
+    """The request's bearer token (judged alone, as the API does) or its session; None
+    for neither. Raises tokens.TokenError for a bad token, and Redis's errors (fails closed)."""
+    if tokens.bearer_token(request) is not None:
+        user, claims = tokens.token_authenticate(request)
+        return StreamCredential(user_id=user.pk, epoch=claims.epoch, claims=claims)
+    user = request.user
+    if not user.is_authenticated:
+        return None
+    return StreamCredential(user_id=user.pk, epoch=user.token_epoch, session_key=request.session.session_key)
+
+
+# --- Revocation events -------------------------------------------------------------------
+
+
+def streams_revoke_publish(
+    *, user_id: int, session_key: str | None = None, families: tuple[str, ...] = (), epoch: int | None = None
+) -> None:
+    """Tell the person's open streams, on every host, that a credential was revoked.
+
+    Call it after the revocation is written (after commit). Fails open: a stream that
+    misses the message notices on its next timed check (StreamPolicy.auth_check).
+    """
+    message: dict = {}
+    if session_key:
+        message["session"] = session_digest(session_key)
+    if families:
+        message["families"] = sorted(set(families))
+    if epoch is not None:
+        message["epoch"] = epoch
+    if not message:
+        return
+    try:
+        get_redis("state").publish(keys.user_stream_control(user_id), json.dumps(message, separators=(",", ":")))
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("sse.revoke_publish_error")
+        logger.warning("Stream revocation for user %s not published: %s", user_id, exc)
+
+
+@receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")
+def end_streams_of_session(sender, request: HttpRequest | None, user, **kwargs) -> None:
+    # Sent before Django flushes the session, so the key is still known here; the
+    # message names the session, so it holds even if it arrives before the flush.
+    session = getattr(request, "session", None)
+    if user is None or session is None or not session.session_key:
+        return
+    after_commit(streams_revoke_publish, user_id=user.pk, session_key=session.session_key)
+
+
+@receiver(tokens.credentials_revoked, dispatch_uid="feeds.end_streams_of_tokens")
+def end_streams_of_tokens(sender, user_id: int, families=(), epoch: int | None = None, **kwargs) -> None:
+    streams_revoke_publish(user_id=user_id, families=tuple(families), epoch=epoch)
