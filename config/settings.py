@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
 from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
 from core.redis import connection_pool_options, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
@@ -27,12 +28,14 @@ VAR_DIR = Path(env_str("KESTREL_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "django-insecure-kestrel-development-only"  # noqa: S105 - refused below unless DEBUG  # nosec B105
-SECRET_KEY = env_str("SECRET_KEY", "" if not DEBUG else _DEV_SECRET_KEY)
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
+# With DEBUG on and no SECRET_KEY, a key drawn once per checkout into var/secret_key
+# (config/secret_key.py): never a key written in the source, which would let anyone
+# who reads it sign sessions and tokens for every development instance.
+SECRET_KEY = env_str("SECRET_KEY", "") or (development_secret_key(VAR_DIR) if DEBUG else "")
+if not SECRET_KEY or SECRET_KEY.startswith(PUBLIC_KEY_PREFIX):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a long random value when DEBUG is off. Generate one with: "
-        'python -c "from django.core.management.utils import get_random_secret_key as k; print(k())"'
+        "SECRET_KEY must be set to a long random value when DEBUG is off (and never a django-insecure key). "
+        'Generate one with: python -c "from django.core.management.utils import get_random_secret_key as k; print(k())"'
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
