@@ -350,9 +350,8 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
     outcome = _spend(claims, user_id=user.pk, now=now, attempt=_new_id())
     if outcome == "reused":
         metrics.incr("tokens.refresh_reused")
-        logger.warning(
-            "Refresh token %s of user %s presented again: family %s revoked", claims.jti, user.pk, claims.family
-        )
+        # The token's jti and family stay out of the log: they name denylist keys.
+        logger.warning("A spent refresh token of user %s was presented again: its family is revoked", user.pk)
     if outcome != "ok":
         raise RevokedToken(outcome)
     return _pair(user_id=user.pk, epoch=claims.epoch, family=claims.family, now=now)

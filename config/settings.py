@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.keys import CREDENTIAL_FAMILIES as ACCOUNT_CREDENTIAL_FAMILIES
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
 from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
@@ -353,6 +354,13 @@ KESTREL_HEALTH_MAX_BACKLOG = env_int("HEALTH_MAX_BACKLOG", 1000)
 # Each open SSE stream holds one gunicorn thread (feeds/sse.py): keep it below
 # GUNICORN_THREADS, or streams take every thread before the cap answers 503.
 KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 50)
+
+# --- Redaction (core.keys.redact_key) ---------------------------------------------
+# Key families whose id is a credential or derived from one: the /ops SLOWLOG,
+# redis_audit's findings and the logs show their keys with the id replaced, since a
+# session key's id is the session cookie itself. "core:ratelimit": HMACs of addresses
+# and accounts.
+KESTREL_CREDENTIAL_KEY_FAMILIES = frozenset({*ACCOUNT_CREDENTIAL_FAMILIES, "core:ratelimit"})
 
 # --- Links in emails ----------------------------------------------------------------
 
