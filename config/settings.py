@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -249,6 +250,32 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
+# --- Content Security Policy (django-csp) -------------------------------------------
+# Scripts and styles from Kestrel's own origin only: no inline script, no eval, so an
+# injected <script> or onclick="" does not run. The inline blocks that remain are
+# allowed by their hash, each exactly one fixed text (tests/core/test_csp.py checks
+# them against the templates): the error pages' one-line style (rendered with no
+# request, when the database or Redis may be down), Swagger UI's page style
+# (drf-spectacular's template; its script is a file, SpectacularSwaggerSplitView),
+# and django-rq's admin script that wires the job lists' select-all.
+CSP_ERROR_PAGE_STYLE = "'sha256-STwm+esEvhliRgtoZ6eAiYKJSj5dkkKU5WbMMjA6tSU='"
+CSP_SWAGGER_UI_STYLE = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
+CSP_RQ_ADMIN_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", CSP_RQ_ADMIN_SCRIPT],
+        "style-src": ["'self'", CSP_ERROR_PAGE_STYLE, CSP_SWAGGER_UI_STYLE],
+        "img-src": ["'self'", "data:"],  # data: Swagger UI's icons are SVG data URLs in its CSS
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # --- Static files -----------------------------------------------------------------
 
 STATIC_URL = "static/"
@@ -313,6 +340,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge image from validator.swagger.io: the Content-Security-Policy allows 'self' only.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
 }
 
