@@ -350,7 +350,7 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
     outcome = _spend(claims, user_id=user.pk, now=now, attempt=_new_id())
     if outcome == "reused":
         metrics.incr("tokens.refresh_reused")
-        # The token's jti and family stay out of the log: they name denylist keys.
+        # No jti or family in the log: they are the ids of denylist keys, redacted wherever shown.
         logger.warning("A spent refresh token of user %s was presented again: its family is revoked", user.pk)
     if outcome != "ok":
         raise RevokedToken(outcome)
