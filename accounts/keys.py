@@ -4,6 +4,10 @@ from django.conf import settings
 
 from core.keys import key
 
+# The families below whose id is a credential (a session cookie's value, a token's jti
+# or family): never shown or logged whole (core.keys.redact_key, via settings).
+CREDENTIAL_FAMILIES = ("accounts:session", "accounts:jwt", "accounts:jwt_family")
+
 
 def session(session_key: str) -> str:
     """STRING (JSON session dict), state role, TTL SESSION_COOKIE_AGE: one login session."""

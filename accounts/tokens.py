@@ -352,9 +352,8 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
     outcome = _spend(claims, user_id=user.pk, now=now, attempt=_new_id())
     if outcome == "reused":
         metrics.incr("tokens.refresh_reused")
-        logger.warning(
-            "Refresh token %s of user %s presented again: family %s revoked", claims.jti, user.pk, claims.family
-        )
+        # No jti or family in the log: they are the ids of denylist keys, redacted wherever shown.
+        logger.warning("A spent refresh token of user %s was presented again: its family is revoked", user.pk)
     if outcome != "ok":
         raise RevokedToken(outcome)
     return _pair(user_id=user.pk, epoch=claims.epoch, family=claims.family, now=now)

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.keys import CREDENTIAL_FAMILIES as ACCOUNT_CREDENTIAL_FAMILIES
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
 from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
 from core.redis import connection_pool_options, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
@@ -27,12 +29,14 @@ VAR_DIR = Path(env_str("KESTREL_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "django-insecure-kestrel-development-only"  # noqa: S105 - refused below unless DEBUG  # nosec B105
-SECRET_KEY = env_str("SECRET_KEY", "" if not DEBUG else _DEV_SECRET_KEY)
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY or SECRET_KEY.startswith("django-insecure")):
+# With DEBUG on and no SECRET_KEY, a key drawn once per checkout into var/secret_key
+# (config/secret_key.py): never a key written in the source, which would let anyone
+# who reads it sign sessions and tokens for every development instance.
+SECRET_KEY = env_str("SECRET_KEY", "") or (development_secret_key(VAR_DIR) if DEBUG else "")
+if not SECRET_KEY or SECRET_KEY.startswith(PUBLIC_KEY_PREFIX):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a long random value when DEBUG is off. Generate one with: "
-        'python -c "from django.core.management.utils import get_random_secret_key as k; print(k())"'
+        "SECRET_KEY must be set to a long random value when DEBUG is off (and never a django-insecure key). "
+        'Generate one with: python -c "from django.core.management.utils import get_random_secret_key as k; print(k())"'
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -60,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -245,6 +250,32 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
+# --- Content Security Policy (django-csp) -------------------------------------------
+# Scripts and styles from Kestrel's own origin only: no inline script, no eval, so an
+# injected <script> or onclick="" does not run. The inline blocks that remain are
+# allowed by their hash, each exactly one fixed text (tests/core/test_csp.py checks
+# them against the templates): the error pages' one-line style (rendered with no
+# request, when the database or Redis may be down), Swagger UI's page style
+# (drf-spectacular's template; its script is a file, SpectacularSwaggerSplitView),
+# and django-rq's admin script that wires the job lists' select-all.
+CSP_ERROR_PAGE_STYLE = "'sha256-STwm+esEvhliRgtoZ6eAiYKJSj5dkkKU5WbMMjA6tSU='"
+CSP_SWAGGER_UI_STYLE = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
+CSP_RQ_ADMIN_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", CSP_RQ_ADMIN_SCRIPT],
+        "style-src": ["'self'", CSP_ERROR_PAGE_STYLE, CSP_SWAGGER_UI_STYLE],
+        "img-src": ["'self'", "data:"],  # data: Swagger UI's icons are SVG data URLs in its CSS
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # --- Static files -----------------------------------------------------------------
 
 STATIC_URL = "static/"
@@ -276,7 +307,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSONParser, bounded in size and depth (a 5,000-deep array is a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": ["core.api.JSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.schema.KestrelAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -308,6 +340,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge image from validator.swagger.io: the Content-Security-Policy allows 'self' only.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
 }
 
@@ -367,6 +401,13 @@ KESTREL_GUNICORN_THREADS = env_int("GUNICORN_THREADS", 64)
 KESTREL_SSE_MAX_STREAMS = env_int("KESTREL_SSE_MAX_STREAMS", 0)
 # Per person across every process and host (a lease per stream in Redis): beyond it 429.
 KESTREL_SSE_MAX_STREAMS_PER_USER = env_int("KESTREL_SSE_MAX_STREAMS_PER_USER", 5)
+
+# --- Redaction (core.keys.redact_key) ---------------------------------------------
+# Key families whose id is a credential or derived from one: the /ops SLOWLOG,
+# redis_audit's findings and the logs show their keys with the id replaced, since a
+# session key's id is the session cookie itself. "core:ratelimit": HMACs of addresses
+# and accounts.
+KESTREL_CREDENTIAL_KEY_FAMILIES = frozenset({*ACCOUNT_CREDENTIAL_FAMILIES, "core:ratelimit"})
 
 # --- Links in emails ----------------------------------------------------------------
 

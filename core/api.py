@@ -6,18 +6,21 @@ Every API error is `{"error": "<message>"}`, validation errors add `"details"`
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
 from collections.abc import Mapping
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, serializers, status
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.http import RETRY_AFTER_UNAVAILABLE, service_unavailable, unavailable_service
+from core.http import RETRY_AFTER_UNAVAILABLE, error_response, service_unavailable, unavailable_service
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
         )
+    if isinstance(exc, SuspiciousOperation):
+        # A body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields...: Django answers
+        # these with its own page (with DEBUG, a traceback), an API client wants JSON.
+        logger.warning("Bad request to %s: %s", context.get("view"), exc)
+        message = TOO_LARGE if isinstance(exc, RequestDataTooBig) else "Bad request"
+        return Response({"error": message}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -63,12 +72,50 @@ def _as_details(detail) -> dict:
     return {"non_field_errors": [str(m) for m in (detail if isinstance(detail, list) else [detail])]}
 
 
+TOO_LARGE = "Request body too large"
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, bounded: DATA_UPLOAD_MAX_MEMORY_SIZE bytes, nesting Python can follow.
+
+    DRF reads the body from the socket itself, past Django's size check, and its
+    parser lets RecursionError (`[[[[...` 5,000 deep) through as a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = stream.read() if limit is None else stream.read(limit + 1)
+        if limit is not None and len(body) > limit:
+            raise RequestDataTooBig(TOO_LARGE)
+        try:
+            return super().parse(io.BytesIO(body), media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+def json_handler400(request: HttpRequest, exception: Exception | None = None):
+    """Django's answer to a bad request no view handled (a body too large for a middleware)."""
+    if isinstance(exception, RequestDataTooBig):
+        return error_response(request, 400, TOO_LARGE)
+    return error_response(request, 400, "Bad request")
+
+
 def json_handler404(request: HttpRequest, exception: Exception | None = None):
     from django.views.defaults import page_not_found
 
     if request.path.startswith("/api/"):
         return JsonResponse({"error": "Not found"}, status=404)
     return page_not_found(request, exception)
+
+
+@csrf_exempt  # answers nothing but 404: no form to forge, and a POST must not get CSRF's 403 page
+def api_not_found(request: HttpRequest, rest: str = ""):
+    """Every /api/ path no route matched, any method: JSON 404, with DEBUG on too.
+
+    Django's DEBUG 404 page bypasses handler404; a client (or a fuzzer) of the API
+    must get the API's answer either way.
+    """
+    return JsonResponse({"error": "Not found"}, status=404)
 
 
 def json_handler500(request: HttpRequest):

@@ -30,7 +30,8 @@ from django.conf import settings
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from core.instrumentation import key_family
+from core.instrumentation import key_family, redacted_command
+from core.keys import redact_key
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
 
 OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
@@ -257,7 +258,7 @@ def _cache_ttl(client: Redis, options: AuditOptions) -> list[Finding]:
             "outlive the rows they copy.",
             (
                 "by family: " + ", ".join(f"{family} {count}" for family, count in families.most_common()),
-                *(f"e.g. {key}" for key in without_ttl[:EXAMPLES]),
+                *(f"e.g. {redact_key(key)}" for key in without_ttl[:EXAMPLES]),
             ),
         )
     ]
@@ -287,7 +288,7 @@ def _big_keys(role: str, client: Redis, options: AuditOptions) -> list[Finding]:
             ERROR,
             f"{len(big)} keys over {options.big_key_bytes} bytes in a sample of {sampled}: a big key blocks the "
             "server while it is read, written, expired or evicted.",
-            tuple(f"{key}: {size} bytes" for size, key in big[:EXAMPLES]),
+            tuple(f"{redact_key(key)}: {size} bytes" for size, key in big[:EXAMPLES]),
         )
     ]
 
@@ -327,8 +328,10 @@ def _slowlog_line(entry: dict) -> str:
     command = entry.get("command", b"")
     if isinstance(command, bytes):
         command = command.decode(errors="replace")
+    # The command and its first key, redacted: never the values, nor a session key's id.
+    shown = redacted_command(tuple(command.split(" ")))[:120] if command else ""
     when = datetime.fromtimestamp(int(entry.get("start_time", 0)), UTC).isoformat(timespec="seconds")
     client = entry.get("client_name", b"")
     if isinstance(client, bytes):
         client = client.decode(errors="replace")
-    return f"{entry.get('duration', 0)} us at {when} {command[:120]}" + (f" (client {client})" if client else "")
+    return f"{entry.get('duration', 0)} us at {when} {shown}" + (f" (client {client})" if client else "")

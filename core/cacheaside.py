@@ -42,6 +42,7 @@ from django.conf import settings
 
 from core import metrics
 from core.commit import after_commit
+from core.keys import redact_key
 from core.l1 import L1, MISS
 from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
 
@@ -228,7 +229,7 @@ def _load_and_store(fam, client, key, token, loader, clock, rand) -> tuple[dict 
         if not is_unavailable(exc):
             raise
         metrics.incr("cache.error", family=fam.name)
-        logger.warning("Cache role unavailable storing %s: %s", key, exc)
+        logger.warning("Cache role unavailable storing %s: %s", redact_key(key), exc)
         return value, False
     if not stored:
         metrics.incr("cache.lease_lost", family=fam.name)

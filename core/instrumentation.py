@@ -55,6 +55,8 @@ from redis.connection import BlockingConnectionPool, Connection, ConnectionPool,
 from redis.exceptions import ResponseError
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from core.keys import redact_key
+
 summary_logger = logging.getLogger("kestrel.redis.summary")
 
 SUMMARY_EVERY = 1000  # commands between two summary lines, as in the reference article
@@ -265,25 +267,51 @@ def classify(args: tuple) -> tuple[str, str, bool]:
                 if family is not None:
                     return name, family, blocking
         return name, key_family(key), blocking
-    if mode == KEYLESS_MODE:
+    position, blocking = _key_position(args, described)
+    if position is None:
         return name, "none", blocking
-    if mode == SCRIPT_MODE:  # EVALSHA sha numkeys key...
+    return name, key_family(args[position]), blocking
+
+
+def _key_position(args: tuple, described: tuple[str, int, int, int, bool]) -> tuple[int | None, bool]:
+    """Where the first key of `args` is (None: keyless), and whether the command blocks."""
+    name, taken, mode, skip, blocking = described
+    if mode == KEYED_MODE:
+        position = taken + skip
+    elif mode == KEYLESS_MODE:
+        return None, blocking
+    elif mode == SCRIPT_MODE:  # EVALSHA sha numkeys key...
         try:
             numkeys = int(args[taken + 1])
         except (IndexError, TypeError, ValueError):
-            return name, "none", False
+            return None, False
         if numkeys <= 0:
-            return name, "none", False
+            return None, False
         position = taken + 2
+        blocking = False
     else:  # XREAD [COUNT n] [BLOCK ms] STREAMS key... id...
         words = [(_text(arg) or "").upper() for arg in args[taken:]]
         if "STREAMS" not in words:
-            return name, "none", False
+            return None, False
         position = taken + words.index("STREAMS") + 1
         blocking = "BLOCK" in words
-    if position >= len(args):
-        return name, "none", blocking
-    return name, key_family(args[position]), blocking
+    return (position if position < len(args) else None), blocking
+
+
+def redacted_command(args: tuple) -> str:
+    """A command as it may be shown or logged: its name and its first key, redacted.
+
+    The other arguments are values (a session, a lock's token, a password given to
+    AUTH): only their number is kept.
+    """
+    if not args:
+        return ""
+    described = _commands.get(args[0]) or _command(args)
+    name, taken = described[0], described[1]
+    position, _ = _key_position(args, described)
+    words = [name] if position is None else [name, redact_key(_text(args[position]) or "")]
+    others = len(args) - taken - (position is not None)
+    return " ".join(words) + (f" … (+{others} arguments)" if others > 0 else "")
 
 
 def _label(exc: BaseException) -> str:

@@ -61,3 +61,31 @@ def django_cache_key(key: str, key_prefix: str, version: int) -> str:
     if not key.startswith(f"{key_prefix}:"):
         key = f"{key_prefix}:django:{key}"
     return key if int(version) == 1 else f"{key}:v{version}"
+
+
+REDACTED = "<redacted>"
+
+
+def redact_key(key: str | bytes) -> str:
+    """`key` as it may be shown or logged: credential-bearing ids replaced by REDACTED.
+
+    The families whose id is a credential or derived from one (a session id, a
+    token's jti or family, a rate-limit digest) are data: settings
+    KESTREL_CREDENTIAL_KEY_FAMILIES, "<app>:<entity>" each. A key outside the grammar
+    (a third-party key under "django", another program's key) may hold anything, so
+    only its first segment is kept; RQ's keys hold job ids, kept.
+    """
+    text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+    parts = text.split(":")
+    prefix = settings.KESTREL_KEY_PREFIX
+    if parts[0] == "rq":
+        return text
+    if parts[0] != prefix:
+        return f"{parts[0]}:{REDACTED}" if len(parts) > 1 else REDACTED
+    if len(parts) < 3:
+        return f"{prefix}:{REDACTED}"
+    if parts[1] == "django":
+        return f"{prefix}:django:{REDACTED}"
+    if len(parts) > 3 and f"{parts[1]}:{parts[2]}" in settings.KESTREL_CREDENTIAL_KEY_FAMILIES:
+        parts[3] = REDACTED
+    return ":".join(parts)

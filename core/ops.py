@@ -83,18 +83,18 @@ def hit_ratio(hits: int, misses: int) -> float | None:
 
 def slowlog_entry(entry: dict) -> dict:
     """One SLOWLOG entry with its command name and the key family of its first key."""
-    words = _text(entry.get("command", b"")).split(" ")
+    words = tuple(_text(entry.get("command", b"")).split(" "))
     # SLOWLOG joins the arguments with spaces; a key holding a space is the rare miss.
-    name, family, _ = instrumentation.classify(tuple(words)) if words[0] else ("", "none", False)
+    name, family, _ = instrumentation.classify(words) if words[0] else ("", "none", False)
     return {
         "id": entry.get("id"),
         "start_time": int(entry.get("start_time", 0)),
         "duration_us": int(entry.get("duration", 0)),
         "command": name,
         "family": family,
-        # The command and its first key only: the other arguments are values (a session,
-        # a cached profile) that an operator's screen has no business showing.
-        "args": " ".join(words[:2])[:160] + (f" … ({len(words) - 2} more)" if len(words) > 2 else ""),
+        # The command and its first key, redacted: the other arguments are values (a
+        # session, a lock's token), and a session key's id is the session cookie.
+        "args": instrumentation.redacted_command(words)[:160] if words[0] else "",
         "client": _text(entry.get("client_name", b"")),
     }
 

@@ -204,6 +204,20 @@ def test_reusing_a_rotated_refresh_token_revokes_its_whole_family(ada):
     assert bearer(log_in()["access"]).get("/api/me").status_code == 200  # a new log-in is a new family
 
 
+def test_the_reuse_warning_names_the_user_but_not_the_token_id_or_family(ada, caplog):
+    first = log_in()
+    refresh(first["refresh"])
+    claims = jwt.decode(first["refresh"], options={"verify_signature": False})
+
+    with caplog.at_level("WARNING", logger="accounts.tokens"):
+        refresh(first["refresh"])
+
+    (record,) = [r for r in caplog.records if "presented again" in r.getMessage()]
+    assert f"user {ada.pk}" in record.getMessage()
+    assert claims["jti"] not in record.getMessage()
+    assert claims["fam"] not in record.getMessage()
+
+
 @pytest.mark.django_db(transaction=True)  # real commits: every thread's connection sees the user
 def test_twenty_concurrent_refreshes_of_one_token_yield_exactly_one_new_pair(make_user):
     make_user(email="ada@example.com")

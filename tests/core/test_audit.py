@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 
+from accounts import keys as account_keys
+from core import audit
 from core.audit import ERROR, OK, WARNING, AuditOptions, run_audit
 from core.keys import key
 
@@ -187,3 +190,33 @@ def test_manage_py_exits_non_zero_for_cron_and_ci(cache_redis):
 
     assert result.returncode == 1
     assert "cache_ttl" in result.stderr
+
+
+def test_the_audit_shows_no_session_or_token_id(server_config, state_redis, cache_redis, make_user, monkeypatch):
+    monkeypatch.setattr(audit, "EXAMPLES", 100)  # every SLOWLOG entry, not the slowest five
+    client = Client()
+    client.force_login(make_user())
+    session_id = client.cookies["sessionid"].value
+    server_config("slowlog-log-slower-than", "0")  # every command is "slow"...
+    state_redis.slowlog_reset()
+    assert client.get("/api/me").status_code == 200  # ...among them a real session read
+    server_config("slowlog-log-slower-than", "10000000")
+    # Big keys, and cache keys without a TTL, in credential-bearing families.
+    jti, family = "4f1c9e2b7a6d4e0f8a3b", "9a2e6c1d0b7f4a5e8c3d"
+    state_redis.set(account_keys.jwt_revoked(jti), "x" * 2_000, ex=60)
+    cache_redis.set(account_keys.jwt_family_revoked(family), "{}")
+    cache_redis.set(account_keys.session(session_id), "{}")
+    text, as_json = StringIO(), StringIO()
+
+    for out, extra in ((text, []), (as_json, ["--json"])):
+        with pytest.raises(CommandError):  # the cache keys without a TTL break the audit
+            call_command("redis_audit", "--big-key-bytes", "1000", *extra, stdout=out)
+
+    for output in (text.getvalue(), as_json.getvalue()):
+        assert "GET kestrel:accounts:session:<redacted>" in output  # the SLOWLOG entry
+        assert "e.g. kestrel:accounts:session:<redacted>" in output  # the key without a TTL
+        assert "kestrel:accounts:jwt:<redacted>:revoked: " in output  # the big key
+        assert "e.g. kestrel:accounts:jwt_family:<redacted>:revoked" in output
+        assert session_id not in output
+        assert jti not in output
+        assert family not in output

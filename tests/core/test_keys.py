@@ -5,7 +5,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from accounts import keys as account_keys
-from core.keys import django_cache_key, key
+from core.keys import django_cache_key, key, redact_key
 
 
 def test_keys_follow_the_grammar():
@@ -43,3 +43,47 @@ def test_django_cache_api_uses_builder_keys_as_they_are(state_redis):
     assert state_redis.exists(session_key)
     assert state_redis.exists("kestrel:django:third-party")
     assert django_cache_key("kestrel:posts:post:1", "kestrel", 2) == "kestrel:posts:post:1:v2"
+
+
+# --- Redaction: what /ops, redis_audit and the logs may show of a key ------------------
+
+SESSION_ID = "k7yq2m9x0c4v1b8n6z3l5j"
+
+
+@pytest.mark.parametrize(
+    ("built", "shown"),
+    [
+        (account_keys.session(SESSION_ID), "kestrel:accounts:session:<redacted>"),
+        (account_keys.jwt_revoked("jti-4f1c"), "kestrel:accounts:jwt:<redacted>:revoked"),
+        (account_keys.jwt_family_revoked("fam-9a2"), "kestrel:accounts:jwt_family:<redacted>:revoked"),
+        (key("core", "ratelimit", "0123abcd", "api"), "kestrel:core:ratelimit:<redacted>:api"),
+        (f"kestrel:django:reset:{SESSION_ID}", "kestrel:django:<redacted>"),
+        (f"other-program:{SESSION_ID}", "other-program:<redacted>"),
+        (SESSION_ID, "<redacted>"),
+        ("kestrel:nonsense", "kestrel:<redacted>"),
+    ],
+)
+def test_credential_bearing_keys_are_shown_without_their_id(built, shown):
+    assert redact_key(built) == shown
+    assert redact_key(built.encode()) == shown
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        key("posts", "post", 42),
+        account_keys.user_followers(7),
+        account_keys.user_token_epoch(7),
+        key("posts", "leaderboard"),
+        "rq:queue:default",
+    ],
+)
+def test_keys_with_no_credential_in_them_are_shown_whole(plain):
+    assert redact_key(plain) == plain
+
+
+def test_which_families_carry_credentials_is_a_setting(settings):
+    settings.KESTREL_CREDENTIAL_KEY_FAMILIES = frozenset({"posts:post"})
+
+    assert redact_key(key("posts", "post", 42)) == "kestrel:posts:post:<redacted>"
+    assert redact_key(account_keys.session(SESSION_ID)).endswith(SESSION_ID)

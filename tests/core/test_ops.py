@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import jwt
 import pytest
+from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from core import ops
 from core.keys import key
@@ -179,3 +182,46 @@ def test_slowlog_entries_show_the_key_family_of_their_key(staff_client, slowlog_
     assert entries[0]["family"] == "posts:post"
     html = response.content.decode()
     assert '<td class="family">posts:post</td>' in html
+
+
+def credentials_in_view(text: str) -> list[str]:
+    """Every credential-bearing key in `text` whose id is not redacted (HTML-escaped or not)."""
+    families = ("accounts:session:", "accounts:jwt:", "accounts:jwt_family:", "core:ratelimit:")
+    return [
+        text[at : at + 80]
+        for family in families
+        for at in (i for i in range(len(text)) if text.startswith(family, i))
+        if not text.startswith(("&lt;redacted&gt;", "<redacted>"), at + len(family))
+    ]
+
+
+def test_the_slowlog_shows_no_session_id(staff_client, make_user, slowlog_everything):
+    # Someone else's session, read by a real request: its key's id is their session cookie.
+    client = Client()
+    client.force_login(make_user())
+    assert client.get("/").status_code == 200
+    session_id = client.cookies["sessionid"].value
+
+    html = staff_client.get(reverse("ops")).content.decode()
+    metrics = staff_client.get(reverse("metrics")).content.decode()
+
+    assert "accounts:session:&lt;redacted&gt;" in html  # the reads are listed, their ids are not
+    assert session_id not in html
+    assert staff_client.cookies["sessionid"].value not in html
+    assert credentials_in_view(html) == []
+    assert session_id not in metrics
+
+
+def test_the_slowlog_shows_no_token_id(staff_client, make_user, slowlog_everything):
+    make_user(email="tok@example.com", password="a-Strong-pass-42")
+    api = APIClient()
+    pair = api.post("/api/token", {"email": "tok@example.com", "password": "a-Strong-pass-42"}, format="json").json()
+    assert api.post("/api/token/refresh", {"refresh": pair["refresh"]}, format="json").status_code == 200
+    claims = jwt.decode(pair["refresh"], options={"verify_signature": False})
+
+    html = staff_client.get(reverse("ops")).content.decode()
+
+    assert "accounts:jwt:&lt;redacted&gt;:revoked" in html  # the rotation's denylist entry
+    assert claims["jti"] not in html
+    assert claims["fam"] not in html
+    assert credentials_in_view(html) == []

@@ -7,7 +7,7 @@ control. The keyboard and phone checks drive the page the way such a visitor doe
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, Page
 
 # Runs in the page; returns one line per problem, naming the element.
 PAGE_PROBLEMS_JS = r"""
@@ -228,3 +228,32 @@ def assert_tappable(page: Page, target: Locator, *, min_size: float = 24) -> Non
     if box["width"] < min_size or box["height"] < min_size:
         crowding = target.evaluate(SPACED_JS)
         assert not crowding, f"{target} is too small to tap ({box}) and too close to {crowding}"
+
+
+# Content-Security-Policy violations, as the page itself sees them: the listener is in
+# every document from its first line (an init script), and reports over a binding that
+# outlives navigations. Chromium's own console line ("Refused to ...") is caught too.
+CSP_LISTENER_JS = r"""
+document.addEventListener("securitypolicyviolation", (event) => {
+  const where = event.sourceFile ? ` at ${event.sourceFile}:${event.lineNumber}` : "";
+  window.kestrelCspViolation(
+    `${event.documentURI}: ${event.effectiveDirective} refused ${event.blockedURI || "inline"}${where} ${event.sample}`
+  );
+}, true);
+"""
+
+
+def watch_csp(context: BrowserContext, violations: list[str]) -> None:
+    """Record in `violations` every CSP violation of every page `context` opens."""
+    context.expose_binding("kestrelCspViolation", lambda source, text: violations.append(text))
+    context.add_init_script(CSP_LISTENER_JS)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or message.text.startswith("Refused to"):
+            violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
+    context.on("console", on_console)
+
+
+def assert_no_csp_violation(violations: list[str]) -> None:
+    assert violations == [], "Content-Security-Policy violations:\n" + "\n".join(violations)

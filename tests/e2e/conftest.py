@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from tests.e2e.checks import assert_no_csp_violation, watch_csp
 from tests.e2e.people import Corner, Person, log_in, seed
 from tests.live import PROJECT_ROOT, LiveKestrel, live_kestrel
 
@@ -105,11 +106,22 @@ def signed_in() -> dict[str, dict]:
 
 
 @pytest.fixture
+def csp_violations() -> list[str]:
+    """Content-Security-Policy violations met by this test's browser contexts (none allowed)."""
+    return []
+
+
+@pytest.fixture
 def new_context(
-    request: pytest.FixtureRequest, browser: Browser, site: LiveKestrel, artifacts: Path, signed_in: dict[str, dict]
+    request: pytest.FixtureRequest,
+    browser: Browser,
+    site: LiveKestrel,
+    artifacts: Path,
+    signed_in: dict[str, dict],
+    csp_violations: list[str],
 ) -> Iterator[Callable[..., BrowserContext]]:
     """Open a browser context (one person's cookies) on the live site; `phone=True` for a phone,
-    `person` to start logged in as them."""
+    `person` to start logged in as them. Any CSP violation on its pages fails the test."""
     opened: list[BrowserContext] = []
 
     def make(*, phone: bool = False, person: Person | None = None) -> BrowserContext:
@@ -119,6 +131,7 @@ def new_context(
             **(PHONE if phone else DESKTOP),
         )
         context.set_default_timeout(WAIT_MS)
+        watch_csp(context, csp_violations)
         opened.append(context)
         if person and person.username not in signed_in:
             page = context.new_page()
@@ -140,6 +153,7 @@ def new_context(
         print(site.logs())
     for context in opened:
         context.close()
+    assert_no_csp_violation(csp_violations)
 
 
 @pytest.fixture

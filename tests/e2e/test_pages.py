@@ -224,3 +224,26 @@ def test_on_a_phone_a_member_logs_in_posts_and_moves_around_by_tapping(site, new
     assert_no_horizontal_scroll(page)
     page.get_by_role("button", name="Log out").tap()
     expect(page.get_by_text("You have been logged out.")).to_be_visible()
+
+
+def test_an_injected_inline_script_is_refused_and_the_suite_sees_it(new_context, csp_violations: list[str]) -> None:
+    # What the policy is for: markup that slips into a page cannot run script. And the
+    # suite's watcher, which every other test relies on, does report it.
+    page = new_context().new_page()
+    page.goto("/login")
+    page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.kestrelInjected = true";
+          document.body.append(script);
+        }"""
+    )
+    page.wait_for_function("() => document.readyState === 'complete'")
+    for _ in range(50):
+        if csp_violations:
+            break
+        page.wait_for_timeout(100)
+
+    assert page.evaluate("() => window.kestrelInjected") is None
+    assert any("script-src" in violation for violation in csp_violations), csp_violations
+    csp_violations.clear()  # seen and expected: not a failure of this page
