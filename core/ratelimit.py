@@ -748,6 +748,10 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # a broken multipart boundary, the connection lost, not JSON, undecodable, nested
 # deeper than json.loads recurses.
 _UNREADABLE = (SuspiciousOperation, MultiPartParserError, RawPostDataException, OSError, ValueError, RecursionError)
+# Django parses a form once: after a failed parse, request.POST reads as empty (a JSON
+# body is read again, and fails again, by the view). Such an error is kept here and raised again once the request is counted, so the view's door
+# answers the 400 it would have answered without the limiter in front of it.
+_BODY_ERROR_ATTR = "kestrel_body_error"
 
 
 def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIELDS) -> str | None:
@@ -762,6 +766,10 @@ def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIEL
     """
     try:
         data = request.POST if request.content_type in _FORM_TYPES else json.loads(request.body)
+    except (SuspiciousOperation, MultiPartParserError) as exc:  # too big, too many fields, a broken form
+        if request.content_type in _FORM_TYPES:
+            setattr(request, _BODY_ERROR_ATTR, exc)
+        return None
     except _UNREADABLE:
         return None
     if not isinstance(data, Mapping):
@@ -907,7 +915,7 @@ class RateLimitMiddleware:
                 logger.error("Rate limiter unavailable, failing closed (%s): %s", ", ".join(closed), exc)
                 return service_unavailable(request, "Redis")
             logger.warning("Rate limiter unavailable, failing open (%s): %s", ", ".join(p.name for p in applied), exc)
-            return self.get_response(request)
+            return self._respond(request)
 
         if identity.guard is not None:
             setattr(request, _VERDICT_ATTR, GuardVerdict(identity.guard, bool(decision.guard_passed)))
@@ -916,7 +924,12 @@ class RateLimitMiddleware:
                 if not result.allowed:
                     metrics.incr("ratelimit.denied", policy=result.policy.name)
             return rate_limited_response(request, decision)
-        response = self.get_response(request)
+        response = self._respond(request)
         for name, value in rate_limit_headers(decision).items():
             response[name] = value
         return response
+
+    def _respond(self, request: HttpRequest) -> HttpResponse:
+        if (error := getattr(request, _BODY_ERROR_ATTR, None)) is not None:
+            raise error  # Django answers it: 400 (handler400)
+        return self.get_response(request)
