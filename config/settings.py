@@ -343,6 +343,8 @@ SPECTACULAR_SETTINGS = {
     # No badge image from validator.swagger.io: the Content-Security-Policy allows 'self' only.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
+    # The notification stream is a plain Django view, which drf-spectacular cannot see.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "feeds.schema.add_notification_stream"],
 }
 
 # --- Jobs (RQ on the state role) ---------------------------------------------------

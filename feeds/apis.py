@@ -24,9 +24,10 @@ from posts.apis import PostSerializer
 # Nineteen ASCII digits a part: always within Redis's 64-bit parts (real ids are a
 # 13-digit millisecond time and a small sequence number), and exactly what the schema says.
 _STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
+STREAM_ID_SCHEMA = {"type": "string", "pattern": f"^{_STREAM_ID.pattern}$", "example": "1712345678901-0"}
 
 
-@extend_schema_field({"type": "string", "pattern": f"^{_STREAM_ID.pattern}$", "example": "1712345678901-0"})
+@extend_schema_field(STREAM_ID_SCHEMA)
 class StreamIdField(serializers.CharField):
     """A stream id such as `1712345678901-0` (a page cursor, a notification id); anything
     else is a 400, never a Redis error. Taken as sent: no trimming, no other digits."""
