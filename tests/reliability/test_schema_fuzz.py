@@ -19,9 +19,9 @@ API limit raised out of reach (one address sends thousands of requests a minute)
 log-in limits stay as they are, so log-in, sign-up and token requests soon answer 429,
 which the schema documents.
 
-Not fuzzed: GET /api/notifications/stream (Server-Sent Events) is a plain Django view,
-not in the schema, and each request would hold a stream open for minutes;
-tests/feeds/test_notifications_sse.py covers it.
+Not fuzzed: GET /api/notifications/stream (Server-Sent Events): each request would hold
+a stream open for minutes; tests/feeds/test_notifications_sse.py and
+tests/feeds/test_notification_stream_access.py cover it.
 
 Bounded: about three and a half minutes of fuzzing plus the stack's start-up. A run
 prints its seed; `KESTREL_FUZZ_SEED=<seed>` replays it. The findings (or the all-clear)
@@ -76,6 +76,8 @@ RESPONSE_SECONDS = 5.0
 # token, logging out everywhere and changing the password revoke every token of the
 # user. Fuzzed apart, each request as a fresh user with a fresh token.
 ENDING_PATHS = ["/api/logout", "/api/logout-all", "/api/password"]
+# Server-Sent Events (feeds.schema describes them): every request would hold a stream open for minutes.
+STREAM_PATH = "/api/notifications/stream"
 
 # Schema-valid requests that business rules refuse with 400, which no JSON Schema can
 # say: a weak, common or username-like password, an email or username already taken;
@@ -113,6 +115,17 @@ for name, staff in (("ada", False), ("bob", False), ("staff", True)):
     user = user_create(email=f"{name}@example.com", username=name, password=os.environ["FUZZ_PASSWORD"], is_staff=staff)
     people[name] = {"id": user.pk, "access": token_pair_issue(user=user).access}
 print(json.dumps(people))
+"""
+
+_AN_HOUR_PASSES = """
+from datetime import timedelta
+from django.db.models import F
+from django.utils import timezone
+from jobs.models import Job
+from jobs.queues import QUOTA_WINDOW
+jobs = Job.objects.filter(owner__email="{email}")
+jobs.filter(completed_at=None).update(completed_at=timezone.now())
+jobs.update(created_at=F("created_at") - timedelta(seconds=QUOTA_WINDOW))
 """
 
 # Users in bulk (an unusable password: nobody logs in with one, and no hashing), each
@@ -310,11 +323,11 @@ def test_the_api_keeps_its_schema_for_two_people_and_staff(site, people, seed, t
         seed=seed,
         seconds=seconds,
         auth={"wfc": {"path": str(wfc), "peers": ["ada", "bob"]}},
-        operations=[{"include-path": ENDING_PATHS, "enabled": False}],
+        operations=[{"include-path": [*ENDING_PATHS, STREAM_PATH], "enabled": False}],
         phases=phases,
     )
     schema = schemathesis.openapi.from_url(site.url("/api/schema"), config=config)
-    expected = _schema_operations(schema) - {f"POST {path}" for path in ENDING_PATHS}
+    expected = _schema_operations(schema) - {f"POST {path}" for path in ENDING_PATHS} - {f"GET {STREAM_PATH}"}
 
     began = time.monotonic()
     findings = Findings()
@@ -386,6 +399,9 @@ def test_bob_neither_changes_nor_reads_what_is_adas(site, people, seed):
     # the run happened to make. This makes Ada's objects first, then sends Bob's writes
     # with schema-valid bodies of every shape, and Bob's reads of her private things.
     ada, bob = (f"Bearer {people[name]['access']}" for name in ("ada", "bob"))
+    # The fuzzing before may have spent Ada's report quota (jobs.queues.QUOTAS): an hour
+    # passes for her jobs, as it would for a person.
+    site.shell(_AN_HOUR_PASSES.replace("{email}", "ada@example.com"))
     created = _call(site, "POST", "/api/posts", ada, {"title": "Ada's", "content": "Only Ada edits this."})
     queued = _call(site, "POST", "/api/reports", ada)
     ids = {"post_id": created["id"], "user_id": people["ada"]["id"], "job_id": queued["jobId"]}
