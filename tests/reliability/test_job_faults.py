@@ -37,8 +37,9 @@ from tests.reliability.traffic import (
 )
 
 REPORT_POSTS = 40_000  # posts of the member whose report is killed: a build of about half a second
-EMAILS_BEFORE = 12  # email jobs per member before the kill
-EMAILS_DURING = 4  # and per member while no worker runs
+# Within a member's email quota (jobs.queues.QUOTAS: 10 an hour), as a person's would be.
+EMAILS_BEFORE = 6  # email jobs per member before the kill
+EMAILS_DURING = 3  # and per member while no worker runs
 WORKER_DOWN = 1.0  # seconds between the kill and the new worker, a supervisor's restart delay
 RQ_GRACE = 60  # RQ's fixed grace on a running job's deadline (tests/jobs/fault_jobs.RQ_HEARTBEAT_GRACE)
 
