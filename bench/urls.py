@@ -10,12 +10,13 @@ from bench.views import FloorApi, django_floor, worker_metrics
 from config.urls import handler404, handler500
 from config.urls import urlpatterns as project_urlpatterns
 
+# First: the project's last /api/ route answers every path it has not matched with a 404.
 urlpatterns = [
-    *project_urlpatterns,
     path("bench/floor", FloorApi.as_view(), name="bench-floor"),
     path("api/bench-floor", FloorApi.as_view(), name="bench-api-floor"),
     path("bench/django-floor", django_floor, name="bench-django-floor"),
     path("bench/metrics", worker_metrics, name="bench-metrics"),
+    *project_urlpatterns,
 ]
 
 __all__ = ["handler404", "handler500", "urlpatterns"]
