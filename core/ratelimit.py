@@ -147,19 +147,20 @@ DEFAULTS: dict[str, dict] = {
         "methods": ["POST"],
         "paths": _AUTH_PATHS,
     },
-    # Likes, follows and new posts, from either door: 30 at once, then one every 2 s.
-    # A person liking while reading or following a handful of people after signing up
-    # never meets it; a script toggling a like (each toggle a notification and a
-    # fan-out) is held to 30 a minute instead of hundreds a second. DELETE too: the
-    # API unlikes and unfollows with it, the site with a POST. Fails open, like the
-    # general limit: the writes themselves go to the database.
+    # Likes, follows, new posts, edits and deletions, from either door: 30 at once, then
+    # one every 2 s. A person liking while reading or following a handful of people
+    # after signing up never meets it; a script toggling a like (each toggle a
+    # notification and a fan-out) is held to 30 a minute instead of hundreds a second.
+    # DELETE and PATCH too: the API unlikes, unfollows, deletes and edits with them, the
+    # site with a POST (GET on the same paths reads, and is not counted here). Fails
+    # open, like the general limit: the writes themselves go to the database.
     "writes": {
         "limit": 30,
         "window": 60,
         "algorithm": "gcra",
         "scope": "user_or_ip",
         "fail": "open",
-        "methods": ["POST", "DELETE"],
+        "methods": ["POST", "DELETE", "PATCH"],
         "paths": [
             "/api/posts",
             "/posts/new",
@@ -167,6 +168,10 @@ DEFAULTS: dict[str, dict] = {
             "/posts/<id>/like",
             "/api/users/<id>/follow",
             "/users/<id>/follow",
+            "/api/posts/<id>",
+            "/posts/<id>/delete",
+            "/api/users/<id>",
+            "/profile/edit",
         ],
     },
     # Requests that start a background job: an email, or a report built from the whole
@@ -749,8 +754,9 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # deeper than json.loads recurses.
 _UNREADABLE = (SuspiciousOperation, MultiPartParserError, RawPostDataException, OSError, ValueError, RecursionError)
 # Django parses a form once: after a failed parse, request.POST reads as empty (a JSON
-# body is read again, and fails again, by the view). Such an error is kept here and raised again once the request is counted, so the view's door
-# answers the 400 it would have answered without the limiter in front of it.
+# body is read again, and fails again, by the view). Such an error is kept here and
+# raised again once the request is counted, so the view's door answers the 400 it
+# would have answered without the limiter in front of it.
 _BODY_ERROR_ATTR = "kestrel_body_error"
 
 

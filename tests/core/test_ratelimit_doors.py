@@ -246,6 +246,31 @@ def test_posting_on_the_site_and_through_the_api_share_one_budget(bob_both_doors
     assert_limiter_refused(on_api(), "writes", page=False)
 
 
+def test_editing_a_profile_on_the_site_and_through_the_api_share_one_budget(bob_both_doors):
+    bob, site, api = bob_both_doors
+    on_site = partial(site.post, "/profile/edit", {"name": "Bob", "bio": "On the site."})
+    on_api = partial(api.patch, f"/api/users/{bob.pk}", {"bio": "By API."}, format="json")
+
+    spend_alternately(on_site, on_api, "writes")
+
+    assert_limiter_refused(on_site(), "writes", page=True)
+    assert_limiter_refused(on_api(), "writes", page=False)
+
+
+def test_deleting_posts_on_the_site_and_through_the_api_share_one_budget(bob_both_doors, make_user):
+    # Someone else's post: refused by the views (a message, a 403), counted all the same.
+    bob, site, api = bob_both_doors
+    post = post_create(author=make_user(), title="Not Bob's", content="Stays.")
+    on_site = partial(site.post, f"/posts/{post.pk}/delete")
+    on_api = partial(api.delete, f"/api/posts/{post.pk}")
+
+    spend_alternately(on_site, on_api, "writes")
+
+    assert_limiter_refused(on_site(), "writes", page=True)
+    assert_limiter_refused(on_api(), "writes", page=False)
+    assert api.get(f"/api/posts/{post.pk}").status_code == 200  # reading is not a write
+
+
 def test_email_me_and_send_email_share_one_budget(bob_both_doors):
     bob, site, api = bob_both_doors
     on_site = partial(site.post, "/reports/email-me")
