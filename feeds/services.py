@@ -207,13 +207,17 @@ def follow_published(*, follower: User, followee: User) -> None:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=follower.pk, action=FOLLOWED, target_id=followee.pk)
         pipe.delete(keys.user_timeline(follower.pk), keys.user_timeline_rebuild(follower.pk))
-        pipe.execute()
+        _claim_notification(pipe, "follow", actor_id=follower.pk, target_id=followee.pk)
+        *_, first = pipe.execute()
     except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the follow is committed. Lost: the activity line, and until the
-        # timeline is next rebuilt, the followee's older posts (new ones arrive anyway).
+        # Fail open: the follow is committed. Lost: the activity line, the notification,
+        # and until the timeline is next rebuilt, the followee's older posts (new ones
+        # arrive anyway).
         metrics.incr("feeds.activity_lost", action=FOLLOWED)
+        metrics.incr("notifications.lost", kind="follow")
         logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
-    if not _first_in_window("follow", actor_id=follower.pk, target_id=followee.pk):
+        return
+    if not first:
         return
     notify(
         user_id=followee.pk,
@@ -234,27 +238,28 @@ def unfollow_published(*, follower_id: int) -> None:
         logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
-def _first_in_window(kind: str, *, actor_id: int, target_id: int) -> bool:
-    """True for the first `kind` notification of (actor, target) in keys.NOTIFY_ONCE_WINDOW.
-
-    One SET NX EX: of two toggles at the same moment, exactly one sees True.
-    """
-    try:
-        return bool(
-            get_redis("state").set(
-                keys.notified_once(kind, actor_id, target_id), 1, nx=True, ex=keys.NOTIFY_ONCE_WINDOW
-            )
-        )
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("notifications.lost", kind=kind)
-        logger.warning("Notification %r by user %s lost: state Redis unavailable (%s)", kind, actor_id, exc)
-        return False
+def _claim_notification(pipe, kind: str, *, actor_id: int, target_id: int) -> None:
+    """Queue in `pipe` the claim on the first `kind` notification of (actor, target) in
+    keys.NOTIFY_ONCE_WINDOW: one SET NX EX, whose reply is true for the first only (of two
+    toggles at the same moment, exactly one). It rides with the activity entry, so the
+    check costs no round trip of its own."""
+    pipe.set(keys.notified_once(kind, actor_id, target_id), 1, nx=True, ex=keys.NOTIFY_ONCE_WINDOW)
 
 
 def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
     """After a like commits: the liker's activity and the author's notification (once per window)."""
-    activity_add(user_id=liker.pk, action=LIKED, target_id=post_id)
-    if not _first_in_window("like", actor_id=liker.pk, target_id=post_id):
+    try:
+        pipe = get_redis("state").pipeline(transaction=False)
+        _activity_xadd(pipe, user_id=liker.pk, action=LIKED, target_id=post_id)
+        _claim_notification(pipe, "like", actor_id=liker.pk, target_id=post_id)
+        _, first = pipe.execute()
+    except UNAVAILABLE_ERRORS as exc:
+        # Fail open: the like is committed; its activity line and notification are lost.
+        metrics.incr("feeds.activity_lost", action=LIKED)
+        metrics.incr("notifications.lost", kind="like")
+        logger.warning("Like of post %s by user %s: activity and notification lost (%s)", post_id, liker.pk, exc)
+        return
+    if not first:
         return
     notify(
         user_id=author_id,
