@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from functools import partial
 
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
@@ -83,7 +82,7 @@ def user_tokens_revoke_all(*, user: User) -> int:
         # An UPDATE, never a save() of a possibly stale row: two concurrent bumps both count.
         User.objects.filter(pk=user.pk).update(token_epoch=F("token_epoch") + 1)
         user.token_epoch = User.objects.values_list("token_epoch", flat=True).get(pk=user.pk)
-        transaction.on_commit(partial(tokens.token_epoch_publish, user_id=user.pk, epoch=user.token_epoch))
+        after_commit(tokens.token_epoch_publish, user_id=user.pk, epoch=user.token_epoch)
         # Open notification streams end now, not at their next timed check.
         after_commit(tokens.credentials_revoked.send, sender=User, user_id=user.pk, epoch=user.token_epoch)
     return user.token_epoch
