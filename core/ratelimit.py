@@ -749,10 +749,11 @@ def normalise_account(value: object) -> str | None:
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-# Everything a hostile body makes the parsers raise: too big, too many fields or files,
-# a broken multipart boundary, the connection lost, not JSON, undecodable, nested
-# deeper than json.loads recurses.
-_UNREADABLE = (SuspiciousOperation, MultiPartParserError, RawPostDataException, OSError, ValueError, RecursionError)
+# What else a hostile body makes the parsers raise, beyond Django's own refusals (too
+# big, too many fields or files, a broken multipart boundary; kept, below): the body
+# already read, the connection lost, not JSON, undecodable, nested deeper than
+# json.loads recurses.
+_UNREADABLE = (RawPostDataException, OSError, ValueError, RecursionError)
 # Django parses a form once: after a failed parse, request.POST reads as empty (a JSON
 # body is read again, and fails again, by the view). Such an error is kept here and
 # raised again once the request is counted, so the view's door answers the 400 it
