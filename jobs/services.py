@@ -31,7 +31,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.mail import BadHeaderError, send_mail
 from django.db import DatabaseError, transaction
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.urls import reverse
 from django.utils import timezone
 from rq import Callback, Retry
@@ -98,21 +98,22 @@ def _quota_check(*, kind: str, owner: User, now) -> None:
     # The lock orders this person's concurrent requests: the next one counts after this
     # one's row is committed (on SQLite the IMMEDIATE transaction already holds the lock).
     list(User.objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
-    asked = Job.objects.filter(owner=owner, kind=kind, requested=True)
-    if quota.in_flight is not None:
-        # A job that never finished stops counting after the longest it can live (its
-        # worker died and RQ lost it, or it failed before failed_at could be written).
-        horizon = now - timedelta(seconds=POLICIES[kind].longest_life)
-        busy = asked.filter(completed_at=None, failed_at=None, created_at__gte=horizon).count()
-        if busy >= quota.in_flight:
-            what = "A report is" if kind == REPORT_JOB else "A job of this kind is"
-            raise QuotaExceeded(
-                f"{what} already being built; wait for it to finish before asking for another.",
-                retry_after=quota.busy_retry_after,
-            )
-    window = asked.filter(created_at__gte=now - timedelta(seconds=QUOTA_WINDOW)).aggregate(
-        count=Count("pk"), oldest=Min("created_at")
+    window_start = now - timedelta(seconds=QUOTA_WINDOW)
+    # A job that never finished stops counting as in flight after the longest it can live
+    # (its worker died and RQ lost it, or it failed before failed_at could be written).
+    horizon = now - timedelta(seconds=POLICIES[kind].longest_life)
+    recent = Q(created_at__gte=window_start)
+    busy = Q(completed_at=None, failed_at=None, created_at__gte=horizon)
+    # One query for both counts.
+    window = Job.objects.filter(recent | busy, owner=owner, kind=kind, requested=True).aggregate(
+        count=Count("pk", filter=recent), oldest=Min("created_at", filter=recent), busy=Count("pk", filter=busy)
     )
+    if quota.in_flight is not None and window["busy"] >= quota.in_flight:
+        what = "A report is" if kind == REPORT_JOB else "A job of this kind is"
+        raise QuotaExceeded(
+            f"{what} already being built; wait for it to finish before asking for another.",
+            retry_after=quota.busy_retry_after,
+        )
     if window["count"] >= quota.per_window:
         # A slot frees when the oldest counted job leaves the window.
         retry_after = max(1, int((window["oldest"] + timedelta(seconds=QUOTA_WINDOW) - now).total_seconds()) + 1)
