@@ -11,11 +11,11 @@ authentication, and with neither, an endpoint that needs a user answers 401
 
 from __future__ import annotations
 
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
-from django.http import HttpRequest
 from rest_framework.request import Request
 
 from accounts import sessions, tokens
