@@ -260,7 +260,8 @@ class GuardVerdict:
 
 @dataclass(frozen=True)
 class Credential:
-    """A user named by the request itself (a bearer token) rather than by its session.
+    """A user named by a credential (a bearer token, or a session whose user the provider
+    already knows), found without loading the request's session.
 
     Returned by the settings.KESTREL_RATE_LIMIT_CREDENTIAL function: `user_id` None for
     a credential that does not verify (the request counts by address), the `guard`
