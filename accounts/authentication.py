@@ -11,14 +11,16 @@ authentication, and with neither, an endpoint that needs a user answers 401
 
 from __future__ import annotations
 
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from accounts import tokens
+from accounts import sessions, tokens
 from accounts.models import User
+from core.ratelimit import Credential
 
 
 class TokenMissing(exceptions.NotAuthenticated):
@@ -38,6 +40,16 @@ class TokenRevoked(exceptions.APIException):
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = "Token revoked"
     default_code = "token_revoked"
+
+
+def rate_limit_credential(request: HttpRequest) -> Credential | None:
+    """settings.KESTREL_RATE_LIMIT_CREDENTIAL: who the request is, for the rate limiter,
+    as authentication will judge it: by its bearer token if it sends one, else by a
+    session this process knows (accounts.sessions). Either way its check rides in the
+    limiter's script."""
+    if tokens.bearer_token(request) is not None:
+        return tokens.rate_limit_credential(request)
+    return sessions.rate_limit_credential(request)
 
 
 def as_api_exception(exc: tokens.TokenError) -> exceptions.APIException:

@@ -28,6 +28,11 @@ def user_me(*, user: User) -> dict:
     return {"userId": user.pk, "email": user.email, "username": user.username, "isStaff": user.is_staff}
 
 
+# The columns a cached profile is built from (user_to_profile, and is_active, which
+# decides whether there is one): a save that writes none of them leaves it as it is.
+PROFILE_FIELDS = frozenset({"username", "name", "bio", "date_joined", "is_active"})
+
+
 def user_to_profile(user: User) -> dict:
     return {
         "id": user.pk,

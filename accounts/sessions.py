@@ -5,15 +5,56 @@ Differences from django.contrib.sessions.backends.cache, each for a reason:
 - a Redis outage raises instead of reading as "no session": Django's store swallows
   every error on load, which would silently log everyone out and then fail on save;
 - saving an existing session is one atomic `SET ... XX` instead of GET then SET, so
-  a logout racing a request cannot resurrect the session.
+  a logout racing a request cannot resurrect the session;
+- each process remembers which user a session it has seen belongs to (a hint, never
+  trusted alone), so that the rate limiter can read the session in its own script
+  instead of a round trip of its own (rate_limit_credential).
 """
 
 from __future__ import annotations
 
+import time
+
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
+from django.http import HttpRequest
 
 from accounts import keys
+from core.l1 import MISS, LocalCache
+from core.ratelimit import Credential, Guard, GuardVerdict
+
+# Sessions per process whose user is remembered; past it the least recently used is
+# forgotten, and its next request reads the session in a round trip of its own again.
+USER_HINTS_MAX = 10_000
+
+# Session key -> user id, learnt whenever this process reads or writes a session. Safe
+# as a hint because Django never moves a session key to another user (a log-in cycles
+# the key, a log-out deletes it), and because the rate limiter's script still checks
+# that the session exists: a session deleted by another process counts as anonymous.
+_user_hints = LocalCache(max_entries=USER_HINTS_MAX)
+
+
+def _hint_user(session_key: str | None, data: dict | None) -> None:
+    if not session_key:
+        return
+    user_id = (data or {}).get(SESSION_KEY)
+    if isinstance(user_id, str) and user_id.isdigit():
+        _user_hints.set(session_key, int(user_id), ttl=settings.SESSION_COOKIE_AGE, now=time.monotonic())
+    else:
+        _user_hints.delete(session_key)
+
+
+def session_user_hint(session_key: str) -> int | None:
+    """The user this process last saw `session_key` belong to, or None."""
+    user_id = _user_hints.get(session_key, time.monotonic())
+    return None if user_id is MISS else user_id
+
+
+def forget_user_hints() -> None:
+    """Forget every session's user (for tests)."""
+    _user_hints.clear()
 
 
 class SessionStore(CacheSessionStore):
@@ -21,12 +62,37 @@ class SessionStore(CacheSessionStore):
     def cache_key(self) -> str:
         return keys.session(self._get_or_create_session_key())
 
+    def redis_key(self) -> str:
+        """The key Redis holds this session under, as the cache backend writes it."""
+        return self._cache.make_key(keys.session(self.session_key))
+
+    def is_loaded(self) -> bool:
+        return hasattr(self, "_session_cache")
+
     def load(self) -> dict:
         session_data = self._cache.get(self.cache_key)
         if session_data is not None:
+            _hint_user(self.session_key, session_data)
             return session_data
+        _hint_user(self.session_key, None)
         self._session_key = None
         return {}
+
+    def preload(self, data: dict | None) -> None:
+        """Take the session's data as read elsewhere (None: no such session), so that
+        loading it costs no round trip. Does nothing once the session is loaded."""
+        if self.is_loaded():
+            return
+        _hint_user(self.session_key, data)
+        if data is None:
+            self._session_key = None  # as load() does for a session that is gone
+            data = {}
+        self._session_cache = data
+
+    def preload_verdict(self, verdict: GuardVerdict) -> None:
+        """core.ratelimit's on_verdict: the session its script read (the guard's required key)."""
+        value = verdict.value
+        self.preload(None if value is None else self._cache.client.decode(value))
 
     def exists(self, session_key: str | None) -> bool:
         return bool(session_key) and self._cache.has_key(keys.session(session_key))
@@ -40,6 +106,7 @@ class SessionStore(CacheSessionStore):
                 raise CreateError
         elif not self._cache.set(self.cache_key, data, self.get_expiry_age(), xx=True):
             raise UpdateError
+        _hint_user(self.session_key, data)
 
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
@@ -47,7 +114,26 @@ class SessionStore(CacheSessionStore):
                 return
             session_key = self.session_key
         self._cache.delete(keys.session(session_key))
+        _hint_user(session_key, None)
 
     @classmethod
     def clear_expired(cls) -> None:
         pass  # Redis expires sessions by TTL
+
+
+def rate_limit_credential(request: HttpRequest) -> Credential | None:
+    """Who a session request is, for the rate limiter, without reading the session first.
+
+    Only for a session whose user this process already knows: the request counts as
+    that user if the session still exists, and the limiter's script returns the
+    session's data, handed to the request's store so that authentication reads no
+    Redis. None otherwise (unknown session, or one already loaded): the limiter then
+    loads it as usual. State role, fails closed like any guard.
+    """
+    store = getattr(request, "session", None)
+    if not isinstance(store, SessionStore) or not store.session_key or store.is_loaded():
+        return None
+    user_id = session_user_hint(store.session_key)
+    if user_id is None:
+        return None
+    return Credential(user_id=user_id, guard=Guard(required=store.redis_key()), on_verdict=store.preload_verdict)

@@ -4,15 +4,21 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
 from accounts.models import Follow, User
-from accounts.selectors import FOLLOWERS, FOLLOWING
+from accounts.selectors import FOLLOWERS, FOLLOWING, PROFILE_FIELDS, USER
 from core.cacheaside import invalidate
 
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
-def drop_cached_profile(sender, instance: User, **kwargs) -> None:
+def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) -> None:
+    # A save of other columns only (every log-in writes last_login, a password change
+    # the password) leaves the cached profile right: dropping it would cost every
+    # server's L1 and a database read for nothing. A save without update_fields (a new
+    # user) and a delete always drop it.
+    if update_fields is not None and not PROFILE_FIELDS.intersection(update_fields):
+        return
     # After commit (inside invalidate), never inside the transaction.
-    invalidate("user", instance.pk)
+    invalidate(USER.name, instance.pk)
 
 
 # Neighbours whose follow sets name a deleted user: past this many, the sets' TTL

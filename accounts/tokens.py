@@ -281,7 +281,7 @@ def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tup
 
 
 def rate_limit_credential(request: HttpRequest) -> Credential | None:
-    """settings.KESTREL_RATE_LIMIT_CREDENTIAL: who a bearer request is, for the limiter.
+    """Who a bearer request is, for the limiter (accounts.authentication.rate_limit_credential).
 
     Only the signature and claims are checked here (microseconds, no I/O); the guard
     rides in the limiter's script, and a token it refuses counts as anonymous.

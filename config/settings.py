@@ -380,8 +380,9 @@ KESTREL_RATE_LIMITS = (
 # Proxies in front of Django that append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
 KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 # Bearer-token requests count as their user, and the token's denylist and epoch check
-# runs in the same script as the limits: one round trip for both.
-KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.tokens.rate_limit_credential"
+# runs in the same script as the limits: one round trip for both. So does the session
+# read of a session request whose user the process already knows.
+KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.authentication.rate_limit_credential"
 # On a password change (core.ratelimit.OWN_ACCOUNT_PATHS) the per-account log-in limit
 # counts the signed-in person, under the same account (their email) as their log-ins.
 KESTREL_RATE_LIMIT_USER_ACCOUNT = "accounts.selectors.user_rate_limit_account"

@@ -29,13 +29,15 @@ two:
 - the IETF RateLimit-Policy and RateLimit fields on allowed and refused responses;
 - a failure policy per policy: the general limit fails open, the log-in limits fail
   closed (STYLE.md rule 8; see RateLimitMiddleware.__call__);
-- a credential's revocation check (a Guard: "refuse if any of these keys exists, or if
-  this counter has moved past the credential's generation") decided in the same script,
-  so a bearer-token API request costs one round trip for its rate limits and its
-  denylist check together. The request counts as its user only if the guard passes,
-  as anonymous (its address) otherwise, and the guard fails closed (503) whatever the
-  policies' failure modes. What the guard means (a JWT denylist) is the credential
-  provider's business (settings.KESTREL_RATE_LIMIT_CREDENTIAL), not this module's.
+- a credential's revocation check (a Guard: "refuse if any of these keys exists, if
+  this counter has moved past the credential's generation, or if this key is gone")
+  decided in the same script, so a bearer-token API request costs one round trip for
+  its rate limits and its denylist check together, and a session request one for its
+  rate limits and its session read (the required key's value comes back with the
+  verdict). The request counts as its user only if the guard passes, as anonymous (its
+  address) otherwise, and the guard fails closed (503) whatever the policies' failure
+  modes. What the guard means (a JWT denylist, a session) is the credential provider's
+  business (settings.KESTREL_RATE_LIMIT_CREDENTIAL), not this module's.
 
 Why the per-account limits live in this middleware, reading the request's body (JSON
 or a form), rather than in a helper the log-in views call: all of a request's policies
@@ -235,28 +237,41 @@ class Policy:
 class Guard:
     """A credential's revocation check, decided by the rate-limit script in the same call.
 
-    It refuses if any key in `denied` exists, or if the integer stored at
-    `generation_key` is greater than `generation` (a counter that only grows: every
-    credential minted under a smaller value is void). A missing generation key reads
-    as "no newer generation"; one that holds anything but an integer refuses.
+    It refuses if any key in `denied` exists, if the integer stored at `generation_key`
+    is greater than `generation` (a counter that only grows: every credential minted
+    under a smaller value is void), or if `required` does not exist. A missing
+    generation key reads as "no newer generation"; one that holds anything but an
+    integer refuses. The value of `required` comes back with the verdict, so a caller
+    that needs it (a session's data) does not read it again.
     """
 
     denied: tuple[str, ...] = ()
     generation_key: str | None = None
     generation: int = 0
+    required: str | None = None
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    guard: Guard
+    passed: bool
+    value: bytes | None = None  # the required key's value, None when it has none or is gone
 
 
 @dataclass(frozen=True)
 class Credential:
-    """A user named by the request itself (a bearer token) rather than by its session.
+    """A user named by a credential (a bearer token, or a session whose user the provider
+    already knows), found without loading the request's session.
 
     Returned by the settings.KESTREL_RATE_LIMIT_CREDENTIAL function: `user_id` None for
-    a credential that does not verify (the request counts by address), and the `guard`
-    that must pass for the request to count as that user.
+    a credential that does not verify (the request counts by address), the `guard`
+    that must pass for the request to count as that user, and `on_verdict`, told the
+    guard's verdict as soon as the script has decided it.
     """
 
     user_id: int | None
     guard: Guard | None = None
+    on_verdict: Callable[[GuardVerdict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +284,7 @@ class Identity:
     # Set when user_id comes from a credential that may have been revoked: the request
     # counts as user_id only if the guard passes.
     guard: Guard | None = None
+    on_verdict: Callable[[GuardVerdict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,7 @@ class Decision:
     allowed: bool
     results: tuple[PolicyResult, ...] = ()
     guard_passed: bool | None = None  # None: the identity had no guard
+    guard_value: bytes | None = None  # the guard's required key's value
 
     @property
     def binding(self) -> PolicyResult | None:
@@ -447,13 +464,16 @@ def rate_limit_key(policy: Policy, subject: str) -> str:
 _CHECK_LUA = """
 -- KEYS: counter_1 .. counter_n   one STRING per policy (core.ratelimit.rate_limit_key)
 --       then the guard's keys, if any: denied_1 .. denied_d, then its generation key
---       (when ARGV[4] is not ""), then the fallback counters the policies point at
+--       (when ARGV[4] is not ""), then its required key (when ARGV[5] is "1"), then the
+--       fallback counters the policies point at
 -- ARGV: [1] now_us ("" = the server's clock, TIME), [2] n (policies), [3] d (denied keys),
---       [4] the credential's generation ("" = no generation check),
+--       [4] the credential's generation ("" = no generation check), [5] "1" when the
+--       guard has a required key, else "",
 --       then per policy i four values: algorithm_i ("fixed" | "gcra"), limit_i (requests),
 --       window_i (microseconds), fallback_i (index in KEYS of the counter spent instead
 --       when the guard refuses, i.e. the request's anonymous subject; 0 = none)
--- Returns: {allowed (1 | 0), guard (1 passed or none | 0 refused),
+-- Returns: {allowed (1 | 0), guard (1 passed or none | 0 refused), the required key's
+--           value (nil when none or missing),
 --           then per policy i: allowed_i, remaining_i, reset_us_i, retry_us_i}
 -- The guard only reads; it decides which counters are spent, never whether (a request with
 -- a revoked credential is spent like any anonymous one, and refused later by its view).
@@ -471,8 +491,9 @@ local guard = 1
 if d > 0 and redis.call('EXISTS', unpack(KEYS, n + 1, n + d)) > 0 then
   guard = 0
 end
+local at = n + d + 1
 if generation ~= '' then
-  local stored = redis.call('GET', KEYS[n + d + 1])
+  local stored = redis.call('GET', KEYS[at])
   if stored then
     -- A generation that cannot be read must not let a credential through.
     local current = tonumber(stored)
@@ -480,11 +501,19 @@ if generation ~= '' then
       guard = 0
     end
   end
+  at = at + 1
 end
-local reply = {1, guard}
+local value = false
+if ARGV[5] == '1' then
+  value = redis.call('GET', KEYS[at])
+  if not value then
+    guard = 0
+  end
+end
+local reply = {1, guard, value}
 local writes = {}
 for i = 1, n do
-  local a = 5 + (i - 1) * 4
+  local a = 6 + (i - 1) * 4
   local algorithm, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local key = KEYS[i]
   local fallback = tonumber(ARGV[a + 3])
@@ -543,9 +572,9 @@ else
   -- Refused, so nothing was spent: report the allowing policies' quota as it stands
   -- (one more than after a spend, for both algorithms; "t" is the same either way).
   for i = 1, n do
-    local at = 2 + (i - 1) * 4
-    if reply[at + 1] == 1 then
-      reply[at + 2] = math.min(reply[at + 2] + 1, tonumber(ARGV[6 + (i - 1) * 4]))
+    local r = 3 + (i - 1) * 4
+    if reply[r + 1] == 1 then
+      reply[r + 2] = math.min(reply[r + 2] + 1, tonumber(ARGV[7 + (i - 1) * 4]))
     end
   end
 end
@@ -586,7 +615,17 @@ def check(
     if guard is not None and guard.generation_key is not None:
         keys.append(guard.generation_key)
         generation = str(int(guard.generation))
-    args: list[str | int] = ["" if now is None else str(int(now * _US)), len(counted), len(denied), generation]
+    required = ""
+    if guard is not None and guard.required is not None:
+        keys.append(guard.required)
+        required = "1"
+    args: list[str | int] = [
+        "" if now is None else str(int(now * _US)),
+        len(counted),
+        len(denied),
+        generation,
+        required,
+    ]
     # A guarded user counts as themselves only if the guard passes: a revoked credential
     # must not spend its victim's quota, nor escape counting, so it counts as anonymous.
     anonymous = replace(identity, user_id=None, guard=None)
@@ -603,7 +642,7 @@ def check(
     reply = _check_script()(keys=keys, args=args, client=client if client is not None else get_redis("state"))
     results = []
     for i, (policy, _) in enumerate(counted):
-        allowed, remaining, reset_us, retry_us = reply[2 + 4 * i : 6 + 4 * i]
+        allowed, remaining, reset_us, retry_us = reply[3 + 4 * i : 7 + 4 * i]
         results.append(
             PolicyResult(
                 policy=policy,
@@ -618,6 +657,7 @@ def check(
         allowed=bool(reply[0]),
         results=tuple(results),
         guard_passed=None if guard is None else bool(reply[1]),
+        guard_value=reply[2],
     )
 
 
@@ -628,12 +668,6 @@ def guard_check(guard: Guard, *, client: Redis | None = None) -> bool:
     covers). Raises Redis's errors: a guard fails closed.
     """
     return bool(check((), Identity(ip="", guard=guard), client=client).guard_passed)
-
-
-@dataclass(frozen=True)
-class GuardVerdict:
-    guard: Guard
-    passed: bool
 
 
 _VERDICT_ATTR = "kestrel_guard_verdict"
@@ -804,10 +838,10 @@ def request_identity(
     """What `policies` need to know about the request, and no more (no session load,
     no body parse, unless a policy needs them).
 
-    A credential the request carries itself (`credential(request)`, a bearer token) wins
-    over the session, as it does in the API's authentication, and is looked at whenever
+    A credential found by `credential(request)` (a bearer token, or a session whose user
+    this process already knows) wins over loading the session, and is looked at whenever
     a policy covers the request so that its guard rides in the same script: the session
-    is then not loaded at all (a bearer request costs no session read).
+    is then not loaded here at all.
 
     The account is the one the body names, or, given `user_account` (a door where the
     account is the signed-in person's), that person's, whatever the body says.
@@ -817,9 +851,12 @@ def request_identity(
     user_id = None
     user = None
     guard = None
+    on_verdict = None
     found = credential(request) if credential is not None else None
     if found is not None:
-        user_id, guard = found.user_id, (found.guard if found.user_id is not None else None)
+        user_id = found.user_id
+        if user_id is not None:
+            guard, on_verdict = found.guard, found.on_verdict
     elif own_account or any(p.scope == "user_or_ip" for p in policies):
         user = _session_user(request)
         user_id = user.pk if user is not None else None
@@ -830,7 +867,11 @@ def request_identity(
     elif needs_account:
         account = account_from_body(request)
     return Identity(
-        ip=client_ip(request, trusted_proxies=trusted_proxies), user_id=user_id, account=account, guard=guard
+        ip=client_ip(request, trusted_proxies=trusted_proxies),
+        user_id=user_id,
+        account=account,
+        guard=guard,
+        on_verdict=on_verdict if guard is not None else None,
     )
 
 
@@ -863,7 +904,8 @@ class RateLimitMiddleware:
     that finds a credential in the request (a bearer token), which DRF only authenticates
     later: the request then counts as that credential's user, and the credential's Guard
     is decided in the same script. The verdict is left on the request for the
-    authenticator (guard_checked), so it costs no second round trip.
+    authenticator (guard_checked) and handed to the credential's on_verdict, so it costs
+    no second round trip.
 
     On KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS (default OWN_ACCOUNT_PATHS) the per-account
     policies count the signed-in person, whose account KESTREL_RATE_LIMIT_USER_ACCOUNT
@@ -925,7 +967,10 @@ class RateLimitMiddleware:
             return self._respond(request)
 
         if identity.guard is not None:
-            setattr(request, _VERDICT_ATTR, GuardVerdict(identity.guard, bool(decision.guard_passed)))
+            verdict = GuardVerdict(identity.guard, bool(decision.guard_passed), decision.guard_value)
+            setattr(request, _VERDICT_ATTR, verdict)
+            if identity.on_verdict is not None:
+                identity.on_verdict(verdict)
         if not decision.allowed:
             for result in decision.results:
                 if not result.allowed:

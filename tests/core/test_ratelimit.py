@@ -10,16 +10,19 @@ import threading
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse
 from django.test import RequestFactory
 from redis import Redis
 
 from core.ratelimit import (
     DEFAULTS,
+    Credential,
     Decision,
     Guard,
     GuardVerdict,
     Identity,
     Policy,
+    RateLimitMiddleware,
     account_from_body,
     check,
     client_ip,
@@ -364,6 +367,50 @@ def test_a_refused_guard_counts_the_request_as_anonymous(state_redis):
     assert state_redis.get(ip_key).endswith(b":2")
     assert [d.allowed for d in refused] == [True, True, False]
     assert all(d.guard_passed is False for d in refused)
+
+
+REQUIRED = "kestrel:test:guard:required"
+
+
+def test_a_guard_with_a_required_key_passes_while_it_exists_and_returns_its_value(state_redis):
+    policy = Policy("api", limit=5, window=60)
+    identity = Identity(ip="203.0.113.7", user_id=1, guard=Guard(required=REQUIRED))
+    state_redis.set(REQUIRED, b"\x80session data")
+
+    present = check([policy], identity, now=T0)
+    state_redis.delete(REQUIRED)
+    gone = check([policy], identity, now=T0)
+
+    assert (present.guard_passed, present.guard_value) == (True, b"\x80session data")
+    assert (gone.guard_passed, gone.guard_value) == (False, None)
+    assert state_redis.get(rate_limit_key(policy, "user:1")).endswith(b":1")  # only while it existed
+    assert state_redis.get(rate_limit_key(policy, "ip:203.0.113.7")).endswith(b":1")
+
+
+def test_a_required_key_combines_with_the_denylist_and_the_generation(state_redis):
+    guard = Guard(denied=(DENIED,), generation_key=GENERATION, generation=2, required=REQUIRED)
+    state_redis.set(REQUIRED, "data")
+    state_redis.set(GENERATION, 2)
+    passed = check([Policy("api", limit=5, window=60)], Identity(ip="", user_id=1, guard=guard), now=T0)
+    state_redis.set(DENIED, "1")
+    denied = check([Policy("api", limit=5, window=60)], Identity(ip="", user_id=1, guard=guard), now=T0)
+
+    assert (passed.guard_passed, passed.guard_value, passed.remaining) == (True, b"data", 4)
+    assert (denied.guard_passed, denied.guard_value) == (False, b"data")
+
+
+def test_the_middleware_hands_the_verdict_and_the_value_to_the_credential(rf, settings, state_redis):
+    heard: list[GuardVerdict] = []
+    guard = Guard(required=REQUIRED)
+    settings.KESTREL_RATE_LIMITS = {"api": {"limit": 5, "window": 60}}
+    middleware = RateLimitMiddleware(lambda request: HttpResponse("ok"))
+    middleware.credential = lambda request: Credential(user_id=1, guard=guard, on_verdict=heard.append)
+    state_redis.set(REQUIRED, "data")
+
+    response = middleware(rf.get("/api/me"))
+
+    assert response.status_code == 200
+    assert heard == [GuardVerdict(guard, passed=True, value=b"data")]
 
 
 def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
