@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from django.utils import timezone
 
 from accounts.models import Follow, User
-from accounts.selectors import follower_id_batches
+from accounts.selectors import follower_id_batches, follower_ids
 from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
@@ -104,19 +104,25 @@ def timeline_fanout_schedule(*, post: Post) -> None:
     same transaction (the jobs outbox): if the post commits, so does its fan-out, even
     if Redis is away at that moment.
     """
-    followers = Follow.objects.filter(followee_id=post.author_id).order_by("pk").values_list("follower_id", flat=True)
-    follower_ids = list(followers[: FANOUT_INLINE_MAX_FOLLOWERS + 1])
-    if len(follower_ids) > FANOUT_INLINE_MAX_FOLLOWERS:
+    rows = Follow.objects.filter(followee_id=post.author_id).order_by("pk").values_list("follower_id", flat=True)
+    followers = list(rows[: FANOUT_INLINE_MAX_FOLLOWERS + 1])
+    if len(followers) > FANOUT_INLINE_MAX_FOLLOWERS:
         job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk})
         after_commit(activity_add, user_id=post.author_id, action=POSTED, target_id=post.pk)
     else:
-        after_commit(_fanout_inline, post, follower_ids)
+        after_commit(_fanout_inline, post, followers)
 
 
-def _fanout_inline(post: Post, follower_ids: list[int]) -> None:
-    """After commit, in the request: the author's activity and every timeline, in one pipeline."""
+def _fanout_inline(post: Post, followers: list[int] | None = None) -> None:
+    """After commit, in the request: the author's activity and every timeline, in one pipeline.
+
+    `followers` (ids) come from the post's transaction; without them, the follower set
+    is read first (one round trip more).
+    """
     try:
-        recipients = timeline_fanout(post=post, batches=_chunks(follower_ids, FANOUT_BATCH), activity=True)
+        if followers is None:
+            followers = follower_ids(user_id=post.author_id)
+        recipients = timeline_fanout(post=post, batches=_chunks(followers, FANOUT_BATCH), activity=True)
     except UNAVAILABLE_ERRORS as exc:
         # The job retries until Redis answers; a pipeline that died half-way may have
         # written some entries already, which readers show once.
