@@ -14,6 +14,9 @@ Read path, fastest first:
    loaded a row just before a write committed can never store it afterwards (the
    stale-set race of delete-based invalidation; memcache's "leases").
 
+Lists read many objects at once with `get_many`: the L1, one MGET, then for the misses
+only, their leases in one round trip, one query and one pipeline of stores.
+
 Stampede protection, three layers: TTLs jittered +-10 % (keys written together do
 not expire together), XFetch (a hot key is recomputed by one reader shortly before
 it expires, with probability rising as expiry nears: recompute when
@@ -39,12 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from redis.commands.core import Script
 
 from core import metrics
 from core.commit import after_commit
 from core.keys import redact_key
 from core.l1 import L1, MISS
 from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
+from core.scripts import script_queue
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +144,19 @@ end
 return 0
 """
 
-_store_script = None
+_store_script: Script | None = None
 
 
-def _store_if_leased(client, key: str, token: str, envelope: str, ttl: int) -> bool:
+def _store_script_for(client) -> Script:
     global _store_script
     if _store_script is None:
         _store_script = client.register_script(_STORE_IF_LEASED)
-    return bool(_store_script(keys=[key, _lease_key(key)], args=[token, envelope, ttl], client=client))
+    return _store_script
+
+
+def _store_if_leased(client, key: str, token: str, envelope: str, ttl: int) -> bool:
+    script = _store_script_for(client)
+    return bool(script(keys=[key, _lease_key(key)], args=[token, envelope, ttl], client=client))
 
 
 def get_or_load(
@@ -308,6 +318,190 @@ def _load_and_store_unleased(fam, client, key, loader, clock, rand) -> dict | No
     return value
 
 
+# --- Many objects at once ---------------------------------------------------------------
+
+LoadMany = Callable[[list[Any]], dict[Any, dict]]
+
+
+def get_many(
+    fam: Family,
+    ids: list[Any],
+    load_many: LoadMany,
+    *,
+    clock: Clock = time.time,
+    rand: Rand = random.random,
+) -> list[dict | None]:
+    """The cached dicts for `ids`, in their order; None where the object does not exist.
+
+    The L1, then one MGET for the rest. Misses (and XFetch refreshes) take their leases
+    in one more round trip, are loaded by ONE call of `load_many(ids) -> {id: dict}`
+    (an id it leaves out does not exist, and is cached as missing) and stored under
+    their leases in one pipeline: the entries get_or_load reads and writes. Unlike
+    get_or_load it never waits for another process's load: an id leased elsewhere is
+    loaded with the rest and not stored. Fails open like get_or_load.
+    """
+    unique = list(dict.fromkeys(ids))
+    if not unique:
+        return []
+    if not settings.KESTREL_CACHE_ENABLED:
+        loaded = load_many(unique)
+        return [loaded.get(obj_id) for obj_id in ids]
+    now = clock()
+    found: dict[Any, dict | None] = {}
+    pending = unique
+    use_l1 = fam.l1_ttl > 0 and settings.KESTREL_L1_ENABLED and _l1.usable()
+    if use_l1:
+        pending = []
+        for obj_id in unique:
+            hit = _l1.cache.get(fam.key(obj_id), now)
+            if hit is MISS:
+                pending.append(obj_id)
+            else:
+                found[obj_id] = hit
+        if found:
+            metrics.incr("cache.hit", len(found), family=fam.name, tier="l1")
+    if pending:
+        found.update(_many_from_redis(fam, pending, load_many, use_l1, now, clock, rand))
+    return [found.get(obj_id) for obj_id in ids]
+
+
+def _many_from_redis(fam, ids, load_many, use_l1, now, clock, rand) -> dict[Any, dict | None]:
+    client = get_redis("cache")
+    keys = [fam.key(obj_id) for obj_id in ids]
+    try:
+        raws = client.mget(keys)
+    except UNAVAILABLE_ERRORS as exc:
+        return _fail_open_many(fam, exc, ids, load_many)
+
+    values: dict[Any, dict | None] = {}
+    l1_ttls: dict[Any, float] = {}  # what goes into the L1, for how long
+    missing, refresh = [], []
+    for obj_id, raw in zip(ids, raws, strict=True):
+        if raw is None:
+            missing.append(obj_id)
+            continue
+        envelope = json.loads(raw)
+        values[obj_id] = envelope["v"]
+        l1_ttls[obj_id] = min(fam.l1_ttl, max(0.0, envelope["x"] - now))
+        if should_refresh_early(delta=envelope["d"], expiry=envelope["x"], beta=fam.beta, now=now, rand=rand):
+            refresh.append(obj_id)
+    if values:
+        metrics.incr("cache.hit", len(values), family=fam.name, tier="redis")
+    if missing:
+        metrics.incr("cache.miss", len(missing), family=fam.name)
+
+    if missing or refresh:
+        leased, loaded = _load_many_leased(fam, client, missing, refresh, load_many, clock, rand)
+        values.update(loaded)
+        for obj_id in missing:
+            l1_ttls.pop(obj_id, None)
+        for obj_id in refresh:
+            if obj_id in loaded:
+                l1_ttls.pop(obj_id)  # our copy, not necessarily what Redis holds
+        l1_ttls.update({obj_id: fam.l1_ttl for obj_id in leased})
+    if use_l1:
+        for obj_id, ttl in l1_ttls.items():
+            _l1.cache.set(fam.key(obj_id), values[obj_id], ttl, now)
+    return values
+
+
+def _load_many_leased(fam, client, missing, refresh, load_many, clock, rand) -> tuple[set, dict[Any, dict | None]]:
+    """Lease, load and store the misses and the refreshes: (ids Redis stored, values loaded).
+
+    A refresh leased elsewhere keeps the value already read; a miss leased elsewhere is
+    loaded with the rest but not stored (never waited for: one query serves the page).
+    """
+    token = uuid.uuid4().hex
+    guarded = missing if fam.single_flight else []
+    try:
+        leased, second_look, releases = _take_leases(fam, client, token, guarded, refresh)
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("cache.error", family=fam.name)
+        logger.warning("Cache role unavailable leasing %s; loading from the database: %s", fam.name, exc)
+        leased, second_look, releases = set(), {}, []
+        refresh = []  # keep serving what was read
+    if refresh and leased:
+        metrics.incr("cache.early_refresh", len(leased.intersection(refresh)), family=fam.name)
+
+    values: dict[Any, dict | None] = dict(second_look)
+    to_load = [obj_id for obj_id in missing if obj_id not in second_look]
+    to_load += [obj_id for obj_id in refresh if obj_id in leased]
+    delta = 0.0
+    if to_load:
+        started = time.perf_counter()
+        loaded = load_many(to_load)
+        delta = time.perf_counter() - started  # the batch's time: the batch is what a refresh reloads
+        metrics.incr("cache.load", len(to_load), family=fam.name)
+        values.update({obj_id: loaded.get(obj_id) for obj_id in to_load})
+
+    to_store = [obj_id for obj_id in to_load if obj_id in leased]
+    unguarded = [] if fam.single_flight else [obj_id for obj_id in to_load if obj_id not in leased]
+    if not (to_store or unguarded or releases):
+        return set(), values
+    try:
+        stored = _store_many(fam, client, token, values, to_store, unguarded, releases, delta, clock, rand)
+    except UNAVAILABLE_ERRORS as exc:
+        metrics.incr("cache.error", family=fam.name)
+        logger.warning("Cache role unavailable storing %s: %s", fam.name, exc)
+        return set(), values
+    if len(stored) < len(to_store):
+        metrics.incr("cache.lease_lost", len(to_store) - len(stored), family=fam.name)
+    return stored, values
+
+
+def _take_leases(fam, client, token, missing, refresh) -> tuple[set, dict[Any, dict | None], list[str]]:
+    """One round trip: a lease on each miss and each refresh, and a second look at each miss.
+
+    Returns the ids leased (a miss only if still missing), the misses another reader
+    stored since the MGET, and the leases taken on those (to release).
+    """
+    pipe = client.pipeline(transaction=False)
+    for obj_id in missing:
+        pipe.set(_lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
+        pipe.get(fam.key(obj_id))
+    for obj_id in refresh:
+        pipe.set(_lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
+    replies = pipe.execute()
+    leased, second_look, releases = set(), {}, []
+    for index, obj_id in enumerate(missing):
+        got_lease, raw = replies[2 * index], replies[2 * index + 1]
+        if raw is not None:
+            second_look[obj_id] = json.loads(raw)["v"]
+            if got_lease:
+                releases.append(_lease_key(fam.key(obj_id)))
+        elif got_lease:
+            leased.add(obj_id)
+    leased.update(obj_id for obj_id, got_lease in zip(refresh, replies[2 * len(missing) :], strict=True) if got_lease)
+    return leased, second_look, releases
+
+
+def _store_many(fam, client, token, values, to_store, unguarded, releases, delta, clock, rand) -> set:
+    """One pipeline: each leased value stored if its lease still holds (the ids stored),
+    the values of an unguarded family stored as they are, leases no longer needed released."""
+    calls = []
+    for obj_id in to_store:
+        key, ttl = fam.key(obj_id), _ttl_for(fam, values[obj_id], rand)
+        calls.append(([key, _lease_key(key)], [token, _envelope(values[obj_id], delta, ttl, clock()), ttl]))
+    pipe = client.pipeline(transaction=False)
+    script_queue(pipe, _store_script_for(client), calls)
+    for obj_id in unguarded:
+        ttl = _ttl_for(fam, values[obj_id], rand)
+        pipe.set(fam.key(obj_id), _envelope(values[obj_id], delta, ttl, clock()), ex=ttl)
+    if releases:
+        pipe.delete(*releases)
+    replies = pipe.execute()
+    took = replies[1 : 1 + len(to_store)] if to_store else []  # after the SCRIPT LOAD's reply
+    return {obj_id for obj_id, stored in zip(to_store, took, strict=True) if stored}
+
+
+def _fail_open_many(fam: Family, exc: Exception, ids: list[Any], load_many: LoadMany) -> dict[Any, dict | None]:
+    # Cache role: fail open, as get_or_load does: one query answers for every id.
+    metrics.incr("cache.error", family=fam.name)
+    logger.warning("Cache role unavailable reading %s; loading from the database: %s", fam.name, exc)
+    loaded = load_many(ids)
+    return {obj_id: loaded.get(obj_id) for obj_id in ids}
+
+
 # --- Invalidation --------------------------------------------------------------------
 
 
@@ -321,38 +515,41 @@ def invalidate(family_name: str, obj_id: Any) -> None:
     after_commit(invalidate_now, family_name, obj_id)
 
 
-def invalidate_now(family_name: str, obj_id: Any) -> bool:
+def invalidate_now(family_name: str, obj_id: Any, *, pipe: Any = None) -> bool:
     """DEL the value and its lease and PUBLISH the message, in one round trip.
 
+    With `pipe` (a cache-role pipeline holding the caller's own commands), they ride in
+    it and it runs here: a write's other cache updates cost no round trip of their own.
     Returns False (and records the invalidation in the outbox) when Redis did not answer.
     """
-    if _invalidate(family_name, obj_id):
+    fam = _families[family_name]
+    if _invalidate(fam, obj_id, pipe):
         return True
     from core.models import PendingInvalidation
 
-    PendingInvalidation.objects.create(family=family_name, obj_id=str(obj_id))
+    PendingInvalidation.objects.create(family=fam.name, obj_id=str(obj_id))
     return False
 
 
-def _invalidate(family_name: str, obj_id: Any) -> bool:
-    fam = _families[family_name]
+def _invalidate(fam: Family, obj_id: Any, pipe: Any = None) -> bool:
     key = fam.key(obj_id)
     _l1.cache.delete(key)
     from core.l1 import invalidation_channel
 
-    message = json.dumps({"type": family_name, "id": obj_id})
+    message = json.dumps({"type": fam.name, "id": obj_id})
     try:
-        pipe = get_redis("cache").pipeline(transaction=False)
+        if pipe is None:
+            pipe = get_redis("cache").pipeline(transaction=False)
         pipe.delete(key, _lease_key(key))
         pipe.publish(invalidation_channel(), message)
         pipe.execute()
     except Exception as exc:
         if not is_unavailable(exc):
             raise
-        metrics.incr("cache.invalidation_failed", family=family_name)
-        logger.warning("Could not invalidate %s %s (%s); queued in the outbox", family_name, obj_id, exc)
+        metrics.incr("cache.invalidation_failed", family=fam.name)
+        logger.warning("Could not invalidate %s %s (%s); queued in the outbox", fam.name, obj_id, exc)
         return False
-    metrics.incr("cache.invalidation", family=family_name)
+    metrics.incr("cache.invalidation", family=fam.name)
     return True
 
 
@@ -374,7 +571,7 @@ def replay_pending_invalidations() -> int:
     for family, raw_id in queued.order_by().values_list("family", "obj_id").distinct():
         if family in _families:
             obj_id: Any = int(raw_id) if raw_id.isdigit() else raw_id
-            if not _invalidate(family, obj_id):
+            if not _invalidate(_families[family], obj_id):
                 break  # still unreachable: its rows stay for the next run
             done += 1
         queued.filter(family=family, obj_id=raw_id).delete()

@@ -27,6 +27,7 @@ from redis.commands.core import Script
 
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.scripts import script_queue
 from feeds import keys
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,17 @@ def format_stream_id(value: StreamId) -> str:
 
 # Lua, not a MULTI pipeline: the published message must carry the id XADD assigns, and
 # MULTI cannot feed one command's reply into the next. One round trip, atomic: nothing
-# is ever published that is not also in the stream, so a replay never misses it.
+# is ever published that is not also in the stream, so a replay never misses it. With
+# a claim key, the once-per-window check (SET NX EX) decides in the same script.
 _NOTIFY = """
--- KEYS: [1] the user's notification stream
+-- KEYS: [1] the user's notification stream, [2] optional: the claim of a once-per-window notification
 -- ARGV: [1] MAXLEN (approximate), [2] the user's channel, [3] kind, [4] message,
---       [5] data (JSON), [6] at (ISO 8601), [7] the published JSON without its id: "{...}"
+--       [5] data (JSON), [6] at (ISO 8601), [7] the published JSON without its id: "{...}",
+--       [8] with KEYS[2]: the claim's window in seconds
+-- Returns the notification's id; nil when KEYS[2] was claimed already (nothing sent).
+if KEYS[2] and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[8]) then
+  return false
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
     'kind', ARGV[3], 'message', ARGV[4], 'data', ARGV[5], 'at', ARGV[6])
 redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[7], 2))
@@ -164,16 +171,32 @@ def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, d
     """Add the same notification for many users to a pipeline the caller executes.
 
     The fan-out puts them in the same pipeline as the timeline entries: one round trip
-    for both. Count them with metrics.incr("notifications.sent", ...) once it ran.
+    for both. Their replies (the ids) follow a SCRIPT LOAD's (core.scripts). Count them
+    with metrics.incr("notifications.sent", ...) once it ran.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    script = _script(_NOTIFY)
-    for user_id in user_ids:
-        script(
-            keys=[keys.user_notifications(user_id)],
-            args=[keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
-            client=pipe,
+    calls = (
+        (
+            [keys.user_notifications(user_id)],
+            [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
         )
+        for user_id in user_ids
+    )
+    script_queue(pipe, _script(_NOTIFY), calls)
+
+
+def notification_queue_once(
+    pipe, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
+) -> None:
+    """Add to a pipeline one notification that goes out only if `claim` is free (SET NX EX
+    `window` in the same script, so of two racing calls exactly one sends).
+
+    Its reply, after a SCRIPT LOAD's, is the notification's id, or None when the claim
+    was taken already. Count it with metrics.incr("notifications.sent", ...) if sent.
+    """
+    message, data_json, at, published = _prepared(kind, message, data)
+    args = [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published, window]
+    script_queue(pipe, _script(_NOTIFY), [([keys.user_notifications(user_id), claim], args)])
 
 
 def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> int:

@@ -24,13 +24,14 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q
 from redis.exceptions import WatchError
 
-from accounts.models import Follow, User
+from accounts.models import Follow
+from accounts.selectors import user_profiles
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
 from feeds.notifications import StreamId, parse_stream_id
 from posts.models import Post
-from posts.selectors import post_dicts_by_id
+from posts.selectors import post_details
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
 def activity_page(*, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None) -> dict:
     """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: the article's feed, newest first.
 
-    Entries about a post or person that no longer exists are left out (at most two
-    primary-key lookups per page); `next` still moves past them.
+    Entries about a post or person that no longer exists are left out (the posts and
+    profiles come from their caches: at most an MGET each, and a query for the misses);
+    `next` still moves past them.
     """
     if before == "0-0":  # nothing comes before the first possible id (and Redis refuses "(0-0")
         return {"items": [], "next": None}
@@ -86,11 +88,10 @@ def activity_page(*, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: 
                 "timestamp": int(fields["timestamp"]),
             }
         )
-    post_ids = {row["targetId"] for row in rows if row["action"] != "followed"}
-    user_ids = {row["targetId"] for row in rows if row["action"] == "followed"}
-    posts = set(Post.objects.filter(pk__in=post_ids).values_list("pk", flat=True)) if post_ids else set()
-    people = User.objects.filter(pk__in=user_ids, is_active=True)
-    users = set(people.values_list("pk", flat=True)) if user_ids else set()
+    post_ids = list({row["targetId"] for row in rows if row["action"] != "followed"})
+    user_ids = list({row["targetId"] for row in rows if row["action"] == "followed"})
+    posts = {pk for pk, post in zip(post_ids, post_details(post_ids=post_ids), strict=True) if post is not None}
+    users = {pk for pk, user in zip(user_ids, user_profiles(user_ids=user_ids), strict=True) if user is not None}
     items = [row for row in rows if row["targetId"] in (users if row["action"] == "followed" else posts)]
     return {"items": items, "next": rows[-1]["id"] if len(rows) == count else None}
 
@@ -102,8 +103,9 @@ def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str 
     """{"items": [{"id", "post"}], "next"}: posts by the people `user_id` follows, newest first.
 
     One round trip when the timeline is in Redis (EXISTS and XREVRANGE in one MULTI),
-    then one query for the posts themselves: a deleted post has no row, so it is hidden,
-    and a post a rerun fan-out delivered twice is shown once.
+    then the posts from their cache (posts.selectors.post_details: the L1, one MGET, a
+    query for the misses only): a deleted post is hidden, and a post a rerun fan-out
+    delivered twice is shown once.
     """
     if before == "0-0":
         return {"items": [], "next": None}
@@ -122,12 +124,12 @@ def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str 
         metrics.incr("feeds.timeline_from_db")
         rows = [(stream_id, post_id) for stream_id, post_id, _ in _followed_posts(user_id, count, before)]
 
-    posts = post_dicts_by_id(post_ids=[p for _, p in rows])
+    posts = post_details(post_ids=[post_id for _, post_id in rows])
     items, shown = [], set()
-    for stream_id, post_id in rows:
-        if post_id in posts and post_id not in shown:
+    for (stream_id, post_id), post in zip(rows, posts, strict=True):
+        if post is not None and post_id not in shown:
             shown.add(post_id)
-            items.append({"id": stream_id, "post": posts[post_id]})
+            items.append({"id": stream_id, "post": post})
     return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
 
 

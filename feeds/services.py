@@ -20,8 +20,9 @@ Both are Redis streams on the state role (feeds.keys), written after commit:
   timeline without it.
 
 Like and follow notifications go out once per window per (actor, target)
-(keys.NOTIFY_ONCE_WINDOW), decided by one SET NX EX, so toggling a like or a follow
-cannot flood anyone's notifications; every toggle still reaches the activity stream.
+(keys.NOTIFY_ONCE_WINDOW), decided by one SET NX EX inside the notification's own script,
+so toggling a like or a follow cannot flood anyone's notifications; every toggle still
+reaches the activity stream. Each of these writes is one pipeline: one round trip.
 
 Failure policy (state role): the database write has committed by the time any of this
 runs. Activity entries and notifications fail open (logged, counted, lost); so does the
@@ -45,7 +46,7 @@ from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
-from feeds.notifications import notifications_queue, notify
+from feeds.notifications import notification_queue_once, notifications_queue
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from jobs.services import job_enqueue
@@ -53,10 +54,10 @@ from posts.models import Post
 
 logger = logging.getLogger(__name__)
 
-# Policy. Inline, a fan-out costs the request three round trips (the follower set,
-# redis-py's SCRIPT EXISTS, one pipeline of timelines and notifications) but Redis
-# work per follower: measured ~13 ms for 100 followers (make bench), so more go to
-# the job.
+# Policy. Inline, a fan-out costs the request one round trip (one pipeline of the
+# activity entry, the timelines and the notifications; the follower ids come with the
+# post's own transaction) but Redis work per follower: measured ~13 ms for 100
+# followers (make bench), so more go to the job.
 FANOUT_INLINE_MAX_FOLLOWERS = 100
 FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
 
@@ -97,24 +98,31 @@ def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
 def timeline_fanout_schedule(*, post: Post) -> None:
     """Call inside the transaction that creates `post`: plan its fan-out for after commit.
 
-    The follower count is read with LIMIT FANOUT_INLINE_MAX_FOLLOWERS + 1, so deciding
-    costs the same for an author with a million followers as for one with ten. A popular
-    author's post becomes a job row in this same transaction (the jobs outbox): if the
-    post commits, so does its fan-out, even if Redis is away at that moment.
+    The follower ids are read with LIMIT FANOUT_INLINE_MAX_FOLLOWERS + 1, so deciding
+    costs the same for an author with a million followers as for one with ten, and a
+    small fan-out needs no other read. A popular author's post becomes a job row in this
+    same transaction (the jobs outbox): if the post commits, so does its fan-out, even
+    if Redis is away at that moment.
     """
-    followers = Follow.objects.filter(followee_id=post.author_id).values("pk")[: FANOUT_INLINE_MAX_FOLLOWERS + 1]
-    if followers.count() > FANOUT_INLINE_MAX_FOLLOWERS:
+    rows = Follow.objects.filter(followee_id=post.author_id).order_by("pk").values_list("follower_id", flat=True)
+    followers = list(rows[: FANOUT_INLINE_MAX_FOLLOWERS + 1])
+    if len(followers) > FANOUT_INLINE_MAX_FOLLOWERS:
         job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk})
         after_commit(activity_add, user_id=post.author_id, action=POSTED, target_id=post.pk)
     else:
-        after_commit(_fanout_inline, post)
+        after_commit(_fanout_inline, post, followers)
 
 
-def _fanout_inline(post: Post) -> None:
-    """After commit, in the request: the author's activity and every timeline, in one pipeline."""
+def _fanout_inline(post: Post, followers: list[int] | None = None) -> None:
+    """After commit, in the request: the author's activity and every timeline, in one pipeline.
+
+    `followers` (ids) come from the post's transaction; without them, the follower set
+    is read first (one round trip more).
+    """
     try:
-        batches = _chunks(follower_ids(user_id=post.author_id), FANOUT_BATCH)
-        recipients = timeline_fanout(post=post, batches=batches, activity=True)
+        if followers is None:
+            followers = follower_ids(user_id=post.author_id)
+        recipients = timeline_fanout(post=post, batches=_chunks(followers, FANOUT_BATCH), activity=True)
     except UNAVAILABLE_ERRORS as exc:
         # The job retries until Redis answers; a pipeline that died half-way may have
         # written some entries already, which readers show once.
@@ -134,8 +142,8 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool = False) -> int:
     """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
 
-    Each batch's followers are notified in the same pipeline, after their entries
-    (one round trip for both, plus redis-py's SCRIPT EXISTS for the notify script).
+    Each batch's followers are notified in the same pipeline, after their entries:
+    one round trip for both.
     With `activity`, the author's own "posted" entry rides in the first pipeline.
     Returns how many timelines were written to (missing ones are skipped, see the
     module doc).
@@ -196,8 +204,8 @@ def timeline_fanout_run(*, job: Job) -> dict:
 
 
 def follow_published(*, follower: User, followee: User) -> None:
-    """After a follow commits: the follower's activity, their timeline, the followee's notification
-    (once per window).
+    """After a follow commits, one round trip: the follower's activity, their timeline, the
+    followee's notification (once per window).
 
     The timeline is dropped (with its rebuild lease) rather than back-filled: a stream
     only appends, so the followee's earlier posts cannot be slotted in among the older
@@ -207,8 +215,16 @@ def follow_published(*, follower: User, followee: User) -> None:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=follower.pk, action=FOLLOWED, target_id=followee.pk)
         pipe.delete(keys.user_timeline(follower.pk), keys.user_timeline_rebuild(follower.pk))
-        _claim_notification(pipe, "follow", actor_id=follower.pk, target_id=followee.pk)
-        *_, first = pipe.execute()
+        notification_queue_once(
+            pipe,
+            user_id=followee.pk,
+            claim=keys.notified_once("follow", follower.pk, followee.pk),
+            window=keys.NOTIFY_ONCE_WINDOW,
+            kind="follow",
+            message=f"@{follower.username} followed you",
+            data={"userId": follower.pk, "username": follower.username},
+        )
+        *_, notification_id = pipe.execute()
     except UNAVAILABLE_ERRORS as exc:
         # Fail open: the follow is committed. Lost: the activity line, the notification,
         # and until the timeline is next rebuilt, the followee's older posts (new ones
@@ -217,14 +233,8 @@ def follow_published(*, follower: User, followee: User) -> None:
         metrics.incr("notifications.lost", kind="follow")
         logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
         return
-    if not first:
-        return
-    notify(
-        user_id=followee.pk,
-        kind="follow",
-        message=f"@{follower.username} followed you",
-        data={"userId": follower.pk, "username": follower.username},
-    )
+    if notification_id is not None:
+        metrics.incr("notifications.sent", kind="follow")
 
 
 def unfollow_published(*, follower_id: int) -> None:
@@ -238,32 +248,27 @@ def unfollow_published(*, follower_id: int) -> None:
         logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
-def _claim_notification(pipe, kind: str, *, actor_id: int, target_id: int) -> None:
-    """Queue in `pipe` the claim on the first `kind` notification of (actor, target) in
-    keys.NOTIFY_ONCE_WINDOW: one SET NX EX, whose reply is true for the first only (of two
-    toggles at the same moment, exactly one). It rides with the activity entry, so the
-    check costs no round trip of its own."""
-    pipe.set(keys.notified_once(kind, actor_id, target_id), 1, nx=True, ex=keys.NOTIFY_ONCE_WINDOW)
-
-
 def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
-    """After a like commits: the liker's activity and the author's notification (once per window)."""
+    """After a like commits, one round trip: the liker's activity and the author's notification
+    (once per window)."""
     try:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=liker.pk, action=LIKED, target_id=post_id)
-        _claim_notification(pipe, "like", actor_id=liker.pk, target_id=post_id)
-        _, first = pipe.execute()
+        notification_queue_once(
+            pipe,
+            user_id=author_id,
+            claim=keys.notified_once("like", liker.pk, post_id),
+            window=keys.NOTIFY_ONCE_WINDOW,
+            kind="like",
+            message=f"@{liker.username} liked “{post_title}”",
+            data={"postId": post_id, "userId": liker.pk},
+        )
+        *_, notification_id = pipe.execute()
     except UNAVAILABLE_ERRORS as exc:
         # Fail open: the like is committed; its activity line and notification are lost.
         metrics.incr("feeds.activity_lost", action=LIKED)
         metrics.incr("notifications.lost", kind="like")
         logger.warning("Like of post %s by user %s: activity and notification lost (%s)", post_id, liker.pk, exc)
         return
-    if not first:
-        return
-    notify(
-        user_id=author_id,
-        kind="like",
-        message=f"@{liker.username} liked “{post_title}”",
-        data={"postId": post_id, "userId": liker.pk},
-    )
+    if notification_id is not None:
+        metrics.incr("notifications.sent", kind="like")

@@ -2,7 +2,7 @@
 
 A sorted set on the cache role, rebuilt from the database whenever it is missing
 (expired after LEADERBOARD_TTL, evicted, or never built) and kept current in between by
-`leaderboard_like_changed`, which the like service calls after each commit.
+`leaderboard_like_queue`, which the like service runs after each commit.
 
 Ordering is deterministic: most likes first, and among equal likes the lower user id
 (the earlier account) first. Redis orders equal scores by the member's bytes, so the
@@ -28,6 +28,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError, WatchError
 
 from core.redis import get_redis, is_unavailable
+from core.scripts import script_queue
 from posts import keys
 from posts.keys import LEADERBOARD_TTL
 from posts.models import Post
@@ -112,6 +113,13 @@ def leaderboard_like_changed(*, author_id: int, delta: int) -> None:
         # Fail open: the like is committed; only the ranking misses it, until the zset
         # expires (LEADERBOARD_TTL) or is rebuilt.
         logger.warning("Leaderboard update for user %s skipped: cache Redis unavailable", author_id)
+
+
+def leaderboard_like_queue(pipe, *, author_id: int, delta: int) -> None:
+    """What leaderboard_like_changed does, queued in a caller's cache-role pipeline (a like's
+    other cache updates go in the same round trip); the caller owns the failure policy."""
+    args = [_member(author_id), delta, LEADERBOARD_TTL]
+    script_queue(pipe, _like_changed_script(), [([keys.leaderboard(), keys.leaderboard_version()], args)])
 
 
 def leaderboard_rebuild() -> None:

@@ -60,8 +60,15 @@ _POST_FIELDS = (
 )
 
 
-def post_dicts_by_id(*, post_ids: list[int]) -> dict[int, dict]:
-    """Many posts in one query, as post_detail shapes them (for timelines)."""
+def post_details(*, post_ids: list[int]) -> list[dict | None]:
+    """Posts as post_detail gives them, in the order of `post_ids`; None for one that does not exist.
+
+    For lists (timelines, activity): the L1, one MGET, and one query for the misses.
+    """
+    return cacheaside.get_many(POST, post_ids, _load_posts)
+
+
+def _load_posts(post_ids: list[int]) -> dict[int, dict]:
     rows = Post.objects.select_related("author").only(*_POST_FIELDS).filter(pk__in=post_ids).order_by()
     return {post.pk: post_to_dict(post) for post in rows}
 

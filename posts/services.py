@@ -13,12 +13,12 @@ from accounts.models import User
 from core import metrics
 from core.cacheaside import invalidate_now
 from core.commit import after_commit
-from core.redis import get_redis, is_unavailable
+from core.redis import get_redis
 from feeds.services import like_published, timeline_fanout_schedule
 from posts import keys
-from posts.leaderboard import leaderboard_like_changed
+from posts.leaderboard import leaderboard_like_changed, leaderboard_like_queue
 from posts.models import Like, Post
-from posts.selectors import AUTHOR_LISTS, post_summary
+from posts.selectors import AUTHOR_LISTS, POST, post_summary
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ def post_create(*, author: User, title: str, content: str) -> Post:
     post = Post(author=author, title=title.strip(), content=content.strip())
     post.full_clean(exclude=["view_count", "like_count"])
     with transaction.atomic():
-        post.save()
-        after_commit(write_through_new_post, post)
+        post.save()  # posts.signals writes it through to the caches after commit
         # Followers' timelines and the author's activity: after commit, or for a popular
         # author as a job recorded in this transaction.
         timeline_fanout_schedule(post=post)
@@ -44,18 +43,19 @@ def post_create(*, author: User, title: str, content: str) -> Post:
 
 
 def post_update(*, post: Post, editor: User, title: str | None = None, content: str | None = None) -> Post:
+    """Edit a post; an edit that changes nothing writes nothing, so no cached copy goes."""
     _ensure_author(post, editor)
-    fields = []
-    if title is not None:
-        post.title = title.strip()
-        fields.append("title")
-    if content is not None:
-        post.content = content.strip()
-        fields.append("content")
-    if not fields:
+    changes = {
+        field: value.strip()
+        for field, value in (("title", title), ("content", content))
+        if value is not None and value.strip() != getattr(post, field)
+    }
+    if not changes:
         return post
+    for field, value in changes.items():
+        setattr(post, field, value)
     post.full_clean(exclude=["view_count", "like_count"])
-    post.save(update_fields=[*fields, "updated_at"])  # posts.signals drops the caches after commit
+    post.save(update_fields=[*changes, "updated_at"])  # posts.signals drops the caches after commit
     return post
 
 
@@ -101,27 +101,26 @@ def post_unlike(*, post: Post, user: User) -> None:
 
 
 def write_through_new_post(post: Post) -> None:
-    """The article's write-through, as one MULTI/EXEC: the author's list and stats move together.
+    """After a post commits, one MULTI/EXEC on the cache role: the article's write-through of
+    its author's list and stats, which move together, and the invalidation of the post's
+    own entry (a 404 may have been cached before it existed).
 
     LPUSHX, not LPUSH: on a missing list (expired, evicted) LPUSH would create a list
     holding only this post, which readers would trust. HINCRBY on a missing hash
     creates one without the `built` marker, which readers rebuild instead of trusting.
     """
     list_key, stats_key = keys.user_recent_posts(post.author_id), keys.user_stats(post.author_id)
-    try:
-        pipe = get_redis("cache").pipeline(transaction=True)
-        pipe.lpushx(list_key, json.dumps(post_summary(post)))
-        pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
-        pipe.hincrby(stats_key, "postCount", 1)
-        pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
-        pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
-        pipe.execute()
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        # Cache role: fail open. The write committed; drop what may now be wrong.
+    pipe = get_redis("cache").pipeline(transaction=True)
+    pipe.lpushx(list_key, json.dumps(post_summary(post)))
+    pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
+    pipe.hincrby(stats_key, "postCount", 1)
+    pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
+    pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
+    if not invalidate_now(POST.name, post.pk, pipe=pipe):
+        # Cache role: fail open. The write committed; the outbox drops the post's entry
+        # once Redis is back, and the author's list and stats go the same way.
         metrics.incr("cache.error", family="user_posts")
-        logger.warning("Write-through for post %s failed (%s); author's list will be rebuilt", post.pk, exc)
+        logger.warning("Write-through for post %s failed; author's list will be rebuilt", post.pk)
         drop_author_lists(post.author_id)
 
 
@@ -131,16 +130,16 @@ def drop_author_lists(author_id: int) -> None:
 
 
 def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None = None, title: str = "") -> None:
-    invalidate_now("post", post_id)  # likeCount changed
-    try:
-        pipe = get_redis("cache").pipeline(transaction=True)
-        pipe.hincrby(keys.user_stats(author_id), "likesReceived", delta)
-        pipe.expire(keys.user_stats(author_id), keys.WRITE_THROUGH_TTL)
-        pipe.execute()
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
+    """After a like or an unlike commits: one cache-role round trip (the post's entry, whose
+    likeCount changed; the author's likesReceived; the leaderboard), then one state-role
+    round trip for a like's activity entry and notification."""
+    pipe = get_redis("cache").pipeline(transaction=False)
+    pipe.hincrby(keys.user_stats(author_id), "likesReceived", delta)
+    pipe.expire(keys.user_stats(author_id), keys.WRITE_THROUGH_TTL)
+    leaderboard_like_queue(pipe, author_id=author_id, delta=delta)
+    if not invalidate_now(POST.name, post_id, pipe=pipe):
+        # Cache role: fail open. The post's entry is in the outbox; the stats missed this
+        # like, so they go too; the leaderboard drifts until it expires or is rebuilt.
         drop_author_lists(author_id)
-    leaderboard_like_changed(author_id=author_id, delta=delta)
     if liker is not None:  # a like, not an unlike: the liker's activity, the author's notification
         like_published(liker=liker, post_id=post_id, post_title=title, author_id=author_id)

@@ -1,4 +1,8 @@
-"""Cache invalidation for posts: any save or delete, from any code path (API, site, admin, shell)."""
+"""Cache upkeep for posts: any save or delete, from any code path (API, site, admin, shell).
+
+All of it after commit: a new post is written through to its author's list and stats
+(and drops a 404 cached for its id), an edit or a delete drops what it changed.
+"""
 
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
@@ -11,15 +15,18 @@ from posts import keys
 from posts.leaderboard import leaderboard_drop
 from posts.models import Page, Post
 from posts.selectors import AUTHOR_LISTS
+from posts.services import write_through_new_post
 
 
 @receiver(post_save, sender=Post, dispatch_uid="posts.post_saved")
-def post_saved(sender, instance: Post, created: bool, **kwargs) -> None:
-    # A new post may have been remembered as missing (a 404 served just before).
-    # Its author's list is written through by posts.services; an edit changes the
-    # title shown there, so the list goes too. All of it after commit.
+def post_saved(sender, instance: Post, created: bool, update_fields=None, **kwargs) -> None:
+    if created:
+        # A 404 remembered before it existed goes, in one round trip with the write-through
+        # of its author's list and stats.
+        after_commit(write_through_new_post, instance)
+        return
     invalidate("post", instance.pk)
-    if not created:
+    if update_fields is None or "title" in update_fields:  # the list shows titles, not content
         invalidate(AUTHOR_LISTS.name, instance.author_id)
 
 

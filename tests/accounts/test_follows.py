@@ -22,17 +22,17 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def notified(monkeypatch):
-    """The notify() calls the follow graph makes (still delivered for real)."""
+    """The notifications the follow graph queues (still delivered for real)."""
     import feeds.services
 
     calls: list[dict] = []
-    real = feeds.services.notify
+    real = feeds.services.notification_queue_once
 
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return real(**kwargs)
+    def spy(pipe, **kwargs):
+        calls.append({name: kwargs[name] for name in ("user_id", "kind", "message", "data")})
+        return real(pipe, **kwargs)
 
-    monkeypatch.setattr(feeds.services, "notify", spy)
+    monkeypatch.setattr(feeds.services, "notification_queue_once", spy)
     return calls
 
 

@@ -16,15 +16,15 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def notified(monkeypatch):
-    """The notify() calls the activity hooks make (still delivered for real)."""
+    """The notifications the activity hooks queue (still delivered for real)."""
     calls: list[dict] = []
-    real = services.notify
+    real = services.notification_queue_once
 
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return real(**kwargs)
+    def spy(pipe, **kwargs):
+        calls.append({name: kwargs[name] for name in ("user_id", "kind", "message", "data")})
+        return real(pipe, **kwargs)
 
-    monkeypatch.setattr(services, "notify", spy)
+    monkeypatch.setattr(services, "notification_queue_once", spy)
     return calls
 
 

@@ -20,17 +20,17 @@ pytestmark = pytest.mark.django_db
 def notified(monkeypatch):
     """The notifications the fan-out makes, one record per user (still delivered for real)."""
     calls: list[dict] = []
-    real, real_queue = services.notify, services.notifications_queue
+    real_once, real_queue = services.notification_queue_once, services.notifications_queue
 
-    def spy(**kwargs):
+    def spy_once(pipe, **kwargs):
         calls.append(kwargs)
-        return real(**kwargs)
+        return real_once(pipe, **kwargs)
 
     def spy_queue(pipe, *, user_ids, **kwargs):
         calls.extend({"user_id": user_id, **kwargs} for user_id in user_ids)
         return real_queue(pipe, user_ids=user_ids, **kwargs)
 
-    monkeypatch.setattr(services, "notify", spy)
+    monkeypatch.setattr(services, "notification_queue_once", spy_once)
     monkeypatch.setattr(services, "notifications_queue", spy_queue)
     return calls
 
@@ -209,8 +209,8 @@ def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkey
 
     assert written == 5
     # Per batch, one round trip: each follower's XADD and the DEL of its rebuild lease,
-    # then the batch's notifications (one script call each).
-    assert sizes == [9, 6]
+    # then the notify script's SCRIPT LOAD and the batch's notifications (one call each).
+    assert sizes == [10, 7]
     assert [state_redis.xlen(keys.user_notifications(fan.pk)) for fan in fans] == [1] * 5
 
 
