@@ -26,14 +26,25 @@ def key(app: str, entity: str, id: int | str | None = None, facet: str | None = 
     megabyte-long key.
     """
     for part in (app, entity, facet):
-        if part is not None and not _NAME.match(part):
-            raise ValueError(f"Key part {part!r} must match {_NAME.pattern}")
+        if part is not None and part not in _checked_names:
+            _check_name(part)
     parts = [settings.KESTREL_KEY_PREFIX, app, entity]
     if id is not None:
         parts.append(safe_id(id))
     if facet is not None:
         parts.append(facet)
     return ":".join(parts)
+
+
+# Names already checked: the parts are code, a handful of strings, and a feed page
+# builds about fifty keys.
+_checked_names: set[str] = set()
+
+
+def _check_name(part: str) -> None:
+    if not _NAME.match(part):
+        raise ValueError(f"Key part {part!r} must match {_NAME.pattern}")
+    _checked_names.add(part)
 
 
 def safe_id(value: int | str) -> str:

@@ -22,11 +22,11 @@ import functools
 import logging
 from typing import TypedDict
 
-from django.contrib.auth import get_user_model
 from django.db.models import Sum
 from redis.commands.core import Script
 from redis.exceptions import RedisError, WatchError
 
+from accounts.selectors import user_profiles
 from core.redis import get_redis, is_unavailable
 from core.scripts import script_queue
 from posts import keys
@@ -81,7 +81,7 @@ return {first, redis.call('ZRANGE', KEYS[1], first, rank + radius, 'WITHSCORES')
 class LeaderboardEntry(TypedDict):
     rank: int  # 1-based
     userId: int  # camelCase: the API's field name
-    username: str | None  # None for an account deleted since the zset was built
+    username: str | None  # None for an account deactivated or deleted since the zset was built
     likes: int
 
 
@@ -241,10 +241,12 @@ def _from_zset(stored: list[tuple[bytes, float]]) -> list[tuple[int, int]]:
 def _entries(rows: list[tuple[int, int]], *, first_rank: int) -> list[LeaderboardEntry]:
     if not rows:
         return []
-    usernames = dict(get_user_model().objects.filter(pk__in=[uid for uid, _ in rows]).values_list("pk", "username"))
+    # Names from the profile cache (L1, one MGET): a deactivated or deleted account
+    # shows no name.
+    profiles = user_profiles(user_ids=[uid for uid, _ in rows])
     return [
-        {"rank": first_rank + i, "userId": uid, "username": usernames.get(uid), "likes": likes}
-        for i, (uid, likes) in enumerate(rows)
+        {"rank": first_rank + i, "userId": uid, "username": profile["username"] if profile else None, "likes": likes}
+        for i, ((uid, likes), profile) in enumerate(zip(rows, profiles, strict=True))
     ]
 
 

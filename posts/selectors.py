@@ -118,6 +118,11 @@ def user_stats(*, user_id: int) -> dict:
     return _write_through(user_id)[1]
 
 
+def user_posts_and_stats(*, user_id: int) -> tuple[list[dict], dict]:
+    """Both at once, in one round trip (a profile page shows both)."""
+    return _write_through(user_id)
+
+
 def _write_through(user_id: int) -> tuple[list[dict], dict]:
     client = get_redis("cache")
     list_key, stats_key = keys.user_recent_posts(user_id), keys.user_stats(user_id)

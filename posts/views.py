@@ -85,13 +85,14 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
     is_owner = request.user.is_authenticated and request.user.pk == user_id
     form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
     can_follow = request.user.is_authenticated and not is_owner
+    posts, stats = selectors.user_posts_and_stats(user_id=user_id)
     context = {
         "person": person,
         "follows": follow_counts(user_id=user_id),
         "can_follow": can_follow,
         "is_following": can_follow and follow_exists(follower_id=request.user.pk, followee_id=user_id),
-        "posts": selectors.user_recent_posts(user_id=user_id),
-        "stats": selectors.user_stats(user_id=user_id),
+        "posts": posts,
+        "stats": stats,
         "rank": leaderboard.leaderboard_entry(user_id=user_id),
         "form": form,
         "is_owner": is_owner,
