@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--load", choices=["auto", "wrk", "python"], default="auto", help="load generator; auto takes wrk when on PATH"
     )
-    parser.add_argument("--redis-ops", type=int, default=20_000, help="commands per Redis floor loop (default 20000)")
+    parser.add_argument("--redis-ops", type=int, default=10_000, help="commands per Redis floor loop (default 10000)")
     parser.add_argument(
         "--traffic-requests", type=int, default=200, help="sequential requests counting Redis commands (default 200)"
     )
@@ -900,7 +900,7 @@ def limiter_table(rows: list[dict], alone: dict | None) -> list[str]:
         lines += limiter_alone_table(alone)
     if not rows:
         return lines
-    lines += ["Rate limiter: each path with the limiter on (API limit out of reach) against the same path with it off"]
+    lines += ["Rate limiter: each path with the limiter on (limits out of reach) against the same path with it off"]
     table = [
         [
             row["name"],
@@ -933,8 +933,8 @@ def limiter_table(rows: list[dict], alone: dict | None) -> list[str]:
     lines += [
         format_table(headers, table, left=2),
         "  floor ratio: req/s over the drf-floor's, same run. us/req added: 1e6/req/s on minus off. RT added: Redis",
-        "  round trips per request (read events, sequential requests); the limiter's script is one EVALSHA, whose",
-        "  GET, SET and TIME Redis counts as commands too; with a bearer token it also decides the token's denylist",
+        "  round trips per request (read events, sequential requests); the limiter's script is one EVALSHA (its",
+        "  GET, SET and TIME are not counted as sent); with a bearer token it also decides the token's denylist",
         "  and epoch check, which the authenticator otherwise sends as a script of its own. Commands added leave out",
         "  fractions below 0.05 (a post's view counter flushed every 1000 views during the count).",
     ]
