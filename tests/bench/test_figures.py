@@ -1,5 +1,7 @@
 """The benchmark's own arithmetic: Redis traffic counts, targets, the summary, the load run's databases."""
 
+import threading
+
 import pytest
 import redis
 
@@ -33,6 +35,28 @@ def test_a_count_tells_commands_sent_from_those_a_script_runs_and_counts_round_t
     assert traffic.commands == 4.0
     assert traffic.script_commands == 2.0
     assert traffic.reads == 3.0
+
+
+def test_a_count_includes_what_the_requests_left_to_a_background_flush(redis_server):
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, db=14)
+    app = redis.Redis(host=redis_server.host, port=redis_server.port, db=14)
+    app.ping()
+    flusher = threading.Timer(0.2, lambda: app.incrby("bench:test:n", 4))
+
+    def send() -> None:
+        for _ in range(4):
+            app.get("bench:test")
+        flusher.start()  # lands after the last request, as a view buffer's flush does
+
+    try:
+        traffic = count_redis_traffic(client, 4, send)
+    finally:
+        flusher.join()
+        app.delete("bench:test:n")
+        app.close()
+        client.close()
+    assert traffic.by_command == {"get": 1.0, "incrby": 0.25}
+    assert traffic.reads == 1.25
 
 
 def test_a_traffic_target_allows_the_slack_for_what_is_not_per_request_and_no_more():
