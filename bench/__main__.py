@@ -213,8 +213,8 @@ def select_scenarios(only: list[str] | None, groups: list[str]) -> list[HttpScen
         wanted |= {other for other in (scenario.baseline, scenario.counterpart) if other}
         if scenario.naive_compare:
             wanted |= {NAIVE, NAIVE_COUNTED}
-    # The summary divides every path by the floor.
-    wanted.add(DRF_FLOOR)
+    if wanted:  # the summary divides every path by the floor
+        wanted.add(DRF_FLOOR)
     return [scenario for scenario in HTTP_SCENARIOS if scenario.name in wanted]
 
 

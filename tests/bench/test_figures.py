@@ -5,7 +5,7 @@ import threading
 import pytest
 import redis
 
-from bench.__main__ import request_path_traffic, summary_figures
+from bench.__main__ import request_path_traffic, select_scenarios, summary_figures
 from bench.harness import BenchError, PathRotation, count_redis_traffic
 from bench.load import mix_errors, mix_targets, postgres_maintenance_url, private_database_url
 from bench.scenarios import TRAFFIC_SLACK, Target
@@ -111,6 +111,17 @@ def test_the_summary_divides_a_post_read_by_the_floor_and_both_naive_reads():
     assert [t["met"] for t in figures["targets"]] == [True]
     # Paths other than a read of a post are not divided by the naive reads.
     assert summary_figures(_result("feed", 300), floor, naive, counted)["naive_ratio"] is None
+
+
+def test_a_read_of_a_post_runs_with_the_floor_and_both_naive_reads_and_other_groups_alone():
+    assert [s.name for s in select_scenarios(["post-bearer"], ["http"])] == [
+        "drf-floor",
+        "naive",
+        "naive-counted",
+        "post-bearer",
+    ]
+    assert [s.name for s in select_scenarios(None, ["writes"])] == ["drf-floor", "create-post", "like"]
+    assert select_scenarios(None, ["jobs"]) == []
 
 
 def test_a_rotation_says_when_it_may_have_come_round_to_a_path_again():
