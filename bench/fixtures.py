@@ -96,6 +96,34 @@ def stream_sessions(*, count: int) -> None:
     print(json.dumps({"sessions": sessions}))
 
 
+def poster(*, followers: int) -> None:
+    """A person followed by `followers` others whose home timelines exist, and their access token.
+
+    The follows go through accounts.services.follow_create, and each follower's timeline is
+    built from the database (feeds.selectors.timeline_page), as a follower who reads the site
+    has one: the fan-out of each new post then appends to every one of them (it skips
+    timelines that do not exist). Each timeline keeps its newest STREAM_MAXLEN entries,
+    so the posts a load creates leave Redis bounded. Prints {"id", "followers", "access"}.
+    """
+    from accounts.tokens import token_pair_issue  # here: only the write scenarios need it
+
+    author = _unusable_users(f"poster-{_author().pk}-", 1)[0]
+    people = _unusable_users(f"poster-{author.pk}-follower-", followers)
+    for person in people:
+        follow_create(follower=person, followee=author)
+        timeline_page(user_id=person.pk, count=1)
+    print(json.dumps({"id": author.pk, "followers": len(people), "access": token_pair_issue(user=author).access}))
+
+
+def like_posts(count: int) -> None:
+    """`count` posts in bulk by a new person, for the benchmark user to like, one like each."""
+    author = _unusable_users(f"liked-{_author().pk}-", 1)[0]
+    created = Post.objects.bulk_create(
+        (Post(author=author, title=f"{TITLE} #{n}", content=CONTENT) for n in range(count)), batch_size=1000
+    )
+    print(json.dumps({"ids": [post.pk for post in created]}))
+
+
 def access_token() -> None:
     """An access token for the benchmark user, from the service POST /api/token calls (its
     lifetime is JWT_ACCESS_LIFETIME of this process's environment)."""

@@ -27,12 +27,10 @@ from bench.harness import (
     median,
     pick_load_generator,
 )
-from bench.scenarios import create_hot_post
+from bench.scenarios import LIMITER_ON, create_hot_post
 
 FORM_PATH = "/posts/{id}/like"
 FORM_BODY = b"action=unlike"
-# The limiter on, every limit out of reach: the cost of deciding, never of refusing.
-LIMITED = {"RATE_LIMIT_ENABLED": "1", "BENCH_UNBOUNDED_LIMITS": "1"}
 RATE_LIMIT_HEADER = "RateLimit"
 SETTLE_SECONDS = 0.3
 
@@ -62,7 +60,7 @@ def measure_forms(ctx: BenchContext, args: argparse.Namespace) -> dict:
     path = FORM_PATH.format(id=ctx.fixtures["hot_post"])
     headers = form_headers(ctx)
     load = pick_load_generator(args.load, connections=args.connections)
-    servers = {"off": ctx.server({}), "on": ctx.server(LIMITED)}
+    servers = {"off": ctx.server({}), "on": ctx.server(LIMITER_ON)}
     state = ctx.redis(db=STATE_DB)
     traffic = {}
     try:

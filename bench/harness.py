@@ -173,6 +173,9 @@ def check_json(
     headers: dict[str, str],
     expect_keys: tuple[str, ...],
     *,
+    method: str = "GET",
+    body: bytes | None = None,
+    expect_status: int = 200,
     expect_headers: tuple[str, ...] = (),
     check: Callable[[dict], str | None] | None = None,
 ) -> None:
@@ -181,22 +184,22 @@ def check_json(
     `expect_headers` must be in the response (proof that a middleware ran); `check`
     returns what is wrong with the body, or None.
     """
-    status, response_headers, content = http_request(port, "GET", path, headers=headers)
-    if status != 200:
-        raise BenchError(f"GET {path} answered {status}, not 200: {content[:500]!r}")
+    status, response_headers, content = http_request(port, method, path, headers=headers, body=body)
+    if status != expect_status:
+        raise BenchError(f"{method} {path} answered {status}, not {expect_status}: {content[:500]!r}")
     try:
         data = json.loads(content)
     except ValueError:
-        raise BenchError(f"GET {path} did not answer JSON: {content[:500]!r}") from None
+        raise BenchError(f"{method} {path} did not answer JSON: {content[:500]!r}") from None
     missing = [key for key in expect_keys if key not in data]
     if missing:
-        raise BenchError(f"GET {path} answered {data!r}, without {missing}")
+        raise BenchError(f"{method} {path} answered {data!r}, without {missing}")
     absent = [name for name in expect_headers if name not in response_headers]
     if absent:
-        raise BenchError(f"GET {path} answered without the header(s) {absent} (headers: {dict(response_headers)})")
+        raise BenchError(f"{method} {path} answered without the header(s) {absent} (headers: {dict(response_headers)})")
     problem = check(data) if check else None
     if problem:
-        raise BenchError(f"GET {path}: {problem}")
+        raise BenchError(f"{method} {path}: {problem}")
 
 
 # --- gunicorn ----------------------------------------------------------------------
@@ -338,6 +341,10 @@ class BenchContext:
     seconds: float
     log: TextLog
     stack: contextlib.ExitStack
+    # Seconds of load one scenario gets in all (warm-up and timed runs), and the sequential
+    # requests of its Redis count: what a scenario that uses each path once must provide.
+    load_seconds: float = 0.0
+    count_requests: int = 0
     # What `prepare` hooks made (post ids...), read by the scenarios' `paths`.
     fixtures: dict[str, Any] = field(default_factory=dict)
     servers: dict[tuple[tuple[str, str], ...], Gunicorn] = field(default_factory=dict)
@@ -387,16 +394,27 @@ class BenchContext:
         output = run_manage({**self.env, **(env or {})}, "shell", "-c", code)
         return json.loads(output.strip().splitlines()[-1])
 
-    def headers(self, *, needs_session: bool, bearer: bool = False) -> dict[str, str]:
-        """The logged-in user's session cookie, or their access token (made by a scenario's `prepare`)."""
+    def headers(self, *, needs_session: bool, bearer: str | None = None, json_body: bool = False) -> dict[str, str]:
+        """The logged-in user's session cookie, or an access token (the fixture `bearer`, made by a
+        scenario's `prepare`); with `json_body`, the content type of a JSON body too."""
+        headers = {"Content-Type": "application/json"} if json_body else {}
         if bearer:
-            return {"Authorization": f"Bearer {self.fixtures['access_token']}"}
-        return {"Cookie": f"{SESSION_COOKIE}={self.session_id}"} if needs_session else {}
+            headers["Authorization"] = f"Bearer {self.fixtures[bearer]}"
+        elif needs_session:
+            headers["Cookie"] = f"{SESSION_COOKIE}={self.session_id}"
+        return headers
 
 
 @contextlib.contextmanager
 def bench_stack(
-    *, worker_class: str, workers: int, threads: int, seconds: float, log: TextLog
+    *,
+    worker_class: str,
+    workers: int,
+    threads: int,
+    seconds: float,
+    log: TextLog,
+    load_seconds: float = 0.0,
+    count_requests: int = 0,
 ) -> Iterator[BenchContext]:
     """Redis, a migrated SQLite database with one user, gunicorn, a session: all private, all stopped after."""
     with contextlib.ExitStack() as stack:
@@ -426,6 +444,8 @@ def bench_stack(
             seconds=seconds,
             log=log,
             stack=stack,
+            load_seconds=load_seconds,
+            count_requests=count_requests,
         )
 
 
@@ -478,7 +498,7 @@ class LoadGenerator(Protocol):
     ) -> LoadResult:
         """Load `paths` for `seconds`: one path over and over, or several in turn (see PathRotation).
 
-        `method` and `body` send something other than a GET (a form's POST); one path only.
+        `method` and `body` send something other than a GET (a form's POST, a JSON body), to every path.
         """
         ...
 
@@ -499,6 +519,13 @@ class PathRotation:
             raise BenchError("a scenario has no paths to request")
         self.paths = list(paths)
         self.position = 0
+        # Paths taken or skipped so far, wrap-arounds included.
+        self.consumed = 0
+
+    @property
+    def wrapped(self) -> bool:
+        """Whether the loads may have come round to a path already requested."""
+        return self.consumed > len(self.paths)
 
     def upcoming(self) -> list[str]:
         """Every path, starting at the current one."""
@@ -508,6 +535,7 @@ class PathRotation:
         """The next `count` paths (repeating if the list is shorter), consumed."""
         taken = list(itertools.islice(itertools.cycle(self.upcoming()), count))
         self.position = (self.position + count) % len(self.paths)
+        self.consumed += count
         return taken
 
     def advance(self, requests: int, connections: int) -> None:
@@ -515,6 +543,7 @@ class PathRotation:
         if len(self.paths) > 1:
             step = math.ceil(requests * self.MARGIN) + connections
             self.position = (self.position + step) % len(self.paths)
+            self.consumed += step
 
 
 class WrkLoad:
@@ -539,19 +568,19 @@ class WrkLoad:
         args = [self.binary, f"-t{self.threads}", f"-c{self.connections}", f"-d{max(1, round(seconds))}s", "--latency"]
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
-        if method != "GET" and len(paths) > 1:
-            raise BenchError(f"a {method} load takes one path, not {len(paths)}")
         with tempfile.TemporaryDirectory(prefix="kestrel-wrk-") as folder:
-            if method != "GET":
-                script, body_file = Path(folder) / "request.lua", Path(folder) / "body"
-                script.write_text(_WRK_REQUEST_LUA)
-                body_file.write_bytes(body or b"")
-                args += ["-s", str(script), f"http://{HOST}:{port}{paths[0]}", "--", method, str(body_file)]
-            elif len(paths) > 1:
+            body_file = Path(folder) / "body"
+            body_file.write_bytes(body or b"")
+            if len(paths) > 1:
                 script, path_list = Path(folder) / "rotate.lua", Path(folder) / "paths.txt"
                 script.write_text(_WRK_ROTATE_LUA)
                 path_list.write_text("\n".join(paths) + "\n")
                 args += ["-s", str(script), f"http://{HOST}:{port}{paths[0]}", "--", str(path_list), str(self.threads)]
+                args += [method, str(body_file) if body else ""]
+            elif method != "GET":
+                script = Path(folder) / "request.lua"
+                script.write_text(_WRK_REQUEST_LUA)
+                args += ["-s", str(script), f"http://{HOST}:{port}{paths[0]}", "--", method, str(body_file)]
             else:
                 args.append(f"http://{HOST}:{port}{paths[0]}")
             result = subprocess.run(
@@ -567,7 +596,7 @@ class WrkLoad:
 # format every request instead of reusing one buffer: a cost on the load generator's
 # side only, and small next to a request that reaches the database.
 _WRK_ROTATE_LUA = """\
--- args: file of paths (one a line), number of wrk threads
+-- args: file of paths (one a line), number of wrk threads, method (default GET), file holding the body ("": none)
 local created = 0
 
 function setup(thread)
@@ -582,6 +611,12 @@ function init(args)
   end
   step = tonumber(args[2])
   nxt = thread_index + 1
+  method = args[3] or "GET"
+  if args[4] and args[4] ~= "" then
+    local file = io.open(args[4], "rb")
+    body = file:read("*a")
+    file:close()
+  end
 end
 
 function request()
@@ -590,7 +625,7 @@ function request()
   if nxt > #paths then
     nxt = thread_index + 1
   end
-  return wrk.format("GET", path)
+  return wrk.format(method, path, nil, body)
 end
 """
 
@@ -752,23 +787,79 @@ def redis_floor_us(client: redis.Redis, op: RedisFloorOp, ops: int) -> float:
 
 @dataclass
 class RedisTraffic:
-    """What a fixed number of requests sent to Redis, per request."""
+    """What a fixed number of requests sent to Redis, per request.
+
+    Counted from the first request until Redis has been quiet for half a second after
+    the last one, so what the requests left for later (a write's after-commit work runs
+    before its answer; views buffered in a process and flushed in the background) is in
+    the figures, amortized over the requests.
+    """
 
     requests: int
+    # Commands clients sent (a pipeline's commands one each), not those a Lua script ran.
     commands: float
     # Read events on the server: one per round trip (a pipeline is one), plus one when a
     # connection closes. The closest figure to round trips Redis keeps.
     reads: float
+    # Commands sent, by name (lowercase).
     by_command: dict[str, float] = field(default_factory=dict)
+    # Commands Lua scripts ran (the limiter's GET, SET, TIME...), which INFO counts as commands too.
+    script_commands: float = 0.0
 
 
-def _redis_counters(client: redis.Redis) -> tuple[dict[str, int], int]:
-    # One INFO call for both figures, so the harness's own traffic is exactly one command and one read.
-    info = client.info("all")
-    calls = {
-        name.removeprefix("cmdstat_"): stats["calls"] for name, stats in info.items() if name.startswith("cmdstat_")
-    }
-    return calls, int(info["total_reads_processed"])
+# ECHOed by the harness around a count, so the MONITOR reader knows where it starts and ends.
+_COUNT_START = "kestrel-bench:count-start"
+_COUNT_END = "kestrel-bench:count-end"
+# The longest a count may wait for a command from MONITOR: well past any request here.
+MONITOR_TIMEOUT = 60.0
+
+
+class _CommandLog(threading.Thread):
+    """Every command the server runs between the two markers, read from MONITOR on a connection of its own.
+
+    MONITOR names each command's sender: a client's address, or "lua" for what a script
+    runs, which INFO's counters cannot tell apart from what clients send.
+    """
+
+    def __init__(self, client: redis.Redis, *, own_port: str) -> None:
+        super().__init__(name="redis-monitor", daemon=True)
+        self.own_port = own_port
+        self.monitor = client.monitor()
+        self.ready = threading.Event()
+        self.entries: list[tuple[str, str, str]] = []  # (client type, client port, command name)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.monitor as monitor:
+                self.ready.set()
+                counting = False
+                for entry in monitor.listen():
+                    command = entry["command"]
+                    own = entry["client_port"] == self.own_port
+                    if own and command == f"ECHO {_COUNT_START}":
+                        counting = True
+                    elif own and command == f"ECHO {_COUNT_END}":
+                        return
+                    if counting:
+                        name = command.split(" ", 1)[0].lower()
+                        self.entries.append((entry["client_type"], entry["client_port"], name))
+        except Exception as exc:  # noqa: BLE001 - handed to the thread that waits for this one
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    def finish(self) -> list[tuple[str, str, str]]:
+        self.join(MONITOR_TIMEOUT)
+        if self.is_alive():
+            raise BenchError(f"MONITOR did not see the end of the count within {MONITOR_TIMEOUT:g} s")
+        if self.error is not None:
+            raise BenchError(f"MONITOR failed during the count: {self.error!r}")
+        return self.entries
+
+
+def _reads(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_reads_processed"])
 
 
 def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: float = 10.0) -> None:
@@ -777,7 +868,8 @@ def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: flo
     When a load generator stops, gunicorn still serves the requests already queued in
     its listen backlog (up to one per connection); counting before they finish would
     charge their commands to the next measurement. Half a second: on a busy machine a
-    worker can go that long without the CPU between two of those requests.
+    worker can go that long without the CPU between two of those requests, and it is
+    longer than a background flush interval.
     """
     deadline = time.monotonic() + timeout
     before = int(client.info("stats")["total_commands_processed"])
@@ -790,6 +882,50 @@ def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: flo
     raise BenchError(f"Redis did not go quiet within {timeout:g} s after the load stopped")
 
 
+def count_redis_traffic(client: redis.Redis, requests: int, send: Callable[[], None]) -> RedisTraffic:
+    """Redis commands and round trips per request while `send()` makes `requests` requests.
+
+    Commands come from MONITOR (so the harness's own and those run inside Lua scripts
+    are told apart), round trips from INFO's read events less the harness's own. Counts
+    the whole server, both roles, until it has been quiet for a moment after the last
+    request: background work the requests caused is included.
+    """
+    options = client.connection_pool.connection_kwargs
+    address = {"host": options.get("host", HOST), "port": options.get("port", 6379), "db": options.get("db", 0)}
+    # One connection for every command of the harness, so MONITOR knows them by its port.
+    own = redis.Redis(**address, single_connection_client=True, socket_timeout=10)
+    log = None
+    try:
+        own_port = own.client_info()["addr"].rsplit(":", 1)[1]
+        wait_until_quiet(own)
+        log = _CommandLog(redis.Redis(**address, socket_timeout=MONITOR_TIMEOUT), own_port=own_port)
+        log.start()
+        if not log.ready.wait(10) or log.error is not None:
+            raise BenchError(f"MONITOR did not start: {log.error!r}")
+        reads_before = _reads(own)
+        own.echo(_COUNT_START)
+        send()
+        wait_until_quiet(own)
+        reads_after = _reads(own)
+        own.echo(_COUNT_END)
+        entries = log.finish()
+    finally:
+        own.close()
+        if log is not None:
+            log.monitor.connection.disconnect()
+    # The harness's commands from the start marker to the last INFO: one read event each.
+    own_commands = sum(1 for _, port, _ in entries if port == own_port)
+    sent = Counter(name for kind, port, name in entries if kind != "lua" and port != own_port)
+    scripted = sum(1 for kind, _, _ in entries if kind == "lua")
+    return RedisTraffic(
+        requests=requests,
+        commands=sum(sent.values()) / requests,
+        reads=(reads_after - reads_before - own_commands) / requests,
+        by_command={name: count / requests for name, count in sorted(sent.items())},
+        script_commands=scripted / requests,
+    )
+
+
 def measure_redis_traffic(
     client: redis.Redis,
     port: int,
@@ -800,33 +936,21 @@ def measure_redis_traffic(
     body: bytes | None = None,
     expect_status: int = 200,
 ) -> RedisTraffic:
-    """Redis commands and round trips per request, from the server's counters around one sequential request per path.
+    """Redis commands and round trips per request (count_redis_traffic) over one sequential request per path."""
 
-    The counters are the whole server's, both roles: the state role's share is counted too.
-    """
-    requests = len(paths)
-    wait_until_quiet(client)
-    calls_before, reads_before = _redis_counters(client)
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        for path in paths:
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            if response.status != expect_status:
-                raise BenchError(f"{method} {path} answered {response.status} while counting Redis commands")
-    finally:
-        conn.close()
-    calls_after, reads_after = _redis_counters(client)
-    delta = {name: calls_after[name] - calls_before.get(name, 0) for name in calls_after}
-    delta["info"] = delta.get("info", 0) - 1  # the harness's own INFO before the requests
-    delta = {name: count for name, count in delta.items() if count > 0}
-    return RedisTraffic(
-        requests=requests,
-        commands=sum(delta.values()) / requests,
-        reads=(reads_after - reads_before - 1) / requests,
-        by_command={name: count / requests for name, count in sorted(delta.items())},
-    )
+    def send() -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        try:
+            for path in paths:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != expect_status:
+                    raise BenchError(f"{method} {path} answered {response.status} while counting Redis commands")
+        finally:
+            conn.close()
+
+    return count_redis_traffic(client, len(paths), send)
 
 
 # --- Application counters -----------------------------------------------------------

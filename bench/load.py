@@ -1,21 +1,26 @@
 """`python -m bench load` (part of `make reliability`): a bounded mixed load, judged against the DRF floor.
 
-    python -m bench load                  # ~30 s of load: floor, warm-up, 20 s of the mix, floor again
+    python -m bench load                  # ~40 s of load: floor, warm-up, floor, 20 s of the mix, floor
     python -m bench load --seconds 10     # a shorter mix
     python -m bench load --rate-limit off
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/kestrel_bench python -m bench load   # SQLite, then PostgreSQL
 
 Forty people, each with their own bearer token, use the site at once through wrk
 (`-t2 -c16`, a Lua script in this module): 80 % reads (home feed, post, profile,
 leaderboard, notifications, standing pages) and 20 % writes (new post, like,
 follow or unfollow, mark notifications read). The server is gunicorn as production
 runs it (`-c config/gunicorn.py`: gthread, 64 threads, access log on) on a private
-Redis and SQLite in WAL mode, everything on 127.0.0.1 and stopped at the end.
+Redis and SQLite in WAL mode, everything on 127.0.0.1 and stopped at the end. When
+DATABASE_URL names a PostgreSQL server, the same plan runs again on PostgreSQL, in a
+database the run creates beside the one named (never that one) and drops at the end,
+and the two mixes are printed side by side.
 
 The figures are ratios to the DRF floor (bench/views.py FloorApi, the harness's
-`drf-floor`) measured on the same server in the same run, before and after the mix,
-because the machines are shared and noisy. Status codes are counted twice: by wrk as
-answered, and per operation from gunicorn's access log. Redis commands and round trips
-per request come from sequential requests of each operation around INFO.
+`drf-floor`) measured on the same server in the same run, three times around the mix,
+because the machines are shared and noisy, and checked against targets (req/s, p99,
+errors). Status codes are counted twice: by wrk as answered, and per operation from
+gunicorn's access log. Redis commands and round trips per request come from sequential
+requests of each operation (bench.harness.count_redis_traffic).
 
 The rate limiter stays on, as in production, with the per-user API limit raised out of
 reach (100 a minute would refuse most of a load run): its Lua script, which also
@@ -33,14 +38,17 @@ import datetime
 import http.client
 import json
 import math
+import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -56,6 +64,7 @@ from bench.harness import (
     LoadResult,
     WrkLoad,
     child_env,
+    count_redis_traffic,
     format_table,
     median,
     parse_wrk,
@@ -84,6 +93,22 @@ RATE_LIMITED = {
     "RATE_LIMIT_JOBS_PER_HOUR": "1000000",
 }
 UNLIMITED = {"RATE_LIMIT_ENABLED": "0"}
+
+# The databases a run can use: SQLite (a file in the run's folder), and PostgreSQL, on
+# the server DATABASE_URL names, in a database the run creates and drops.
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
+DATABASE_LABELS = {
+    SQLITE: "SQLite (WAL, IMMEDIATE transactions)",
+    POSTGRESQL: "PostgreSQL (persistent connections)",
+}
+
+# What the mix must reach against the floor measured beside it: (figure, comparison, bound, label).
+MIX_TARGETS = (
+    ("ratio_rps", ">=", 0.4, "req/s >= 0.4x the floor's"),
+    ("ratio_p99", "<=", 3.0, "p99 <= 3x the floor's"),
+    ("errors", "<=", 0, "no errors (connection errors, timeouts, answers outside 2xx/3xx)"),
+)
 
 # The mix, in percent. Reads first; every write is a real change (see Planner).
 MIX: dict[str, int] = {
@@ -381,37 +406,31 @@ def new_follows(port: int, data: dict, count: int) -> list[Request]:
     return requests
 
 
-def _redis_counters(client: redis.Redis) -> tuple[int, int]:
-    # One INFO for both, so the harness's own traffic is one command and one read.
-    info = client.info("stats")
-    return int(info["total_commands_processed"]), int(info["total_reads_processed"])
-
-
 def redis_per_request(client: redis.Redis, port: int, tokens: list[str], requests: list[Request]) -> dict:
-    """Commands and read events (round trips) per request, sent one by one; the whole server, both roles."""
-    wait_until_quiet(client)
-    commands_before, reads_before = _redis_counters(client)
-    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    """Commands sent and round trips per request, sent one by one (bench.harness.count_redis_traffic)."""
     statuses: Counter[int] = Counter()
-    try:
-        for request in requests:
-            headers = {"Authorization": f"Bearer {tokens[request.user]}"}
-            if request.body is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(request.method, request.path, body=request.body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            statuses[response.status] += 1
-    finally:
-        conn.close()
-    # A write's after-commit work (write-through, fan-out) runs before its answer is sent.
-    commands_after, reads_after = _redis_counters(client)
-    count = len(requests)
+
+    def send() -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        try:
+            for request in requests:
+                headers = {"Authorization": f"Bearer {tokens[request.user]}"}
+                if request.body is not None:
+                    headers["Content-Type"] = "application/json"
+                conn.request(request.method, request.path, body=request.body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                statuses[response.status] += 1
+        finally:
+            conn.close()
+
+    traffic = count_redis_traffic(client, len(requests), send)
     return {
-        "requests": count,
-        # Less our own INFO before the requests: one command, one read.
-        "commands": (commands_after - commands_before - 1) / count,
-        "round_trips": (reads_after - reads_before - 1) / count,
+        "requests": traffic.requests,
+        "commands": traffic.commands,
+        "round_trips": traffic.reads,
+        "script_commands": traffic.script_commands,
+        "by_command": traffic.by_command,
         "statuses": dict(statuses),
     }
 
@@ -427,6 +446,7 @@ class Stack:
     data: dict
     var_dir: Path
     settings: str
+    database: str
 
     @property
     def tokens(self) -> list[str]:
@@ -436,9 +456,53 @@ class Stack:
         return redis.Redis(host=self.redis_server.host, port=self.redis_server.port)
 
 
+def postgres_maintenance_url(server_url: str) -> str:
+    """DATABASE_URL with its database swapped for `postgres`, where databases are created and dropped."""
+    parts = urllib.parse.urlsplit(server_url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise BenchError(
+            f"DATABASE_URL must be a PostgreSQL URL ({', '.join(POSTGRES_SCHEMES)}), not {parts.scheme}://"
+        )
+    return urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+
+
+def private_database_url(server_url: str, name: str) -> str:
+    """DATABASE_URL naming database `name` on the same server, with the same user and options."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(server_url)._replace(path=f"/{name}"))
+
+
 @contextlib.contextmanager
-def load_stack(args: argparse.Namespace) -> Iterator[Stack]:
-    """Redis, SQLite with the population, gunicorn with production's config: all private, all stopped after."""
+def private_postgres_database(server_url: str) -> Iterator[str]:
+    """A database of the run's own on the PostgreSQL server DATABASE_URL names: created empty, dropped after.
+
+    Named after DATABASE_URL's database plus a random suffix, as pytest-django names its
+    test_ database after the real one: the database in the URL is never touched, and two
+    runs on one server never meet. Yields its URL.
+    """
+    import psycopg  # only runs on PostgreSQL need it
+    from psycopg import sql
+
+    maintenance = postgres_maintenance_url(server_url)
+    base = urllib.parse.urlsplit(server_url).path.lstrip("/") or "kestrel"
+    name = f"{base}_load_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        raise BenchError(f"cannot create database {name} on the PostgreSQL server of DATABASE_URL: {exc}") from None
+    try:
+        yield private_database_url(server_url, name)
+    finally:
+        # After gunicorn has stopped (the stack's callbacks run in reverse), so no session
+        # is left; FORCE ends any that is (PostgreSQL 13+).
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def load_stack(args: argparse.Namespace, database: str) -> Iterator[Stack]:
+    """Redis, the database (SQLite in WAL mode, or a private PostgreSQL database) with the population,
+    gunicorn with production's config: all private, all stopped (and dropped) after."""
     with contextlib.ExitStack() as stack:
         var_dir = Path(tempfile.mkdtemp(prefix="kestrel-load-"))
         stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
@@ -448,7 +512,13 @@ def load_stack(args: argparse.Namespace) -> Iterator[Stack]:
         env = {**child_env(var_dir=var_dir, redis_url=f"{server.url}/0"), **limits}
         # config/gunicorn.py keeps prometheus-client's files in a folder of its own.
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        log(f"database: SQLite in {var_dir}; migrating and seeding {args.users} people")
+        if database == POSTGRESQL:
+            url = stack.enter_context(private_postgres_database(args.database_url))
+            env["DATABASE_URL"] = url
+            where = f"PostgreSQL, database {urllib.parse.urlsplit(url).path.lstrip('/')}"
+        else:
+            where = f"SQLite in {var_dir}"
+        log(f"database: {where}; migrating and seeding {args.users} people")
         run_manage(env, "migrate", "--noinput")
         output = run_manage(
             {**env, "JWT_ACCESS_LIFETIME": str(TOKEN_LIFETIME)},
@@ -470,7 +540,9 @@ def load_stack(args: argparse.Namespace) -> Iterator[Stack]:
         web.start()
         log(f"web: {web.description} on http://{HOST}:{web.port} (pid {web.process.pid})")
         settings = " ".join(f"{name}={value}" for name, value in sorted(limits.items()))
-        yield Stack(env=env, redis_server=server, web=web, data=data, var_dir=var_dir, settings=settings)
+        yield Stack(
+            env=env, redis_server=server, web=web, data=data, var_dir=var_dir, settings=settings, database=database
+        )
 
 
 # --- The run -----------------------------------------------------------------------------------
@@ -494,10 +566,10 @@ def measure_floor(port: int, wrk: WrkLoad, seconds: int) -> LoadResult:
     return result
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, database: str) -> dict:
     began = time.monotonic()
     started = datetime.datetime.now(datetime.UTC)
-    with load_stack(args) as stack:
+    with load_stack(args, database) as stack:
         port = stack.web.port
         wrk = WrkLoad(shutil.which("wrk") or "wrk", threads=args.wrk_threads, connections=args.connections)
         planner = Planner(stack.data, seed=args.seed)
@@ -521,6 +593,10 @@ def run(args: argparse.Namespace) -> dict:
             connections=args.connections,
         )
 
+        # Three floors (before and after the warm-up, after the mix): their median shrugs off one
+        # run that a neighbour's burst of work on these shared cores slowed down.
+        log(f"floor {FLOOR.path} after the warm-up: {args.floor_seconds} s")
+        floors.append(measure_floor(port, wrk, args.floor_seconds))
         plan = planner.plan(math.ceil(floors[0].rps * args.seconds * PLAN_MARGIN) + 100, MIX)
         offset = stack.web.log_path.stat().st_size
         log(f"mix: {args.seconds} s, {args.users} people, {len(plan):,} requests planned")
@@ -562,9 +638,19 @@ def run(args: argparse.Namespace) -> dict:
         errors=sum(r.errors for r in floors),
         runs=[asdict(r) for r in floors],
     )
+    mix_figures = {
+        **asdict(mix.load),
+        "statuses": {str(code): count for code, count in sorted(mix.statuses.items())},
+        "wrapped": mix.wrapped,
+        "planned": len(plan),
+        "ratio_rps": mix.load.rps / floor.rps,
+        "ratio_p50": mix.load.p50_ms / floor.p50_ms,
+        "ratio_p99": mix.load.p99_ms / floor.p99_ms,
+    }
     return {
         "meta": {
             "started": started.isoformat(timespec="seconds"),
+            "database": DATABASE_LABELS[database],
             "server": server,
             "settings": settings,
             "load": f"wrk -t{args.wrk_threads} -c{args.connections} --timeout 10s, Lua mix",
@@ -578,15 +664,8 @@ def run(args: argparse.Namespace) -> dict:
         },
         "floor": asdict(floor),
         "floor_spread": (max(r.rps for r in floors) - min(r.rps for r in floors)) / floor.rps,
-        "mix": {
-            **asdict(mix.load),
-            "statuses": {str(code): count for code, count in sorted(mix.statuses.items())},
-            "wrapped": mix.wrapped,
-            "planned": len(plan),
-            "ratio_rps": mix.load.rps / floor.rps,
-            "ratio_p50": mix.load.p50_ms / floor.p50_ms,
-            "ratio_p99": mix.load.p99_ms / floor.p99_ms,
-        },
+        "mix": mix_figures,
+        "targets": mix_targets(mix_figures),
         "operations": {
             kind: {"statuses": {str(code): n for code, n in sorted(counts.items())}, "requests": sum(counts.values())}
             for kind, counts in sorted(by_operation.items())
@@ -597,6 +676,23 @@ def run(args: argparse.Namespace) -> dict:
 
 
 # --- Report ------------------------------------------------------------------------------------
+
+
+def mix_errors(mix: dict) -> int:
+    """Connection errors and timeouts, and answers outside 2xx/3xx: every request of the plan is valid."""
+    classes = _status_classes(mix["statuses"])
+    return mix["errors"] + sum(count for name, count in classes.items() if name != "2xx/3xx")
+
+
+def mix_targets(mix: dict) -> list[dict]:
+    """Each of MIX_TARGETS with the mix's figure and whether it is met."""
+    figures = {**mix, "errors": mix_errors(mix)}
+    rows = []
+    for figure, op, bound, label in MIX_TARGETS:
+        value = figures[figure]
+        met = value >= bound if op == ">=" else value <= bound
+        rows.append({"figure": figure, "op": op, "bound": bound, "label": label, "value": value, "met": met})
+    return rows
 
 
 def _status_classes(counts: dict[str, int]) -> dict[str, int]:
@@ -628,11 +724,11 @@ def problems(results: dict) -> list[str]:
 def report(results: dict) -> str:
     meta, floor, mix = results["meta"], results["floor"], results["mix"]
     lines = [
-        f"Kestrel load run, {meta['started']}",
+        f"Kestrel load run on {meta['database']}, {meta['started']}",
         f"  {meta['server']}; {meta['settings']}; load: {meta['load']}; 127.0.0.1",
         f"  {meta['users']} people with their own bearer tokens; mix {meta['seconds']} s after a "
-        f"{meta['warmup']} s warm-up of the reads; floor {meta['floor_seconds']} s before and after "
-        f"(medians; spread {results['floor_spread']:.0%})",
+        f"{meta['warmup']} s warm-up of the reads; floor {meta['floor_seconds']} s before and after the "
+        f"warm-up and after the mix (medians; spread {results['floor_spread']:.0%})",
         "",
     ]
     rows = [
@@ -698,10 +794,11 @@ def report(results: dict) -> str:
         "",
         "req/s ratio: the mix's req/s over the floor's; p50/p99 ratio: the mix's latency over the floor's "
         "(same wrk settings).",
-        "cmd/req, RT/req: Redis commands and read events (round trips; a pipeline is one) per request, "
-        f"INFO around {TRAFFIC_REQUESTS} sequential",
-        "  requests of each operation on the warm server, both roles (one Redis server here); a write's "
-        "after-commit work (write-through, fan-out, notifications) included.",
+        "cmd/req, RT/req: Redis commands sent (MONITOR; not those a Lua script runs) and read events (round trips;",
+        f"  a pipeline is one) per request, over {TRAFFIC_REQUESTS} sequential requests of each operation on the warm "
+        "server,",
+        "  both roles (one Redis server here), counted until Redis is quiet after the last: a write's after-commit",
+        "  work (write-through, fan-out, notifications) and background flushes the requests caused included.",
     ]
     for kind, figures in results["redis"].items():
         if any(not 200 <= int(code) < 300 for code in figures["statuses"]):
@@ -711,6 +808,7 @@ def report(results: dict) -> str:
             f"WARNING: wrk ran past the end of the plan {mix['wrapped']} time(s): repeated likes and follows "
             "answer 409/404 (bench/load.py PLAN_MARGIN)."
         )
+    lines += ["", *targets_table(results)]
     found = problems(results)
     if found:
         lines += ["", *(f"FAILED: {problem}" for problem in found)]
@@ -719,12 +817,49 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _figure(value: float) -> str:
+    return f"{value:.2f}x" if isinstance(value, float) else str(value)
+
+
+def targets_table(results: dict) -> list[str]:
+    rows = [
+        [target["label"], _figure(target["value"]), "met" if target["met"] else "NOT MET"]
+        for target in results["targets"]
+    ]
+    return [f"Targets, {results['meta']['database']}", format_table(["target", "measured", ""], rows)]
+
+
+def comparison(runs: dict[str, dict]) -> str:
+    """The mix on every database of the run, side by side."""
+    rows = []
+    for results in runs.values():
+        floor, mix, targets = results["floor"], results["mix"], results["targets"]
+        rows.append(
+            [
+                results["meta"]["database"],
+                f"{floor['rps']:,.0f}",
+                f"{mix['rps']:,.0f}",
+                f"{mix['ratio_rps']:.2f}",
+                f"{mix['ratio_p50']:.2f}",
+                f"{mix['ratio_p99']:.2f}",
+                str(mix_errors(mix)),
+                f"{sum(1 for t in targets if t['met'])}/{len(targets)}",
+                f"{results['meta']['total_s']:.0f}",
+            ]
+        )
+    headers = ["database", "floor req/s", "mix req/s", "req/s ratio", "p50 ratio", "p99 ratio", "errors", "targets"]
+    return "\n".join(
+        [
+            "The mix on each database (same plan, seed and settings; each against its own floor):",
+            format_table([*headers, "took s"], rows),
+        ]
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=20, help="length of the mixed load (default 20)")
-    parser.add_argument(
-        "--floor-seconds", type=int, default=4, help="each of the two floor runs, before and after (default 4)"
-    )
+    parser.add_argument("--floor-seconds", type=int, default=4, help="each of the three floor runs (default 4)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of reads before the mix (default 3)")
     parser.add_argument("--users", type=int, default=USERS, help=f"people, each with a token (default {USERS})")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
@@ -739,6 +874,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="on",
         help="the rate limiter on with the API limit out of reach (default), or off",
     )
+    parser.add_argument(
+        "--database",
+        choices=["auto", SQLITE, POSTGRESQL, "both"],
+        default="auto",
+        help="SQLite, PostgreSQL (a database of its own, created and dropped, on the server DATABASE_URL names), "
+        "or both one after the other; auto (default): both when DATABASE_URL is set, else SQLite",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the plan (default: random, printed)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON output (default {DEFAULT_OUTPUT})")
     args = parser.parse_args(argv)
@@ -748,6 +890,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--users must be at least 2 and --connections at least --wrk-threads")
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)
+    args.database_url = os.environ.get("DATABASE_URL", "")
+    if args.database == "auto":
+        args.databases = [SQLITE, POSTGRESQL] if args.database_url else [SQLITE]
+    else:
+        args.databases = [SQLITE, POSTGRESQL] if args.database == "both" else [args.database]
+    if POSTGRESQL in args.databases:
+        if not args.database_url:
+            parser.error("PostgreSQL runs on the server DATABASE_URL names: set it")
+        try:
+            postgres_maintenance_url(args.database_url)
+        except BenchError as exc:
+            parser.error(str(exc))
     return args
 
 
@@ -755,20 +909,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `kill` or a stopping `make` sends SIGTERM: an exception, so the servers are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    log(f"seed {args.seed} (--seed {args.seed} replays the plan)")
+    log(f"seed {args.seed} (--seed {args.seed} replays the plan); databases: {', '.join(args.databases)}")
+    runs: dict[str, dict] = {}
     try:
-        results = run(args)
+        for database in args.databases:
+            runs[database] = run(args, database)
     except BenchError as exc:
         print(f"bench load: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench load: interrupted; servers stopped", file=sys.stderr)
         return 130
-    print(report(results))
+    print("\n\n".join(report(results) for results in runs.values()))
+    if len(runs) > 1:
+        print("\n" + comparison(runs))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.write_text(json.dumps({"databases": runs}, indent=2) + "\n")
     print(f"\nJSON: {args.output}")
-    return 1 if problems(results) else 0
+    return 1 if any(problems(results) for results in runs.values()) else 0
 
 
 if __name__ == "__main__":

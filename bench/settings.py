@@ -10,9 +10,9 @@ from config.settings import *  # noqa: F403 - the real settings, unchanged but f
 
 ROOT_URLCONF = "bench.urls"
 
-# The form benchmark (bench/forms.py) measures the limiter deciding, never refusing: every
-# policy keeps its algorithm, scope and paths, with a limit no load here can reach
-# (GCRA spaces requests 10 us apart).
+# The scenarios with the limiter on (bench.scenarios.LIMITER_ON, the site forms of
+# bench/forms.py) measure it deciding, never refusing: every policy keeps its algorithm,
+# scope and paths, with a limit no load here can reach (GCRA spaces requests 10 us apart).
 if os.environ.get("BENCH_UNBOUNDED_LIMITS") == "1":
     KESTREL_RATE_LIMITS = {  # noqa: F405
         name: {**spec, "limit": spec["window"] * 100_000}
