@@ -15,8 +15,8 @@ is once anyone has read it. Then each round creates a post (a plain INSERT) and 
 the fan-out in this process, the way production would for that author:
 
 - up to FANOUT_INLINE_MAX_FOLLOWERS followers, the inline function the request runs
-  after commit (feeds.services._fanout_inline: the follower set in one SMEMBERS, the
-  author's activity, the timelines, the notifications);
+  after commit (feeds.services._fanout_inline, given the follower ids the post's
+  transaction read: the author's activity, the timelines, the notifications);
 - beyond, the job's function (feeds.services.timeline_fanout_run, called directly on a
   Job row, no worker): the post and the follower set by SSCAN batches.
 
@@ -120,7 +120,7 @@ def _measure(author, followers: list[int], *, inline: bool, rounds: int) -> dict
     for round_no in range(rounds + 1):  # the first round is untimed: scripts loaded, connections open
         post = Post.objects.create(author=author, title=f"Fan-out {round_no}", content="A post to fan out.")
         if inline:
-            fanout = _inline(services, post)
+            fanout = _inline(services, post, followers)
         else:
             job = Job.objects.create(kind=FANOUT_JOB, owner=author, payload={"postId": post.pk})
             fanout = _job(services, job)
@@ -155,8 +155,9 @@ def _measure(author, followers: list[int], *, inline: bool, rounds: int) -> dict
     }
 
 
-def _inline(services, post):
-    return lambda: services._fanout_inline(post)
+def _inline(services, post, followers):
+    # The follower ids as timeline_fanout_schedule reads them in the post's transaction.
+    return lambda: services._fanout_inline(post, followers)
 
 
 def _job(services, job):
