@@ -62,6 +62,14 @@ def on_starting(server):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
+def worker_exit(server, worker):
+    from core import batching
+
+    # A worker stopping (SIGTERM, max_requests, a reload) sends the views it counted
+    # in memory, within graceful_timeout; atexit would too, this says so where stops live.
+    batching.flush_all()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
