@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -93,6 +92,7 @@ class BatchBuffer:
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process = secrets.token_hex(8)
         self._seq = 0
@@ -154,10 +154,12 @@ class BatchBuffer:
         """
         with self._flush_lock:
             with self._lock:
-                if not self._sending and self._counts:
-                    self._sending = self._split()
+                if self._counts:
+                    # After any batches kept from a failed send: numbered after them.
+                    batches = self._split()
+                    self._sending += batches
                     self._counts, self._members, self._n_members = {}, {}, 0
-                    for batch in self._sending:
+                    for batch in batches:
                         for key, n in batch.counts.items():
                             self._in_flight[key] = self._in_flight.get(key, 0) + n
                 dropped, dropped_members = self._dropped, self._dropped_members
@@ -246,10 +248,10 @@ class BatchBuffer:
 
     def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stop.is_set():
             if failures:
                 # Adds that fill the buffer meanwhile must not make this a busy loop.
-                time.sleep(min(self.interval * 2**failures, MAX_RETRY_WAIT))
+                self._stop.wait(min(self.interval * 2**failures, MAX_RETRY_WAIT))
             else:
                 self._wake.wait(self.interval)
             self._wake.clear()
@@ -263,6 +265,15 @@ class BatchBuffer:
                 # this thread's as a request's end would (CONN_MAX_AGE, health checks).
                 close_old_connections()
             failures = 0 if sent else min(failures + 1, 8)
+
+    def close(self) -> None:
+        """Stop the thread (after its last send) and forget this buffer."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self in _buffers:
+            _buffers.remove(self)
 
     def clear(self) -> None:
         """For tests: forget everything added, sent or known."""

@@ -129,7 +129,7 @@ def record_post_view(*, post_id: int, viewer: str) -> int:
     moment a flush to the database takes the pending views it can dip or overshoot by
     one batch. Call it only for posts that exist: every id gets a key without a TTL.
     """
-    return _views.add(("post", post_id), viewer)
+    return view_buffer.add(("post", post_id), viewer)
 
 
 def record_page_view(*, page_id: int, viewer: str) -> int:
@@ -137,7 +137,7 @@ def record_page_view(*, page_id: int, viewer: str) -> int:
 
     `viewer` is accepted for symmetry with posts; pages keep no unique-viewer count.
     """
-    return _views.add(("page", page_id))
+    return view_buffer.add(("page", page_id))
 
 
 def flush_views() -> bool:
@@ -145,7 +145,7 @@ def flush_views() -> bool:
 
     The background thread calls it every interval; tests call it instead of waiting.
     """
-    return _views.flush()
+    return view_buffer.flush()
 
 
 def _send_views(batch: Batch) -> dict[Hashable, int]:
@@ -181,7 +181,7 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
     return pending
 
 
-_views = BatchBuffer(
+view_buffer = BatchBuffer(
     "views",
     _send_views,
     interval=settings.KESTREL_VIEW_FLUSH_INTERVAL,
