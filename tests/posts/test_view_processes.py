@@ -1,0 +1,170 @@
+"""View counts across real processes: gunicorn workers stopped gracefully, drivers killed outright.
+
+One live stack (tests.live) for the module: gunicorn with two gthread workers and the
+state Redis, each process counting views in its own memory and sending them every
+VIEW_FLUSH_INTERVAL. Other processes (tests/posts/view_driver.py) count views of the
+same posts against the same Redis and database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from core.redis_server import die_with_parent
+from posts import keys
+from tests.live import PROJECT_ROOT, LiveKestrel, live_kestrel
+from tests.posts.view_driver import PROGRESS_EVERY
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 0.2  # VIEW_FLUSH_INTERVAL of every process here (the default)
+CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[LiveKestrel]:
+    env = {
+        "RATE_LIMIT_ENABLED": "0",
+        # The readers' addresses come in X-Forwarded-For, so they are distinct viewers.
+        "RATE_LIMIT_TRUSTED_PROXIES": "1",
+        "VIEW_FLUSH_INTERVAL": str(INTERVAL),
+    }
+    with live_kestrel(env=env, web_workers=2, web_threads=8) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def author(site) -> int:
+    return site.create_user(email="author@example.com", username="author", password="a-Strong-pass-42")
+
+
+def create_post(site: LiveKestrel, author: int) -> int:
+    code = f"from posts.models import Post; print(Post.objects.create(author_id={author}, title='t', content='c').pk)"
+    return int(site.shell(code).strip().splitlines()[-1])
+
+
+def state(site: LiveKestrel) -> redis.Redis:
+    return redis.Redis.from_url(site.env["REDIS_URL"])
+
+
+def view_counts(site: LiveKestrel, post_ids: list[int]) -> dict[int, int]:
+    code = (
+        "import json; from posts.models import Post; "
+        f"print(json.dumps(dict(Post.objects.filter(pk__in={post_ids!r}).values_list('id', 'view_count'))))"
+    )
+    return {int(k): v for k, v in json.loads(site.shell(code).strip().splitlines()[-1]).items()}
+
+
+def pending(site: LiveKestrel, post_id: int) -> int:
+    return int(state(site).get(keys.post_views(post_id)) or 0)
+
+
+def driver(site: LiveKestrel, *args: object, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.posts.view_driver", *(str(arg) for arg in args)],
+        cwd=PROJECT_ROOT,
+        env={**site.env, **env},
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,
+    )
+
+
+def test_views_from_two_gunicorn_workers_are_exact_after_a_graceful_stop(site, author):
+    hot, cold = create_post(site, author), create_post(site, author)
+    plan = [(hot, f"203.0.113.{n % 60}") for n in range(2_400)] + [(cold, "198.51.100.1")] * 400
+    errors: list[str] = []
+
+    def reader(client: int) -> None:
+        for post_id, address in plan[client::CLIENTS]:
+            status, _, body = site.request("GET", f"/api/posts/{post_id}", headers={"X-Forwarded-For": address})
+            if status != 200:
+                errors.append(f"{status} {body[:200]!r}")
+
+    readers = [threading.Thread(target=reader, args=(n,)) for n in range(CLIENTS)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+
+    site.web.stop()  # SIGTERM: each worker sends what it holds (worker_exit) and exits
+
+    rows = view_counts(site, [hot, cold])
+    redis_state = state(site)
+    # Both workers counted views: each sent batches under its own sequence.
+    every_process = keys.view_batches("TOKEN").replace("TOKEN", "*")
+    assert len(list(redis_state.scan_iter(match=every_process))) == 2, site.logs()
+    assert rows[hot] + pending(site, hot) == 2_400
+    # The threshold moved the hot post's views to its row while it was read, batch by
+    # batch, from the sum of both workers' sends; what is left is below it.
+    assert rows[hot] >= keys.VIEW_FLUSH_EVERY
+    assert pending(site, hot) < keys.VIEW_FLUSH_EVERY
+    assert (rows[cold], pending(site, cold)) == (0, 400)
+    assert redis_state.pfcount(keys.post_viewers(hot)) in range(59, 62)  # 60 addresses (HLL)
+    assert redis_state.pfcount(keys.post_viewers(cold)) == 1
+
+
+def test_two_processes_reach_the_threshold_together_and_their_views_move_to_the_row_once(site, author):
+    post_id = create_post(site, author)
+
+    first = driver(site, "count", post_id, 600, 4)
+    second = driver(site, "count", post_id, keys.VIEW_FLUSH_EVERY - 600, 4)
+
+    assert first.wait(timeout=60) == 0
+    assert second.wait(timeout=60) == 0
+    # Whichever send took the shared total to 1000 moved all of it; nothing before could.
+    assert view_counts(site, [post_id])[post_id] == keys.VIEW_FLUSH_EVERY
+    assert pending(site, post_id) == 0
+
+
+def test_a_killed_process_loses_exactly_the_views_it_had_not_sent(site, author):
+    post_id = create_post(site, author)
+    # No sending thread: this process sends once, when told, then counts 200 more.
+    process = driver(site, "crash", post_id, 300, 200, VIEW_FLUSH_INTERVAL="0")
+    try:
+        assert process.stdout.readline().strip() == "ready"
+    finally:
+        process.kill()  # SIGKILL: no atexit, no worker_exit
+        process.wait(timeout=10)
+
+    assert pending(site, post_id) == 300
+
+
+def test_a_killed_process_loses_at_most_about_one_interval_of_views(site, author):
+    post_id = create_post(site, author)
+    process = driver(site, "stream", post_id)
+    progress: list[tuple[int, float]] = []
+    try:
+        while not progress or progress[-1][1] - progress[0][1] < 1.0:  # a second of views, then kill
+            views, at = process.stdout.readline().split()
+            progress.append((int(views), float(at)))
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    for line in process.stdout:  # what it printed before the kill and we had not read yet
+        views, at = line.split()
+        progress.append((int(views), float(at)))
+    process.stdout.close()
+    # Killed after its last line and before the next one.
+    recorded_at_most = progress[-1][0] + PROGRESS_EVERY
+    last = progress[-1][1]
+
+    sent = view_counts(site, [post_id])[post_id] + pending(site, post_id)
+    lost = recorded_at_most - sent
+    # The bound: what the process recorded in its last interval, plus the send in
+    # flight and the scheduling of a busy machine (another interval).
+    window = [views for views, at in progress if at >= last - 2 * INTERVAL]
+    last_intervals = progress[-1][0] - window[0] + 2 * PROGRESS_EVERY
+    rate = (progress[-1][0] - progress[0][0]) / (last - progress[0][1])
+    print(f"\n{rate:,.0f} views/s recorded; a kill -9 lost {lost:,} views = {lost / rate * 1000:.0f} ms of them")
+    assert 0 <= lost <= last_intervals, (lost, last_intervals, progress[-10:])
