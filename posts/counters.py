@@ -2,7 +2,7 @@
 
 A view costs no round trip: each process counts views (and viewers, per post) in memory
 (core.batching) and a background thread sends them every KESTREL_VIEW_FLUSH_INTERVAL
-seconds (0.2) in one script call: INCRBY the pending counter, PFADD the new viewers to
+seconds (default 0.2) in one script call: INCRBY the pending counter, PFADD the new viewers to
 the post's HyperLogLog, SADD its member ("post:42") to the dirty set. Pending views move
 to the database in batches: when a send's INCRBY reply reaches VIEW_FLUSH_EVERY (the
 article's batch write, exact across processes since the reply is the shared total), and
@@ -18,8 +18,9 @@ Beyond the article, which writes `count` when `count % 1000 == 0`:
 Failure policy: the state role holds what no database row has yet, so these keys have no
 TTL and must not be evicted. While it is unavailable the buffer keeps counting (up to
 KESTREL_VIEW_BUFFER_MAX_KEYS posts and pages; beyond, new ones' views are dropped and
-counted) and sends everything once it answers: reads never wait on it. Lost on a crash
-(kill -9) of a process: its views of the last interval, at most; a stop sends them.
+counted) and sends everything once it answers: reads never wait on it. A crash (kill -9)
+of a process loses the views it counted since its last send: about one interval's,
+bounded by the buffer. A stop sends them (SIGTERM to gunicorn or RQ, any normal exit).
 
 Crash window of the database flush: the take happens before the database update
 (take-then-apply). A process dying between the two loses the views of that one batch;
@@ -185,9 +186,9 @@ view_buffer = BatchBuffer(
     "views",
     _send_views,
     interval=settings.KESTREL_VIEW_FLUSH_INTERVAL,
+    # Reached only while Redis is away: ~50 MB, each post with a new viewer (~480 bytes).
     max_keys=settings.KESTREL_VIEW_BUFFER_MAX_KEYS,
-    # Each member is a short string (~100 bytes with its set slot): ~20 MB at most.
-    max_members=2 * settings.KESTREL_VIEW_BUFFER_MAX_KEYS,
+    max_members=settings.KESTREL_VIEW_BUFFER_MAX_KEYS,
     # Send early rather than let one script call grow past a few thousand arguments.
     flush_keys=1_000,
     flush_members=10_000,
@@ -200,12 +201,12 @@ def _flush_due(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
         # Inside the caller's transaction a rollback would undo our UPDATE after the
         # views had left Redis: flush once it has committed (robust: a failure there
         # is logged, never raised into the caller's commit).
-        after_commit(_flush_inline, members)
+        after_commit(_flush_now, members)
         return {}
-    return _flush_inline(members)
+    return _flush_now(members)
 
 
-def _flush_inline(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+def _flush_now(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
     # The views are safely counted in Redis; a database failure here must not lose them
     # or stop the sender: they are given back and a later send or the schedule retries.
     try:
