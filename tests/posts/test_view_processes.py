@@ -1,9 +1,8 @@
 """View counts across real processes: gunicorn workers stopped gracefully, drivers killed outright.
 
-One live stack (tests.live) for the module: gunicorn with two gthread workers and the
-state Redis, each process counting views in its own memory and sending them every
-VIEW_FLUSH_INTERVAL. Other processes (tests/posts/view_driver.py) count views of the
-same posts against the same Redis and database.
+One live stack (tests.live) for the module: gunicorn with two gthread workers, the state
+Redis and the database. Other processes (tests/posts/view_driver.py) count views of the
+same posts against the same Redis and database, each in its own memory.
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from tests.posts.view_driver import PROGRESS_EVERY
 
 pytestmark = pytest.mark.slow
 
-INTERVAL = 0.2  # VIEW_FLUSH_INTERVAL of every process here (the default)
+INTERVAL = 0.2  # the drivers' VIEW_FLUSH_INTERVAL (the default)
 CLIENTS = 8
+HOT_VIEWS, COLD_VIEWS = 1_500, 300
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,9 @@ def site() -> Iterator[LiveKestrel]:
         "RATE_LIMIT_ENABLED": "0",
         # The readers' addresses come in X-Forwarded-For, so they are distinct viewers.
         "RATE_LIMIT_TRUSTED_PROXIES": "1",
-        "VIEW_FLUSH_INTERVAL": str(INTERVAL),
+        # The web workers never send on their own: every view they count must reach
+        # Redis through their graceful stop.
+        "VIEW_FLUSH_INTERVAL": "3600",
     }
     with live_kestrel(env=env, web_workers=2, web_threads=8) as live:
         yield live
@@ -68,11 +70,11 @@ def pending(site: LiveKestrel, post_id: int) -> int:
     return int(state(site).get(keys.post_views(post_id)) or 0)
 
 
-def driver(site: LiveKestrel, *args: object, **env: str) -> subprocess.Popen:
+def driver(site: LiveKestrel, *args: object, interval: float = INTERVAL) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.posts.view_driver", *(str(arg) for arg in args)],
         cwd=PROJECT_ROOT,
-        env={**site.env, **env},
+        env={**site.env, "VIEW_FLUSH_INTERVAL": str(interval)},
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=die_with_parent,
@@ -81,7 +83,7 @@ def driver(site: LiveKestrel, *args: object, **env: str) -> subprocess.Popen:
 
 def test_views_from_two_gunicorn_workers_are_exact_after_a_graceful_stop(site, author):
     hot, cold = create_post(site, author), create_post(site, author)
-    plan = [(hot, f"203.0.113.{n % 60}") for n in range(2_400)] + [(cold, "198.51.100.1")] * 400
+    plan = [(hot, f"203.0.113.{n % 60}") for n in range(HOT_VIEWS)] + [(cold, "198.51.100.1")] * COLD_VIEWS
     errors: list[str] = []
 
     def reader(client: int) -> None:
@@ -97,19 +99,21 @@ def test_views_from_two_gunicorn_workers_are_exact_after_a_graceful_stop(site, a
         thread.join()
     assert errors == []
 
+    redis_state = state(site)
+    assert pending(site, hot) == pending(site, cold) == 0  # all still in the workers' memory
+
     site.web.stop()  # SIGTERM: each worker sends what it holds (worker_exit) and exits
 
     rows = view_counts(site, [hot, cold])
-    redis_state = state(site)
-    # Both workers counted views: each sent batches under its own sequence.
+    # Both workers counted views: each sent its batch under its own sequence.
     every_process = keys.view_batches("TOKEN").replace("TOKEN", "*")
     assert len(list(redis_state.scan_iter(match=every_process))) == 2, site.logs()
-    assert rows[hot] + pending(site, hot) == 2_400
-    # The threshold moved the hot post's views to its row while it was read, batch by
-    # batch, from the sum of both workers' sends; what is left is below it.
+    assert rows[hot] + pending(site, hot) == HOT_VIEWS
+    # The send that took the shared total past the threshold moved it to the row; what
+    # is left is below it.
     assert rows[hot] >= keys.VIEW_FLUSH_EVERY
     assert pending(site, hot) < keys.VIEW_FLUSH_EVERY
-    assert (rows[cold], pending(site, cold)) == (0, 400)
+    assert (rows[cold], pending(site, cold)) == (0, COLD_VIEWS)
     assert redis_state.pfcount(keys.post_viewers(hot)) in range(59, 62)  # 60 addresses (HLL)
     assert redis_state.pfcount(keys.post_viewers(cold)) == 1
 
@@ -117,12 +121,13 @@ def test_views_from_two_gunicorn_workers_are_exact_after_a_graceful_stop(site, a
 def test_two_processes_reach_the_threshold_together_and_their_views_move_to_the_row_once(site, author):
     post_id = create_post(site, author)
 
-    first = driver(site, "count", post_id, 600, 4)
-    second = driver(site, "count", post_id, keys.VIEW_FLUSH_EVERY - 600, 4)
+    # No sending thread: each sends once, as its interpreter exits (atexit).
+    first = driver(site, "count", post_id, 600, 4, interval=0)
+    second = driver(site, "count", post_id, keys.VIEW_FLUSH_EVERY - 600, 4, interval=0)
 
     assert first.wait(timeout=60) == 0
     assert second.wait(timeout=60) == 0
-    # Whichever send took the shared total to 1000 moved all of it; nothing before could.
+    # Whichever exit took the shared total to 1000 moved all of it; the other could not.
     assert view_counts(site, [post_id])[post_id] == keys.VIEW_FLUSH_EVERY
     assert pending(site, post_id) == 0
 
@@ -130,7 +135,7 @@ def test_two_processes_reach_the_threshold_together_and_their_views_move_to_the_
 def test_a_killed_process_loses_exactly_the_views_it_had_not_sent(site, author):
     post_id = create_post(site, author)
     # No sending thread: this process sends once, when told, then counts 200 more.
-    process = driver(site, "crash", post_id, 300, 200, VIEW_FLUSH_INTERVAL="0")
+    process = driver(site, "crash", post_id, 300, 200, interval=0)
     try:
         assert process.stdout.readline().strip() == "ready"
     finally:
