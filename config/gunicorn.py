@@ -65,8 +65,9 @@ def on_starting(server):
 def worker_exit(server, worker):
     from core import batching
 
-    # A worker stopping (SIGTERM, max_requests, a reload) sends the views it counted
-    # in memory, within graceful_timeout; atexit would too, this says so where stops live.
+    # A stopping worker (SIGTERM, max_requests, a reload) sends the views it holds in
+    # memory before it exits, within graceful_timeout. If Redis cannot take them, they
+    # are logged as lost with their count.
     batching.flush_all()
 
 

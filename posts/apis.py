@@ -49,8 +49,8 @@ class PostSerializer(serializers.Serializer):
 
 
 VIEWS_HELP = (
-    "every view so far, this one included, as this server knows them: views on other servers "
-    "of the last fraction of a second (KESTREL_VIEW_FLUSH_INTERVAL) appear a moment later"
+    "every view so far, this one included, as this server knows them: other servers' views "
+    "of the last fraction of a second show a moment later"
 )
 
 
