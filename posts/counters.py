@@ -4,9 +4,10 @@ A view costs no round trip: each process counts views (and viewers, per post) in
 (core.batching) and a background thread sends them every KESTREL_VIEW_FLUSH_INTERVAL
 seconds (default 0.2) in one script call: INCRBY the pending counter, PFADD the new
 viewers to the post's HyperLogLog, SADD its member ("post:42") to the dirty set. Pending
-views move to the database in batches: when a send's INCRBY reply reaches VIEW_FLUSH_EVERY (the
-article's batch write, exact across processes since the reply is the shared total), and
-every minute for every dirty counter (posts.jobs.flush_view_counts, jobs/cron.py).
+views move to the database in batches: when a send's INCRBY reply reaches
+VIEW_FLUSH_EVERY (the article's batch write, exact across processes since the reply is
+the shared total), and every minute for every dirty counter (posts.jobs.flush_view_counts,
+jobs/cron.py).
 
 Beyond the article, which writes `count` when `count % 1000 == 0`:
 - the article never resets its counter, so it relies on Redis keeping the running total
