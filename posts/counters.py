@@ -126,10 +126,11 @@ def record_post_view(*, post_id: int, viewer: str) -> int:
 
     Returns the post's views not yet in its row as this process knows them, this one
     included: the pending total its last send learned plus its views not sent since.
-    Add it to the view_count read (or cached) just before. Other processes' views of the
-    last interval are missing from it until this process sends again, and for the
-    moment a flush to the database takes the pending views it can dip or overshoot by
-    one batch. Call it only for posts that exist: every id gets a key without a TTL.
+    Add it to the view_count read (or cached) just before. An approximation: other
+    processes' views of the last interval are missing until this process sends again,
+    and when another process moves the pending views to the row, they count twice here
+    (at most one batch) until this process's next send of the post corrects it.
+    Call it only for posts that exist: every id gets a key without a TTL.
     """
     return view_buffer.add(("post", post_id), viewer)
 
