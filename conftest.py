@@ -46,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not settings.CACHES["sessions"]["LOCATION"].startswith(_server.url):
         pytest.exit("Django settings were loaded before the private Redis started (is DJANGO_SETTINGS_MODULE set?)")
+    # No thread sending views in the background (posts.counters): tests send them with
+    # flush_views(). A setting, not the environment, which live stacks would inherit.
+    settings.KESTREL_VIEW_FLUSH_INTERVAL = 0
     # Fast hashing: the suite creates many users; the hasher is not under test.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # No collectstatic in tests: plain static storage instead of the manifest.

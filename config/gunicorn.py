@@ -62,6 +62,15 @@ def on_starting(server):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
+def worker_exit(server, worker):
+    from core import batching
+
+    # A stopping worker (SIGTERM, max_requests, a reload) sends the views it holds in
+    # memory before it exits, within graceful_timeout. If Redis cannot take them, they
+    # are logged as lost with their count.
+    batching.flush_all()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -393,6 +393,18 @@ KESTREL_REDIS_METRICS_ENABLED = env_bool("REDIS_METRICS_ENABLED", True)  # off o
 KESTREL_METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # bearer token for Prometheus; empty: staff only
 KESTREL_HEALTH_MAX_BACKLOG = env_int("HEALTH_MAX_BACKLOG", 1000)
 
+# --- View counters (posts.counters) --------------------------------------------------
+
+# Each process counts views in memory and sends them to Redis this often (seconds): the
+# most a crash (kill -9) loses, and how far one server's view counts lag the others'.
+# 0 starts no sending thread (the test suite, which sends by calling flush_views()).
+KESTREL_VIEW_FLUSH_INTERVAL = env_float("VIEW_FLUSH_INTERVAL", 0.2)
+if KESTREL_VIEW_FLUSH_INTERVAL < 0:
+    raise ImproperlyConfigured(f"VIEW_FLUSH_INTERVAL={KESTREL_VIEW_FLUSH_INTERVAL} must be 0 or more seconds")
+# Posts and pages with views waiting in one process while Redis is away; beyond it a new
+# one's views are dropped (counted in batching.dropped) rather than memory growing.
+KESTREL_VIEW_BUFFER_MAX_KEYS = env_int("VIEW_BUFFER_MAX_KEYS", 100_000)
+
 # --- Live notifications ------------------------------------------------------------
 
 # Each open SSE stream holds one gunicorn thread (feeds/sse.py). The per-process cap,

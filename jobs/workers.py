@@ -6,6 +6,7 @@ worker's job unnoticed for up to about 15 minutes.
 
 from rq import Worker
 
+from core import batching
 from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL
 
 
@@ -14,3 +15,11 @@ class KestrelWorker(Worker):
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(*args, **kwargs)
+
+    def perform_job(self, *args, **kwargs):
+        try:
+            return super().perform_job(*args, **kwargs)
+        finally:
+            # A forking worker's work horse ends with os._exit, which runs no atexit
+            # handler: whatever a job counted in memory (core.batching) is sent here.
+            batching.flush_all()

@@ -48,8 +48,14 @@ class PostSerializer(serializers.Serializer):
     viewCount = serializers.IntegerField(help_text="views flushed to the database")
 
 
+VIEWS_HELP = (
+    "every view so far, this one included, as this server knows them: other servers' views "
+    "of the last fraction of a second show a moment later"
+)
+
+
 class PostViewedSerializer(PostSerializer):
-    views = serializers.IntegerField(help_text="every view so far, this one included")
+    views = serializers.IntegerField(help_text=VIEWS_HELP)
 
 
 class PostInputSerializer(BodySerializer):
@@ -79,6 +85,8 @@ class PostDetailApi(APIView):
         post = selectors.post_detail(post_id=post_id)
         if post is None:
             raise NotFound("Post not found")
+        # Counted in this process's memory (no Redis call): a state-role outage does not
+        # fail the read. The pending views are as this process last learned them.
         pending = counters.record_post_view(post_id=post_id, viewer=counters.viewer_id(request))
         return Response({**post, "views": post["viewCount"] + pending})
 
@@ -197,7 +205,7 @@ class PageDetailApi(APIView):
                     "title": serializers.CharField(),
                     "body": serializers.CharField(allow_blank=True),
                     "viewCount": serializers.IntegerField(help_text="views flushed to the database"),
-                    "views": serializers.IntegerField(help_text="every view so far, this one included"),
+                    "views": serializers.IntegerField(help_text=VIEWS_HELP),
                 },
             )
         }

@@ -1,11 +1,13 @@
 """Distributed view counters for posts and pages (the reference article's part 6.3).
 
-Every view is one round trip to the state role: INCR a pending counter, PFADD the
-viewer to the post's HyperLogLog, SADD the counter's member ("post:42") to the dirty
-set. Pending views move to the database in batches: inline when a counter reaches
-VIEW_FLUSH_EVERY (the article's batch write), and every minute for every dirty counter
-(posts.jobs.flush_view_counts, scheduled by jobs/cron.py). The figure to show is the
-row's view_count plus pending_views().
+A view costs no round trip: each process counts views (and viewers, per post) in memory
+(core.batching) and a background thread sends them every KESTREL_VIEW_FLUSH_INTERVAL
+seconds (default 0.2) in one script call: INCRBY the pending counter, PFADD the new
+viewers to the post's HyperLogLog, SADD its member ("post:42") to the dirty set. Pending
+views move to the database in batches: when a send's INCRBY reply reaches
+VIEW_FLUSH_EVERY (the article's batch write, exact across processes since the reply is
+the shared total), and every minute for every dirty counter (posts.jobs.flush_view_counts,
+jobs/cron.py).
 
 Beyond the article, which writes `count` when `count % 1000 == 0`:
 - the article never resets its counter, so it relies on Redis keeping the running total
@@ -14,24 +16,27 @@ Beyond the article, which writes `count` when `count % 1000 == 0`:
   reaches the database exactly once and the row alone is the durable total;
 - a counter that never reaches the threshold still reaches the database, on schedule.
 
-Failure policy: the state role. Pending views exist nowhere else, so these keys have no
-TTL and must not be evicted, and Redis errors propagate: the caller decides whether a
-page can be served without counting its view.
+Failure policy: the state role holds what no database row has yet, so these keys have no
+TTL and must not be evicted. While it is unavailable the buffer keeps counting (up to
+KESTREL_VIEW_BUFFER_MAX_KEYS posts and pages; beyond, new ones' views are dropped and
+counted) and sends everything once it answers: reads never wait on it. A crash (kill -9)
+of a process loses the views it counted since its last send: about one interval's,
+bounded by the buffer. A stop sends them (SIGTERM to gunicorn or RQ, any normal exit).
 
-Crash window: the take happens before the database update (take-then-apply). A process
-dying between the two loses the views of that one batch; applying first and taking
-after would double count them instead, and a count that only ever runs slightly low is
-the lesser harm for a view counter. A database *error* loses nothing: the views are
-given back. (An error reported after the database did commit, such as a connection lost
-while COMMIT's answer was on the wire, would count that batch twice; that is as rare as
-the crash and we accept it.)
+Crash window of the database flush: the take happens before the database update
+(take-then-apply). A process dying between the two loses the views of that one batch;
+applying first and taking after would double count them instead, and a count that only
+ever runs slightly low is the lesser harm for a view counter. A database *error* loses
+nothing: the views are given back. (An error reported after the database did commit,
+such as a connection lost while COMMIT's answer was on the wire, would count that batch
+twice; that is as rare as the crash and we accept it.)
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Literal, cast
 
 from django.conf import settings
@@ -42,10 +47,11 @@ from django.utils.crypto import salted_hmac
 from redis import Redis
 from redis.commands.core import Script
 
+from core.batching import Batch, BatchBuffer, apply_once
 from core.cacheaside import invalidate
 from core.commit import after_commit
 from core.ratelimit import client_ip
-from core.redis import get_redis
+from core.redis import get_redis, is_unavailable
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
 from posts.models import Page, Post
@@ -115,64 +121,101 @@ def _member(kind: str, obj_id: int) -> str:
     return f"{kind}:{obj_id}"
 
 
-def record_post_view(*, post_id: int, viewer: str, flush_every: int = VIEW_FLUSH_EVERY) -> int:
-    """Count one view of a post by `viewer` (a user id or a hashed client address).
+def record_post_view(*, post_id: int, viewer: str) -> int:
+    """Count one view of a post by `viewer` (a user id or a hashed client address); no I/O.
 
-    Returns the views not yet in the post's row as it was before this call: show the
-    view_count read (or cached) just before it plus this. That stays exact when this
-    very view triggers a flush, as the views it moves are the ones returned.
+    Returns the post's views not yet in its row as this process knows them, this one
+    included: the pending total its last send learned plus its views not sent since.
+    Add it to the view_count read (or cached) just before. An approximation: other
+    processes' views of the last interval are missing until this process sends again,
+    and when another process moves the pending views to the row, they count twice here
+    (at most one batch) until this process's next send of the post corrects it.
     Call it only for posts that exist: every id gets a key without a TTL.
     """
-    state = get_redis("state")
-    with state.pipeline(transaction=False) as pipe:
-        pipe.incr(keys.post_views(post_id))
-        pipe.pfadd(keys.post_viewers(post_id), viewer)
-        pipe.sadd(keys.views_dirty(), _member("post", post_id))
-        pending, _, _ = pipe.execute()
-    if pending >= flush_every:
-        _flush_due("post", post_id)
-    return pending
+    return view_buffer.add(("post", post_id), viewer)
 
 
-def record_page_view(*, page_id: int, viewer: str, flush_every: int = VIEW_FLUSH_EVERY) -> int:
-    """Count one view of a page; returns its views not yet in the row as read before the call.
+def record_page_view(*, page_id: int, viewer: str) -> int:
+    """Count one view of a page; returns its views not yet in the row, as record_post_view.
 
     `viewer` is accepted for symmetry with posts; pages keep no unique-viewer count.
     """
+    return view_buffer.add(("page", page_id))
+
+
+def flush_views() -> bool:
+    """Send this process's buffered views to Redis now; False if Redis was unavailable (kept).
+
+    The background thread calls it every interval; tests call it instead of waiting.
+    """
+    return view_buffer.flush()
+
+
+def _send_views(batch: Batch) -> dict[Hashable, int]:
+    """core.batching's send: one script call, then the database flush of counters now due."""
     state = get_redis("state")
-    with state.pipeline(transaction=False) as pipe:
-        pipe.incr(keys.page_views(page_id))
-        pipe.sadd(keys.views_dirty(), _member("page", page_id))
-        pending, _ = pipe.execute()
-    if pending >= flush_every:
-        _flush_due("page", page_id)
+    objects = cast(list[tuple[Kind, int]], list(batch.counts))
+    counters = {_COUNTER_KEYS[kind](obj_id): batch.counts[(kind, obj_id)] for kind, obj_id in objects}
+    _, totals = apply_once(
+        state,
+        sequence_key=keys.view_batches(batch.process),
+        seq=batch.seq,
+        ttl=keys.VIEW_BATCH_TTL,
+        counters=counters,
+        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in batch.members.items()},
+        sets={keys.views_dirty(): [_member(kind, obj_id) for kind, obj_id in objects]},
+    )
+    pending: dict[Hashable, int] = {obj: totals[key] for obj, key in zip(objects, counters, strict=True)}
+    # `>=`, not `==`: a counter given back after a failed flush stays above the
+    # threshold, and every later send of its views retries until one succeeds. Sends
+    # from several processes that all see the threshold race harmlessly: one take gets
+    # the views, the others take 0 and touch no row.
+    due = [obj for obj in objects if pending[obj] >= VIEW_FLUSH_EVERY]
+    if due:
+        try:
+            moved = _flush_due(due)
+        except Exception as exc:  # noqa: BLE001 - the batch is in Redis: it must not be sent again
+            # The views wait in Redis for the next send or the scheduled flush.
+            level = logging.WARNING if is_unavailable(exc) else logging.ERROR
+            logger.log(level, "Flush of views %s failed; left for the scheduled flush", due, exc_info=True)
+            moved = {}
+        for obj, n in moved.items():
+            pending[obj] = max(0, pending[obj] - n)
     return pending
 
 
-def _flush_due(kind: Kind, obj_id: int) -> None:
-    """The article's batch write, for a counter that reached the threshold.
+view_buffer = BatchBuffer(
+    "views",
+    _send_views,
+    interval=settings.KESTREL_VIEW_FLUSH_INTERVAL,
+    # Reached only while Redis is away: ~50 MB, each post with a new viewer (~480 bytes).
+    max_keys=settings.KESTREL_VIEW_BUFFER_MAX_KEYS,
+    max_members=settings.KESTREL_VIEW_BUFFER_MAX_KEYS,
+    # Send early rather than let one script call grow past a few thousand arguments.
+    flush_keys=1_000,
+    flush_members=10_000,
+)
 
-    `>=` at the call sites, not `==`: a counter given back after a failed flush stays
-    above the threshold, and every later view retries until one succeeds. Concurrent
-    views that all see the threshold race harmlessly: one take gets the views, the
-    others take 0 and touch no row.
-    """
+
+def _flush_due(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+    """The article's batch write, for counters that reached the threshold; the views moved of each."""
     if transaction.get_connection().in_atomic_block:
         # Inside the caller's transaction a rollback would undo our UPDATE after the
         # views had left Redis: flush once it has committed (robust: a failure there
         # is logged, never raised into the caller's commit).
-        after_commit(_flush_inline, kind, obj_id)
-    else:
-        _flush_inline(kind, obj_id)
+        after_commit(_flush_now, members)
+        return {}
+    return _flush_now(members)
 
 
-def _flush_inline(kind: Kind, obj_id: int) -> None:
-    # The view itself is safely counted in Redis; a database failure here must not
-    # fail the page. The views are given back and the scheduled flush retries.
+def _flush_now(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+    # The views are safely counted in Redis; a database failure here must not lose them
+    # or stop the sender: they are given back and a later send or the schedule retries.
     try:
-        _flush(get_redis("state"), [(kind, obj_id)])
+        return _flush(get_redis("state"), members)
     except DatabaseError:
-        logger.warning("Inline flush of %s %s views failed; left for the scheduled flush", kind, obj_id, exc_info=True)
+        logger.warning("Flush of views %s failed; left for the scheduled flush", members, exc_info=True)
+        return {}
 
 
 def flush_all_views(*, batch: int = 500) -> int:
@@ -202,7 +245,7 @@ def flush_all_views(*, batch: int = 500) -> int:
             # sample them again.
             logger.warning("Dropping unknown members %r of the dirty-views set", unknown)
             state.srem(dirty, *unknown)
-        moved += _flush(state, parsed)
+        moved += sum(_flush(state, parsed).values())
     return moved
 
 
@@ -218,10 +261,10 @@ def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], li
     return parsed, unknown
 
 
-def _flush(state: Redis, members: list[tuple[Kind, int]]) -> int:
-    """Take the members' pending views from Redis and add them to their rows."""
+def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+    """Take the members' pending views from Redis and add them to their rows; the views moved of each."""
     if not members:
-        return 0
+        return {}
     # Sorted so that concurrent flushers lock rows in the same order (no deadlocks).
     members = sorted(members)
     counters = [_COUNTER_KEYS[kind](obj_id) for kind, obj_id in members]
@@ -232,7 +275,7 @@ def _flush(state: Redis, members: list[tuple[Kind, int]]) -> int:
     )
     batch = [(kind, obj_id, int(n)) for (kind, obj_id), n in zip(members, taken, strict=True) if int(n) > 0]
     if not batch:
-        return 0
+        return {}
     try:
         # One transaction per batch: one lock and one commit on SQLite, and a failure
         # leaves no row half-updated, so giving back the whole batch is exact.
@@ -246,7 +289,7 @@ def _flush(state: Redis, members: list[tuple[Kind, int]]) -> int:
         # did not change, so the views go back where a later flush will find them.
         _give_back(state, batch)
         raise
-    moved = sum(n for _, _, n, updated in applied if updated)
+    moved = {(kind, obj_id): n for kind, obj_id, n, updated in applied if updated}
     # A deleted post or page: its views have nowhere to go, and its unique-viewer
     # count (no TTL) is dropped with them.
     gone_posts = [obj_id for kind, obj_id, _, updated in applied if not updated and kind == "post"]

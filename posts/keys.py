@@ -48,6 +48,9 @@ def leaderboard_version() -> str:
 # State role (not rebuildable from the database: must not be evicted) ----------------
 
 VIEW_FLUSH_EVERY = 1000  # the article's batch size
+# How long a process's batch number outlives its last batch: a copy of a batch held by a
+# hung server or a slow network and run later than this would count twice.
+VIEW_BATCH_TTL = 24 * 60 * 60
 
 
 def post_views(post_id: int) -> str:
@@ -68,3 +71,11 @@ def post_viewers(post_id: int) -> str:
 def views_dirty() -> str:
     """SET of "post:<id>" / "page:<id>", state role, no TTL: counters with views to flush."""
     return key("posts", "views", facet="dirty")
+
+
+def view_batches(process: str) -> str:
+    """STRING integer, state role, VIEW_BATCH_TTL: the last batch of views applied from one process.
+
+    `process` is a random token each process draws (core.batching), never user input.
+    """
+    return key("posts", "views", process, "batch")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import private_redis
-from core import cacheaside, metrics
+from core import batching, cacheaside, metrics
 from core.redis import breaker, get_redis
 from core.redis_server import RedisServer
 
@@ -17,16 +17,19 @@ def redis_server() -> RedisServer:
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_server: RedisServer):
     """Every test starts and ends with both roles empty (as rq's own tests do), and
-    with this process's L1 and counters empty: ids repeat across rolled-back tests."""
+    with this process's L1, counters and buffered views empty: ids repeat across
+    rolled-back tests."""
     if not redis_server.is_running():
         redis_server.start()
     for role in ("state", "cache"):
         breaker(role).reset()  # a test that hung the server leaves it open for a moment
         get_redis(role).flushdb()
     cacheaside.l1().cache.clear()
+    batching.clear_all()
     metrics.reset()
     yield
     cacheaside.l1().cache.clear()
+    batching.clear_all()
     if redis_server.is_running():
         for role in ("state", "cache"):
             breaker(role).reset()

@@ -21,7 +21,7 @@ from jobs import services
 from jobs.jobs import send_email
 from jobs.models import Job, Report
 from jobs.queues import POLICIES
-from posts.counters import record_post_view
+from posts.counters import flush_views, record_post_view
 from posts.models import Post
 from tests.jobs import backends
 
@@ -211,6 +211,7 @@ def ada_with_posts(ada):
     posts = [Post.objects.create(author=ada, title=f"post {n}", content="...", like_count=n) for n in range(3)]
     for _ in range(4):
         record_post_view(post_id=posts[0].pk, viewer="u:9")
+    flush_views()  # what the sending thread does within a fraction of a second
     return posts
 
 

@@ -1,4 +1,4 @@
-"""View counters: pending views in Redis, taken atomically and flushed to the database."""
+"""View counters: views sent from memory to Redis, taken atomically and flushed to the database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.test import override_settings
 from posts import counters, keys
 from posts.counters import (
     flush_all_views,
+    flush_views,
     pending_views,
     post_unique_viewers,
     record_page_view,
@@ -55,10 +56,23 @@ def view_count(obj: Post | Page) -> int:
     return obj.view_count
 
 
-def test_a_view_increments_the_pending_count_the_unique_viewers_and_marks_the_post_dirty(post, state_redis):
+@pytest.fixture
+def flush_every(monkeypatch):
+    """Lower the database flush threshold for one test."""
+
+    def set_to(n: int) -> None:
+        monkeypatch.setattr(counters, "VIEW_FLUSH_EVERY", n)
+
+    return set_to
+
+
+def test_a_sent_view_increments_the_pending_count_the_unique_viewers_and_marks_the_post_dirty(post, state_redis):
     assert record_post_view(post_id=post.pk, viewer="u:1") == 1
     assert record_post_view(post_id=post.pk, viewer="u:1") == 2
     assert record_post_view(post_id=post.pk, viewer="u:2") == 3
+    assert pending_views("post", [post.pk]) == {post.pk: 0}  # still in this process's memory
+
+    assert flush_views() is True
 
     assert pending_views("post", [post.pk]) == {post.pk: 3}
     assert post_unique_viewers(post.pk) == 2
@@ -69,22 +83,24 @@ def test_a_view_increments_the_pending_count_the_unique_viewers_and_marks_the_po
 def test_the_counters_have_no_ttl_on_the_state_role(post, page, state_redis):
     record_post_view(post_id=post.pk, viewer="u:1")
     record_page_view(page_id=page.pk, viewer="u:1")
+    flush_views()
 
     for key in (keys.post_views(post.pk), keys.post_viewers(post.pk), keys.page_views(page.pk), keys.views_dirty()):
         assert state_redis.ttl(key) == -1, key
 
 
-def test_the_thousandth_view_flushes_into_the_database_after_commit(
-    post, state_redis, invalidated, django_capture_on_commit_callbacks
-):
+@pytest.mark.django_db(transaction=True)
+def test_the_send_that_reaches_the_thousandth_view_moves_the_pending_views_into_the_row(post, state_redis, invalidated):
+    # As the sending thread does: no transaction is open.
     for n in range(1, keys.VIEW_FLUSH_EVERY):
         record_post_view(post_id=post.pk, viewer=f"u:{n % 7}")
+    flush_views()
     assert view_count(post) == 0
+    assert pending_views("post", [post.pk]) == {post.pk: keys.VIEW_FLUSH_EVERY - 1}
 
-    with django_capture_on_commit_callbacks(execute=True):
-        # The caller read the row (view_count 0) before the view: 0 + 1000 is exact.
-        assert record_post_view(post_id=post.pk, viewer="u:1") == keys.VIEW_FLUSH_EVERY
-        assert view_count(post) == 0  # the test's transaction has not committed yet
+    # The caller read the row (view_count 0) before the view: 0 + 1000 is exact.
+    assert record_post_view(post_id=post.pk, viewer="u:1") == keys.VIEW_FLUSH_EVERY
+    flush_views()
 
     assert view_count(post) == keys.VIEW_FLUSH_EVERY
     assert pending_views("post", [post.pk]) == {post.pk: 0}
@@ -93,14 +109,31 @@ def test_the_thousandth_view_flushes_into_the_database_after_commit(
     assert record_post_view(post_id=post.pk, viewer="u:1") == 1
 
 
+def test_a_send_inside_a_transaction_flushes_the_row_after_commit(
+    post, state_redis, invalidated, django_capture_on_commit_callbacks
+):
+    for n in range(keys.VIEW_FLUSH_EVERY):
+        record_post_view(post_id=post.pk, viewer=f"u:{n % 7}")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        flush_views()
+        assert view_count(post) == 0  # the test's transaction has not committed yet
+
+    assert view_count(post) == keys.VIEW_FLUSH_EVERY
+    assert pending_views("post", [post.pk]) == {post.pk: 0}
+    assert invalidated == [("post", post.pk)]
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_page_view_reaching_the_threshold_flushes_at_once_outside_a_transaction(page, invalidated):
-    # As in a request without ATOMIC_REQUESTS: no transaction is open.
+def test_a_page_view_reaching_the_threshold_flushes_at_once_outside_a_transaction(page, invalidated, flush_every):
+    flush_every(5)
     for _ in range(4):
-        record_page_view(page_id=page.pk, viewer="u:1", flush_every=5)
+        record_page_view(page_id=page.pk, viewer="u:1")
+    flush_views()
     assert view_count(page) == 0
 
-    assert record_page_view(page_id=page.pk, viewer="u:1", flush_every=5) == 5
+    assert record_page_view(page_id=page.pk, viewer="u:1") == 5
+    flush_views()
 
     assert view_count(page) == 5
     assert pending_views("page", [page.pk]) == {page.pk: 0}
@@ -115,6 +148,7 @@ def test_flush_all_views_moves_every_dirty_counter_and_empties_the_dirty_set(mak
             record_post_view(post_id=p.pk, viewer="u:1")
     for _ in range(4):
         record_page_view(page_id=page.pk, viewer="u:1")
+    flush_views()
 
     assert flush_all_views(batch=2) == 1 + 2 + 3 + 4
 
@@ -128,6 +162,7 @@ def test_flush_all_views_moves_every_dirty_counter_and_empties_the_dirty_set(mak
 
 def test_flush_all_views_drops_members_it_does_not_know(post, state_redis):
     record_post_view(post_id=post.pk, viewer="u:1")
+    flush_views()
     state_redis.sadd(keys.views_dirty(), "comment:1", "post:x")
 
     assert flush_all_views() == 1
@@ -137,6 +172,7 @@ def test_flush_all_views_drops_members_it_does_not_know(post, state_redis):
 def test_a_database_failure_during_flush_gives_the_views_back(post, state_redis, invalidated, monkeypatch):
     for _ in range(5):
         record_post_view(post_id=post.pk, viewer="u:1")
+    flush_views()
 
     def update(self, **kwargs):
         raise OperationalError("the database is unavailable")
@@ -155,12 +191,14 @@ def test_a_database_failure_during_flush_gives_the_views_back(post, state_redis,
     assert view_count(post) == 5
 
 
-def test_a_failed_inline_flush_does_not_fail_the_view_and_keeps_its_views(
-    post, state_redis, failing_updates, django_capture_on_commit_callbacks
+def test_a_failed_database_flush_does_not_fail_the_send_and_keeps_its_views(
+    post, state_redis, failing_updates, flush_every, django_capture_on_commit_callbacks
 ):
+    flush_every(3)
+    for _ in range(3):
+        record_post_view(post_id=post.pk, viewer="u:1")
     with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            record_post_view(post_id=post.pk, viewer="u:1", flush_every=3)
+        assert flush_views() is True
 
     assert pending_views("post", [post.pk]) == {post.pk: 3}
     assert state_redis.sismember(keys.views_dirty(), f"post:{post.pk}")
@@ -168,6 +206,7 @@ def test_a_failed_inline_flush_does_not_fail_the_view_and_keeps_its_views(
 
 def test_views_of_a_deleted_post_are_dropped_with_its_unique_viewers(post, state_redis, invalidated):
     record_post_view(post_id=post.pk, viewer="u:1")
+    flush_views()
     post_id = post.pk
     post.delete()
 
@@ -181,6 +220,7 @@ def test_views_of_a_deleted_post_are_dropped_with_its_unique_viewers(post, state
 def test_unique_viewers_counts_distinct_viewers(post):
     for n in range(60):
         record_post_view(post_id=post.pk, viewer=f"u:{n % 12}")
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 12
     assert pending_views("post", [post.pk]) == {post.pk: 60}
@@ -191,6 +231,7 @@ def test_pending_views_reads_many_counters_in_one_call(make_user, page):
     viewed, unviewed = (Post.objects.create(author=author, title=t, content="...") for t in ("a", "b"))
     record_post_view(post_id=viewed.pk, viewer="u:1")
     record_post_view(post_id=viewed.pk, viewer="u:2")
+    flush_views()
 
     assert pending_views("post", [viewed.pk, unviewed.pk]) == {viewed.pk: 2, unviewed.pk: 0}
     assert pending_views("page", []) == {}
@@ -203,6 +244,7 @@ def test_the_flush_job_runs_on_a_worker_of_the_periodic_queue(post, run_jobs):
 
     for _ in range(7):
         record_post_view(post_id=post.pk, viewer="u:1")
+    flush_views()
     # Enqueued at once, as the cron scheduler does (it uses a plain rq Queue).
     queue = django_rq.get_queue("periodic", commit_mode="auto")
     job = queue.enqueue(flush_view_counts)
@@ -232,21 +274,29 @@ def test_the_cron_config_schedules_every_periodic_job_on_the_periodic_queue():
     }
 
 
-# The race: views from many threads while a flusher drains in a loop. -----------------
+# The race: views from many threads while a sender and a flusher run in loops. ---------
 
 THREADS = 8
 VIEWS_PER_THREAD = 250
 
 
-def run_views_racing_a_flusher(post_id: int, *, flush_every: int) -> None:
-    """8 threads record 2,000 views of one post while another thread flushes in a loop."""
+def run_views_racing_a_flusher(post_id: int) -> None:
+    """8 threads record 2,000 views of one post while one thread sends and another flushes, in loops."""
     done = threading.Event()
     errors: list[BaseException] = []
 
     def view(thread: int) -> None:
         try:
             for n in range(VIEWS_PER_THREAD):
-                record_post_view(post_id=post_id, viewer=f"u:{thread}:{n % 5}", flush_every=flush_every)
+                record_post_view(post_id=post_id, viewer=f"u:{thread}:{n % 5}")
+        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+            errors.append(exc)
+
+    def send() -> None:
+        # The sending thread's work: a send reaching the threshold flushes inline.
+        try:
+            while not done.is_set():
+                flush_views()
         except BaseException as exc:  # noqa: BLE001  (reported by the test below)
             errors.append(exc)
         finally:
@@ -268,23 +318,24 @@ def run_views_racing_a_flusher(post_id: int, *, flush_every: int) -> None:
             connection.close()
 
     viewers = [threading.Thread(target=view, args=(n,)) for n in range(THREADS)]
-    flusher = threading.Thread(target=flush)
-    flusher.start()
-    for thread in viewers:
+    loops = [threading.Thread(target=send), threading.Thread(target=flush)]
+    for thread in loops + viewers:
         thread.start()
     for thread in viewers:
         thread.join()
     done.set()
-    flusher.join()
+    for thread in loops:
+        thread.join()
     assert errors == []
+    assert flush_views() is True
 
 
 @pytest.mark.django_db(transaction=True)
 def test_views_racing_the_scheduled_flush_are_each_counted_exactly_once(make_user, state_redis):
     post = Post.objects.create(author=make_user(), title="Hot", content="...")
 
-    # The real split: web processes only touch Redis, the flush job writes the rows.
-    run_views_racing_a_flusher(post.pk, flush_every=keys.VIEW_FLUSH_EVERY)
+    # The real split: sends only touch Redis below the threshold, the job writes the rows.
+    run_views_racing_a_flusher(post.pk)
 
     assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
     flush_all_views()
@@ -293,12 +344,15 @@ def test_views_racing_the_scheduled_flush_are_each_counted_exactly_once(make_use
 
 
 @pytest.mark.django_db(transaction=True)
-def test_views_racing_inline_and_scheduled_flushes_are_each_counted_exactly_once(make_user, state_redis):
+def test_views_racing_threshold_and_scheduled_flushes_are_each_counted_exactly_once(
+    make_user, state_redis, flush_every
+):
     post = Post.objects.create(author=make_user(), title="Hot", content="...")
 
-    # A low threshold makes the viewers' own inline flushes race the flusher's takes
-    # (and, on SQLite, fail on table locks and give their views back).
-    run_views_racing_a_flusher(post.pk, flush_every=20)
+    # A low threshold makes the sender's own flushes race the flusher's takes (and, on
+    # SQLite, fail on table locks and give their views back).
+    flush_every(20)
+    run_views_racing_a_flusher(post.pk)
 
     assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
     flush_all_views()
@@ -315,6 +369,7 @@ def test_sixty_anonymous_reads_with_sixty_user_agents_from_one_address_count_one
     for n in range(60):
         response = client.get(f"/api/posts/{post.pk}", HTTP_USER_AGENT=f"Browser/{n}", REMOTE_ADDR="203.0.113.7")
         assert response.status_code == 200
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 1
     assert pending_views("post", [post.pk]) == {post.pk: 60}  # every read is still a view
@@ -324,6 +379,7 @@ def test_sixty_anonymous_reads_with_sixty_user_agents_from_one_address_count_one
 def test_anonymous_readers_at_different_addresses_are_different_viewers(post, client):
     for address in ("203.0.113.7", "203.0.113.8", "198.51.100.1"):
         client.get(f"/posts/{post.pk}", REMOTE_ADDR=address)
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 3
 
@@ -333,6 +389,7 @@ def test_an_ipv6_client_rotating_through_its_own_64_is_one_viewer(post, client):
     for n in range(1, 21):
         client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=f"2001:db8:1:2::{n:x}")
     client.get(f"/api/posts/{post.pk}", REMOTE_ADDR="2001:db8:1:3::1")  # the next /64: someone else
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 2
 
@@ -345,6 +402,7 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_viewer_and_what_the
         # The client forges a first hop; the proxy appends the address it saw.
         client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.7")
     client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 2
 
@@ -354,5 +412,6 @@ def test_a_logged_in_reader_is_one_viewer_from_any_address(post, client, make_us
     client.force_login(make_user())
     for address in ("203.0.113.7", "198.51.100.1"):
         client.get(f"/api/posts/{post.pk}", REMOTE_ADDR=address, HTTP_USER_AGENT=address)
+    flush_views()
 
     assert post_unique_viewers(post.pk) == 1
