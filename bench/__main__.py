@@ -777,9 +777,9 @@ def http_section(meta: dict, http: list[dict], get_us: float | None) -> list[str
         "spread: (fastest - slowest run) / median req/s.",
         f"redis cmd/req, round trips/req: {meta['traffic_requests']} sequential requests on a warm server, counted",
         "  until Redis is quiet after the last (background flushes they caused included); the whole server, both",
-        "  roles: GET /api/posts/{id} also records the view on the state role (INCR, which redis-py sends as",
-        "  INCRBY, PFADD, SADD), counted here; the post table splits it out. Commands: those clients sent (MONITOR),",
-        "  a pipeline's one each; what a Lua script runs inside its EVALSHA is listed apart (in scripts).",
+        "  roles: GET /api/posts/{id} also counts the view, sent to the state role by each process in the",
+        "  background (one EVALSHA a send), counted here; the post table splits it out. Commands: those clients",
+        "  sent (MONITOR), a pipeline's one each; what a Lua script runs inside is listed apart (in scripts).",
         "round trips: Redis read events per request (a pipeline is one), the harness's own left out.",
     ]
     return lines
@@ -836,8 +836,8 @@ def cache_table(results: list[dict]) -> list[str]:
         format_table(headers, rows, left=2),
         "  ratio: over the drf-floor; / naive, / naive-counted: req/s over the article's read without and with its",
         "  INCR view counter. us/req: over the drf-floor. RT/req: Redis round trips per request, both roles",
-        "  (sequential requests); views RT: the view counter's pipelines, 1.00 when every read sends one, far",
-        "  below 1 when a process buffers views and flushes them in the background; other RT: the rest",
+        "  (sequential requests); views RT: the background sends of buffered views (one EVALSHA each, a few a",
+        "  second per process whatever the traffic); other RT: the rest",
         "  (cache-aside, the limiter's script, a session). DB loads/read: loader calls per cache-aside read.",
         "  Every 1000 views a post's counter is flushed to its row and its cached copy dropped, so a hot post",
         "  misses about once per 1000 views in each tier; a flush inside the counted requests adds fractions of",

@@ -814,6 +814,20 @@ _COUNT_END = "kestrel-bench:count-end"
 MONITOR_TIMEOUT = 60.0
 
 
+# posts.counters sends buffered views in a script call whose first key is the sending
+# process's batch key (posts.keys.view_batches): named apart from the limiter's EVALSHA.
+VIEW_SEND = "evalsha(views)"
+_VIEW_SEND_KEY = re.compile(r":posts:views:[^: ]+:batch\b")
+
+
+def command_name(command: str) -> str:
+    """A MONITOR line's command name, lowercase; a view send's EVALSHA as VIEW_SEND."""
+    name = command.split(" ", 1)[0].lower()
+    if name == "evalsha" and _VIEW_SEND_KEY.search(command):
+        return VIEW_SEND
+    return name
+
+
 class _CommandLog(threading.Thread):
     """Every command the server runs between the two markers, read from MONITOR on a connection of its own.
 
@@ -842,7 +856,7 @@ class _CommandLog(threading.Thread):
                     elif own and command == f"ECHO {_COUNT_END}":
                         return
                     if counting:
-                        name = command.split(" ", 1)[0].lower()
+                        name = command_name(command)
                         self.entries.append((entry["client_type"], entry["client_port"], name))
         except Exception as exc:  # noqa: BLE001 - handed to the thread that waits for this one
             self.error = exc

@@ -154,3 +154,11 @@ def test_every_answer_outside_2xx_and_3xx_is_a_load_error():
     assert mix_errors(mix) == 7
     targets = {t["figure"]: t["met"] for t in mix_targets(mix)}
     assert targets == {"ratio_rps": True, "ratio_p99": True, "errors": False}
+
+
+def test_a_view_send_is_named_apart_from_other_scripts():
+    from bench.harness import VIEW_SEND, command_name
+
+    assert command_name('EVALSHA "ab12" "3" "kestrel:posts:views:9f3c:batch" "kestrel:posts:post:1:views"') == VIEW_SEND
+    assert command_name('EVALSHA "ab12" "1" "kestrel:core:ratelimit:0a1b:api"') == "evalsha"
+    assert command_name('GET "kestrel:posts:post:1"') == "get"
