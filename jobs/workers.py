@@ -1,16 +1,88 @@
-"""The RQ worker of `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
+"""The RQ worker of `manage.py rqworker-pool` and `rqworker` (settings.RQ["WORKER_CLASS"]).
 
-django-rq's command has no flags for these intervals; RQ's defaults leave a killed
-worker's job unnoticed for up to about 15 minutes.
+Jobs run in the worker process (RQ's SimpleWorker): forking a child per job costs each
+Kestrel job a new database connection, where this process keeps one (bench/jobqueue.py).
+What the fork protected stays protected: a job that crashes the process takes only this
+process, which its supervisor (the pool, systemd) starts again, and RQ retries the job
+once its heartbeats stop; a job past its timeout that RQ's SIGALRM cannot stop is ended
+by a watchdog that needs no GIL.
 """
 
-from rq import Worker
+from __future__ import annotations
 
-from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL
+import faulthandler
+import logging
+import threading
+
+from django.db import close_old_connections
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
+
+from core.redis import UNAVAILABLE_ERRORS
+from jobs.queues import HARD_TIMEOUT_GRACE, JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_TTL
+
+logger = logging.getLogger(__name__)
 
 
-class KestrelWorker(Worker):
+class KestrelWorker(SimpleWorker):
+    hard_timeout_grace = HARD_TIMEOUT_GRACE
+
     def __init__(self, *args, **kwargs):
+        # django-rq's commands have no flags for the intervals (and rqworker-pool none for
+        # the TTL); RQ's defaults leave a dead worker's job unnoticed for up to ~15 minutes.
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # As Django does around a request: a connection past CONN_MAX_AGE or broken (the
+        # database restarted) is replaced, not handed to every later job of this process.
+        close_old_connections()
+        execution = self.prepare_execution(job)
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        if timeout > 0:
+            # SIGALRM (RQ's timeout) runs Python code, so a job stuck in C or catching the
+            # timeout outlives it; faulthandler's watchdog thread needs no GIL and _exits
+            # the process, with every thread's traceback in the log.
+            faulthandler.dump_traceback_later(timeout + self.hard_timeout_grace, exit=True)
+        heartbeats = Heartbeats(self, job, execution)
+        heartbeats.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            heartbeats.stop()
+            faulthandler.cancel_dump_traceback_later()
+            close_old_connections()
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # SimpleWorker sends no heartbeat during a job, so it gives the whole timeout + 60 s;
+        # Heartbeats sends them every job_monitoring_interval, as a forking worker does.
+        return BaseWorker.get_heartbeat_ttl(self, job, working_time)
+
+
+class Heartbeats(threading.Thread):
+    """Keeps a running job's heartbeats going from a thread, every job_monitoring_interval.
+
+    They stop when the process dies or stops running Python (stuck holding the GIL):
+    the job's deadline then passes and RQ's registry cleanup retries or fails it.
+    """
+
+    def __init__(self, worker: BaseWorker, job: Job, execution) -> None:
+        super().__init__(name=f"rq-heartbeats-{job.id}", daemon=True)
+        self.worker, self.job, self.execution = worker, job, execution
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.worker.job_monitoring_interval):
+            try:
+                self.worker.maintain_heartbeats(self.job, self.execution)
+            except UNAVAILABLE_ERRORS as exc:
+                # Redis away for a moment: the next beat tries again, well within the deadline.
+                logger.warning("Heartbeat of job %s failed (%s)", self.job.id, exc)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
