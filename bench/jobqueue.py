@@ -64,6 +64,13 @@ class Setup:
     kinds: tuple[str, ...] = ("bare", "kestrel")
     email: bool = False  # also drain a batch of email jobs
 
+    def describe(self) -> str:
+        """`2 x rqworker`, `rqworker-pool -n 2 (rq.Worker)`: what runs, without the queues."""
+        what = f"rqworker-pool -n {self.processes}" if self.pool else "rqworker"
+        if not self.pool and self.processes > 1:
+            what = f"{self.processes} x {what}"
+        return f"{what} ({self.worker_class or 'KestrelWorker'})"
+
     def commands(self, queues: list[str]) -> list[list[str]]:
         chosen = ["--worker-class", self.worker_class] if self.worker_class else []
         if self.pool:
@@ -154,6 +161,7 @@ def run(*, jobs: int, setups: list[str], log_dir: Path, seed: int) -> dict:
             name: {
                 "processes": SETUPS[name].processes,
                 "command": " ".join(SETUPS[name].commands(list(WORKER_QUEUES))[0][1:]),
+                "runs": SETUPS[name].describe(),
             }
             for name in setups
         },
@@ -283,6 +291,81 @@ def _batch(
         "startup_s": (min(job.started_at for job in jobs) - drained["began"]).total_seconds(),
         "wall_s": drained["wall_s"],
     }
+
+
+# --- Report (python -m bench prints these lines) ---------------------------------------
+
+KIND_LABELS = {
+    "bare": "Queue.enqueue(noop): RQ alone",
+    "kestrel": "job_enqueue: outbox row, policy, push after commit",
+    "email": "email_enqueue as POST /api/send-email (quota)",
+}
+
+
+def report_lines(result: dict) -> list[str]:
+    from bench.harness import format_table
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None or value != value else format(value, spec)
+
+    kinds = result["kinds"]
+    bare_enqueue = kinds["bare"]["enqueue"]["p50_ms"]
+    lines = [
+        f"Background jobs: {result['jobs']} jobs of each kind per setup, on the email queue; "
+        f"workers on `{' '.join(result['queues'])}`; email via {result['email_backend'].rsplit('.', 2)[-2]}",
+        "Enqueue, one call in-process (medians):",
+        format_table(
+            ["job", "enqueued by", "ms", "CPU ms", "vs bare", "SQL", "Redis cmd", "round trips", "worker Redis cmd"],
+            [
+                [
+                    kind,
+                    KIND_LABELS[kind],
+                    fmt(figures["enqueue"]["p50_ms"], ".2f"),
+                    fmt(figures["enqueue"]["cpu_p50_ms"], ".2f"),
+                    fmt(figures["enqueue"]["p50_ms"] / bare_enqueue, ".2f") + "x",
+                    fmt(figures["enqueue"]["sql"], ".0f"),
+                    fmt(figures["enqueue_redis"]["commands"], ".1f"),
+                    fmt(figures["enqueue_redis"]["round_trips"], ".1f"),
+                    fmt(figures["worker_redis"]["commands"], ".0f"),
+                ]
+                for kind, figures in kinds.items()
+            ],
+            left=2,
+        ),
+        "",
+        "Worker setups, draining a shuffled mix of bare and kestrel no-ops (then email jobs alone):",
+    ]
+    rows = []
+    for name, setup in result["setups"].items():
+        mixed = next((b for b in result["batches"] if b["setup"] == name and "email" not in b["kinds"]), None)
+        email = next((b for b in result["batches"] if b["setup"] == name and "email" in b["kinds"]), None)
+        if mixed is None:
+            continue
+        per_kind = mixed["kinds"]
+        overhead = result["overhead"].get(name)
+        rows.append(
+            [
+                name,
+                setup["runs"],
+                fmt(mixed["jobs_per_s"], ",.0f"),
+                fmt(mixed["cpu_ms_per_job"], ".2f"),
+                fmt(per_kind.get("bare", {}).get("ms_per_job"), ".2f"),
+                fmt(per_kind.get("kestrel", {}).get("ms_per_job"), ".2f"),
+                "-" if overhead is None else f"{overhead:+.0%}",
+                fmt(email["kinds"]["email"]["ms_per_job"], ".2f") if email else "-",
+                fmt(email["jobs_per_s"], ",.0f") if email else "-",
+            ]
+        )
+    headers = ["setup", "runs (--burst)", "jobs/s", "CPU ms/job", "bare ms", "kestrel ms", "overhead", "email ms"]
+    lines.append(format_table([*headers, "email/s"], rows, left=2))
+    lines += [
+        "  jobs/s: the mix, while every process of the setup was working. CPU ms/job: the workers' CPU time",
+        "  (work horses and pool workers included, start-up taken off) per job: load on the machine does not",
+        "  change it. bare/kestrel/email ms: per process, a job's end to the next job's end on that process,",
+        "  median. overhead: kestrel ms / bare ms - 1, same processes, same run (Kestrel's target: <= 10 %).",
+        "  email enqueue: Kestrel's target is <= 1 ms. Worker Redis cmd: per job, Kestrel's worker, one process.",
+    ]
+    return lines
 
 
 def _waiting() -> dict[str, int]:

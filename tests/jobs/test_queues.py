@@ -9,9 +9,10 @@ from rq import SimpleWorker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from core.redis import role_url
+from core.redis import get_redis, role_url
 from jobs import services
-from jobs.queues import WORKER_QUEUES
+from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_QUEUES, WORKER_TTL
+from jobs.workers import KestrelWorker
 
 pytestmark = pytest.mark.django_db
 
@@ -39,3 +40,12 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
         ] * len(backlog)
     finally:
         connection.close()
+
+
+def test_kestrels_worker_has_kestrels_intervals_whichever_command_starts_it():
+    """`rqworker-pool` has no --worker-ttl flag and django-rq's commands none for the intervals."""
+    worker = KestrelWorker(WORKER_QUEUES, connection=get_redis("state"))
+
+    assert worker.worker_ttl == WORKER_TTL
+    assert worker.job_monitoring_interval == JOB_MONITORING_INTERVAL
+    assert worker.maintenance_interval == MAINTENANCE_INTERVAL
