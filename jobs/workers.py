@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import threading
+import time
 
 from django.db import close_old_connections
 from rq.job import Job
@@ -35,6 +36,7 @@ class KestrelWorker(SimpleWorker):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
+        self._heartbeats: Heartbeats | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # As Django does around a request: a connection past CONN_MAX_AGE or broken (the
@@ -47,12 +49,14 @@ class KestrelWorker(SimpleWorker):
             # timeout outlives it; faulthandler's watchdog thread needs no GIL and _exits
             # the process, with every thread's traceback in the log.
             faulthandler.dump_traceback_later(timeout + self.hard_timeout_grace, exit=True)
-        heartbeats = Heartbeats(self, job, execution)
-        heartbeats.start()
+        if self._heartbeats is None:
+            self._heartbeats = Heartbeats(self)
+            self._heartbeats.start()
+        self._heartbeats.follow(job, execution)
         try:
             self.perform_job(job, queue, execution)
         finally:
-            heartbeats.stop()
+            self._heartbeats.follow(None, None)
             faulthandler.cancel_dump_traceback_later()
             close_old_connections()
         self.set_state(WorkerStatus.IDLE)
@@ -64,25 +68,31 @@ class KestrelWorker(SimpleWorker):
 
 
 class Heartbeats(threading.Thread):
-    """Keeps a running job's heartbeats going from a thread, every job_monitoring_interval.
+    """A worker's running job's heartbeats, from a thread, every job_monitoring_interval.
 
-    They stop when the process dies or stops running Python (stuck holding the GIL):
-    the job's deadline then passes and RQ's registry cleanup retries or fails it.
+    One thread for the worker's life (a thread per job would cost every job its start).
+    The beats stop when the process dies or stops running Python (stuck holding the
+    GIL): the job's deadline then passes and RQ's registry cleanup retries or fails it.
     """
 
-    def __init__(self, worker: BaseWorker, job: Job, execution) -> None:
-        super().__init__(name=f"rq-heartbeats-{job.id}", daemon=True)
-        self.worker, self.job, self.execution = worker, job, execution
-        self._done = threading.Event()
+    def __init__(self, worker: BaseWorker) -> None:
+        super().__init__(name="rq-heartbeats", daemon=True)
+        self.worker = worker
+        self._lock = threading.Lock()  # no beat for a job once follow(None) has returned
+        self._running: tuple[Job, object] | None = None
+
+    def follow(self, job: Job | None, execution) -> None:
+        with self._lock:
+            self._running = None if job is None else (job, execution)
 
     def run(self) -> None:
-        while not self._done.wait(self.worker.job_monitoring_interval):
-            try:
-                self.worker.maintain_heartbeats(self.job, self.execution)
-            except UNAVAILABLE_ERRORS as exc:
-                # Redis away for a moment: the next beat tries again, well within the deadline.
-                logger.warning("Heartbeat of job %s failed (%s)", self.job.id, exc)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
+        while True:
+            time.sleep(self.worker.job_monitoring_interval)
+            with self._lock:
+                if self._running is None:
+                    continue
+                try:
+                    self.worker.maintain_heartbeats(*self._running)
+                except UNAVAILABLE_ERRORS as exc:
+                    # Redis away for a moment: the next beat tries again, well within the deadline.
+                    logger.warning("Heartbeat of job %s failed (%s)", self._running[0].id, exc)
