@@ -9,7 +9,7 @@ from rq import SimpleWorker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from core.redis import get_redis, role_url
+from core.redis import role_url
 from jobs import services
 from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_QUEUES, WORKER_TTL
 from jobs.workers import KestrelWorker
@@ -44,7 +44,12 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
 
 def test_kestrels_worker_has_kestrels_intervals_whichever_command_starts_it():
     """`rqworker-pool` has no --worker-ttl flag and django-rq's commands none for the intervals."""
-    worker = KestrelWorker(WORKER_QUEUES, connection=get_redis("state"))
+    # A connection of its own: RQ raises the socket timeout of the pool a worker is given.
+    connection = Redis.from_url(role_url("state"))
+    try:
+        worker = KestrelWorker(WORKER_QUEUES, connection=connection)
+    finally:
+        connection.close()
 
     assert worker.worker_ttl == WORKER_TTL
     assert worker.job_monitoring_interval == JOB_MONITORING_INTERVAL
