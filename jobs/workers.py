@@ -96,3 +96,7 @@ class Heartbeats(threading.Thread):
                 except UNAVAILABLE_ERRORS as exc:
                     # Redis away for a moment: the next beat tries again, well within the deadline.
                     logger.warning("Heartbeat of job %s failed (%s)", self._running[0].id, exc)
+                except Exception:
+                    # Anything else is logged, not raised: a dead thread would leave every
+                    # later job of this worker without heartbeats, to be run twice.
+                    logger.exception("Heartbeat of job %s failed", self._running[0].id)
