@@ -17,9 +17,10 @@ install: $(STAMP)
 run: install
 	$(PY) -m core.devstack
 
-## Only the RQ worker, against REDIS_URL.
+## Only the RQ workers, against REDIS_URL: a pool of WORKER_PROCESSES (default: one per core).
+WORKER_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 worker: install
-	$(PY) manage.py rqworker periodic email reports default --with-scheduler --worker-ttl 75
+	$(PY) manage.py rqworker-pool periodic email reports default --num-workers $(WORKER_PROCESSES)
 
 ## Only RQ's cron scheduler (enqueues the periodic jobs of jobs/cron.py).
 cron: install

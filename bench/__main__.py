@@ -490,7 +490,7 @@ def measure_stampede(ctx: BenchContext, args: argparse.Namespace) -> dict:
 
 
 def measure_jobs(ctx: BenchContext, args: argparse.Namespace) -> dict:
-    log(f"jobs: {args.jobs_count} no-op and {args.jobs_count} email jobs per worker, forking then simple")
+    log(f"jobs: {args.jobs_count} jobs of each kind per worker setup (bench/jobqueue.py)")
     return run_child(ctx, "bench.jobqueue", [f"--jobs={args.jobs_count}", f"--log-dir={ctx.var_dir}"])
 
 
@@ -965,67 +965,9 @@ def limiter_alone_table(alone: dict) -> list[str]:
 
 
 def jobs_table(jobs: dict) -> list[str]:
-    lines = [
-        f"Background jobs: {jobs['jobs']} jobs of each kind drained by `manage.py rqworker {' '.join(jobs['queues'])} "
-        f"--burst` (forking: {jobs['worker_class']}; simple: --worker-class rq.SimpleWorker); "
-        f"email via {jobs['email_backend'].rsplit('.', 2)[-2]}"
-    ]
-    rows = [
-        [
-            variant["kind"],
-            variant["worker"],
-            fmt(variant["jobs_per_s"], ",.0f"),
-            fmt(variant["ms_per_job"], ".2f"),
-            fmt(variant["redis_commands_per_job"], ".1f"),
-            fmt(variant["enqueue_ms"], ".2f"),
-            fmt(variant["enqueue_sql"], ".0f"),
-            fmt(variant["enqueue_redis"]["commands"], ".1f"),
-            fmt(variant["enqueue_redis"]["round_trips"], ".1f"),
-            fmt(variant["startup_s"], ".2f"),
-            fmt(variant["wall_s"], ".2f"),
-        ]
-        for variant in jobs["variants"]
-    ]
-    headers = [
-        "job",
-        "worker",
-        "jobs/s",
-        "ms/job",
-        "Redis cmd/job",
-        "enqueue ms",
-        "enqueue SQL",
-        "enqueue cmd",
-        "enqueue RT",
-        "worker start s",
-        "worker wall s",
-    ]
-    lines.append(format_table(headers, rows, left=2))
-    by_kind: dict[str, dict[str, float]] = {}
-    for variant in jobs["variants"]:
-        by_kind.setdefault(variant["kind"], {})[variant["worker"]] = variant["jobs_per_s"]
-    for kind, rates in by_kind.items():
-        if rates.get("fork") and rates.get("simple"):
-            ratio = rates["fork"] / rates["simple"]
-            design = " (DESIGN.md, no-op: 91/249 = 0.37)" if kind == "noop" else ""
-            lines.append(f"  {kind}: the forking worker runs {ratio:.2f}x SimpleWorker's jobs/s{design}")
-    fork_noop = next((v for v in jobs["variants"] if v["kind"] == "noop" and v["worker"] == "fork"), None)
-    if fork_noop:
-        # Whole commands only: a fraction is something that happened once in the run (an INFO, a PING).
-        commands = sorted(
-            ((name, count) for name, count in fork_noop["redis_by_command_per_job"].items() if count >= 0.5),
-            key=lambda item: -item[1],
-        )
-        lines.append("  Redis per no-op job, forking: " + ", ".join(f"{name} {count:.0f}" for name, count in commands))
-    lines += [
-        "  DESIGN.md measured RQ 3.0 on a quiet machine: forking ~91 no-op jobs/s, SimpleWorker ~249/s, ~57 Redis",
-        "  commands per job, enqueue ~0.5 ms (absolute figures: compare on the same machine, not across machines).",
-        "  jobs/s: jobs over first start to last end (RQ's timestamps); worker start: launch to the first job",
-        "  (Django and RQ start-up, not charged to the jobs). Redis cmd/job: the server's count over the worker's",
-        "  life minus an idle worker's, per job. enqueue: per call, in one process; email_enqueue writes the Job",
-        "  row and pushes it after commit (INSERT, SELECT, the enqueue, UPDATE). A burst worker polls the queues",
-        "  with one LPOP each in order (email, reports, default); production's waits in one BLPOP over all three.",
-    ]
-    return lines
+    from bench.jobqueue import report_lines
+
+    return report_lines(jobs)
 
 
 def fanout_table(fanout: dict) -> list[str]:

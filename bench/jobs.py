@@ -1,9 +1,24 @@
-"""A job that does nothing: what the RQ worker itself costs per job (bench/jobqueue.py).
+"""Jobs that do nothing, for bench/jobqueue.py: what RQ costs per job, and what Kestrel adds.
 
-Kept alone in its module, with no imports, so a forking worker's work horse loads
-nothing else to run it.
+`noop` is a bare function, enqueued with `Queue.enqueue`: the worker's own cost. It
+imports nothing, so a forking worker's work horse loads nothing else to run it.
+`kestrel_noop` is a Kestrel job with no work in it: enqueued through
+jobs.services.job_enqueue (the outbox row, the email policy's retries, callback and
+TTLs), it loads its row, checks it has not run and marks it done, as the email job does.
 """
 
 
 def noop() -> None:
     return None
+
+
+def kestrel_noop(job_id: str) -> dict:
+    from jobs.models import Job
+    from jobs.services import job_complete
+
+    job = Job.objects.get(pk=job_id)
+    if job.completed_at is not None:
+        return job.result
+    result: dict = {}
+    job_complete(job=job, result=result)
+    return result

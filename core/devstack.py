@@ -7,8 +7,9 @@
    127.0.0.1 and REDIS_PORT or a free port, with `noeviction` as the state role needs.
 2. `migrate` and demo data (`seed_demo`, which prints the logins).
 3. The web server (gunicorn with config/gunicorn.py, reloading on code changes while DEBUG) on
-   http://127.0.0.1:$PORT (8000), an RQ worker for every queue (with RQ's scheduler for
-   delayed jobs and retries) and RQ's cron scheduler for periodic jobs (jobs/cron.py).
+   http://127.0.0.1:$PORT (8000), a pool of RQ workers on every queue (WORKER_PROCESSES,
+   one per core by default; with RQ's scheduler for delayed jobs and retries) and RQ's
+   cron scheduler for periodic jobs (jobs/cron.py).
 
 Ctrl-C (or SIGTERM) stops all of it. Every child is also told by the kernel to exit
 if this process dies, even by SIGKILL, so no server is left behind.
@@ -91,9 +92,12 @@ def main() -> int:
         web = [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         if env["DEBUG"].lower() in {"1", "true", "yes", "on"}:
             web.append("--reload")
-        from jobs.queues import WORKER_QUEUES, WORKER_TTL
+        from jobs.queues import WORKER_QUEUES
 
-        worker = [PYTHON, "manage.py", "rqworker", *WORKER_QUEUES, "--with-scheduler", "--worker-ttl", str(WORKER_TTL)]
+        # The pool replaces a worker that a crashing job ended (jobs.workers); each of its
+        # workers runs RQ's scheduler and takes Kestrel's intervals from its class.
+        processes = env.get("WORKER_PROCESSES") or str(os.cpu_count() or 2)
+        worker = [PYTHON, "manage.py", "rqworker-pool", *WORKER_QUEUES, "--num-workers", processes]
         cron = [PYTHON, "manage.py", "rqcron", "jobs/cron.py"]
         named = {"web server": _spawn(web, env), "worker": _spawn(worker, env), "cron scheduler": _spawn(cron, env)}
         children = list(named.values())

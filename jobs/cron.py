@@ -19,7 +19,7 @@ from posts.jobs import flush_view_counts
 PERIODIC_JOBS = [
     (flush_view_counts, 60),  # a view before it reaches the database
     (replay_invalidations, 60),  # a stale cached copy after a Redis outage
-    (drain_outbox, 60),  # a job recorded while Redis was away
+    (drain_outbox, 60),  # a job recorded while Redis was away (and every pushed job's enqueued_at)
     (sample_ops, 60),  # a point on the /ops charts (a day of them in the capped stream)
     (purge_expired, 600),  # a report or job row past its retention (jobs.queues)
 ]

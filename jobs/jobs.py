@@ -25,7 +25,7 @@ def build_report(job_id: str) -> dict:
 
 
 def drain_outbox() -> int:
-    """Scheduled (jobs/cron.py): push jobs whose push after commit did not happen."""
+    """Scheduled (jobs/cron.py): confirm pushed jobs, push those whose push after commit did not happen."""
     return services.outbox_drain()
 
 

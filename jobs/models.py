@@ -7,10 +7,10 @@ from django.db import models
 class Job(models.Model):
     """A background job's durable record, written in the same transaction as the request.
 
-    It is the outbox: the job reaches RQ after commit, and a row still without
-    `enqueued_at` a little later (Redis was away, the process died) is pushed again by
-    a scheduled job, so no job is lost. Its id is the RQ job id. It also records the
-    owner (who may see the job) and completion (so a job RQ runs twice acts once).
+    It is the outbox: the job reaches RQ after commit, and a scheduled job sets
+    `enqueued_at` once it sees RQ holds the job, or pushes it again if RQ does not (Redis
+    was away, the process died), so no job is lost. Its id is the RQ job id. It also
+    records the owner (who may see the job) and completion (so a job RQ runs twice acts once).
     """
 
     class Kind(models.TextChoices):

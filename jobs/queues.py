@@ -116,3 +116,6 @@ PURGE_BATCH = 500  # reports, then job rows, deleted per run at most (a run stay
 WORKER_TTL = 75  # s; an idle worker blocks WORKER_TTL - 15 s per dequeue and cleans up between
 JOB_MONITORING_INTERVAL = 10  # s between heartbeats of a busy worker (one small Redis write)
 MAINTENANCE_INTERVAL = 60  # s between registry cleanups (a few cheap lookups per queue)
+# A job still running this long after its timeout (RQ's SIGALRM could not stop it) ends
+# its worker process (jobs.workers); RQ's forking worker waits as long to kill a horse.
+HARD_TIMEOUT_GRACE = 60  # s

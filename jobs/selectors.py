@@ -20,17 +20,17 @@ def job_for(*, job_id, user) -> Job | None:
 def job_status(*, job: Job) -> dict:
     """{"jobId", "kind", "status", "progress", "result", "error"} for the API and the reports page.
 
-    RQ keeps a job for result_ttl after it ends; the row keeps completion for good.
+    RQ keeps a job for result_ttl after it ends; the row keeps completion for good. A row
+    RQ does not hold is pending until the outbox drain has confirmed it, then expired.
     """
     body = {"jobId": str(job.pk), "kind": job.kind, "createdAt": job.created_at.isoformat()}
     if job.completed_at is not None:
         return {**body, "status": "finished", "progress": None, "result": job.result, "error": None}
-    if job.enqueued_at is None:
-        return {**body, "status": "pending", "progress": None, "result": None, "error": None}
     try:
         rq_job = RQJob.fetch(str(job.pk), connection=get_redis("state"))
     except NoSuchJobError:
-        return {**body, "status": "expired", "progress": None, "result": None, "error": None}
+        status = "pending" if job.enqueued_at is None else "expired"
+        return {**body, "status": status, "progress": None, "result": None, "error": None}
     except UNAVAILABLE_ERRORS:
         return {**body, "status": "unknown", "progress": None, "result": None, "error": "Queue unavailable"}
     status = rq_job.get_status(refresh=False)

@@ -1,25 +1,107 @@
-"""The RQ worker of `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
+"""The RQ worker of `manage.py rqworker-pool` and `rqworker` (settings.RQ["WORKER_CLASS"]).
 
-django-rq's command has no flags for these intervals; RQ's defaults leave a killed
-worker's job unnoticed for up to about 15 minutes.
+Jobs run in the worker process (RQ's SimpleWorker): forking a child per job costs each
+Kestrel job a new database connection, where this process keeps one (bench/jobqueue.py).
+What the fork protected stays protected: a job that crashes the process takes only this
+process, which its supervisor (the pool, systemd) starts again, and RQ retries the job
+once its heartbeats stop; a job past its timeout that RQ's SIGALRM cannot stop is ended
+by a watchdog that needs no GIL.
 """
 
-from rq import Worker
+from __future__ import annotations
+
+import faulthandler
+import logging
+import threading
+import time
+
+from django.db import close_old_connections
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
 
 from core import batching
-from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL
+from core.redis import UNAVAILABLE_ERRORS
+from jobs.queues import HARD_TIMEOUT_GRACE, JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_TTL
+
+logger = logging.getLogger(__name__)
 
 
-class KestrelWorker(Worker):
+class KestrelWorker(SimpleWorker):
+    hard_timeout_grace = HARD_TIMEOUT_GRACE
+
     def __init__(self, *args, **kwargs):
+        # django-rq's commands have no flags for the intervals (and rqworker-pool none for
+        # the TTL); RQ's defaults leave a dead worker's job unnoticed for up to ~15 minutes.
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
 
-    def perform_job(self, *args, **kwargs):
+        self._heartbeats: Heartbeats | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # As Django does around a request: a connection past CONN_MAX_AGE or broken (the
+        # database restarted) is replaced, not handed to every later job of this process.
+        close_old_connections()
+        execution = self.prepare_execution(job)
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        if timeout > 0:
+            # SIGALRM (RQ's timeout) runs Python code, so a job stuck in C or catching the
+            # timeout outlives it; faulthandler's watchdog thread needs no GIL and _exits
+            # the process, with every thread's traceback in the log.
+            faulthandler.dump_traceback_later(timeout + self.hard_timeout_grace, exit=True)
+        if self._heartbeats is None:
+            self._heartbeats = Heartbeats(self)
+            self._heartbeats.start()
+        self._heartbeats.follow(job, execution)
         try:
-            return super().perform_job(*args, **kwargs)
+            self.perform_job(job, queue, execution)
         finally:
-            # A forking worker's work horse ends with os._exit, which runs no atexit
-            # handler: whatever a job counted in memory (core.batching) is sent here.
+            self._heartbeats.follow(None, None)
+            faulthandler.cancel_dump_traceback_later()
+            close_old_connections()
+            # What the job counted in memory (core.batching: views) is sent now, not on
+            # the next timed send: a job's effects are visible once it is done.
             batching.flush_all()
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # SimpleWorker sends no heartbeat during a job, so it gives the whole timeout + 60 s;
+        # Heartbeats sends them every job_monitoring_interval, as a forking worker does.
+        return BaseWorker.get_heartbeat_ttl(self, job, working_time)
+
+
+class Heartbeats(threading.Thread):
+    """A worker's running job's heartbeats, from a thread, every job_monitoring_interval.
+
+    One thread for the worker's life (a thread per job would cost every job its start).
+    The beats stop when the process dies or stops running Python (stuck holding the
+    GIL): the job's deadline then passes and RQ's registry cleanup retries or fails it.
+    """
+
+    def __init__(self, worker: BaseWorker) -> None:
+        super().__init__(name="rq-heartbeats", daemon=True)
+        self.worker = worker
+        self._lock = threading.Lock()  # no beat for a job once follow(None) has returned
+        self._running: tuple[Job, object] | None = None
+
+    def follow(self, job: Job | None, execution) -> None:
+        with self._lock:
+            self._running = None if job is None else (job, execution)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.worker.job_monitoring_interval)
+            with self._lock:
+                if self._running is None:
+                    continue
+                try:
+                    self.worker.maintain_heartbeats(*self._running)
+                except UNAVAILABLE_ERRORS as exc:
+                    # Redis away for a moment: the next beat tries again, well within the deadline.
+                    logger.warning("Heartbeat of job %s failed (%s)", self._running[0].id, exc)
+                except Exception:
+                    # Anything else is logged, not raised: a dead thread would leave every
+                    # later job of this worker without heartbeats, to be run twice.
+                    logger.exception("Heartbeat of job %s failed", self._running[0].id)

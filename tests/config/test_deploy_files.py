@@ -97,7 +97,7 @@ def _commands(text: str) -> dict[str, list[str]]:
 
 
 def _worker_queues(args: list[str]) -> list[str]:
-    start = args.index("rqworker") + 1
+    start = args.index(next(arg for arg in args if arg in ("rqworker", "rqworker-pool"))) + 1
     queues = []
     for arg in args[start:]:
         if arg.startswith("-"):
@@ -136,7 +136,7 @@ def test_make_worker_listens_to_every_queue_in_the_order_the_code_defines():
     worker = shlex.split(recipe)
 
     assert _worker_queues(worker) == WORKER_QUEUES
-    assert worker[worker.index("--worker-ttl") + 1] == str(WORKER_TTL)
+    assert worker[2] == "rqworker-pool"  # replaces a worker a crashing job ended; the TTL is the class's
 
 
 def test_every_variable_of_the_example_environment_is_one_kestrel_reads():

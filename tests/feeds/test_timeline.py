@@ -3,6 +3,7 @@ author), GET /api/feed and the home page, cursor pages, trimming, rebuilds, dele
 
 from __future__ import annotations
 
+import django_rq
 import pytest
 from rest_framework.test import APIClient
 
@@ -159,7 +160,7 @@ def test_a_popular_authors_post_fans_out_in_a_job(
 
     job = Job.objects.get(kind=FANOUT_JOB)
     assert job.payload == {"postId": post.pk}
-    assert job.enqueued_at is not None
+    assert django_rq.get_queue("default").get_job_ids() == [str(job.pk)]  # pushed after commit
     assert all(state_redis.xlen(keys.user_timeline(fan.pk)) == 0 for fan in fans)  # the request did not wait
     assert state_redis.xlen(keys.user_activity(ada.pk)) == 1  # the author's own line did not wait either
 

@@ -50,7 +50,8 @@ def test_send_email_queues_a_job_after_commit(as_ada, django_capture_on_commit_c
     body = response.json()
     assert body["message"] == "Email queued"
     assert queued_ids("email") == [body["jobId"]]
-    assert Job.objects.get(pk=body["jobId"]).enqueued_at is not None
+    # The push writes nothing back: the outbox drain confirms it later, in a batch.
+    assert Job.objects.get(pk=body["jobId"]).enqueued_at is None
 
 
 def test_people_may_only_email_themselves(as_ada):
@@ -147,8 +148,7 @@ def test_a_job_that_runs_twice_sends_one_email(ada, django_capture_on_commit_cal
 def test_a_job_pushed_twice_still_acts_once(ada, run_jobs, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         job = services.email_enqueue(to="ada@example.com", subject="pushed twice", body="", owner=ada)
-    Job.objects.filter(pk=job.pk).update(enqueued_at=None)  # as if marking the first push was lost
-    services.job_push(job.pk)
+    services.job_push(job.pk)  # as the outbox drain would, had it missed the first push
     mail.outbox.clear()
 
     run_jobs("email")
@@ -294,9 +294,66 @@ def test_a_job_recorded_while_redis_is_down_is_pushed_by_the_outbox_later(
 
 def test_the_outbox_leaves_fresh_rows_to_their_own_push(ada, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        services.email_enqueue(to="ada@example.com", subject="fresh", body="", owner=ada)
+        job = services.email_enqueue(to="ada@example.com", subject="fresh", body="", owner=ada)
 
     assert services.outbox_drain() == 0
+    job.refresh_from_db()
+    assert job.enqueued_at is None
+
+
+def test_a_job_reads_queued_from_rq_before_the_outbox_confirms_it_and_pending_if_rq_never_got_it(
+    as_ada, ada, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        pushed = services.email_enqueue(to="ada@example.com", subject="pushed", body="", owner=ada)
+    with django_capture_on_commit_callbacks(execute=False):
+        unpushed = services.email_enqueue(to="ada@example.com", subject="not yet", body="", owner=ada)
+
+    assert as_ada.get(f"/api/jobs/{pushed.pk}").json()["status"] == "queued"
+    assert as_ada.get(f"/api/jobs/{unpushed.pk}").json()["status"] == "pending"
+    # Once the outbox has seen RQ hold a job, RQ no longer holding it means its TTLs ran out.
+    Job.objects.filter(pk=unpushed.pk).update(enqueued_at=timezone.now())
+    assert as_ada.get(f"/api/jobs/{unpushed.pk}").json()["status"] == "expired"
+
+
+def test_the_outbox_confirms_pushed_jobs_in_one_update_without_pushing_them_again(
+    ada, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    Job.objects.all().delete()  # ada's welcome email, never pushed in a test transaction
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs = [services.email_enqueue(to="ada@example.com", subject=f"n{n}", body="", owner=ada) for n in range(3)]
+    later = timezone.now() + timedelta(minutes=1)
+
+    with django_assert_num_queries(2):  # the rows, then one UPDATE
+        assert services.outbox_drain(now=later) == 0
+
+    assert queued_ids("email") == [str(job.pk) for job in jobs]  # each once
+    assert set(Job.objects.values_list("enqueued_at", flat=True)) == {later}
+
+
+def test_the_outbox_pushes_what_rq_lost_and_confirms_what_already_ran(ada, django_capture_on_commit_callbacks):
+    Job.objects.all().delete()  # ada's welcome email, never pushed in a test transaction
+    with django_capture_on_commit_callbacks(execute=False):  # the process died before its push
+        lost = services.email_enqueue(to="ada@example.com", subject="lost", body="", owner=ada)
+        ran = services.email_enqueue(to="ada@example.com", subject="ran", body="", owner=ada)
+    services.job_complete(job=ran, result={"sent": True})  # and RQ has let its record go
+
+    assert services.outbox_drain(now=timezone.now() + timedelta(minutes=1)) == 1
+
+    assert queued_ids("email") == [str(lost.pk)]
+    assert Job.objects.filter(enqueued_at=None).count() == 0
+    assert services.outbox_drain(now=timezone.now() + timedelta(minutes=2)) == 0  # nothing twice
+
+
+def test_the_outbox_works_through_a_backlog_in_batches(ada, django_capture_on_commit_callbacks):
+    Job.objects.all().delete()  # ada's welcome email, never pushed in a test transaction
+    with django_capture_on_commit_callbacks(execute=False):
+        jobs = [services.email_enqueue(to="ada@example.com", subject=f"n{n}", body="", owner=ada) for n in range(5)]
+
+    assert services.outbox_drain(now=timezone.now() + timedelta(minutes=1), batch=2) == 5
+
+    assert sorted(queued_ids("email")) == sorted(str(job.pk) for job in jobs)
+    assert Job.objects.filter(enqueued_at=None).count() == 0
 
 
 def test_with_redis_down_the_api_fails_clearly_and_records_nothing(as_ada, redis_down):

@@ -11,7 +11,8 @@ from rq.job import JobStatus
 
 from core.redis import role_url
 from jobs import services
-from jobs.queues import WORKER_QUEUES
+from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_QUEUES, WORKER_TTL
+from jobs.workers import KestrelWorker
 
 pytestmark = pytest.mark.django_db
 
@@ -39,3 +40,17 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
         ] * len(backlog)
     finally:
         connection.close()
+
+
+def test_kestrels_worker_has_kestrels_intervals_whichever_command_starts_it():
+    """`rqworker-pool` has no --worker-ttl flag and django-rq's commands none for the intervals."""
+    # A connection of its own: RQ raises the socket timeout of the pool a worker is given.
+    connection = Redis.from_url(role_url("state"))
+    try:
+        worker = KestrelWorker(WORKER_QUEUES, connection=connection)
+    finally:
+        connection.close()
+
+    assert worker.worker_ttl == WORKER_TTL
+    assert worker.job_monitoring_interval == JOB_MONITORING_INTERVAL
+    assert worker.maintenance_interval == MAINTENANCE_INTERVAL

@@ -68,6 +68,7 @@ def test_each_run_is_bounded_and_the_rest_goes_in_the_next(built_report):
 def test_old_pushed_job_rows_go_and_unpushed_ones_stay(ada, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         sent = services.email_enqueue(to="ada@example.com", subject="sent", body="", owner=ada)
+    services.outbox_drain(now=timezone.now() + timedelta(minutes=1))  # confirms it was pushed
     with django_capture_on_commit_callbacks(execute=False):  # never pushed: still in the outbox
         waiting = services.email_enqueue(to="ada@example.com", subject="waiting", body="", owner=ada)
 

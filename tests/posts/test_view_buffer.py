@@ -175,7 +175,7 @@ def record_a_view(post_id: int) -> None:
     record_post_view(post_id=post_id, viewer="u:job")
 
 
-def test_a_view_counted_in_a_forked_job_is_sent_when_the_job_ends(state_redis):
+def test_a_view_counted_in_a_job_is_sent_when_the_job_ends(state_redis):
     from redis import Redis
     from rq import Queue
 
@@ -186,7 +186,7 @@ def test_a_view_counted_in_a_forked_job_is_sent_when_the_job_ends(state_redis):
     try:
         queue = Queue("views-test", connection=connection)
         job = queue.enqueue(record_a_view, 42)
-        # The work horse is a fork that ends with os._exit: no atexit handler runs there.
+        # No timed sends in this test process (interval 0): only the job's end sends it.
         KestrelWorker([queue], connection=connection).work(burst=True)
         job.refresh()
         assert job.is_finished
