@@ -13,6 +13,8 @@ import hashlib
 import re
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.@+-]{1,64}\Z")
@@ -28,12 +30,30 @@ def key(app: str, entity: str, id: int | str | None = None, facet: str | None = 
     for part in (app, entity, facet):
         if part is not None and part not in _checked_names:
             _check_name(part)
-    parts = [settings.KESTREL_KEY_PREFIX, app, entity]
+    parts = [_prefix or _read_prefix(), app, entity]
     if id is not None:
         parts.append(safe_id(id))
     if facet is not None:
         parts.append(facet)
     return ":".join(parts)
+
+
+# The prefix, read once: a feed page builds about fifty keys, and every read of a
+# setting goes through LazySettings. Reset when a test overrides the setting.
+_prefix = ""
+
+
+def _read_prefix() -> str:
+    global _prefix
+    _prefix = settings.KESTREL_KEY_PREFIX
+    return _prefix
+
+
+@receiver(setting_changed)
+def _prefix_changed(*, setting: str, **kwargs) -> None:
+    global _prefix
+    if setting == "KESTREL_KEY_PREFIX":
+        _prefix = ""
 
 
 # Names already checked: the parts are code, a handful of strings, and a feed page
