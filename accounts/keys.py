@@ -103,7 +103,9 @@ def user_token_epoch(user_id: int) -> str:
 
     A TTL, although the epoch is durable state: it exists to refuse tokens issued under an
     earlier epoch, and once the longest token life has passed since the bump none of
-    those is alive. The database column stays the truth, checked on every authenticated
-    request, so a lost or expired mirror can never bring a token back.
+    those is alive. The database column stays the truth, checked whenever a process
+    loads the user (accounts.backends: at most USER_L1_TTL after the last load, and at
+    once when the invalidation bus drops its copy, as every bump does), so a lost or
+    expired mirror cannot bring a token back.
     """
     return key("accounts", "user", user_id, "token_epoch")

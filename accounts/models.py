@@ -49,7 +49,10 @@ class User(AbstractUser):
     # Every way a password changes (the API, the admin, `manage.py changepassword`, a
     # shell's set_password() and save()) ends the person's tokens and sessions here, in
     # the save that writes it, so that no door can forget to; set by set_password and
-    # set_unusable_password, consumed by that save.
+    # set_unusable_password, consumed by that save. So does every save that writes
+    # is_active=False: a deactivation ends them as exactly as a password change, in
+    # every process at once (the epoch is checked on every request), not when a cached
+    # copy of the user expires. (QuerySet.update(is_active=False) writes no epoch: use save.)
     _password_replaced = False
     _rehashing = False
 
@@ -83,8 +86,9 @@ class User(AbstractUser):
             ]
         update_fields = kwargs.get("update_fields")
         writes_password = self._password_replaced and (update_fields is None or "password" in update_fields)
+        deactivates = not self.is_active and (update_fields is None or "is_active" in update_fields)
         # A new account has no credentials to end.
-        ends_credentials = writes_password and not self._state.adding
+        ends_credentials = (writes_password or deactivates) and not self._state.adding
         # One transaction: a password written without its epoch bump would leave the old
         # tokens working.
         with transaction.atomic(using=kwargs.get("using")):

@@ -8,11 +8,16 @@ Differences from django.contrib.sessions.backends.cache, each for a reason:
   a logout racing a request cannot resurrect the session;
 - each process remembers which user a session it has seen belongs to (a hint, never
   trusted alone), so that the rate limiter can read the session in its own script
-  instead of a round trip of its own (rate_limit_credential).
+  instead of a round trip of its own (rate_limit_credential);
+- for such a session, the same round trip (the limiter's script, or an MGET when no
+  script runs) also reads the user's token epoch, so that the request's user can come
+  from this process's memory yet never be older than a revocation
+  (accounts.backends.user_get).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 from django.conf import settings
@@ -22,6 +27,7 @@ from django.contrib.sessions.backends.cache import SessionStore as CacheSessionS
 from django.http import HttpRequest
 
 from accounts import keys
+from accounts.backends import mirrored_epoch, session_epoch_seen
 from core.l1 import MISS, LocalCache
 from core.ratelimit import Credential, Guard, GuardVerdict
 
@@ -70,7 +76,16 @@ class SessionStore(CacheSessionStore):
         return hasattr(self, "_session_cache")
 
     def load(self) -> dict:
-        session_data = self._cache.get(self.cache_key)
+        user_id = session_user_hint(self.session_key) if self.session_key else None
+        if user_id is None:
+            session_data = self._cache.get(self.cache_key)
+            _seen_epoch(session_data, user_id=None, raw_epoch=None)
+        else:
+            # A session whose user this process knows: its user's token epoch in the
+            # same round trip (keys on one primary, as the limiter's script assumes).
+            raw, raw_epoch = self._cache.client.get_client().mget([self.redis_key(), keys.user_token_epoch(user_id)])
+            session_data = None if raw is None else self._cache.client.decode(raw)
+            _seen_epoch(session_data, user_id=user_id, raw_epoch=raw_epoch)
         if session_data is not None:
             _hint_user(self.session_key, session_data)
             return session_data
@@ -89,10 +104,15 @@ class SessionStore(CacheSessionStore):
             data = {}
         self._session_cache = data
 
-    def preload_verdict(self, verdict: GuardVerdict) -> None:
-        """core.ratelimit's on_verdict: the session its script read (the guard's required key)."""
+    def preload_verdict(self, verdict: GuardVerdict, *, user_id: int) -> None:
+        """core.ratelimit's on_verdict: the session its script read (the guard's required
+        key) and `user_id`'s token epoch (its generation key)."""
+        if self.is_loaded():
+            return
         value = verdict.value
-        self.preload(None if value is None else self._cache.client.decode(value))
+        data = None if value is None else self._cache.client.decode(value)
+        _seen_epoch(data, user_id=user_id, raw_epoch=verdict.generation_value)
+        self.preload(data)
 
     def exists(self, session_key: str | None) -> bool:
         return bool(session_key) and self._cache.has_key(keys.session(session_key))
@@ -121,14 +141,24 @@ class SessionStore(CacheSessionStore):
         pass  # Redis expires sessions by TTL
 
 
+def _seen_epoch(data: dict | None, *, user_id: int | None, raw_epoch: bytes | None) -> None:
+    """Tell the user lookup what this read said of the session user's token epoch:
+    only when the session is `user_id`'s, whose epoch key was read with it."""
+    if user_id is None or data is None or data.get(SESSION_KEY) != str(user_id):
+        session_epoch_seen(user_id=None, epoch=None)
+    else:
+        session_epoch_seen(user_id=user_id, epoch=mirrored_epoch(raw_epoch))
+
+
 def rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a session request is, for the rate limiter, without reading the session first.
 
     Only for a session whose user this process already knows: the request counts as
     that user if the session still exists, and the limiter's script returns the
-    session's data, handed to the request's store so that authentication reads no
-    Redis. None otherwise (unknown session, or one already loaded): the limiter then
-    loads it as usual. State role, fails closed like any guard.
+    session's data and the user's token epoch (read, not compared: the session hash
+    decides), handed to the request's store so that authentication reads no Redis.
+    None otherwise (unknown session, or one already loaded): the limiter then loads it
+    as usual. State role, fails closed like any guard.
     """
     store = getattr(request, "session", None)
     if not isinstance(store, SessionStore) or not store.session_key or store.is_loaded():
@@ -136,4 +166,7 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
     user_id = session_user_hint(store.session_key)
     if user_id is None:
         return None
-    return Credential(user_id=user_id, guard=Guard(required=store.redis_key()), on_verdict=store.preload_verdict)
+    guard = Guard(required=store.redis_key(), generation_key=keys.user_token_epoch(user_id), generation=None)
+    return Credential(
+        user_id=user_id, guard=guard, on_verdict=functools.partial(store.preload_verdict, user_id=user_id)
+    )

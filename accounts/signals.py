@@ -1,10 +1,12 @@
-"""Cache invalidation for users: any save or delete, from any code path."""
+"""Cache invalidation for users: any save or delete, from any code path, and epoch bumps."""
 
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
+from accounts.backends import AUTH_USER
 from accounts.models import Follow, User
 from accounts.selectors import FOLLOWERS, FOLLOWING, PROFILE_FIELDS, USER
+from accounts.tokens import credentials_revoked
 from core.cacheaside import invalidate
 
 
@@ -14,11 +16,22 @@ def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) ->
     # A save of other columns only (every log-in writes last_login, a password change
     # the password) leaves the cached profile right: dropping it would cost every
     # server's L1 and a database read for nothing. A save without update_fields (a new
-    # user) and a delete always drop it.
-    if update_fields is not None and not PROFILE_FIELDS.intersection(update_fields):
-        return
+    # user) and a delete always drop it. Either way the message drops the user's row
+    # that authentication keeps in each process (AUTH_USER, dropped with USER too),
+    # which holds every column.
     # After commit (inside invalidate), never inside the transaction.
-    invalidate(USER.name, instance.pk)
+    if update_fields is not None and not PROFILE_FIELDS.intersection(update_fields):
+        invalidate(AUTH_USER.name, instance.pk)
+    else:
+        invalidate(USER.name, instance.pk)
+
+
+@receiver(credentials_revoked, sender=User, dispatch_uid="accounts.user_epoch_bumped")
+def drop_cached_user_row(sender, user_id: int, **kwargs) -> None:
+    # An epoch bump is an UPDATE (no post_save). Every request already checks the copy
+    # against Redis's mirror of the epoch; this drop also covers a mirror write that
+    # failed. Sent after commit.
+    invalidate(AUTH_USER.name, user_id)
 
 
 # Neighbours whose follow sets name a deleted user: past this many, the sets' TTL

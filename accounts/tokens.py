@@ -32,8 +32,9 @@ Per request, a bearer API request costs one Redis round trip for its rate limits
 this check together: core.ratelimit's script decides the token's Guard (the denylist
 EXISTS of its id and family, and the epoch GET) in the same EVALSHA, through
 rate_limit_credential below; the authenticator reuses that verdict, or runs the same
-script alone when the limiter did not. Plus one database read (the user, as session
-authentication does), which also checks the epoch against the database.
+script alone when the limiter did not. The user comes from this process's memory
+(accounts.backends.user_get) when its copy is at least at the epoch that script read,
+else from the database, whose epoch is then checked too.
 
 Failure policy (STYLE.md rule 8): the denylist fails closed. If Redis cannot answer, a
 bearer request gets 503, never access; the same holds for issuing, refreshing and
@@ -57,10 +58,11 @@ from django.http import HttpRequest
 from redis.commands.core import Script
 
 from accounts import keys
+from accounts.backends import mirrored_epoch, user_get
 from accounts.models import User
 from core import metrics
 from core.commit import after_commit
-from core.ratelimit import Credential, Guard, guard_check, guard_checked
+from core.ratelimit import Credential, Guard, guard_verdict, guard_verdict_checked
 from core.redis import get_redis, is_unavailable
 
 logger = logging.getLogger(__name__)
@@ -220,11 +222,15 @@ def token_guard(claims: Claims) -> Guard:
     )
 
 
-def _token_user(claims: Claims) -> User:
-    """The token's user, if still active and not logged out everywhere since (the database's
-    epoch is the truth; Redis's mirror may have lost it)."""
-    user = User.objects.filter(pk=claims.user_id, is_active=True).first()
-    if user is None:
+def _token_user(claims: Claims, *, epoch: int | None = None) -> User:
+    """The token's user, if still active and not logged out everywhere since.
+
+    `epoch`: the user's token epoch as Redis's mirror said in this request; a copy of
+    the user at least that recent may come from this process's memory. None: the
+    database (the truth, should the mirror have lost a bump).
+    """
+    user = user_get(user_id=claims.user_id, epoch=epoch)
+    if user is None or not user.is_active:
         raise InvalidToken("no such active user")
     if user.token_epoch > claims.epoch:
         raise RevokedToken("logged out everywhere")
@@ -272,12 +278,10 @@ def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tup
     """
     claims = access_claims(request, now=now)
     guard = token_guard(claims)
-    passed = guard_checked(request, guard)
-    if passed is None:
-        passed = guard_check(guard)
-    if not passed:
+    verdict = guard_verdict_checked(request, guard) or guard_verdict(guard)
+    if not verdict.passed:
         raise RevokedToken("on the denylist")
-    return _token_user(claims), claims
+    return _token_user(claims, epoch=mirrored_epoch(verdict.generation_value)), claims
 
 
 def rate_limit_credential(request: HttpRequest) -> Credential | None:
@@ -420,10 +424,11 @@ def _epoch_publish_script() -> Script:
 def token_epoch_publish(*, user_id: int, epoch: int) -> None:
     """Mirror a committed epoch bump into Redis, for the per-request check.
 
-    Called after commit. If Redis does not answer, the bump still stands: every
-    authenticated request also compares the token with the database's epoch, so no
-    revoked token gets in; only the rate limiter keeps counting it as its user until
-    the next bump. Logged and counted.
+    Called after commit. If Redis does not answer, the bump still stands: the database
+    holds it, every process's copy of the user is dropped through the invalidation bus
+    (accounts.signals, its outbox if the cache role is down too) and read again from
+    the database, whose epoch refuses the old tokens and sessions; only the rate
+    limiter keeps counting them as their user until the next bump. Logged and counted.
     """
     try:
         _epoch_publish_script()(

@@ -22,6 +22,10 @@ not expire together), XFetch (a hot key is recomputed by one reader shortly befo
 it expires, with probability rising as expiry nears: recompute when
 now - delta * beta * ln(rand) >= expiry), and the lease on a cold miss.
 
+A family may live in the L1 alone (`ttl=0`, read with get_or_load_local): for values
+that must not leave the process (a user's row, password hash included), kept coherent
+by the same invalidation bus.
+
 Failure policy: the cache role fails open. Any "Redis did not answer" error is
 logged, counted (metrics `cache.error`) and the loader is called directly, so reads
 stay correct, only slower. Invalidations that could not reach Redis are written to
@@ -47,7 +51,7 @@ from redis.commands.core import Script
 from core import metrics
 from core.commit import after_commit
 from core.keys import redact_key
-from core.l1 import L1, MISS
+from core.l1 import L1, MISS, LocalCache
 from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
 from core.scripts import script_queue
 
@@ -76,6 +80,15 @@ class Family:
     l1_ttl: float = 0.0  # seconds in this process's memory; 0 keeps the family out of L1
     beta: float = 1.0  # XFetch eagerness: > 1 refreshes earlier, 0 never early
     single_flight: bool = True  # off only to measure what the lease saves
+    # An L1 partition of this many entries for the family alone (0: the shared L1).
+    l1_max_entries: int = 0
+    # Other families whose invalidation of an id drops this family's entry for it too.
+    dropped_with: tuple[str, ...] = ()
+
+    @property
+    def local_only(self) -> bool:
+        """No Redis tier (ttl 0): the family lives in each process's L1 alone."""
+        return self.ttl == 0
 
 
 _families: dict[str, Family] = {}
@@ -86,6 +99,8 @@ def register(family: Family) -> Family:
     existing = _families.get(family.name)
     if existing is not None and existing != family:
         raise ValueError(f"Cache family {family.name!r} is already registered differently")
+    if family.local_only and family.l1_ttl <= 0:
+        raise ValueError(f"Cache family {family.name!r} has neither a Redis tier nor an L1")
     _families[family.name] = family
     return family
 
@@ -94,10 +109,19 @@ def family(name: str) -> Family:
     return _families[name]
 
 
+def _l1_cache(fam: Family) -> LocalCache:
+    return _l1.partition(fam.name, fam.l1_max_entries) if fam.l1_max_entries else _l1.cache
+
+
+def _drop_from_l1(family_name: str, obj_id: Any) -> None:
+    """Drop the L1 entries an invalidation of (family_name, obj_id) names, here."""
+    for fam in list(_families.values()):
+        if fam.name == family_name or family_name in fam.dropped_with:
+            _l1_cache(fam).delete(fam.key(obj_id))
+
+
 def _on_invalidation_message(payload: dict) -> None:
-    fam = _families.get(payload["type"])
-    if fam is not None:
-        _l1.cache.delete(fam.key(payload["id"]))
+    _drop_from_l1(payload["type"], payload["id"])
 
 
 _l1 = L1(_on_invalidation_message)
@@ -172,14 +196,17 @@ def get_or_load(
     The dict may be shared with other requests through the L1: treat it as read-only
     and build responses as new dicts (`{**data, "views": n}`).
     """
+    if fam.local_only:
+        raise ValueError(f"Cache family {fam.name!r} has no Redis tier: read it with get_or_load_local")
     if not settings.KESTREL_CACHE_ENABLED:
         return loader()
     key = fam.key(obj_id)
     now = clock()
 
     use_l1 = fam.l1_ttl > 0 and settings.KESTREL_L1_ENABLED and _l1.usable()
+    l1_cache = _l1_cache(fam)
     if use_l1:
-        hit = _l1.cache.get(key, now)
+        hit = l1_cache.get(key, now)
         if hit is not MISS:
             metrics.incr("cache.hit", family=fam.name, tier="l1")
             return hit
@@ -199,7 +226,7 @@ def get_or_load(
                 value = refreshed
         metrics.incr("cache.hit", family=fam.name, tier="redis")
         if use_l1:
-            _l1.cache.set(key, value, min(fam.l1_ttl, max(0.0, envelope["x"] - now)), now)
+            l1_cache.set(key, value, min(fam.l1_ttl, max(0.0, envelope["x"] - now)), now)
         return value
 
     metrics.incr("cache.miss", family=fam.name)
@@ -207,7 +234,40 @@ def get_or_load(
     if use_l1 and stored:
         # Only a value Redis accepted under our lease: had an invalidation come in
         # during the load, the lease would be gone and so would this copy.
-        _l1.cache.set(key, value, fam.l1_ttl, now)
+        l1_cache.set(key, value, fam.l1_ttl, now)
+    return value
+
+
+def get_or_load_local(
+    fam: Family,
+    obj_id: Any,
+    loader: Callable[[], Any],
+    *,
+    fresh: Callable[[Any], bool] | None = None,
+    clock: Clock = time.monotonic,
+) -> Any:
+    """The value of a local-only family (ttl 0): this process's L1 copy, else `loader()`'s.
+
+    A copy `fresh` refuses (the caller has read a newer version elsewhere) is loaded
+    again. A loaded value is kept only if no invalidation reached this process while
+    it loaded (LocalCache.generation), and never while the bus is not listening: then
+    every read calls the loader. A None from the loader is not kept. Share the value
+    read-only, as with get_or_load.
+    """
+    if not (settings.KESTREL_CACHE_ENABLED and settings.KESTREL_L1_ENABLED and _l1.usable()):
+        return loader()
+    cache = _l1_cache(fam)
+    key = fam.key(obj_id)
+    hit = cache.get(key, clock())
+    if hit is not MISS and (fresh is None or fresh(hit)):
+        metrics.incr("cache.hit", family=fam.name, tier="l1")
+        return hit
+    metrics.incr("cache.miss" if hit is MISS else "cache.stale", family=fam.name)
+    since = cache.generation
+    value = loader()
+    metrics.incr("cache.load", family=fam.name)
+    if value is not None:
+        cache.set(key, value, fam.l1_ttl, clock(), unless_changed_since=since)
     return value
 
 
@@ -352,8 +412,9 @@ def get_many(
     use_l1 = fam.l1_ttl > 0 and settings.KESTREL_L1_ENABLED and _l1.usable()
     if use_l1:
         pending = []
+        l1_cache = _l1_cache(fam)
         for obj_id in unique:
-            hit = _l1.cache.get(fam.key(obj_id), now)
+            hit = l1_cache.get(fam.key(obj_id), now)
             if hit is MISS:
                 pending.append(obj_id)
             else:
@@ -400,8 +461,9 @@ def _many_from_redis(fam, ids, load_many, use_l1, now, clock, rand) -> dict[Any,
                 l1_ttls.pop(obj_id)  # our copy, not necessarily what Redis holds
         l1_ttls.update({obj_id: fam.l1_ttl for obj_id in leased})
     if use_l1:
+        l1_cache = _l1_cache(fam)
         for obj_id, ttl in l1_ttls.items():
-            _l1.cache.set(fam.key(obj_id), values[obj_id], ttl, now)
+            l1_cache.set(fam.key(obj_id), values[obj_id], ttl, now)
     return values
 
 
@@ -533,14 +595,15 @@ def invalidate_now(family_name: str, obj_id: Any, *, pipe: Any = None) -> bool:
 
 def _invalidate(fam: Family, obj_id: Any, pipe: Any = None) -> bool:
     key = fam.key(obj_id)
-    _l1.cache.delete(key)
+    _drop_from_l1(fam.name, obj_id)
     from core.l1 import invalidation_channel
 
     message = json.dumps({"type": fam.name, "id": obj_id})
     try:
         if pipe is None:
             pipe = get_redis("cache").pipeline(transaction=False)
-        pipe.delete(key, _lease_key(key))
+        if not fam.local_only:
+            pipe.delete(key, _lease_key(key))
         pipe.publish(invalidation_channel(), message)
         pipe.execute()
     except Exception as exc:

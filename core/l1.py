@@ -35,12 +35,19 @@ def invalidation_channel() -> str:
 
 
 class LocalCache:
-    """A bounded, thread-safe LRU whose entries expire after their own TTL."""
+    """A bounded, thread-safe LRU whose entries expire after their own TTL.
+
+    `generation` counts the deletes and clears (never evictions or expiries): a reader
+    that notes it before loading a value and stores with `unless_changed_since` stores
+    nothing if an invalidation came in meanwhile, so a copy loaded before a write
+    committed cannot outlive the invalidation that write sent.
+    """
 
     def __init__(self, max_entries: int = 2048) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self.generation = 0
 
     def get(self, key: str, now: float) -> Any:
         with self._lock:
@@ -54,34 +61,42 @@ class LocalCache:
             self._data.move_to_end(key)
             return value
 
-    def set(self, key: str, value: Any, ttl: float, now: float) -> None:
+    def set(self, key: str, value: Any, ttl: float, now: float, *, unless_changed_since: int | None = None) -> bool:
+        """Store `value`; with `unless_changed_since` (a past `generation`), only if no
+        delete or clear happened since. Returns whether it was stored."""
         with self._lock:
+            if unless_changed_since is not None and unless_changed_since != self.generation:
+                return False
             self._data[key] = (now + ttl, value)
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
+            return True
 
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+            self.generation += 1
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.generation += 1
 
     def __len__(self) -> int:
         return len(self._data)
 
 
 class InvalidationSubscriber:
-    """A daemon thread: SUBSCRIBE to the channel, hand each message to `on_message`.
+    """A daemon thread: SUBSCRIBE to the channel, hand each message to `on_message`,
+    and call `clear` whenever messages may have been missed.
 
     `listening` is true only between a confirmed subscription and the first error;
     readers must not use the L1 otherwise.
     """
 
-    def __init__(self, cache: LocalCache, on_message: Callable[[dict], None]) -> None:
-        self.cache = cache
+    def __init__(self, clear: Callable[[], None], on_message: Callable[[dict], None]) -> None:
+        self.clear = clear
         self.on_message = on_message
         self.listening = threading.Event()
         self._stop = threading.Event()
@@ -110,14 +125,14 @@ class InvalidationSubscriber:
                         continue
                     if message["type"] == "subscribe":
                         # Anything published before this moment may have been missed.
-                        self.cache.clear()
+                        self.clear()
                         self.listening.set()
                         backoff = 0.1
                     elif message["type"] == "message":
                         self._handle(message["data"])
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything and resubscribe
                 self.listening.clear()
-                self.cache.clear()
+                self.clear()
                 metrics.incr("cache.l1.resubscribe")
                 level = logging.WARNING if is_unavailable(exc) else logging.ERROR
                 logger.log(level, "L1 invalidation subscriber lost its connection (%s); L1 cleared", exc)
@@ -146,13 +161,31 @@ class InvalidationSubscriber:
 
 class L1:
     """The process-wide L1 and its subscriber, started on first use in each process
-    (so a gunicorn worker forked from a master gets its own thread)."""
+    (so a gunicorn worker forked from a master gets its own thread).
+
+    `cache` is shared by every kind of entry; a kind that must neither crowd the others
+    out nor be crowded out gets a `partition` of its own, kept coherent the same way.
+    """
 
     def __init__(self, on_message: Callable[[dict], None], max_entries: int = 2048) -> None:
         self.cache = LocalCache(max_entries)
+        self._partitions: dict[str, LocalCache] = {}
         self._on_message = on_message
         self._subscriber: InvalidationSubscriber | None = None
         self._lock = threading.Lock()
+
+    def partition(self, name: str, max_entries: int) -> LocalCache:
+        """The LRU of its own named `name` (made on first call), cleared with the shared one."""
+        cache = self._partitions.get(name)
+        if cache is not None:
+            return cache
+        with self._lock:
+            return self._partitions.setdefault(name, LocalCache(max_entries))
+
+    def clear(self) -> None:
+        """Empty the shared cache and every partition."""
+        for cache in [self.cache, *self._partitions.values()]:
+            cache.clear()
 
     def usable(self) -> bool:
         """Start the subscriber if needed; true when it is listening."""
@@ -161,8 +194,8 @@ class L1:
             with self._lock:
                 subscriber = self._subscriber
                 if subscriber is None or subscriber.pid != os.getpid():
-                    self.cache.clear()
-                    subscriber = InvalidationSubscriber(self.cache, self._on_message)
+                    self.clear()
+                    subscriber = InvalidationSubscriber(self.clear, self._on_message)
                     subscriber.start()
                     self._subscriber = subscriber
         return subscriber.listening.is_set()
@@ -183,4 +216,4 @@ class L1:
             if self._subscriber is not None:
                 self._subscriber.stop()
                 self._subscriber = None
-            self.cache.clear()
+        self.clear()

@@ -241,13 +241,15 @@ class Guard:
     is greater than `generation` (a counter that only grows: every credential minted
     under a smaller value is void), or if `required` does not exist. A missing
     generation key reads as "no newer generation"; one that holds anything but an
-    integer refuses. The value of `required` comes back with the verdict, so a caller
-    that needs it (a session's data) does not read it again.
+    integer refuses. With `generation` None the generation key is read, never compared.
+    The values of `required` and `generation_key` come back with the verdict, so a
+    caller that needs them (a session's data, a user's current generation) does not
+    read them again.
     """
 
     denied: tuple[str, ...] = ()
     generation_key: str | None = None
-    generation: int = 0
+    generation: int | None = 0
     required: str | None = None
 
 
@@ -256,6 +258,7 @@ class GuardVerdict:
     guard: Guard
     passed: bool
     value: bytes | None = None  # the required key's value, None when it has none or is gone
+    generation_value: bytes | None = None  # the generation key's, None when it has none or is missing
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ class Decision:
     results: tuple[PolicyResult, ...] = ()
     guard_passed: bool | None = None  # None: the identity had no guard
     guard_value: bytes | None = None  # the guard's required key's value
+    guard_generation_value: bytes | None = None  # the guard's generation key's value
 
     @property
     def binding(self) -> PolicyResult | None:
@@ -464,16 +468,17 @@ def rate_limit_key(policy: Policy, subject: str) -> str:
 _CHECK_LUA = """
 -- KEYS: counter_1 .. counter_n   one STRING per policy (core.ratelimit.rate_limit_key)
 --       then the guard's keys, if any: denied_1 .. denied_d, then its generation key
---       (when ARGV[4] is not ""), then its required key (when ARGV[5] is "1"), then the
+--       (when ARGV[4] is "1"), then its required key (when ARGV[6] is "1"), then the
 --       fallback counters the policies point at
 -- ARGV: [1] now_us ("" = the server's clock, TIME), [2] n (policies), [3] d (denied keys),
---       [4] the credential's generation ("" = no generation check), [5] "1" when the
---       guard has a required key, else "",
+--       [4] "1" when the guard has a generation key, else "", [5] the credential's
+--       generation ("" = read the key, compare nothing), [6] "1" when the guard has a
+--       required key, else "",
 --       then per policy i four values: algorithm_i ("fixed" | "gcra"), limit_i (requests),
 --       window_i (microseconds), fallback_i (index in KEYS of the counter spent instead
 --       when the guard refuses, i.e. the request's anonymous subject; 0 = none)
 -- Returns: {allowed (1 | 0), guard (1 passed or none | 0 refused), the required key's
---           value (nil when none or missing),
+--           value (nil when none or missing), the generation key's value (likewise),
 --           then per policy i: allowed_i, remaining_i, reset_us_i, retry_us_i}
 -- The guard only reads; it decides which counters are spent, never whether (a request with
 -- a revoked credential is spent like any anonymous one, and refused later by its view).
@@ -486,15 +491,16 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local n, d, generation = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local n, d, generation = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[5]
 local guard = 1
 if d > 0 and redis.call('EXISTS', unpack(KEYS, n + 1, n + d)) > 0 then
   guard = 0
 end
 local at = n + d + 1
-if generation ~= '' then
-  local stored = redis.call('GET', KEYS[at])
-  if stored then
+local stored = false
+if ARGV[4] == '1' then
+  stored = redis.call('GET', KEYS[at])
+  if stored and generation ~= '' then
     -- A generation that cannot be read must not let a credential through.
     local current = tonumber(stored)
     if not current or current > tonumber(generation) then
@@ -504,16 +510,16 @@ if generation ~= '' then
   at = at + 1
 end
 local value = false
-if ARGV[5] == '1' then
+if ARGV[6] == '1' then
   value = redis.call('GET', KEYS[at])
   if not value then
     guard = 0
   end
 end
-local reply = {1, guard, value}
+local reply = {1, guard, value, stored}
 local writes = {}
 for i = 1, n do
-  local a = 6 + (i - 1) * 4
+  local a = 7 + (i - 1) * 4
   local algorithm, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local key = KEYS[i]
   local fallback = tonumber(ARGV[a + 3])
@@ -572,9 +578,9 @@ else
   -- Refused, so nothing was spent: report the allowing policies' quota as it stands
   -- (one more than after a spend, for both algorithms; "t" is the same either way).
   for i = 1, n do
-    local r = 3 + (i - 1) * 4
+    local r = 4 + (i - 1) * 4
     if reply[r + 1] == 1 then
-      reply[r + 2] = math.min(reply[r + 2] + 1, tonumber(ARGV[7 + (i - 1) * 4]))
+      reply[r + 2] = math.min(reply[r + 2] + 1, tonumber(ARGV[8 + (i - 1) * 4]))
     end
   end
 end
@@ -611,10 +617,11 @@ def check(
     keys = [rate_limit_key(policy, subject) for policy, subject in counted]
     denied = guard.denied if guard is not None else ()
     keys += denied
-    generation = ""
+    has_generation = generation = ""
     if guard is not None and guard.generation_key is not None:
         keys.append(guard.generation_key)
-        generation = str(int(guard.generation))
+        has_generation = "1"
+        generation = "" if guard.generation is None else str(int(guard.generation))
     required = ""
     if guard is not None and guard.required is not None:
         keys.append(guard.required)
@@ -623,6 +630,7 @@ def check(
         "" if now is None else str(int(now * _US)),
         len(counted),
         len(denied),
+        has_generation,
         generation,
         required,
     ]
@@ -642,7 +650,7 @@ def check(
     reply = _check_script()(keys=keys, args=args, client=client if client is not None else get_redis("state"))
     results = []
     for i, (policy, _) in enumerate(counted):
-        allowed, remaining, reset_us, retry_us = reply[3 + 4 * i : 7 + 4 * i]
+        allowed, remaining, reset_us, retry_us = reply[4 + 4 * i : 8 + 4 * i]
         results.append(
             PolicyResult(
                 policy=policy,
@@ -658,28 +666,41 @@ def check(
         results=tuple(results),
         guard_passed=None if guard is None else bool(reply[1]),
         guard_value=reply[2],
+        guard_generation_value=reply[3],
     )
 
 
-def guard_check(guard: Guard, *, client: Redis | None = None) -> bool:
+def guard_verdict(guard: Guard, *, client: Redis | None = None) -> GuardVerdict:
     """Decide a guard alone (the same script, no policies): one round trip.
 
     For a request the middleware did not check (rate limiting off, a path no policy
     covers). Raises Redis's errors: a guard fails closed.
     """
-    return bool(check((), Identity(ip="", guard=guard), client=client).guard_passed)
+    decision = check((), Identity(ip="", guard=guard), client=client)
+    return GuardVerdict(guard, bool(decision.guard_passed), decision.guard_value, decision.guard_generation_value)
+
+
+def guard_check(guard: Guard, *, client: Redis | None = None) -> bool:
+    """guard_verdict's pass or refusal alone."""
+    return guard_verdict(guard, client=client).passed
 
 
 _VERDICT_ATTR = "kestrel_guard_verdict"
 
 
-def guard_checked(request: HttpRequest, guard: Guard) -> bool | None:
-    """What RateLimitMiddleware's script decided for exactly `guard` on this request,
-    or None when it did not decide it (then call guard_check)."""
+def guard_verdict_checked(request: HttpRequest, guard: Guard) -> GuardVerdict | None:
+    """RateLimitMiddleware's verdict on exactly `guard` for this request, or None when
+    its script did not decide it (then call guard_verdict)."""
     verdict = getattr(request, _VERDICT_ATTR, None)
     if isinstance(verdict, GuardVerdict) and verdict.guard == guard:
-        return verdict.passed
+        return verdict
     return None
+
+
+def guard_checked(request: HttpRequest, guard: Guard) -> bool | None:
+    """guard_verdict_checked's pass or refusal alone (None: not decided)."""
+    verdict = guard_verdict_checked(request, guard)
+    return None if verdict is None else verdict.passed
 
 
 def _seconds(us: int) -> int:
@@ -967,7 +988,9 @@ class RateLimitMiddleware:
             return self._respond(request)
 
         if identity.guard is not None:
-            verdict = GuardVerdict(identity.guard, bool(decision.guard_passed), decision.guard_value)
+            verdict = GuardVerdict(
+                identity.guard, bool(decision.guard_passed), decision.guard_value, decision.guard_generation_value
+            )
             setattr(request, _VERDICT_ATTR, verdict)
             if identity.on_verdict is not None:
                 identity.on_verdict(verdict)

@@ -24,11 +24,11 @@ def _clean_redis(redis_server: RedisServer):
     for role in ("state", "cache"):
         breaker(role).reset()  # a test that hung the server leaves it open for a moment
         get_redis(role).flushdb()
-    cacheaside.l1().cache.clear()
+    cacheaside.l1().clear()
     batching.clear_all()
     metrics.reset()
     yield
-    cacheaside.l1().cache.clear()
+    cacheaside.l1().clear()
     batching.clear_all()
     if redis_server.is_running():
         for role in ("state", "cache"):

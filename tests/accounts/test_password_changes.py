@@ -99,13 +99,16 @@ DOORS: dict[str, Callable] = {
 }
 
 
-def test_every_way_to_change_a_password_ends_tokens_and_bumps_the_epoch_exactly_once(make_user, monkeypatch):
+def test_every_way_to_change_a_password_ends_tokens_and_bumps_the_epoch_exactly_once(
+    make_user, monkeypatch, django_capture_on_commit_callbacks
+):
     for n, (door, change) in enumerate(DOORS.items()):
         person = make_user(email=f"p{n}@example.com", username=f"p{n}")
         assert person.token_epoch == 0  # a new account starts with nothing to end
         before = tokens.token_pair_issue(user=person)
 
-        change(person, monkeypatch)
+        with django_capture_on_commit_callbacks(execute=True):
+            change(person, monkeypatch)
 
         assert User.objects.get(pk=person.pk).token_epoch == 1, door
         assert bearer(before.access).get("/api/me").status_code == 403, door

@@ -1,9 +1,11 @@
 """Revocation across web processes, on a live Kestrel (gunicorn, two workers).
 
 Each worker remembers whose session it has seen and then reads the session inside the
-rate limiter's script instead of on its own. Whatever ends a session or a token in one
-worker must hold on the very next request in every worker: every request after it,
-served by both workers, is refused.
+rate limiter's script instead of on its own, and keeps the user's row in its memory
+(accounts.backends). Whatever ends a session or a token in one worker, or in another
+process altogether, must hold on the very next request in every worker: every request
+after it, served by both workers, is refused, even when no invalidation message was
+sent at all.
 
 gunicorn's access log names the worker that served each request (GUNICORN_CMD_ARGS
 adds the pid and a probe header to each line), so the tests know when both workers
@@ -129,6 +131,43 @@ def statuses(results: list[tuple[int, int]]) -> set[int]:
     return {status for _, status in results}
 
 
+_USER_L1_HITS = re.compile(
+    r'^kestrel_cache_hit_total\{(?=[^}]*family="auth_user")(?=[^}]*tier="l1")[^}]*\} (\S+)$', re.M
+)
+
+
+def user_l1_hits(site: LiveKestrel) -> float:
+    """Requests whose user came from a worker's memory, over both workers (/metrics)."""
+    status, _, content = site.request(
+        "GET", "/metrics", headers={"Authorization": f"Bearer {site.env['METRICS_TOKEN']}"}
+    )
+    assert status == 200
+    return sum(float(value) for value in _USER_L1_HITS.findall(content.decode()))
+
+
+def served_from_memory(site: LiveKestrel, person: Person) -> None:
+    """Both workers serve `person` and hold their user's row: the next requests' users come from memory."""
+    before = user_l1_hits(site)
+    assert statuses(me_from_every_worker(person)) == {200}
+    deadline = time.monotonic() + LOG_WAIT  # each worker publishes its counters every second
+    while user_l1_hits(site) <= before:
+        assert time.monotonic() < deadline, "no request's user came from a worker's memory"
+        time.sleep(0.1)
+    assert statuses(me_from_every_worker(person)) == {200}
+
+
+def in_another_process(site: LiveKestrel, email: str, code: str) -> None:
+    """Run `code` (with `user`, the person's row) in a process that is neither worker."""
+    site.shell(
+        "import os\n"
+        "from django.db.models import F\n"
+        "from accounts import tokens\n"
+        "from accounts.models import User\n"
+        "user = User.objects.get(email=os.environ['LIVE_EMAIL'])\n" + code,
+        env={"LIVE_EMAIL": email},
+    )
+
+
 def test_a_logout_in_one_worker_ends_the_session_in_both(site):
     ada, _ = sign_up(site, "ada")
     assert statuses(me_from_every_worker(ada)) == {200}  # both workers know the session now
@@ -176,4 +215,56 @@ def test_a_revoked_access_token_is_refused_by_both_workers(site):
     status, _ = phone.call("POST", "/api/logout", {})
 
     assert status == 200
+    assert statuses(me_from_every_worker(phone)) == {403}
+
+
+def test_a_password_change_elsewhere_ends_the_sessions_both_workers_hold_in_memory_without_a_message(site):
+    eve, email = sign_up(site, "eve")
+    laptop = Person(site)
+    laptop.log_in(email)
+    served_from_memory(site, laptop)
+
+    # What another host's password change leaves: a new hash and epoch in the database,
+    # the epoch's mirror in Redis, and no invalidation message for the workers to rely on.
+    in_another_process(
+        site,
+        email,
+        "user.set_password('another-Strong-pass-43')\n"
+        "User.objects.filter(pk=user.pk).update(password=user.password, token_epoch=F('token_epoch') + 1)\n"
+        "tokens.token_epoch_publish(user_id=user.pk, epoch=User.objects.get(pk=user.pk).token_epoch)\n",
+    )
+
+    assert statuses(me_from_every_worker(laptop)) == {401}
+    assert statuses(me_from_every_worker(eve)) == {401}
+
+
+def test_a_log_out_everywhere_in_one_worker_ends_what_both_hold_in_memory(site):
+    fay, email = sign_up(site, "fay")
+    laptop, phone = Person(site), Person(site)
+    laptop.log_in(email)
+    status, pair = phone.call("POST", "/api/token", {"email": email, "password": PASSWORD})
+    assert status == 200
+    phone.bearer = pair["access"]
+    served_from_memory(site, laptop)
+    served_from_memory(site, phone)
+
+    status, _ = fay.call("POST", "/api/logout-all", {})
+
+    assert status == 200
+    assert statuses(me_from_every_worker(laptop)) == {401}
+    assert statuses(me_from_every_worker(phone)) == {403}
+
+
+def test_a_deactivation_elsewhere_ends_every_session_and_token_in_both_workers(site):
+    gus, email = sign_up(site, "gus")
+    phone = Person(site)
+    status, pair = phone.call("POST", "/api/token", {"email": email, "password": PASSWORD})
+    assert status == 200
+    phone.bearer = pair["access"]
+    served_from_memory(site, gus)
+    served_from_memory(site, phone)
+
+    in_another_process(site, email, "user.is_active = False\nuser.save()\n")  # as the admin does
+
+    assert statuses(me_from_every_worker(gus)) == {401}
     assert statuses(me_from_every_worker(phone)) == {403}

@@ -351,12 +351,13 @@ def test_logout_all_revokes_every_token_and_session_of_the_user_only(
     assert bearer(log_in()["access"]).get("/api/me").status_code == 200  # logging in again works
 
 
-def test_logout_all_from_a_session(ada):
+def test_logout_all_from_a_session(ada, django_capture_on_commit_callbacks):
     pair = log_in()
     browser = APIClient()
     browser.force_login(ada)
 
-    out = browser.post("/api/logout-all")
+    with django_capture_on_commit_callbacks(execute=True):
+        out = browser.post("/api/logout-all")
 
     assert out.status_code == 200
     assert browser.get("/api/me").status_code == 401
@@ -396,13 +397,16 @@ def test_tokens_are_issued_under_the_higher_of_the_database_and_redis_epochs(ada
 # --- Password change ---------------------------------------------------------------------------------
 
 
-def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(ada):
+def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(ada, django_capture_on_commit_callbacks):
     old = log_in()
     other_device = log_in()
     browser = APIClient()
     browser.force_login(ada)
 
-    response = bearer(old["access"]).post("/api/password", {"old": PASSWORD, "new": "an-Other-pass-43"}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = bearer(old["access"]).post(
+            "/api/password", {"old": PASSWORD, "new": "an-Other-pass-43"}, format="json"
+        )
 
     assert response.status_code == 200
     body = response.json()
@@ -415,14 +419,15 @@ def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(ada):
     assert User.objects.get(pk=ada.pk).check_password("an-Other-pass-43")
 
 
-def test_changing_the_password_in_a_session_keeps_that_session_only(ada):
+def test_changing_the_password_in_a_session_keeps_that_session_only(ada, django_capture_on_commit_callbacks):
     pair = log_in()
     this, other = APIClient(), APIClient()
     this.force_login(ada)
     other.force_login(ada)
     csrf_free = this  # APIClient does not enforce CSRF unless asked
 
-    response = csrf_free.post("/api/password", {"old": PASSWORD, "new": "an-Other-pass-43"}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = csrf_free.post("/api/password", {"old": PASSWORD, "new": "an-Other-pass-43"}, format="json")
 
     assert response.status_code == 200
     assert "access" not in response.json()

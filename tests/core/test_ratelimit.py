@@ -28,6 +28,7 @@ from core.ratelimit import (
     client_ip,
     guard_check,
     guard_checked,
+    guard_verdict,
     load_policies,
     normalise_account,
     rate_limit_headers,
@@ -411,6 +412,23 @@ def test_the_middleware_hands_the_verdict_and_the_value_to_the_credential(rf, se
 
     assert response.status_code == 200
     assert heard == [GuardVerdict(guard, passed=True, value=b"data")]
+
+
+def test_the_generation_comes_back_with_the_verdict_and_none_means_read_only(state_redis):
+    policy = Policy("api", limit=5, window=60)
+    compared = Guard(generation_key=GENERATION, generation=2, required=REQUIRED)
+    read_only = Guard(generation_key=GENERATION, generation=None, required=REQUIRED)
+    state_redis.set(REQUIRED, "data")
+    state_redis.set(GENERATION, 7)
+
+    refused = check([policy], Identity(ip="", user_id=1, guard=compared), now=T0)
+    passed = check([policy], Identity(ip="", user_id=1, guard=read_only), now=T0)
+    state_redis.delete(GENERATION)
+    missing = guard_verdict(read_only)
+
+    assert (refused.guard_passed, refused.guard_generation_value) == (False, b"7")
+    assert (passed.guard_passed, passed.guard_generation_value, passed.remaining) == (True, b"7", 4)
+    assert missing == GuardVerdict(read_only, passed=True, value=b"data", generation_value=None)
 
 
 def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
