@@ -10,6 +10,10 @@ from accounts.tokens import credentials_revoked
 from core.cacheaside import invalidate
 
 
+# Columns a cached copy may hold stale.
+UNCACHED_FIELDS = frozenset({"last_login"})
+
+
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
 def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) -> None:
@@ -19,7 +23,11 @@ def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) ->
     # user) and a delete always drop it. Either way the message drops the user's row
     # that authentication keeps in each process (AUTH_USER, dropped with USER too),
     # which holds every column.
+    # A log-in's save of last_login alone drops nothing: no request decides anything
+    # on it, so a copy with the previous value is as good.
     # After commit (inside invalidate), never inside the transaction.
+    if update_fields is not None and set(update_fields) <= UNCACHED_FIELDS:
+        return
     if update_fields is not None and not PROFILE_FIELDS.intersection(update_fields):
         invalidate(AUTH_USER.name, instance.pk)
     else:

@@ -62,3 +62,14 @@ def test_deactivating_a_user_drops_the_cached_profile(ada, django_capture_on_com
         ada.save(update_fields=["is_active"])
 
     assert user_profile(user_id=ada.pk) is None
+
+
+def test_a_log_in_publishes_no_invalidation(ada, django_capture_on_commit_callbacks):
+    from core import metrics
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = APIClient().post("/api/login", {"email": ada.email, "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+    assert metrics.value("cache.invalidation", family="user") == 0
+    assert metrics.value("cache.invalidation", family="auth_user") == 0
