@@ -30,12 +30,14 @@ api_urlpatterns = [
 ]
 
 urlpatterns = [
+    # First: the API is most of the traffic, and Django tries patterns in order (each
+    # site include below has an empty prefix, so every one of its patterns is tried).
+    path("api/", include(api_urlpatterns)),
     path("", include(accounts_site)),
     path("", include(posts_site)),
     path("", include(jobs_site)),
     path("", include(feeds_site)),
     path("", include(notifications_site)),
-    path("api/", include(api_urlpatterns)),
     path("healthz", healthz, name="healthz"),
     path("", include("core.monitoring_urls")),
     path("", include("core.ops_urls")),
