@@ -336,7 +336,7 @@ def test_the_outbox_pushes_what_rq_lost_and_confirms_what_already_ran(ada, djang
     with django_capture_on_commit_callbacks(execute=False):  # the process died before its push
         lost = services.email_enqueue(to="ada@example.com", subject="lost", body="", owner=ada)
         ran = services.email_enqueue(to="ada@example.com", subject="ran", body="", owner=ada)
-    services.job_complete(job=ran, result={"sent": True})  # and RQ has let its record go
+    services.job_complete(job_id=ran.pk, result={"sent": True})  # and RQ has let its record go
 
     assert services.outbox_drain(now=timezone.now() + timedelta(minutes=1)) == 1
 
