@@ -62,15 +62,15 @@ OUTBOX_GRACE = timedelta(seconds=30)  # a row this old and still unpushed missed
 REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis write)
 _JOB_META = Job._meta
 # jobs_job's names, as jobs/migrations create them (tests/jobs fail on a rename or a new column).
+# A new row: what job.save() sends, the columns a new job leaves empty written as NULL.
 _JOB_INSERT_SQL = (
-    "INSERT INTO jobs_job (id, kind, owner_id, payload, created_at, enqueued_at, completed_at, failed_at, "
-    "result, requested) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO jobs_job (id, kind, owner_id, payload, created_at, requested, "
+    "enqueued_at, completed_at, failed_at, result) VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL)"
 )
 _JOB_INSERT_FIELDS = [
-    _JOB_META.get_field(name)
-    for name in ("id", "kind", "owner", "payload", "created_at")
-    + ("enqueued_at", "completed_at", "failed_at", "result", "requested")
+    _JOB_META.get_field(name) for name in ("id", "kind", "owner", "payload", "created_at", "requested")
 ]
+_JOB_EMPTY_FIELDS = [_JOB_META.get_field(name) for name in ("enqueued_at", "completed_at", "failed_at", "result")]
 # A person's jobs of a kind in the quota window, and those still in flight (jobs_job_quota).
 _QUOTA_SQL = (
     "SELECT COUNT(CASE WHEN created_at >= %s THEN 1 END), "
