@@ -4,7 +4,7 @@
 imports nothing, so a forking worker's work horse loads nothing else to run it.
 `kestrel_noop` is a Kestrel job with no work in it: enqueued through
 jobs.services.job_enqueue (the outbox row, the email policy's retries, callback and
-TTLs), it loads its row, checks it has not run and marks it done, as the email job does.
+TTLs), it reads its row's payload unless a run completed it, and marks it done, as the email job does.
 """
 
 
@@ -13,12 +13,11 @@ def noop() -> None:
 
 
 def kestrel_noop(job_id: str) -> dict:
-    from jobs.models import Job
+    from jobs.selectors import job_payload_to_run
     from jobs.services import job_complete
 
-    job = Job.objects.get(pk=job_id)
-    if job.completed_at is not None:
-        return job.result
+    if job_payload_to_run(job_id=job_id) is None:
+        return {"ran": False}
     result: dict = {}
-    job_complete(job=job, result=result)
+    job_complete(job_id=job_id, result=result)
     return result

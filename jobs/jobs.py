@@ -9,7 +9,7 @@ from jobs.models import Job
 
 
 def send_email(job_id: str) -> dict:
-    return services.email_send(job=Job.objects.get(pk=job_id))
+    return services.email_send(job_id=job_id)
 
 
 def build_report(job_id: str) -> dict:

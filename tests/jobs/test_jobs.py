@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import timedelta
 
 import django_rq
 import pytest
 from django.core import mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rq.job import Job as RQJob
 
 from core.redis import get_redis
-from jobs import services
+from jobs import selectors, services
 from jobs.jobs import send_email
 from jobs.models import Job, Report
 from jobs.queues import POLICIES
@@ -336,7 +337,7 @@ def test_the_outbox_pushes_what_rq_lost_and_confirms_what_already_ran(ada, djang
     with django_capture_on_commit_callbacks(execute=False):  # the process died before its push
         lost = services.email_enqueue(to="ada@example.com", subject="lost", body="", owner=ada)
         ran = services.email_enqueue(to="ada@example.com", subject="ran", body="", owner=ada)
-    services.job_complete(job=ran, result={"sent": True})  # and RQ has let its record go
+    services.job_complete(job_id=ran.pk, result={"sent": True})  # and RQ has let its record go
 
     assert services.outbox_drain(now=timezone.now() + timedelta(minutes=1)) == 1
 
@@ -462,3 +463,56 @@ def test_the_report_csv_is_a_header_and_one_row_per_post_with_the_totals_elsewhe
     assert result["summary"] == {"posts": 3, "views": 4, "likes": 3}
     [email] = Job.objects.filter(kind="email", payload__subject="Your Kestrel activity report is ready")
     assert email.payload["body"].startswith("3 posts, 4 views, 3 likes.")
+
+
+# --- The job row in plain SQL ------------------------------------------------------------
+
+
+def test_a_recorded_job_reads_back_through_the_orm_with_every_column(ada):
+    # The enqueue writes the row in plain SQL: a column it left out would be silently NULL.
+    assert {field.column for field in services._JOB_INSERT_FIELDS + services._JOB_EMPTY_FIELDS} == {
+        field.column for field in Job._meta.concrete_fields
+    }
+    job = services.email_enqueue(to="ada@example.com", subject="plain", body="text é", owner=ada)
+
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.kind, stored.owner_id, stored.requested) == ("email", ada.pk, True)
+    assert stored.payload == {"to": "ada@example.com", "subject": "plain", "body": "text é"}
+    assert stored.created_at == job.created_at
+    assert (stored.enqueued_at, stored.completed_at, stored.failed_at, stored.result) == (None, None, None, None)
+
+
+def test_a_job_reads_its_payload_until_a_run_completes_it(ada):
+    job = services.email_enqueue(to="ada@example.com", subject="s", body="b", owner=ada, requested=False)
+
+    assert selectors.job_payload_to_run(job_id=str(job.pk)) == {"to": "ada@example.com", "subject": "s", "body": "b"}
+    assert services.job_complete(job_id=str(job.pk), result={"sent": True}) is True
+    assert selectors.job_payload_to_run(job_id=str(job.pk)) is None
+    assert services.job_complete(job_id=str(job.pk), result={"sent": "again"}) is False
+    assert Job.objects.get(pk=job.pk).result == {"sent": True}
+    with pytest.raises(Job.DoesNotExist):
+        selectors.job_payload_to_run(job_id="00000000-0000-0000-0000-000000000000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_of_runs_racing_to_complete_one_job_exactly_one_completes_it(ada):
+    job = services.email_enqueue(to="ada@example.com", subject="race", body="", owner=ada, requested=False)
+    barrier = threading.Barrier(8)
+    completed: dict[int, bool] = {}
+
+    def run(n: int) -> None:
+        try:
+            barrier.wait()
+            completed[n] = services.job_complete(job_id=str(job.pk), result={"run": n})
+        finally:
+            connection.close()
+
+    runs = [threading.Thread(target=run, args=(n,)) for n in range(8)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=60)
+
+    # What follows a completion (the report's "ready" email) goes with the one run that won.
+    assert sorted(completed.values()) == [False] * 7 + [True]
+    assert completed[Job.objects.get(pk=job.pk).result["run"]] is True

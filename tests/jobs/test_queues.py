@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django_rq.cron import DjangoCronScheduler
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
@@ -54,3 +54,40 @@ def test_kestrels_worker_has_kestrels_intervals_whichever_command_starts_it():
     assert worker.worker_ttl == WORKER_TTL
     assert worker.job_monitoring_interval == JOB_MONITORING_INTERVAL
     assert worker.maintenance_interval == MAINTENANCE_INTERVAL
+
+
+class CountingWorker(KestrelWorker):
+    """Kestrel's worker on a clock the test moves, counting its database connection checks."""
+
+    now = 0.0
+    checks = 0
+    clock = staticmethod(lambda: CountingWorker.now)
+
+    def _check_connections(self) -> None:
+        CountingWorker.checks += 1
+        super()._check_connections()
+
+
+def test_jobs_in_quick_succession_share_a_connection_check_and_a_failed_job_is_followed_by_one():
+    connection = Redis.from_url(role_url("state"))
+    try:
+        queue = Queue("email", connection=connection)
+        CountingWorker.now, CountingWorker.checks = 0.0, 0
+        worker = CountingWorker([queue], connection=connection)
+
+        def run(func: str, *args) -> None:
+            queue.enqueue(func, *args)
+            worker.work(burst=True, max_jobs=1)
+
+        run("builtins.len", [])
+        run("builtins.len", [])
+        assert CountingWorker.checks == 1  # before the first job only: the second came at once
+
+        run("builtins.int", "not a number")  # fails: its connection is checked after it
+        assert CountingWorker.checks == 2
+
+        CountingWorker.now += worker.connection_check_interval
+        run("builtins.len", [])
+        assert CountingWorker.checks == 3  # the interval passed: checked before the job
+    finally:
+        connection.close()
