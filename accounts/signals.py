@@ -9,7 +9,6 @@ from accounts.selectors import FOLLOWERS, FOLLOWING, PROFILE_FIELDS, USER
 from accounts.tokens import credentials_revoked
 from core.cacheaside import invalidate
 
-
 # Columns a cached copy may hold stale.
 UNCACHED_FIELDS = frozenset({"last_login"})
 

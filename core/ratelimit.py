@@ -773,9 +773,16 @@ def client_ip(request: HttpRequest, *, trusted_proxies: int = 0) -> str:
     IPv6 addresses count per /64: one subscriber usually holds a whole /64 and could
     otherwise rotate through its addresses to reset its limit.
     """
-    address = request.META.get("REMOTE_ADDR", "")
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if trusted_proxies > 0 else ""
+    return _bucket_address(request.META.get("REMOTE_ADDR", ""), forwarded, trusted_proxies)
+
+
+# Every request asks (the limiter, the view counter), from a few thousand addresses at
+# most: parsing each once saves the ipaddress work on all the others.
+@functools.lru_cache(maxsize=4096)
+def _bucket_address(address: str, forwarded: str, trusted_proxies: int) -> str:
     if trusted_proxies > 0:
-        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         if len(hops) >= trusted_proxies:
             address = hops[-trusted_proxies]
     try:
