@@ -457,8 +457,14 @@ def rate_limit_key(policy: Policy, subject: str) -> str:
     policy's algorithm starts fresh instead of misreading the other's value. Rotating
     SECRET_KEY resets every limit, which is harmless.
     """
-    digest = salted_hmac("kestrel.ratelimit", f"{policy.algorithm}|{subject}", algorithm="sha256").hexdigest()
-    return key("core", "ratelimit", digest[:32], policy.name)
+    return key("core", "ratelimit", _subject_digest(settings.SECRET_KEY, policy.algorithm, subject), policy.name)
+
+
+# Every request computes one or more, mostly for the same few thousand subjects.
+@functools.lru_cache(maxsize=4096)
+def _subject_digest(secret: str, algorithm: str, subject: str) -> str:
+    digest = salted_hmac("kestrel.ratelimit", f"{algorithm}|{subject}", secret=secret, algorithm="sha256")
+    return digest.hexdigest()[:32]
 
 
 # --- The script -------------------------------------------------------------------------
