@@ -138,3 +138,34 @@ def test_error_pages_rendered_without_a_request_run_under_the_policy():
 
     for name in ("error.html", "500.html"):
         assert_runs_under(render_to_string(name, {"status": 503, "message": "Redis is unavailable"}), policy)
+
+
+def test_the_header_built_once_is_the_one_django_csp_builds_and_follows_a_changed_policy(rf, settings):
+    from csp.middleware import CSPMiddleware as DjangoCSPMiddleware
+    from django.http import HttpResponse
+
+    from core.csp import CSPMiddleware
+
+    def respond(middleware_class, use_nonce=False):
+        middleware = middleware_class(lambda request: HttpResponse())
+        request = rf.get("/api/feed")
+        middleware.process_request(request)
+        if use_nonce:
+            str(request.csp_nonce)
+        return request, middleware.process_response(request, HttpResponse())
+
+    _, expected = respond(DjangoCSPMiddleware)
+    for _ in range(2):  # built, then from the copy
+        _, response = respond(CSPMiddleware)
+        assert response["Content-Security-Policy"] == expected["Content-Security-Policy"]
+    # A response whose request used a nonce is django-csp's own (the nonce goes into
+    # the policies that name one).
+    _, response = respond(CSPMiddleware, use_nonce=True)
+    assert (
+        response["Content-Security-Policy"]
+        == respond(DjangoCSPMiddleware, use_nonce=True)[1]["Content-Security-Policy"]
+    )
+
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    _, response = respond(CSPMiddleware)
+    assert response["Content-Security-Policy"] == "default-src 'none'"
