@@ -89,3 +89,25 @@ def test_everything_works_again_once_the_database_is_back(logged_in):
 
     assert response.status_code == 200
     assert response.json()["email"] == "ada@example.com"
+
+
+def test_a_bearer_log_out_with_the_database_down_revokes_and_says_so(database_down_after_login):
+    client, access = database_down_after_login
+    with unreachable_database():
+        response = client.post(
+            "/api/logout", {}, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {access}"
+        )
+        assert response.status_code == 200, response.content
+        # The client was told: the token no longer works.
+        assert client.get("/api/me", HTTP_AUTHORIZATION=f"Bearer {access}").status_code == 403
+
+
+@pytest.fixture
+def database_down_after_login(make_user):
+    make_user(email="ada@example.com")
+    client = Client(raise_request_exception=False)
+    access = client.post(
+        "/api/token", {"email": "ada@example.com", "password": PASSWORD}, content_type="application/json"
+    ).json()["access"]
+    assert client.get("/api/me", HTTP_AUTHORIZATION=f"Bearer {access}").status_code == 200  # the user is now in the L1
+    return client, access
