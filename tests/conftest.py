@@ -57,6 +57,13 @@ def redis_paused(redis_server: RedisServer):
 
 
 @pytest.fixture
+def listening_l1():
+    """This process's L1, once its invalidation subscriber listens (else it is bypassed)."""
+    assert cacheaside.l1().wait_until_listening(10)
+    return cacheaside.l1()
+
+
+@pytest.fixture
 def cache_redis():
     return get_redis("cache")
 

@@ -5,7 +5,6 @@ a copy older than the token epoch the request read from Redis is never used."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from django.db.models import F
@@ -18,6 +17,7 @@ from accounts.selectors import USER
 from core import cacheaside
 from core.l1 import invalidation_channel
 from core.redis import get_redis
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -322,18 +322,9 @@ def test_a_message_from_another_process_drops_the_cached_user(ada, cache_redis, 
 
     cache_redis.publish(invalidation_channel(), json.dumps({"type": AUTH_USER.name, "id": ada.pk}))
 
-    assert _wait_for(lambda: received.partition(AUTH_USER.name, 0).generation > before)
+    assert wait_until(lambda: received.partition(AUTH_USER.name, 0).generation > before)
     with django_assert_num_queries(1):
         user_get(user_id=ada.pk, epoch=0)
-
-
-def _wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_no_user_row_is_ever_written_to_redis(ada):

@@ -20,6 +20,7 @@ from core.keys import key
 from core.l1 import invalidation_channel
 from core.models import PendingInvalidation
 from core.redis_server import free_port
+from tests.waiting import wait_until
 
 
 def _family(name: str, **options) -> Family:
@@ -197,12 +198,6 @@ def test_a_loader_that_loaded_before_an_invalidation_cannot_store_its_stale_valu
 # --- L1 and the invalidation bus --------------------------------------------------------
 
 
-@pytest.fixture
-def listening_l1():
-    assert cacheaside.l1().wait_until_listening(10)
-    return cacheaside.l1()
-
-
 def test_the_l1_serves_hot_reads_without_redis(listening_l1, cache_redis):
     loader = CountingLoader()
     get_or_load(HOT, 1, loader)
@@ -224,15 +219,6 @@ def test_the_l1_can_be_turned_off(cache_redis):
     assert metrics.value("cache.hit", family="hot", tier="redis") == 1
 
 
-def _wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_message_published_by_another_process_drops_the_l1_entry(listening_l1, redis_server):
     get_or_load(HOT, 5, CountingLoader())
     assert len(listening_l1.cache) == 1
@@ -245,7 +231,7 @@ def test_a_message_published_by_another_process_drops_the_l1_entry(listening_l1,
         timeout=30,
     )
 
-    assert _wait_for(lambda: len(listening_l1.cache) == 0)
+    assert wait_until(lambda: len(listening_l1.cache) == 0)
 
 
 def test_malformed_messages_are_ignored(listening_l1, cache_redis):
@@ -254,7 +240,7 @@ def test_malformed_messages_are_ignored(listening_l1, cache_redis):
     cache_redis.publish(invalidation_channel(), b"not json")
     cache_redis.publish(invalidation_channel(), json.dumps({"type": "hot", "id": 6}))
 
-    assert _wait_for(lambda: metrics.value("cache.l1.message") == 1)
+    assert wait_until(lambda: metrics.value("cache.l1.message") == 1)
     assert metrics.value("cache.l1.bad_message") == 1
     assert len(listening_l1.cache) == 1  # the entry for 5 is still there
     assert listening_l1.usable()
@@ -264,7 +250,7 @@ def test_losing_the_subscription_clears_the_l1_and_it_resubscribes(listening_l1,
     get_or_load(HOT, 5, CountingLoader())
 
     redis_server.stop()
-    assert _wait_for(lambda: not listening_l1.usable())
+    assert wait_until(lambda: not listening_l1.usable())
     assert len(listening_l1.cache) == 0
     redis_server.start()
 

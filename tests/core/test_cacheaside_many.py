@@ -209,9 +209,8 @@ def test_stores_work_after_the_server_forgot_its_scripts(cache_redis):
 
 
 @pytest.fixture
-def listening_l1(warm_pool):
-    assert cacheaside.l1().wait_until_listening(10)
-    return cacheaside.l1()
+def listening_l1(warm_pool, listening_l1):
+    return listening_l1
 
 
 def test_the_l1_serves_what_it_holds_and_redis_the_rest(listening_l1, cache_redis):
