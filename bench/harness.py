@@ -977,18 +977,38 @@ def worker_metrics(port: int, workers: int) -> dict[int, dict[str, int]]:
     """core.metrics of every gunicorn worker, by pid.
 
     The counters live in each worker process and a connection lands on whichever
-    worker accepts it first, so ask until every worker has answered.
+    worker accepts it first; one idle worker can win every accept of sequential
+    requests, so ask with as many requests in flight as there are workers, until
+    every worker has answered.
     """
     seen: dict[int, dict[str, int]] = {}
-    for _ in range(100 * workers):
+
+    def ask() -> None:
         status, _, content = http_request(port, "GET", METRICS_PATH)
         if status != 200:
             raise BenchError(f"GET {METRICS_PATH} answered {status}: {content[:300]!r}")
         data = json.loads(content)
         seen[data["pid"]] = {_series_name(name, labels): count for name, labels, count in data["series"]}
+
+    for _ in range(100):
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_collect_errors, args=(ask, errors)) for _ in range(2 * workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
         if len(seen) >= workers:
             return seen
     raise BenchError(f"only {len(seen)} of {workers} gunicorn workers answered {METRICS_PATH}")
+
+
+def _collect_errors(fn: Callable[[], None], errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+        errors.append(exc)
 
 
 def _series_name(name: str, labels: dict[str, str]) -> str:

@@ -15,12 +15,14 @@ from jobs.urls import site_urlpatterns as jobs_site
 from posts.urls import api_urlpatterns as posts_api
 from posts.urls import site_urlpatterns as posts_site
 
+# Django tries patterns in order, one regular expression each, and no two of these
+# overlap: the most requested (a post, the feed) go first.
 api_urlpatterns = [
-    *accounts_api,
     *posts_api,
-    *jobs_api,
     *feeds_api,
+    *accounts_api,
     *notifications_api,
+    *jobs_api,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     # Split: Swagger UI's start-up script is a file (docs?script), not an inline <script>,
     # so the Content-Security-Policy needs no 'unsafe-inline'.
@@ -29,10 +31,12 @@ api_urlpatterns = [
     re_path(r"^(?P<rest>.*)\Z", api_not_found, name="api-not-found"),
 ]
 
+api_route = path("api/", include(api_urlpatterns))
+
 urlpatterns = [
     # First: the API is most of the traffic, and Django tries patterns in order (each
     # site include below has an empty prefix, so every one of its patterns is tried).
-    path("api/", include(api_urlpatterns)),
+    api_route,
     path("", include(accounts_site)),
     path("", include(posts_site)),
     path("", include(jobs_site)),

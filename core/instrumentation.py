@@ -48,6 +48,7 @@ import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from prometheus_client import Counter, Histogram
@@ -510,6 +511,7 @@ atexit.register(recorder.flush)
 def flush() -> None:
     """Publish this process's figures now (before a scrape, in tests)."""
     recorder.flush()
+    _flush_core_metrics()
 
 
 # --- The connection hook ------------------------------------------------------------
@@ -791,6 +793,12 @@ class InstrumentedSentinelConnectionPool(SentinelConnectionPool):
 
 _core_counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
 _core_lock = threading.Lock()
+# (core.metrics name, its labels as passed) -> the Prometheus child, None if not exported.
+_core_children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+_MISSING = object()
+# Counts not yet handed to prometheus-client, and when they are due (under _core_lock).
+_core_pending: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+_core_next_flush = [0.0]
 _CORE_NAME = re.compile(r"[a-z][a-z0-9_.]*\Z")
 
 
@@ -813,19 +821,49 @@ def core_metric_sink(name: str, amount: int, labels: dict[str, str]) -> None:
 
     In one process /metrics reads core.metrics itself (core.monitoring); with several,
     each process must write its counts where the scraped one can read them, which is
-    what prometheus-client's multiprocess values are.
+    what prometheus-client's multiprocess values are. Every cache hit comes through
+    here, so the counts are summed in memory and written with the Redis figures, at
+    most FLUSH_INTERVAL later (flush()).
     """
     if not multiprocess_mode():
         return
+    series = (name, tuple(labels.items()))
+    with _core_lock:
+        _core_pending[series] = _core_pending.get(series, 0) + amount
+        due = time.perf_counter() >= _core_next_flush[0]
+    if due:
+        flush()
+
+
+def _flush_core_metrics() -> None:
+    with _core_lock:
+        pending = dict(_core_pending)
+        _core_pending.clear()
+        _core_next_flush[0] = time.perf_counter() + FLUSH_INTERVAL
+    for (name, labels), amount in pending.items():
+        child = _core_children.get((name, labels), _MISSING)
+        if child is _MISSING:
+            child = _core_children[(name, labels)] = _core_child(name, dict(labels))
+        if child is not None:
+            child.inc(amount)
+
+
+def _forget_core_metrics() -> None:
+    # A forked child (an RQ work-horse) must not report its parent's unflushed counts.
+    _core_pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_core_metrics)
+atexit.register(_flush_core_metrics)
+
+
+def _core_child(name: str, labels: dict[str, str]) -> Any:
     exported = core_metric_name(name)
     if exported is None:
-        return
+        return None
     labelnames = tuple(sorted(labels))
     counter = _core_counters.get((exported, labelnames))
     if counter is None:
-        with _core_lock:
-            counter = _core_counters.get((exported, labelnames))
-            if counter is None:
-                counter = Counter(exported, f"core.metrics counter {name}", labelnames, registry=None)
-                _core_counters[(exported, labelnames)] = counter
-    (counter.labels(**labels) if labelnames else counter).inc(amount)
+        counter = Counter(exported, f"core.metrics counter {name}", labelnames, registry=None)
+        _core_counters[(exported, labelnames)] = counter
+    return counter.labels(**labels) if labelnames else counter

@@ -931,7 +931,7 @@ def _redis_failed(exc: BaseException) -> bool:
 class RateLimitMiddleware:
     """Applies KESTREL_RATE_LIMITS to every request a policy covers.
 
-    Place it right after django.contrib.auth's AuthenticationMiddleware (it reads
+    Place it right after the AuthenticationMiddleware (Django's or a subclass: it reads
     request.user) and before any middleware that does real work for the request.
 
     settings.KESTREL_RATE_LIMIT_CREDENTIAL (a dotted path, optional) names a function

@@ -335,3 +335,24 @@ def test_no_user_row_is_ever_written_to_redis(ada):
     for role in ("state", "cache"):
         for key in get_redis(role).scan_iter(count=1000):
             assert ada.password.encode() not in (get_redis(role).dump(key) or b""), key
+
+
+# --- Anonymous requests --------------------------------------------------------------------
+
+
+def test_an_api_request_without_a_session_cookie_builds_no_user_and_still_varies_on_cookie(ada, monkeypatch):
+    from django.contrib import auth
+
+    built = []
+    real_get_user = auth.get_user
+    monkeypatch.setattr(auth, "get_user", lambda request: built.append(request.path) or real_get_user(request))
+
+    response = APIClient().get(f"/api/users/{ada.pk}")
+    assert response.status_code == 200
+    assert built == []  # no session cookie: anonymous without loading a session or a user
+    assert "Cookie" in response["Vary"]  # a shared cache must not hand it to someone logged in
+
+    client = logged_in(ada)
+    built.clear()
+    assert me(client)["userId"] == ada.pk
+    assert built == ["/api/me"]

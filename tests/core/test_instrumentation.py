@@ -358,6 +358,30 @@ def test_the_histogram_exposes_what_was_recorded(instrumented_client):
 
 
 @pytest.mark.slow
+def test_core_counts_are_summed_in_memory_and_written_once_by_a_flush(tmp_path):
+    """Every cache hit is a core.metrics count: under gunicorn it is summed in memory and
+    written to the process's files by flush() (before a scrape, at most each second)."""
+    script = """
+import os
+import django
+django.setup()
+from core import instrumentation
+for _ in range(3):
+    instrumentation.core_metric_sink("cache.hit", 1, {"family": "core_summed", "tier": "l1"})
+instrumentation.flush()
+instrumentation.flush()  # nothing new: writes nothing more
+instrumentation.core_metric_sink("cache.hit", 1, {"family": "core_summed", "tier": "l1"})
+os._exit(0)  # no exit hooks: what was not flushed is not written
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("kestrel_cache_hit_total", {"family": "core_summed", "tier": "l1"}) == 3
+
+
+@pytest.mark.slow
 def test_figures_from_several_processes_add_up_in_multiprocess_mode(tmp_path):
     """As under gunicorn: each process writes its own files, /metrics reads them all."""
     script = """

@@ -24,7 +24,7 @@ from tests.core import ratelimit_urls
 pytestmark = pytest.mark.urls("tests.core.ratelimit_urls")
 
 LIMITER = "core.ratelimit.RateLimitMiddleware"
-AUTHENTICATION = "django.contrib.auth.middleware.AuthenticationMiddleware"
+AUTHENTICATION = "accounts.middleware.AuthenticationMiddleware"
 PASSWORD = "a-Strong-pass-42"
 
 
