@@ -300,9 +300,7 @@ class MixResult:
 def run_mix(
     *, port: int, tokens: list[str], plan: list[Request], seconds: int, threads: int, connections: int
 ) -> MixResult:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise BenchError("the load run needs wrk on PATH (apt-get install wrk): its mix is a wrk Lua script")
+    wrk = wrk_path()
     with tempfile.TemporaryDirectory(prefix="kestrel-load-") as folder:
         script, token_file, plan_file = Path(folder) / "mix.lua", Path(folder) / "tokens", Path(folder) / "plan"
         script.write_text(_WRK_MIX_LUA)
@@ -566,12 +564,20 @@ def measure_floor(port: int, wrk: WrkLoad, seconds: int) -> LoadResult:
     return result
 
 
+def wrk_path() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("the load run needs wrk on PATH (apt-get install wrk): its mix is a wrk Lua script")
+    return wrk
+
+
 def run(args: argparse.Namespace, database: str) -> dict:
+    wrk_path()  # before starting anything
     began = time.monotonic()
     started = datetime.datetime.now(datetime.UTC)
     with load_stack(args, database) as stack:
         port = stack.web.port
-        wrk = WrkLoad(shutil.which("wrk") or "wrk", threads=args.wrk_threads, connections=args.connections)
+        wrk = WrkLoad(wrk_path(), threads=args.wrk_threads, connections=args.connections)
         planner = Planner(stack.data, seed=args.seed)
         tokens = stack.tokens
 
