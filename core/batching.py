@@ -1,21 +1,9 @@
 """Aggregate small writes in process memory and send them to Redis in batches.
 
-A hot path calls `BatchBuffer.add(key, member)`: a lock and a few dict updates, no I/O.
-A daemon thread, started by the first add in each process (again after a fork), hands
-what was added to the buffer's `send` every `interval` seconds, or at once when
-`flush_keys` keys or `flush_members` members are waiting. `apply_once` is the Redis
-side: counters, HyperLogLogs and sets written by one script call, at most once.
-
-Failure policy: a batch that finds Redis unavailable (core.redis.is_unavailable) is
-kept and sent again, unchanged and under the same sequence number, until Redis answers;
-apply_once skips a copy that already ran, so a batch whose reply was lost (a hung server
-runs it when it resumes) counts once. Meanwhile adds go on up to `max_keys` keys and
-`max_members` members; beyond them new keys and members are dropped, counted
-(`batching.dropped`) and logged once until a send succeeds. Any other error drops the
-batch, logged and counted: the same batch would fail the same way for ever.
-
-Loss: stops flush (atexit, gunicorn's worker_exit, the end of each RQ job); a crash
-(kill -9) loses what was added since the last send, about one interval's adds.
+`BatchBuffer.add(key, member)` costs a lock and a dict update; a daemon thread sends every
+`interval` seconds through `apply_once`, a script that applies a batch at most once.
+State role. While Redis does not answer, batches are kept and resent, and adds go on up
+to `max_keys`/`max_members`; a crash loses about one interval (docs/design.md).
 """
 
 from __future__ import annotations

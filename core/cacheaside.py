@@ -1,36 +1,10 @@
-"""Cache-aside for single objects, with everything the reference article leaves out.
+"""Cache-aside with an L1, leases, XFetch and negative caching (docs/design.md).
 
     POST = cacheaside.Family("post", keys.post_detail, ttl=300, l1_ttl=2)
     data = cacheaside.get_or_load(POST, 42, lambda: load_post_dict(42))
 
-Read path, fastest first:
-1. L1: this process's memory, only while the invalidation subscriber is listening.
-2. Redis (cache role), one GET. The value is an envelope holding the data (or a
-   "missing" marker: negative caching), the time the load took (delta) and the expiry,
-   so XFetch needs no second round trip for the TTL.
-3. On a miss, a lease: `SET <key>:lock <token> NX PX`. The holder loads from the
-   database and stores the value only if it still holds the lease; everyone else
-   polls briefly for the value. Invalidation deletes the lease too, so a reader that
-   loaded a row just before a write committed can never store it afterwards (the
-   stale-set race of delete-based invalidation; memcache's "leases").
-
-Lists read many objects at once with `get_many`: the L1, one MGET, then for the misses
-only, their leases in one round trip, one query and one pipeline of stores.
-
-Stampede protection, three layers: TTLs jittered +-10 % (keys written together do
-not expire together), XFetch (a hot key is recomputed by one reader shortly before
-it expires, with probability rising as expiry nears: recompute when
-now - delta * beta * ln(rand) >= expiry), and the lease on a cold miss.
-
-A family may live in the L1 alone (`ttl=0`, read with get_or_load_local): for values
-that must not leave the process (a user's row, password hash included), kept coherent
-by the same invalidation bus.
-
-Failure policy: the cache role fails open. Any "Redis did not answer" error is
-logged, counted (metrics `cache.error`) and the loader is called directly, so reads
-stay correct, only slower. Invalidations that could not reach Redis are written to
-the database outbox (core.models.PendingInvalidation) and replayed by a scheduled
-job, so no stale copy outlives the outage by more than the replay interval.
+Cache role. Fails open: a Redis error is logged, counted (`cache.error`) and the loader
+answers; an invalidation that cannot reach Redis waits in core.models.PendingInvalidation.
 """
 
 from __future__ import annotations
@@ -393,12 +367,10 @@ def get_many(
 ) -> list[dict | None]:
     """The cached dicts for `ids`, in their order; None where the object does not exist.
 
-    The L1, then one MGET for the rest. Misses (and XFetch refreshes) take their leases
-    in one more round trip, are loaded by ONE call of `load_many(ids) -> {id: dict}`
-    (an id it leaves out does not exist, and is cached as missing) and stored under
-    their leases in one pipeline: the entries get_or_load reads and writes. Unlike
-    get_or_load it never waits for another process's load: an id leased elsewhere is
-    loaded with the rest and not stored. Fails open like get_or_load.
+    The L1, one MGET, then the misses' leases in one round trip, ONE `load_many(ids) ->
+    {id: dict}` (an id left out is cached as missing) and one pipeline of stores. An id
+    leased by another process is loaded with the rest, not waited for, and not stored.
+    Fails open like get_or_load.
     """
     unique = list(dict.fromkeys(ids))
     if not unique:

@@ -2,15 +2,8 @@
 
     after_commit(write_through_new_post, post)
 
-is `transaction.on_commit(partial(write_through_new_post, post), robust=True)`, except
-that it works: Django logs a failing robust callback by its `__qualname__`, which a
-`functools.partial` lacks, so the logging itself raised, the remaining callbacks were
-skipped and the request that had committed answered 500 (seen with PostgreSQL going
-away mid-request). The callback registered here carries the function's name.
-
-Outside a transaction it runs at once without asking the database anything: Django's
-on_commit connects to check autocommit, so with the database down a side effect of a
-Redis-only write (a token revoked at log-out) raised after that write had happened.
+Outside a transaction the callback runs at once without touching the database
+(docs/design.md, "Side effects after commit", says what Django's own on_commit gets wrong).
 """
 
 from __future__ import annotations

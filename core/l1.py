@@ -1,13 +1,8 @@
-"""The in-process L1 cache and the subscriber that keeps it coherent across servers.
+"""The in-process L1 cache and the subscriber that keeps it coherent across processes.
 
-Each web process keeps a small LRU of the hottest cached values in its own memory
-(no round trip at all), for a few seconds at most. Writes anywhere publish an
-invalidation on the channel `kestrel:cache:invalidate`; a daemon thread in every
-process subscribes to it and drops the named entries.
-
-Pub/sub delivers at most once and only to whoever is listening, so while the
-subscriber is not connected the L1 is neither read nor filled, and it is cleared
-whenever the subscription (re)starts: messages published meanwhile are lost.
+Writes publish invalidated keys on one channel; a daemon thread in every process drops
+them. The L1 is read and filled only while that subscriber listens, and cleared when it
+(re)subscribes: messages published meanwhile are lost (docs/design.md, "Cache-aside").
 """
 
 from __future__ import annotations

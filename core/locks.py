@@ -1,40 +1,10 @@
-"""Distributed locks with fencing tokens (the reference article's part 6.1, finished).
+"""Distributed locks with fencing tokens (docs/design.md, "Locks with fencing").
 
     with redis_lock(f"user:{user.pk}:profile", ttl_ms=5_000) as lock:   # timeout=0: fail at once
         changed = fenced_update(User.objects.filter(pk=user.pk), "profile_fence", lock.fence, bio=bio)
 
-What the article's version leaves out, and this one does:
-
-- The owner token is 128 random bits (`secrets`), not `Date.now():Math.random()`,
-  which two processes can draw alike and anyone can guess.
-- Acquiring is one Lua script, one round trip: SET NX PX plus the fencing number.
-  A lock always has a TTL (`ttl_ms` is required and positive); there is no way to
-  take one that outlives a crashed holder.
-- Release (compare-and-delete) and extend (compare-and-pexpire) are Lua scripts
-  that act only for the owner, so a holder whose lock expired cannot delete or
-  prolong the next holder's lock.
-- Fencing. A TTL lock alone is not mutual exclusion: a holder that pauses past its
-  TTL (GC, a slow query, a stopped VM) still believes it holds the lock while a
-  second holder has it. Each acquisition therefore also gets a number larger than
-  every earlier one (`lock.fence`); the database write the lock protects carries it
-  and is refused when a later holder has already written (`fenced_update`), so the
-  paused holder's late write cannot overwrite the newer one.
-- Waiting: `timeout=0` fails at once (the article's 409); `timeout>0` retries with
-  jittered exponential backoff, never sleeping past the holder's remaining TTL.
-- Metrics per kind of lock, label `lock` (`lock.acquired`, `lock.contended`, `lock.not_acquired`,
-  `lock.wait_ms`, `lock.expired_while_held`, `lock.error`) and a warning in the log
-  when a lock expired while held: the TTL is too short for the work done under it.
-
-Failure policy: locks live on the state role (they must not be evicted) and fail
-CLOSED. If Redis does not answer, acquiring raises the Redis error: no lock, no write;
-the API turns it into a 503 (core.api.exception_handler). Releasing while Redis is
-away only logs: the work is done and the TTL frees the lock.
-
-Scope: a single Redis primary (Kestrel's layout, with Sentinel or a managed Redis for
-failover). A failover can lose a lock that was just taken, since replication is
-asynchronous; fencing is what keeps data safe then, and the fencing numbers are built
-to survive a failover (see fence_key). Redis Cluster would need the lock key and the
-fence key in one slot (a hash tag); Kestrel does not run Cluster.
+State role. Fails closed: acquiring raises the Redis error when Redis does not answer
+(503 from the API); releasing then only logs, and the TTL frees the lock.
 """
 
 from __future__ import annotations
@@ -95,20 +65,9 @@ def lock_key(name: str) -> str:
 def fence_key() -> str:
     """STRING (integer), state role, no TTL: the last fencing number handed out, for every lock.
 
-    It never expires, and it lives on the non-evicting state role, because fencing
-    numbers must never go backwards. Were the counter to start again from 1, a new
-    holder would draw numbers below ones already handed out: its own writes would be
-    refused, and a paused older holder's late write would be accepted over it, which
-    is exactly what fencing exists to prevent.
-
-    A counter alone can still go back: a failover to a replica that had not yet
-    received the last INCRs, or an AOF `everysec` that lost its last second. So the
-    acquire script hands out max(counter + 1, the Redis server's clock in
-    microseconds): after any loss, the clock has moved past every number issued
-    before it, and while the counter survives it covers a clock that steps back.
-
-    One counter for all locks: numbers only have to grow per lock, and a counter per
-    name that may never expire would leave a key behind for every name ever locked.
+    Never expires and never evicted: fencing numbers must not go backwards. The acquire
+    script hands out max(counter + 1, the server's clock in µs), so a counter lost in a
+    failover still yields larger numbers (docs/design.md, "Locks with fencing").
     """
     return key("core", "lock_fence")
 
@@ -341,12 +300,9 @@ def redis_lock(
 def fenced_update(queryset: QuerySet, fence_field: str, fence: int, /, **values) -> bool:
     """UPDATE ... SET values, fence_field = fence WHERE fence_field <= fence; True if a row changed.
 
-    One statement, so the check and the write are atomic in the database (on
-    PostgreSQL a concurrent UPDATE of the row waits, then re-checks the condition).
-    A holder whose lock expired and was taken by a later holder finds the row already
-    carrying a larger fence and changes nothing. `<=`, not `<`: fences are never
-    handed out twice, so an equal fence is the current holder writing again (two
-    updates under one lock), not a stale one.
+    One statement, so check and write are atomic in the database. A holder whose lock was
+    taken by a later holder finds a larger fence and changes nothing. `<=`, not `<`: a
+    fence is never handed out twice, so an equal one is the current holder writing again.
     """
     if fence_field in values:
         raise ValueError(f"{fence_field!r} is set by fenced_update itself")

@@ -1,21 +1,8 @@
-"""Redis clients per role: the one place Kestrel gets a connection.
+"""Redis clients per role, the one place Kestrel gets a connection (docs/design.md, "Redis roles").
 
-Two roles, two failure policies (DESIGN.md, "Processes and services"):
-
-- ``state``: sessions, denylists, rate limits, locks, counters, streams, RQ. Must not
-  evict; callers treat its errors as errors.
-- ``cache``: evictable copies of database rows. Callers fail open: log, count, read
-  the database.
-
-Both are django-redis connections, so the raw clients handed out here share their
-connection pools with Django's cache API and with RQ (``USE_REDIS_CACHE``): one pool
-per role per process, with timeouts, retries and a circuit breaker set once below.
-
-A role can sit behind Redis Sentinel (REDIS_SENTINELS): its URL then names the
-Sentinel service instead of a host (``redis://:password@kestrel-state/0``) and every
-connection asks the Sentinels where the primary is, so Django's caches, sessions, RQ
-and the raw clients all follow a failover without a restart. Reads go to the primary
-too: a replica may not have the session a login has just written.
+`state` (must not evict; errors are errors) and `cache` (evictable copies; callers fail
+open). Both are django-redis connections, so Django's caches, sessions, RQ and the raw
+clients share one pool per role per process, optionally behind Sentinel.
 """
 
 from __future__ import annotations
@@ -76,18 +63,10 @@ class CircuitOpen(RedisConnectionError):
 class Breaker:
     """One role's circuit breaker in one process: a hung Redis costs a timeout, not one per call.
 
-    A server that accepts connections but does not answer (stopped, a stalled VM, a
-    network dropping packets) makes every call wait its whole socket timeout, and a
-    request makes several calls while a process serves many requests: the site would
-    hang with the server. After a call times out, the role fails fast for `cooldown`
-    seconds with CircuitOpen, a RedisConnectionError, so every caller's failure policy
-    applies unchanged (the cache role reads the database, the state role answers 503).
-    Then one call, the probe, goes to the server while the others keep failing fast
-    until an answer closes the breaker, a timeout opens it again, or the probe has had
-    `probe_window` seconds (a connect and a read) and the next caller probes instead.
-
-    Only timeouts open it: a refused connection fails fast by itself, and is what a
-    restarting server answers, which the retries ride out.
+    After a call times out, the role fails fast with CircuitOpen (a RedisConnectionError,
+    so each caller's failure policy applies) for `cooldown` seconds; then one probe call
+    at a time, each given `probe_window` seconds, until an answer closes it. Only
+    timeouts open it (docs/design.md, "Timeouts, retries and the circuit breaker").
     """
 
     def __init__(
@@ -252,22 +231,10 @@ def connection_pool_options(
 ) -> dict:
     """django-redis OPTIONS for a role; settings.py calls this for each CACHES alias.
 
-    - Timeouts: a Redis that stops answering must cost a request seconds, not minutes.
-    - Retries with exponential backoff and full jitter on connection errors only (a
-      refused or dropped connection: a restart or a failover), so those are ridden out
-      but a bad command is not repeated. The cap keeps the worst case (retries x cap)
-      near a second. Not on timeouts: a server that did not answer in socket_timeout
-      will not answer the same command sooner, each retry would add a whole timeout,
-      and a script that ran but whose reply was late would run again.
-    - A circuit breaker (Breaker): once a call has timed out, the role's other calls in
-      this process fail fast instead of each waiting out its own timeout.
-    - A blocking pool: when every connection is busy, a thread waits (up to
-      POOL_WAIT seconds) for one instead of opening connections without bound. That
-      wait is contention inside this process, not Redis failing, so it is not cut
-      short like the cache role's socket timeout.
-    - Behind Sentinel (`sentinels`): Sentinel-managed connections, which look the
-      primary up again after every connection error, so the same retries ride out a
-      failover. redis-py has no blocking Sentinel pool; `max_connections` still caps it.
+    Timeouts; retries with jittered exponential backoff on connection errors only (never
+    on timeouts); the role's circuit breaker; a blocking pool of `max_connections`; and
+    Sentinel-managed connections when `sentinels` is given. docs/design.md ("Timeouts,
+    retries and the circuit breaker") says why each is set as it is.
     """
     options = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",

@@ -1,10 +1,7 @@
 """Lua scripts inside pipelines, in the pipeline's own round trip.
 
-redis-py runs a pipeline holding `Script` calls by sending SCRIPT EXISTS first and
-waiting for the answer: a round trip of its own on every execute. Here the pipeline
-carries a SCRIPT LOAD of the source ahead of bare EVALSHAs instead: on a server that
-has the script, LOAD only hashes the text and answers the SHA; on one that restarted
-or flushed its scripts, it loads it. Either way the EVALSHAs after it find it.
+The pipeline carries a SCRIPT LOAD of the source ahead of bare EVALSHAs, instead of
+redis-py's SCRIPT EXISTS round trip before every execute (docs/design.md).
 """
 
 from __future__ import annotations
