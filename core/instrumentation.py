@@ -1,39 +1,11 @@
-"""Command metrics for every Redis command Kestrel sends (DESIGN.md, "monitoring").
+"""Command metrics for every Redis command Kestrel sends (docs/design.md, "Command metrics").
 
-One hook, at the bottom of redis-py: a Connection subclass, handed to each role's pool
-by InstrumentedBlockingConnectionPool (core.redis.connection_pool_options). Every
-client Kestrel has borrows its connections from those pools (the Django cache API,
-core.redis.get_redis, RQ through django-rq's USE_REDIS_CACHE, pub/sub, pipelines), so
-nothing above the socket is wrapped and the reply parser (hiredis) is untouched: the
-hook notes the time a command is written and closes it when its reply is read.
-
-What is recorded, per role, command and key family (the `<app>:<entity>` of the key
-grammar; "rq" for RQ's keys, "none" for keyless commands, "other" for the rest):
-
-- kestrel_redis_commands_total: commands written, a pipeline's commands one each;
-- kestrel_redis_command_errors_total{error}: error replies (WRONGTYPE, NOSCRIPT, ...)
-  and commands that failed on the wire (ConnectionError, TimeoutError), one a command;
-- kestrel_redis_command_duration_seconds: one observation per round trip. A pipeline
-  or a MULTI/EXEC is one round trip, observed once as command "PIPELINE" or "MULTI"
-  (family: its commands' common family, else "mixed"), while its commands are counted
-  one each; kestrel_redis_pipeline_commands has their sizes;
-- every 1,000 commands, the reference article's summary as one JSON line on the
-  `kestrel.redis.summary` logger: commands, average latency, error rate.
-
-Counted as redis-py sends them: a retried command counts each attempt (the failed one
-as an error); connection set-up (HELLO, CLIENT SETINFO, SELECT) and health-check PINGs
-count too, since Redis serves them. Opening a connection is the pseudo-command CONNECT
-(counted, timed, an error when it fails): redis-py's pools connect before a command is
-written, so while Redis is down CONNECT is where the errors are. Blocking commands
-(BLMOVE, BZPOPMIN, XREAD BLOCK, ...) wait by design: they are in the histogram under
-their own names but left out of the summary's average, as CONNECT is. Pub/sub messages
-are not commands: a reply read with nothing outstanding is not counted.
-
-Cost: Python work on every command, so the hook keeps to a few calls, records into
-plain dicts under one lock and hands the sums to prometheus-client at most once a
-second, at each scrape and at exit: no Prometheus counter is touched per command.
-KESTREL_REDIS_METRICS_ENABLED = False gives new pools redis-py's own classes, which
-is how bench/ measures what the hook costs.
+One hook at the bottom of redis-py: the Connection class of every role's pool notes when
+a command is written and when its reply is read. Per role, command and key family:
+kestrel_redis_commands_total, kestrel_redis_command_errors_total{error},
+kestrel_redis_command_duration_seconds (a pipeline is one round trip), and every 1,000
+commands the reference article's summary line. Sums go to prometheus-client at most
+once a second, at each scrape and at exit.
 """
 
 from __future__ import annotations
