@@ -118,9 +118,14 @@ def test_release_by_someone_who_does_not_hold_the_lock_does_nothing(state_redis)
     assert state_redis.get(lock_key("job:report")) == f"{owner.token}:{owner.fence}".encode()
 
 
+def expire_now(name: str) -> None:
+    """What the TTL does to a holder that pauses past it, without waiting for it to run out."""
+    assert get_redis().pexpire(lock_key(name), 0)  # a non-positive TTL deletes the key as expired
+
+
 def test_a_holder_whose_lock_expired_cannot_release_the_next_holder_s_lock():
-    first = acquire("job:report", ttl_ms=50)
-    time.sleep(0.08)
+    first = acquire("job:report", ttl_ms=5_000)
+    expire_now("job:report")
     second = acquire("job:report", ttl_ms=5_000)
 
     assert not first.release()
@@ -143,8 +148,8 @@ def test_extend_works_only_for_the_owner(state_redis):
 
 
 def test_extend_after_the_lock_was_lost_does_not_touch_the_next_holder_s_ttl(state_redis):
-    first = acquire("job:report", ttl_ms=50)
-    time.sleep(0.08)
+    first = acquire("job:report", ttl_ms=5_000)
+    expire_now("job:report")
     second = acquire("job:report", ttl_ms=1_000)
 
     assert not first.extend(60_000)
@@ -254,8 +259,8 @@ def test_a_holder_paused_past_its_ttl_cannot_overwrite_the_next_holder_s_write(d
     doc = document_model.objects.create(body="original")
     rows = document_model.objects.filter(pk=doc.pk)
 
-    a = acquire("doc:1", ttl_ms=100)
-    time.sleep(0.15)  # A stalls (GC, a slow query, a stopped VM) past its TTL, still "holding" it
+    a = acquire("doc:1", ttl_ms=5_000)
+    expire_now("doc:1")  # A stalls (GC, a slow query, a stopped VM) past its TTL, still "holding" it
     with redis_lock("doc:1", ttl_ms=1_000) as b:
         assert fenced_update(rows, "fence", b.fence, body="from B")
         # A wakes up and writes, believing it holds the lock: refused by the fence.
@@ -307,8 +312,8 @@ def test_lock_metrics_count_acquisitions_contention_and_waits():
 
 
 def test_a_lock_that_expired_while_held_is_counted_and_logged_on_exit(caplog):
-    with caplog.at_level(logging.WARNING, logger="core.locks"), redis_lock("job:report", ttl_ms=50) as lock:
-        time.sleep(0.08)  # the work took longer than the TTL
+    with caplog.at_level(logging.WARNING, logger="core.locks"), redis_lock("job:report", ttl_ms=5_000) as lock:
+        expire_now("job:report")  # the work took longer than the TTL
 
     assert lock.expired_while_held
     assert metrics.value("lock.expired_while_held", lock="job:report") == 1
