@@ -146,9 +146,13 @@ class BreakerRetry(Retry):
         self.breaker = breaker
 
     def __deepcopy__(self, memo: dict) -> BreakerRetry:
-        return BreakerRetry(
-            copy.deepcopy(self._backoff, memo), self._retries, self._supported_errors, breaker=self.breaker
-        )
+        # Each connection gets a deep copy; the breaker must stay the one shared object.
+        memo[id(self.breaker)] = self.breaker
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for name, value in vars(self).items():
+            setattr(clone, name, copy.deepcopy(value, memo))
+        return clone
 
     def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
         self.breaker.admit()

@@ -10,7 +10,15 @@ from redis import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.redis import BREAKER_COOLDOWN, Breaker, CircuitOpen, connection_pool_options, is_unavailable
+from core.redis import (
+    BREAKER_COOLDOWN,
+    Breaker,
+    CircuitOpen,
+    breaker,
+    connection_pool_options,
+    get_redis,
+    is_unavailable,
+)
 
 TIMEOUT = 0.2  # seconds: the test client's connect and socket timeouts
 
@@ -153,3 +161,16 @@ def test_a_refused_connection_is_retried_and_does_not_open_the_breaker(client, r
 
     assert not isinstance(raised.value, CircuitOpen)
     assert not _breaker(client).is_open
+
+
+def test_every_connection_of_a_role_shares_the_role_s_one_breaker():
+    """redis-py gives each connection a deep copy of the pool's Retry: the copies must
+    still share one Breaker, or a timeout on one connection would not spare the others."""
+    pool = get_redis("cache").connection_pool
+    first, second = pool.get_connection(), pool.get_connection()
+    try:
+        assert first.retry is not second.retry
+        assert first.retry.breaker is second.retry.breaker is breaker("cache")
+    finally:
+        pool.release(first)
+        pool.release(second)
