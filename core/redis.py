@@ -7,11 +7,14 @@ clients share one pool per role per process, optionally behind Sentinel.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +28,8 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from core import metrics
 
 Role = Literal["state", "cache"]
 
@@ -184,6 +189,34 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionInterrupted):
         exc = exc.__cause__
     return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+@dataclass
+class Outcome:
+    """How a fail_open block ended: `failed` when Redis did not answer, `error` saying how."""
+
+    failed: bool = False
+    error: BaseException | None = None
+
+
+@contextlib.contextmanager
+def fail_open(
+    counter: str, message: str, *args: object, log: logging.Logger, amount: int = 1, **labels: str
+) -> Iterator[Outcome]:
+    """Run the block; if Redis does not answer (is_unavailable), count `counter`, log
+    `message % args` and the error as a warning, and carry on: check `outcome.failed`.
+
+    Every other error propagates. The caller's comment says why failing open is right there.
+    """
+    outcome = Outcome()
+    try:
+        yield outcome
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        metrics.incr(counter, amount, **labels)
+        log.warning(message + " (%s)", *args, exc)
+        outcome.failed, outcome.error = True, exc
 
 
 def get_redis(role: Role = "state") -> Redis:
