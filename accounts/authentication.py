@@ -1,12 +1,10 @@
 """DRF authentication by `Authorization: Bearer <access token>` (accounts.tokens).
 
-The reference article's answers: 401 {"error": "Missing token"} where a token is
-required and none came, 403 {"error": "Invalid token"} for one that is not valid,
-403 {"error": "Token revoked"} for a revoked one. A request that sends the Bearer
-scheme is judged by its token alone: a bad token is refused, never passed over to the
-session cookie beside it. A request without one falls through to session
-authentication, and with neither, an endpoint that needs a user answers 401
-{"error": "Not logged in"} with `WWW-Authenticate: Bearer` (core.api).
+401 {"error": "Missing token"} where a token is required and none came; 403 "Invalid
+token" or "Token revoked" (accounts.revocation) for a bad one; 503 when Redis does not
+answer. A Bearer request is judged by its token alone, never by its session cookie;
+without one, session authentication decides, and with neither an endpoint that needs a
+user answers 401 {"error": "Not logged in"} with `WWW-Authenticate: Bearer` (core.api).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from rest_framework.request import Request
 
 from accounts import sessions, tokens
 from accounts.models import User
-from core.ratelimit import Credential
+from core.ratelimit.guard import Credential
 
 
 class TokenMissing(exceptions.NotAuthenticated):

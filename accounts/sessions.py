@@ -1,18 +1,10 @@
 """Session engine: Django's cache sessions on the state role, with Kestrel's keys.
 
-Differences from django.contrib.sessions.backends.cache, each for a reason:
-- keys come from accounts.keys.session (kestrel:accounts:session:<id>);
-- a Redis outage raises instead of reading as "no session": Django's store swallows
-  every error on load, which would silently log everyone out and then fail on save;
-- saving an existing session is one atomic `SET ... XX` instead of GET then SET, so
-  a logout racing a request cannot resurrect the session;
-- each process remembers which user a session it has seen belongs to (a hint, never
-  trusted alone), so that the rate limiter can read the session in its own script
-  instead of a round trip of its own (rate_limit_credential);
-- for such a session, the same round trip (the limiter's script, or an MGET when no
-  script runs) also reads the user's token epoch, so that the request's user can come
-  from this process's memory yet never be older than a revocation
-  (accounts.backends.user_get).
+Keys: accounts.keys.session, TTL the session's age. A Redis outage raises instead of
+reading as "no session"; saving is one atomic SET XX, so a logout racing a request
+cannot resurrect the session. Each process remembers whose a session is (a hint, never
+trusted alone), so that the rate limiter's script reads it with the user's token epoch
+(rate_limit_credential, accounts.revocation), or one MGET when no script runs.
 """
 
 from __future__ import annotations
@@ -26,10 +18,10 @@ from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 from django.http import HttpRequest
 
-from accounts import keys
+from accounts import keys, revocation
 from accounts.backends import mirrored_epoch, session_epoch_seen
 from core.l1 import MISS, LocalCache
-from core.ratelimit import Credential, Guard, GuardVerdict
+from core.ratelimit.guard import Credential, GuardVerdict
 
 # Sessions per process whose user is remembered; past it the least recently used is
 # forgotten, and its next request reads the session in a round trip of its own again.
@@ -105,8 +97,8 @@ class SessionStore(CacheSessionStore):
         self._session_cache = data
 
     def preload_verdict(self, verdict: GuardVerdict, *, user_id: int) -> None:
-        """core.ratelimit's on_verdict: the session its script read (the guard's required
-        key) and `user_id`'s token epoch (its generation key)."""
+        """The rate limiter's on_verdict: the session its script read (the guard's
+        required key) and `user_id`'s token epoch (its generation key)."""
         if self.is_loaded():
             return
         value = verdict.value
@@ -166,7 +158,7 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
     user_id = session_user_hint(store.session_key)
     if user_id is None:
         return None
-    guard = Guard(required=store.redis_key(), generation_key=keys.user_token_epoch(user_id), generation=None)
+    guard = revocation.session_guard(redis_key=store.redis_key(), user_id=user_id)
     return Credential(
         user_id=user_id, guard=guard, on_verdict=functools.partial(store.preload_verdict, user_id=user_id)
     )

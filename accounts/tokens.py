@@ -1,45 +1,10 @@
-"""JSON Web Tokens with revocation: the reference article's part 3.2, done properly.
+"""JSON Web Tokens: issue, decode, authenticate, refresh with rotation, revoke.
 
-POST /api/token trades an email and password for a short-lived access token (5 min)
-and a longer refresh token (1 day); POST /api/token/refresh trades a refresh token for
-a new pair; `Authorization: Bearer <access>` then works on every API endpoint
-(accounts.authentication.JWTAuthentication).
-
-Claims: `sub` (the user id, a string as RFC 7519 wants), `jti` (this token's id),
-`type` ("access" | "refresh"), `iat`, `exp`, `epoch` (the user's token epoch when the
-family was issued) and `fam` (the family: every token descended from one log-in,
-access tokens included). HS256 only: the algorithm is pinned, the header's "alg" is
-never believed ("none", or a public key passed off as an HMAC secret).
-
-What the article gets wrong, and what is done here instead:
-
-- its denylist key is the token's text: here it is the token's id (jti), so Redis never
-  holds a credential (keys.jwt_revoked), with TTL = the token's remaining life;
-- it checks the denylist before the signature (any string reaches Redis): here the
-  signature, algorithm, expiry and type are checked first, Redis only for real tokens;
-- common libraries check their denylist for refresh tokens only, so a stolen access
-  token outlives logout: here every request with an access token checks its id, its
-  family and its owner's epoch;
-- "log out everywhere" is O(1): a per-user epoch (User.token_epoch, mirrored in Redis)
-  instead of finding and denylisting every token;
-- refresh tokens rotate and are single use, atomically (one Lua script): presenting a
-  rotated refresh token again revokes its whole family (RFC 9700, section 4.14.2). A
-  refresh token presented twice is, to the server, indistinguishable from a stolen one
-  racing its owner, so this holds for concurrent presentations too: clients must not
-  refresh one token twice at once (the first answer carries the pair to keep).
-
-Per request, a bearer API request costs one Redis round trip for its rate limits and
-this check together: core.ratelimit's script decides the token's Guard (the denylist
-EXISTS of its id and family, and the epoch GET) in the same EVALSHA, through
-rate_limit_credential below; the authenticator reuses that verdict, or runs the same
-script alone when the limiter did not. The user comes from this process's memory
-(accounts.backends.user_get) when its copy is at least at the epoch that script read,
-else from the database, whose epoch is then checked too.
-
-Failure policy (STYLE.md rule 8): the denylist fails closed. If Redis cannot answer, a
-bearer request gets 503, never access; the same holds for issuing, refreshing and
-revoking. `now` (seconds since the epoch) is a parameter of everything that reads the
-clock, so tests travel in time without sleeping.
+A log-in gets an access token (5 min) and a refresh token (1 day), HS256 only. Refresh
+tokens are single use (one Lua script): a spent one presented again revokes its family.
+Log-out denylists a token's id and family (keys.jwt_revoked, keys.jwt_family_revoked,
+TTL its remaining life + margin); log out everywhere bumps the user's token epoch
+(keys.user_token_epoch). State role, fails closed: Redis down is a 503, never access.
 """
 
 from __future__ import annotations
@@ -57,12 +22,12 @@ from django.dispatch import Signal
 from django.http import HttpRequest
 from redis.commands.core import Script
 
-from accounts import keys
+from accounts import keys, revocation
 from accounts.backends import mirrored_epoch, user_get
 from accounts.models import User
 from core import metrics
 from core.commit import after_commit
-from core.ratelimit import Credential, Guard, guard_verdict, guard_verdict_checked
+from core.ratelimit.guard import Credential
 from core.redis import get_redis, is_unavailable
 
 logger = logging.getLogger(__name__)
@@ -212,16 +177,6 @@ def token_decode(token: str, *, type: str, now: float | None = None) -> Claims:
     return Claims(user_id=int(sub), jti=jti, type=kind, issued_at=iat, expires_at=exp, epoch=epoch, family=fam)
 
 
-def token_guard(claims: Claims) -> Guard:
-    """What Redis must say for the token to stand: neither its id nor its family on the
-    denylist, and its owner's epoch not past the token's."""
-    return Guard(
-        denied=(keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family)),
-        generation_key=keys.user_token_epoch(claims.user_id),
-        generation=claims.epoch,
-    )
-
-
 def _token_user(claims: Claims, *, epoch: int | None = None) -> User:
     """The token's user, if still active and not logged out everywhere since.
 
@@ -273,14 +228,12 @@ def access_claims(request: HttpRequest, *, now: float | None = None) -> Claims:
 def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tuple[User, Claims]:
     """The user of the request's bearer access token; InvalidToken or RevokedToken.
 
-    The Redis check (denylist and epoch) is the rate limiter's verdict when its script
-    already decided it for this token, else the same script run here: one round trip
-    either way. State role, fail closed: if Redis does not answer this raises, and the
-    API answers 503, never access.
+    The Redis check (denylist and epoch) is accounts.revocation's: one round trip, or
+    none beyond the rate limiter's. State role, fail closed: if Redis does not answer
+    this raises, and the API answers 503, never access.
     """
     claims = access_claims(request, now=now)
-    guard = token_guard(claims)
-    verdict = guard_verdict_checked(request, guard) or guard_verdict(guard)
+    verdict = revocation.token_verdict(claims, request=request)
     if not verdict.passed:
         raise RevokedToken("on the denylist")
     return _token_user(claims, epoch=mirrored_epoch(verdict.generation_value)), claims
@@ -298,7 +251,7 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
         claims = access_claims(request)
     except InvalidToken:
         return Credential(user_id=None)
-    return Credential(user_id=claims.user_id, guard=token_guard(claims))
+    return Credential(user_id=claims.user_id, guard=revocation.token_guard(claims))
 
 
 # --- Refresh rotation ---------------------------------------------------------------------

@@ -955,8 +955,8 @@ def limiter_alone_table(alone: dict) -> list[str]:
         for variant in alone["variants"]
     ]
     return [
-        f"Rate limiter alone: core.ratelimit.RateLimitMiddleware in a loop in front of a view that does nothing "
-        f"(one process; policies {', '.join(alone['policies'])})",
+        "Rate limiter alone: core.ratelimit.middleware.RateLimitMiddleware in a loop in front of a view that does "
+        f"nothing (one process; policies {', '.join(alone['policies'])})",
         format_table(["request", "us", "p50 us", "vs GET", "Redis cmd", "round trips"], rows),
         "  us: mean per call, the middleware's own work and its Redis round trip; vs GET: over the redis-py GET",
         "  on the same client measured alongside. A bearer token is verified (HS256) before the script runs.",

@@ -1,20 +1,10 @@
-"""The rate limiter's own cost per request, in process: core.ratelimit.RateLimitMiddleware alone.
+"""The rate limiter's own cost per request, in process: RateLimitMiddleware alone in a loop.
 
     RATE_LIMIT_ENABLED=1 RATE_LIMIT_API_PER_MINUTE=1000000000 \\
         DJANGO_SETTINGS_MODULE=config.settings python -m bench.limiter --seconds 1
 
-`python -m bench` runs it as a child process on its private Redis, with the limiter
-on and the API limit out of reach (as the HTTP scenarios with the limiter on). The
-HTTP scenarios say what the limiter costs a whole request, but two gunicorn workers
-loaded by wrk on two shared cores vary by more than that between runs; here the
-middleware runs in a loop in front of a view that does nothing, so its cost stands
-alone:
-
-- for scale, a redis-py GET on the same client: one round trip, nothing else;
-- a path no policy covers (/bench/floor): matching the policies, nothing else;
-- an /api/ path, anonymous: the policies' check for the client's address, one EVALSHA;
-- the same with `Authorization: Bearer <access token>`: the token verified and its
-  denylist and epoch check decided in that same EVALSHA (settings.KESTREL_RATE_LIMIT_CREDENTIAL).
+Variants: a redis-py GET for scale, a path no policy covers, an anonymous /api/ path
+(one EVALSHA), and a bearer one (its revocation check in that same EVALSHA).
 """
 
 from __future__ import annotations
@@ -50,7 +40,7 @@ def run(*, seconds: float) -> dict:
     from django.http import HttpResponse
     from django.test import RequestFactory
 
-    from core.ratelimit import RateLimitMiddleware
+    from core.ratelimit.middleware import RateLimitMiddleware
     from core.redis import get_redis
 
     middleware = RateLimitMiddleware(lambda request: HttpResponse())

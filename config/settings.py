@@ -18,7 +18,6 @@ from django.core.exceptions import ImproperlyConfigured
 from accounts.keys import CREDENTIAL_FAMILIES as ACCOUNT_CREDENTIAL_FAMILIES
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
-from core.ratelimit import DEFAULTS as RATE_LIMIT_DEFAULTS
 from core.redis import connection_pool_options, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
 
@@ -71,7 +70,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "accounts.middleware.AuthenticationMiddleware",
     # After authentication: it limits per user, or per address when anonymous.
-    "core.ratelimit.RateLimitMiddleware",
+    "core.ratelimit.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RedisUnavailableMiddleware",
@@ -356,35 +355,128 @@ RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
 
 # --- Rate limits (core.ratelimit) -------------------------------------------------
-# The policies are data in core.ratelimit.DEFAULTS, each with the reason for its
-# numbers, algorithm ("fixed" or "gcra"), scope and failure policy ("open": let
-# through, logged and counted; "closed": 503). Replace KESTREL_RATE_LIMITS to change
-# them; the environment can turn limiting off or move the general API limit and the
-# write and job limits (test and benchmark stacks send far more than a person does).
-KESTREL_RATE_LIMITS = (
-    {
-        **RATE_LIMIT_DEFAULTS,
-        "api": {**RATE_LIMIT_DEFAULTS["api"], "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100)},
-        "writes": {
-            **RATE_LIMIT_DEFAULTS["writes"],
-            "limit": env_int("RATE_LIMIT_WRITES_PER_MINUTE", RATE_LIMIT_DEFAULTS["writes"]["limit"]),
+# Each policy: its limit and window, algorithm ("fixed" or "gcra": evenly spaced, no
+# double burst at a window boundary), scope (whom it counts: "user_or_ip", "ip",
+# "account"), failure policy when Redis does not answer ("open": let through, logged
+# and counted; "closed": 503), methods (none: every one) and paths. A path is exact (a
+# trailing slash on the request is ignored); one ending in "*" is a prefix; a "<id>"
+# segment matches one id as the URLconf's <id:...> reads it. A policy counts every path
+# it lists in one budget per subject, which is what makes a site form and its API twin
+# share it. The environment can turn limiting off or move the general API limit and
+# the write and job limits (test and benchmark stacks send far more than a person does).
+
+# Every door that takes a password, under one per-address and one per-account budget:
+# a guesser gains nothing by switching between the API, the site's forms and the admin.
+_RATE_LIMIT_AUTH_PATHS = [
+    "/api/login",
+    "/api/token",
+    "/api/register",
+    "/api/password",
+    "/login",
+    "/signup",
+    "/admin/login",
+    "/admin/password_change",
+]
+
+if env_bool("RATE_LIMIT_ENABLED", True):
+    KESTREL_RATE_LIMITS = {
+        # The reference article's limit, 100 a minute per person (per address when
+        # anonymous). Fails open: a Redis outage must not take the whole API down with
+        # it; the outage is logged and counted (ratelimit.error) instead.
+        "api": {
+            "limit": env_int("RATE_LIMIT_API_PER_MINUTE", 100),
+            "window": 60,
+            "algorithm": "fixed",
+            "scope": "user_or_ip",
+            "fail": "open",
+            "paths": ["/api/*"],
         },
+        # Password guessing from one address: 10 at once, then one every 6 s. GCRA, so
+        # a guesser cannot spend two windows' worth across a window boundary. Fails
+        # closed: while Redis is down nothing would stop guessing (and log-in needs the
+        # session store anyway).
+        "auth_ip": {
+            "limit": 10,
+            "window": 60,
+            "algorithm": "gcra",
+            "scope": "ip",
+            "fail": "closed",
+            "methods": ["POST"],
+            "paths": _RATE_LIMIT_AUTH_PATHS,
+        },
+        # Guessing one account's password from many addresses: 5 at once, then one a
+        # minute, whatever the address. The usual price of a per-account limit: whoever
+        # keeps guessing also keeps the owner's own attempts waiting, for as long as
+        # they keep it up (each guessing address is itself held to auth_ip's rate).
+        "auth_account": {
+            "limit": 5,
+            "window": 300,
+            "algorithm": "gcra",
+            "scope": "account",
+            "fail": "closed",
+            "methods": ["POST"],
+            "paths": _RATE_LIMIT_AUTH_PATHS,
+        },
+        # Likes, follows, new posts, edits and deletions, from either door: 30 at once,
+        # then one every 2 s. A person liking while reading or following a handful of
+        # people after signing up never meets it; a script toggling a like (each toggle
+        # a notification and a fan-out) is held to 30 a minute instead of hundreds a
+        # second. DELETE and PATCH too: the API unlikes, unfollows, deletes and edits
+        # with them, the site with a POST (GET on the same paths reads, and is not
+        # counted here). Fails open, like the general limit: the writes themselves go to
+        # the database.
+        "writes": {
+            "limit": env_int("RATE_LIMIT_WRITES_PER_MINUTE", 30),
+            "window": 60,
+            "algorithm": "gcra",
+            "scope": "user_or_ip",
+            "fail": "open",
+            "methods": ["POST", "DELETE", "PATCH"],
+            "paths": [
+                "/api/posts",
+                "/posts/new",
+                "/api/posts/<id>/like",
+                "/posts/<id>/like",
+                "/api/users/<id>/follow",
+                "/users/<id>/follow",
+                "/api/posts/<id>",
+                "/posts/<id>/delete",
+                "/api/users/<id>",
+                "/profile/edit",
+            ],
+        },
+        # Requests that start a background job: an email, or a report built from the
+        # whole of a person's activity. 20 at once, then one every 3 minutes. A backstop
+        # in front of the jobs service's own per-person quotas (jobs.queues.QUOTAS: 10
+        # emails and 6 reports an hour, one report at a time), set just above their sum
+        # so that a person meets the quota's precise message first, while a flood
+        # through either door is refused here before it reaches a database lock. Fails
+        # closed: the jobs are queued on the same Redis, so a limiter that cannot answer
+        # means a queue that cannot either, and no job goes uncounted.
         "jobs": {
-            **RATE_LIMIT_DEFAULTS["jobs"],
-            "limit": env_int("RATE_LIMIT_JOBS_PER_HOUR", RATE_LIMIT_DEFAULTS["jobs"]["limit"]),
+            "limit": env_int("RATE_LIMIT_JOBS_PER_HOUR", 20),
+            "window": 3600,
+            "algorithm": "gcra",
+            "scope": "user_or_ip",
+            "fail": "closed",
+            "methods": ["POST"],
+            "paths": ["/api/send-email", "/reports/email-me", "/api/reports", "/reports/new"],
         },
     }
-    if env_bool("RATE_LIMIT_ENABLED", True)
-    else {}
-)
+else:
+    KESTREL_RATE_LIMITS = {}  # no policies: rate limiting off
 # Proxies in front of Django that append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
 KESTREL_RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
-# Bearer-token requests count as their user, and the token's denylist and epoch check
-# runs in the same script as the limits: one round trip for both. So does the session
-# read of a session request whose user the process already knows.
+# Bearer-token requests count as their user, and the token's revocation check
+# (accounts.revocation: denylist and epoch) runs in the same script as the limits: one
+# round trip for both. So does the session read of a session request whose user the
+# process already knows.
 KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.authentication.rate_limit_credential"
-# On a password change (core.ratelimit.OWN_ACCOUNT_PATHS) the per-account log-in limit
-# counts the signed-in person, under the same account (their email) as their log-ins.
+# The password doors where the per-account log-in limit counts the signed-in person,
+# under the same account (their email) as their log-ins, never one the body names: a
+# password change names none, and naming someone else's must not move a guesser's
+# attempts off the account being guessed.
+KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS = ("/api/password", "/admin/password_change")
 KESTREL_RATE_LIMIT_USER_ACCOUNT = "accounts.selectors.user_rate_limit_account"
 
 # --- Monitoring (core.instrumentation, core.monitoring) ------------------------------

@@ -29,10 +29,9 @@ from django.http import HttpRequest
 from redis.commands.core import Script
 
 from accounts import keys as account_keys
-from accounts import tokens
+from accounts import revocation, tokens
 from core import metrics
 from core.commit import after_commit
-from core.ratelimit import guard_check
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
 
@@ -112,7 +111,7 @@ class StreamCredential:
         """One Redis round trip: the token's denylist and epoch, or the session's
         existence and the epoch mirror. Raises what Redis raises."""
         if self.claims is not None:
-            return guard_check(tokens.token_guard(self.claims))
+            return revocation.token_verdict(self.claims).passed
         if not self.session_key:
             return False
         pipe = get_redis("state").pipeline(transaction=False)

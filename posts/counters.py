@@ -50,7 +50,7 @@ from redis.commands.core import Script
 from core.batching import Batch, BatchBuffer, apply_once
 from core.cacheaside import invalidate
 from core.commit import after_commit
-from core.ratelimit import client_ip
+from core.ratelimit.identity import client_ip
 from core.redis import get_redis, is_unavailable
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY

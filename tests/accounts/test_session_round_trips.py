@@ -9,7 +9,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from accounts import keys, sessions
-from core.ratelimit import load_policies, rate_limit_key
+from core.ratelimit.policies import load_policies
+from core.ratelimit.script import rate_limit_key
 from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db

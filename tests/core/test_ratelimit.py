@@ -9,35 +9,26 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import RequestFactory
 from redis import Redis
 
-from core.ratelimit import (
-    DEFAULTS,
-    Credential,
-    Decision,
-    Guard,
-    GuardVerdict,
-    Identity,
-    Policy,
-    RateLimitMiddleware,
-    account_from_body,
-    check,
-    client_ip,
-    guard_check,
-    guard_checked,
-    guard_verdict,
-    load_policies,
-    normalise_account,
-    rate_limit_headers,
-    rate_limit_key,
-)
+from core.ratelimit.guard import Credential, Guard, GuardVerdict, guard_verdict_fetch, guard_verdict_for_request
+from core.ratelimit.identity import Identity, account_from_body, client_ip, normalise_account
+from core.ratelimit.middleware import RateLimitMiddleware, rate_limit_headers
+from core.ratelimit.policies import Policy, load_policies
+from core.ratelimit.script import Decision, check, rate_limit_key
 from core.redis import get_redis, is_unavailable, role_url
 
 T0 = 1_700_000_000.0  # an arbitrary "now"; the script takes any clock it is given
 ADA = Identity(ip="203.0.113.7")
+
+
+def kestrel_policies() -> tuple[Policy, ...]:
+    """Kestrel's own policies, as config/settings.py defines them."""
+    return load_policies(django_settings.KESTREL_RATE_LIMITS)
 
 
 def spend(policy: Policy, times: int, *, at: float = T0, identity: Identity = ADA) -> list[Decision]:
@@ -142,7 +133,7 @@ def test_gcra_has_no_double_burst_at_a_window_boundary_unlike_the_fixed_window()
 
 
 def test_every_policy_of_a_request_is_decided_in_one_round_trip():
-    policies = load_policies(DEFAULTS)
+    policies = kestrel_policies()
     identity = Identity(ip="203.0.113.7", account="ada@example.com")
     client = Redis.from_url(role_url("state"))
     check(policies, identity, now=T0, client=client)  # loads the script (first call only)
@@ -352,7 +343,7 @@ def test_a_guard_refuses_when_a_denied_key_exists_or_the_generation_moved_on(sta
     state_redis.set(key, value)
 
     assert check([Policy("api", limit=5, window=60)], guarded(), now=T0).guard_passed is False
-    assert guard_check(guarded().guard) is False
+    assert guard_verdict_fetch(guarded().guard).passed is False
 
 
 def test_a_refused_guard_counts_the_request_as_anonymous(state_redis):
@@ -424,7 +415,7 @@ def test_the_generation_comes_back_with_the_verdict_and_none_means_read_only(sta
     refused = check([policy], Identity(ip="", user_id=1, guard=compared), now=T0)
     passed = check([policy], Identity(ip="", user_id=1, guard=read_only), now=T0)
     state_redis.delete(GENERATION)
-    missing = guard_verdict(read_only)
+    missing = guard_verdict_fetch(read_only)
 
     assert (refused.guard_passed, refused.guard_generation_value) == (False, b"7")
     assert (passed.guard_passed, passed.guard_generation_value, passed.remaining) == (True, b"7", 4)
@@ -433,7 +424,7 @@ def test_the_generation_comes_back_with_the_verdict_and_none_means_read_only(sta
 
 def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
     client = Redis.from_url(role_url("state"))
-    guard_check(guarded().guard, client=client)
+    guard_verdict_fetch(guarded().guard, client=client)
     sent: list[str] = []
     execute = client.execute_command
 
@@ -443,7 +434,7 @@ def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
 
     client.execute_command = counting
     try:
-        assert guard_check(guarded().guard, client=client) is True
+        assert guard_verdict_fetch(guarded().guard, client=client).passed is True
     finally:
         client.close()
 
@@ -456,14 +447,14 @@ def test_the_middlewares_verdict_is_reused_only_for_the_same_guard():
     guard = guarded().guard
     request.kestrel_guard_verdict = GuardVerdict(guard, passed=True)
 
-    assert guard_checked(request, guard) is True
-    assert guard_checked(request, guarded(generation=3).guard) is None
-    assert guard_checked(RequestFactory().get("/api/me"), guard) is None
+    assert guard_verdict_for_request(request, guard) == GuardVerdict(guard, passed=True)
+    assert guard_verdict_for_request(request, guarded(generation=3).guard) is None
+    assert guard_verdict_for_request(RequestFactory().get("/api/me"), guard) is None
 
 
 def test_a_guard_fails_closed_when_redis_is_down(redis_down):
     with pytest.raises(Exception) as caught:  # noqa: PT011 - asserted just below
-        guard_check(guarded().guard)
+        guard_verdict_fetch(guarded().guard)
 
     assert is_unavailable(caught.value)
 
@@ -482,7 +473,7 @@ def test_check_raises_an_unavailable_error_when_redis_is_down(redis_down):
 
 
 def test_the_defaults_are_the_article_limit_plus_stricter_log_in_limits():
-    api, auth_ip, auth_account, *_ = load_policies(DEFAULTS)
+    api, auth_ip, auth_account, *_ = kestrel_policies()
 
     assert (api.limit, api.window, api.algorithm, api.scope, api.fail) == (100, 60, "fixed", "user_or_ip", "open")
     assert (auth_ip.scope, auth_ip.fail, auth_ip.algorithm) == ("ip", "closed", "gcra")
@@ -510,7 +501,7 @@ PASSWORD_DOORS = [
 
 @pytest.mark.parametrize("path", PASSWORD_DOORS)
 def test_every_door_that_takes_a_password_is_under_both_log_in_limits(path):
-    policies = {p.name: p for p in load_policies(DEFAULTS)}
+    policies = {p.name: p for p in kestrel_policies()}
 
     assert policies["auth_ip"].applies_to("POST", path)
     assert policies["auth_account"].applies_to("POST", path)
@@ -527,7 +518,7 @@ def test_every_door_that_takes_a_password_is_under_both_log_in_limits(path):
     ],
 )
 def test_a_site_form_and_its_api_twin_are_under_the_same_write_policy(policy, site, api):
-    (chosen,) = [p for p in load_policies(DEFAULTS) if p.name == policy]
+    (chosen,) = [p for p in kestrel_policies() if p.name == policy]
 
     assert chosen.applies_to("POST", site)
     assert chosen.applies_to("POST", api)
@@ -564,10 +555,10 @@ def test_settings_without_policies_turn_rate_limiting_off(settings):
     assert load_policies() == ()
 
 
-def test_load_policies_reads_settings_and_falls_back_to_the_defaults(settings):
-    if hasattr(settings, "KESTREL_RATE_LIMITS"):
-        del settings.KESTREL_RATE_LIMITS
+def test_load_policies_reads_settings_and_without_them_there_are_none(settings):
     assert [p.name for p in load_policies()] == ["api", "auth_ip", "auth_account", "writes", "jobs"]
+    del settings.KESTREL_RATE_LIMITS
+    assert load_policies() == ()  # core defines no policies of its own
 
     settings.KESTREL_RATE_LIMITS = {"only": {"limit": 7, "window": 10}}
 

@@ -10,17 +10,17 @@ from collections.abc import Callable
 from functools import partial
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts import tokens
-from core.ratelimit import DEFAULTS
 from posts.services import post_create
 
 pytestmark = pytest.mark.django_db
 
 WRONG = "not-the-password"
-ACCOUNT_LIMIT = DEFAULTS["auth_account"]["limit"]
+ACCOUNT_LIMIT = settings.KESTREL_RATE_LIMITS["auth_account"]["limit"]
 
 
 def assert_refused_as_a_page(response) -> None:
@@ -205,7 +205,7 @@ def bob_both_doors(make_user):
 
 def spend_alternately(site_request: Door, api_request: Door, policy: str) -> None:
     """Spend the whole of `policy`'s budget, every other request through each door."""
-    limit = DEFAULTS[policy]["limit"]
+    limit = settings.KESTREL_RATE_LIMITS[policy]["limit"]
     for i in range(limit):
         response = (site_request if i % 2 else api_request)()
         assert counted(response, policy, limit - 1 - i), (i, response.status_code, response.get("RateLimit"))

@@ -2,8 +2,8 @@
 200 concurrent requests, and the failure policies with the Redis server really stopped.
 
 The middleware is added here with settings overrides, so these tests hold whether or
-not config/settings.py lists it; the policies are core.ratelimit.DEFAULTS unless a
-test says otherwise.
+not config/settings.py lists it; the policies are Kestrel's (settings.KESTREL_RATE_LIMITS)
+unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from core import metrics
-from core.ratelimit import DEFAULTS
 from core.redis import get_redis
 from tests.core import ratelimit_urls
 
 pytestmark = pytest.mark.urls("tests.core.ratelimit_urls")
 
-LIMITER = "core.ratelimit.RateLimitMiddleware"
+LIMITER = "core.ratelimit.middleware.RateLimitMiddleware"
 AUTHENTICATION = "accounts.middleware.AuthenticationMiddleware"
 PASSWORD = "a-Strong-pass-42"
 
@@ -38,7 +37,6 @@ def with_limiter(middleware: list[str]) -> list[str]:
 @pytest.fixture(autouse=True)
 def limiter(settings):
     settings.MIDDLEWARE = with_limiter(settings.MIDDLEWARE)
-    settings.KESTREL_RATE_LIMITS = DEFAULTS
     settings.KESTREL_RATE_LIMIT_TRUSTED_PROXIES = 0
     ratelimit_urls.calls.clear()
     return settings
