@@ -93,6 +93,10 @@ def main() -> int:
         _log(f"Could not start: {exc}")
         return 1
     finally:
+        # A second signal must not cut the stop short and leave Redis to go before its
+        # clients: `make` passes its own SIGTERM or Ctrl-C on to this process too.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_all(children)
         if redis_server is not None:
             redis_server.cleanup()
