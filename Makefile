@@ -15,7 +15,7 @@ install: $(STAMP)
 
 ## Redis (unless REDIS_URL is set), migrations, demo data, web on :8000 and a worker.
 run: install
-	$(PY) -m core.devstack
+	$(PY) -m devstack.run
 
 ## Only the RQ workers, against REDIS_URL: a pool of WORKER_PROCESSES (default: one per core).
 WORKER_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
@@ -48,8 +48,8 @@ reliability: install
 
 ## Deploy checks under production settings, and a static security lint.
 security: install
-	$(PY) -m core.deploycheck
-	$(PY) -m bandit -q -c pyproject.toml -r config core accounts posts feeds jobs
+	$(PY) -m devstack.deploycheck
+	$(PY) -m bandit -q -c pyproject.toml -r config core accounts posts feeds jobs ops devstack
 	$(MAKE) audit
 
 ## Known vulnerabilities in the pinned dependencies; fails if any package went unchecked.

@@ -13,12 +13,14 @@ import tempfile
 
 import pytest
 
-from core.redis_server import RedisServer
+from devstack.redis_server import RedisServer
 
 _server: RedisServer | None = None
 
 
-def private_redis() -> RedisServer:
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    """The session's private Redis server (started in pytest_configure), for tests/ and bench/tests/."""
     assert _server is not None, "the private Redis server starts in pytest_configure"
     return _server
 

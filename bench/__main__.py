@@ -42,7 +42,6 @@ from bench.forms import measure_forms
 from bench.harness import (
     FLOOR_DB,
     FLOOR_KEY,
-    PROJECT_ROOT,
     STATE_DB,
     BenchContext,
     BenchError,
@@ -53,7 +52,6 @@ from bench.harness import (
     RedisTraffic,
     bench_stack,
     check_json,
-    format_table,
     measure_redis_traffic,
     median,
     metrics_delta,
@@ -99,6 +97,8 @@ from bench.scenarios import (
     create_hot_post,
 )
 from bench.sse import measure_sse_latency
+from devstack.processes import PROJECT_ROOT, StackError
+from devstack.report import format_table
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "latest.json"
 # Pause between timed runs; the backlog a run leaves (one request per connection) takes milliseconds.
@@ -1173,7 +1173,7 @@ def main(argv: list[str] | None = None) -> int:
             servers = [ctx.gunicorn.description] + [s.description for s in ctx.servers.values()]
             if results["sse"]:
                 servers.append(results["sse"]["server"])
-    except BenchError as exc:
+    except StackError as exc:  # a BenchError, or a child the launcher (devstack) started failed
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,12 +22,12 @@ from bench.harness import (
     BenchContext,
     BenchError,
     LoadResult,
-    http_request,
     measure_redis_traffic,
     median,
     pick_load_generator,
 )
 from bench.scenarios import LIMITER_ON, create_hot_post
+from devstack.web import http_request
 
 FORM_PATH = "/posts/{id}/like"
 FORM_BODY = b"action=unlike"

@@ -1,8 +1,8 @@
 """The machinery of the benchmarks: private servers, load generators, statistics.
 
 Nothing here imports Django: the harness drives Kestrel from outside, as a client
-would, through child processes (manage.py, gunicorn) that read their settings from
-the environment built in `child_env`.
+would, through child processes (manage.py, gunicorn: devstack) that read their
+settings from the environment built in `child_env`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ import http.client
 import itertools
 import json
 import math
-import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -34,10 +31,10 @@ from typing import Any, Protocol
 import redis
 
 from bench.scenarios import RedisFloorOp
-from core.redis_server import RedisServer, die_with_parent, free_port
+from devstack.processes import HOST, PROJECT_ROOT, StackError, die_with_parent, run_manage, stack_env
+from devstack.redis_server import RedisServer
+from devstack.web import Gunicorn, http_request
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 SESSION_COOKIE = "sessionid"  # Django's SESSION_COOKIE_NAME; Kestrel keeps the default
 # The roles' DB numbers on the private server: REDIS_URL names 0, and the cache role
 # defaults to the next one (config.settings). Only the cache DB is ever flushed.
@@ -50,63 +47,32 @@ FLOOR_KEY = "bench:floor"
 FLOOR_VALUE = b"x" * 64
 
 
-class BenchError(RuntimeError):
-    """A set-up step failed; the message says which and shows the child's output."""
+class BenchError(StackError):
+    """A set-up step or a measurement failed; the message says which and shows the child's output.
+
+    A StackError, as are the failures of the children devstack starts: the entry points
+    (bench.__main__, bench.load) catch StackError and print the message.
+    """
 
 
 # --- Environment and one-off Django commands -----------------------------------------
 
 
-def random_secret(length: int = 50) -> str:
-    alphabet = string.ascii_letters + string.digits + "!@#%^&*(-_=+)"
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
 def child_env(*, var_dir: Path, redis_url: str) -> dict[str, str]:
     """The environment of every child: production-like settings on loopback, all state in `var_dir`."""
-    env = dict(os.environ)
-    # A DATABASE_URL or REDIS_CACHE_URL from the caller's shell would point the children
-    # at someone's real services; the benchmark only ever touches what it started.
-    for name in ("DATABASE_URL", "REDIS_CACHE_URL", "REDIS_KEY_PREFIX"):
-        env.pop(name, None)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
-            # DEBUG off: DEBUG keeps every SQL query in memory and is not what production runs.
-            "DEBUG": "0",
-            "SECRET_KEY": random_secret(),
-            # Plain HTTP on loopback: no redirect to https, cookies sent without TLS.
-            "SECURE_SSL_REDIRECT": "0",
-            "SESSION_COOKIE_SECURE": "0",
-            "CSRF_COOKIE_SECURE": "0",
-            "KESTREL_VAR_DIR": str(var_dir),
-            "REDIS_URL": redis_url,
-            "ALLOWED_HOSTS": f"{HOST},localhost",
-            # INFO would log on every request under load and the log would be the benchmark.
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
+    return stack_env(
+        settings_module="bench.settings",
+        var_dir=var_dir,
+        redis_url=redis_url,
+        overrides={
             # The load comes from one address at thousands of requests a second: the API
             # limit (100 a minute) would answer 429s. Its own cost is a scenario of its own.
             "RATE_LIMIT_ENABLED": "0",
             # The jobs benchmark sends email jobs (and sign-up enqueues a welcome email):
             # kept in memory, so nothing ever leaves the machine.
             "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-        }
+        },
     )
-    return env
-
-
-def run_manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    """Run `manage.py <args>` as a child; BenchError with its output when it fails."""
-    command = [sys.executable, "manage.py", *args]
-    result = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if result.returncode != 0:
-        raise BenchError(
-            f"`manage.py {' '.join(args)}` exited with {result.returncode}:\n{result.stdout}{result.stderr}"
-        )
-    return result.stdout
 
 
 @dataclass(frozen=True)
@@ -137,18 +103,6 @@ def create_user(env: dict[str, str]) -> Credentials:
 
 
 # --- HTTP helpers ------------------------------------------------------------------
-
-
-def http_request(
-    port: int, method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None
-) -> tuple[int, http.client.HTTPMessage, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 def login(port: int, credentials: Credentials) -> str:
@@ -202,127 +156,6 @@ def check_json(
         raise BenchError(f"{method} {path}: {problem}")
 
 
-# --- gunicorn ----------------------------------------------------------------------
-
-
-class Gunicorn:
-    """gunicorn serving Kestrel (with bench.settings) as a child process on 127.0.0.1.
-
-    It runs in its own session so a Ctrl-C reaches only the harness, which then stops
-    gunicorn gracefully in its `finally`; PR_SET_PDEATHSIG covers a harness killed
-    outright, and gunicorn's workers exit when their master goes.
-    """
-
-    def __init__(
-        self,
-        *,
-        env: dict[str, str],
-        log_path: Path,
-        worker_class: str,
-        workers: int = 2,
-        threads: int = 4,
-        overrides: Mapping[str, str] | None = None,
-        config: Path | None = None,
-    ) -> None:
-        self.overrides = dict(overrides or {})
-        # A gunicorn config file (its hooks); the command line's options win over its settings.
-        self.config = config
-        self.env = {**env, **self.overrides}
-        self.log_path = log_path
-        self.worker_class = worker_class
-        self.workers = workers
-        self.threads = threads
-        self.port = free_port(HOST)
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def description(self) -> str:
-        threads = f", {self.threads} threads each" if self.worker_class == "gthread" else ""
-        settings = "".join(f", {name}={value}" for name, value in sorted(self.overrides.items()))
-        config = f", -c {self.config.relative_to(PROJECT_ROOT)}" if self.config else ""
-        return f"gunicorn {self.workers} {self.worker_class} workers{threads}{settings}{config}"
-
-    def variant(self, overrides: Mapping[str, str], log_path: Path) -> Gunicorn:
-        """Another server like this one (not started), with some environment variables changed."""
-        return Gunicorn(
-            env=self.env,
-            log_path=log_path,
-            worker_class=self.worker_class,
-            workers=self.workers,
-            threads=self.threads,
-            overrides={**self.overrides, **overrides},
-            config=self.config,
-        )
-
-    def start(self, timeout: float = 60.0) -> Gunicorn:
-        args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            *(["-c", str(self.config)] if self.config else []),
-            "config.wsgi",
-            "--workers",
-            str(self.workers),
-            "--worker-class",
-            self.worker_class,
-            "--bind",
-            f"{HOST}:{self.port}",
-            # Short, so stopping at the end does not wait out the default 30 s.
-            "--graceful-timeout",
-            "5",
-        ]
-        if self.worker_class == "gthread":
-            args += ["--threads", str(self.threads)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args,
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        self._wait_until_healthy(timeout)
-        return self
-
-    def _wait_until_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"gunicorn exited with {self.process.returncode} at start:\n{self.log_tail()}")
-            try:
-                status, _, content = http_request(self.port, "GET", "/healthz")
-            except OSError as exc:
-                last = str(exc)
-            else:
-                if status == 200:
-                    return
-                last = f"{status} {content[:300]!r}"
-            time.sleep(0.1)
-        raise BenchError(f"gunicorn did not answer /healthz with 200 in {timeout:.0f} s ({last}):\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # graceful: workers finish their request and exit
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            # Its own session, so this group holds only gunicorn's master and workers.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
 # --- The stack -------------------------------------------------------------------------
 
 
@@ -370,7 +203,7 @@ class BenchContext:
             server = self.gunicorn.variant(overrides, self.var_dir / log_name)
             self.stack.callback(server.stop)
             server.start()
-            self.log(f"web: {server.description} on http://{HOST}:{server.port} (pid {server.process.pid})")
+            self.log(f"web: {server.description} on http://{HOST}:{server.port} (pid {server.pid})")
             self.servers[key] = server
         return server
 
@@ -432,7 +265,7 @@ def bench_stack(
         )
         stack.callback(gunicorn.stop)
         gunicorn.start()
-        log(f"web: {gunicorn.description} on http://{HOST}:{gunicorn.port} (pid {gunicorn.process.pid})")
+        log(f"web: {gunicorn.description} on http://{HOST}:{gunicorn.port} (pid {gunicorn.pid})")
         session_id = login(gunicorn.port, credentials)
         yield BenchContext(
             env=env,
@@ -1103,20 +936,3 @@ def run_stampede(ctx: BenchContext, *, post_id: int, readers: int, rounds: int) 
         [f"--post-id={post_id}", f"--readers={readers}", f"--rounds={rounds}"],
         env={"CACHE_L1_ENABLED": "0"},
     )
-
-
-# --- Output -------------------------------------------------------------------------
-
-
-def format_table(headers: list[str], rows: list[list[str]], *, left: int = 1) -> str:
-    """Plain-text table; the first `left` columns are left-aligned, numbers right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            str(cell).ljust(width) if i < left else str(cell).rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])

@@ -46,7 +46,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from devstack.processes import PROJECT_ROOT
+
 NOOP = "bench.jobs.noop"
 KESTREL_NOOP = "bench.jobs.kestrel_noop"
 KESTREL_KIND = "bench-noop"  # a Job row kind of this benchmark only
@@ -299,7 +300,7 @@ KIND_LABELS = {
 
 
 def report_lines(result: dict) -> list[str]:
-    from bench.harness import format_table
+    from devstack.report import format_table
 
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None or value != value else format(value, spec)
@@ -408,7 +409,7 @@ def _drain(setup: Setup, log_path: Path, client=None, *, queued: int = 0) -> dic
     import django_rq
 
     from bench.probe import command_calls
-    from core.redis_server import die_with_parent
+    from devstack.processes import die_with_parent
     from jobs.queues import EMAIL, WORKER_QUEUES
 
     commands = setup.commands(list(WORKER_QUEUES))

@@ -57,26 +57,23 @@ from pathlib import Path
 import redis
 
 from bench.harness import (
-    HOST,
-    PROJECT_ROOT,
     BenchError,
-    Gunicorn,
     LoadResult,
     WrkLoad,
     child_env,
     count_redis_traffic,
-    format_table,
     median,
     parse_wrk,
-    run_manage,
     wait_until_quiet,
 )
 from bench.scenarios import DRF_FLOOR, HTTP_SCENARIOS
-from core.redis_server import RedisServer, die_with_parent
+from devstack.processes import HOST, PROJECT_ROOT, StackError, die_with_parent, run_manage
+from devstack.redis_server import RedisServer
+from devstack.report import format_table
+from devstack.web import GUNICORN_CONFIG, Gunicorn
 
 DEFAULT_OUTPUT = PROJECT_ROOT / "var" / "bench" / "load.json"
 FLOOR = next(scenario for scenario in HTTP_SCENARIOS if scenario.name == DRF_FLOOR)
-GUNICORN_CONFIG = PROJECT_ROOT / "config" / "gunicorn.py"
 
 # The population: people, their posts, whom each follows at the start, standing pages.
 USERS = 40
@@ -507,9 +504,9 @@ def load_stack(args: argparse.Namespace, database: str) -> Iterator[Stack]:
         server = stack.enter_context(RedisServer(host=HOST, extra_config={"maxmemory-policy": "noeviction"}))
         log(f"redis: {server.binary} on {server.url} (pid {server.process.pid})")
         limits = RATE_LIMITED if args.rate_limit == "on" else UNLIMITED
+        # Without PROMETHEUS_MULTIPROC_DIR (child_env): config/gunicorn.py keeps
+        # prometheus-client's files in a folder of its own.
         env = {**child_env(var_dir=var_dir, redis_url=f"{server.url}/0"), **limits}
-        # config/gunicorn.py keeps prometheus-client's files in a folder of its own.
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if database == POSTGRESQL:
             url = stack.enter_context(private_postgres_database(args.database_url))
             env["DATABASE_URL"] = url
@@ -536,7 +533,7 @@ def load_stack(args: argparse.Namespace, database: str) -> Iterator[Stack]:
         )
         stack.callback(web.stop)
         web.start()
-        log(f"web: {web.description} on http://{HOST}:{web.port} (pid {web.process.pid})")
+        log(f"web: {web.description} on http://{HOST}:{web.port} (pid {web.pid})")
         settings = " ".join(f"{name}={value}" for name, value in sorted(limits.items()))
         yield Stack(
             env=env, redis_server=server, web=web, data=data, var_dir=var_dir, settings=settings, database=database
@@ -920,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for database in args.databases:
             runs[database] = run(args, database)
-    except BenchError as exc:
+    except StackError as exc:  # a BenchError, or a child the launcher (devstack) started failed
         print(f"bench load: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -29,7 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bench.harness import HOST, PROJECT_ROOT, SESSION_COOKIE, BenchError, Gunicorn, percentile, run_child
+from bench.harness import SESSION_COOKIE, BenchError, percentile, run_child
+from devstack.processes import HOST
+from devstack.web import GUNICORN_CONFIG, Gunicorn
 
 if TYPE_CHECKING:
     from bench.harness import BenchContext
@@ -116,7 +118,7 @@ def measure_sse_latency(ctx: BenchContext, *, streams: int, notifications: int, 
         workers=WORKERS,
         threads=max(cap + THREADS_SPARE, math.ceil(cap / STREAM_THREAD_SHARE_MAX)),
         overrides={"KESTREL_SSE_MAX_STREAMS": str(cap)},
-        config=PROJECT_ROOT / "config" / "gunicorn.py",
+        config=GUNICORN_CONFIG,
     )
     ctx.stack.callback(server.stop)
     server.start()

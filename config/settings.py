@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "posts",
     "feeds",
     "jobs",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -479,7 +480,7 @@ KESTREL_RATE_LIMIT_CREDENTIAL = "accounts.authentication.rate_limit_credential"
 KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS = ("/api/password", "/admin/password_change")
 KESTREL_RATE_LIMIT_USER_ACCOUNT = "accounts.selectors.user_rate_limit_account"
 
-# --- Monitoring (core.instrumentation, core.monitoring) ------------------------------
+# --- Monitoring (core.instrumentation, ops.monitoring) -------------------------------
 
 KESTREL_REDIS_METRICS_ENABLED = env_bool("REDIS_METRICS_ENABLED", True)  # off only to measure its cost
 KESTREL_METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # bearer token for Prometheus; empty: staff only

@@ -5,7 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts.urls import api_urlpatterns as accounts_api
 from accounts.urls import site_urlpatterns as accounts_site
 from core.api import api_not_found
-from core.views import healthz
 from feeds.notification_urls import api_urlpatterns as notifications_api
 from feeds.notification_urls import site_urlpatterns as notifications_site
 from feeds.urls import api_urlpatterns as feeds_api
@@ -42,9 +41,7 @@ urlpatterns = [
     path("", include(jobs_site)),
     path("", include(feeds_site)),
     path("", include(notifications_site)),
-    path("healthz", healthz, name="healthz"),
-    path("", include("core.monitoring_urls")),
-    path("", include("core.ops_urls")),
+    path("", include("ops.urls")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]

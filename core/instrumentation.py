@@ -791,7 +791,7 @@ def core_metric_name(name: str) -> str | None:
 def core_metric_sink(name: str, amount: int, labels: dict[str, str]) -> None:
     """core.metrics.incr's forwarder under gunicorn (PROMETHEUS_MULTIPROC_DIR set).
 
-    In one process /metrics reads core.metrics itself (core.monitoring); with several,
+    In one process /metrics reads core.metrics itself (ops.monitoring); with several,
     each process must write its counts where the scraped one can read them, which is
     what prometheus-client's multiprocess values are. Every cache hit comes through
     here, so the counts are summed in memory and written with the Redis figures, at

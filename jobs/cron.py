@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from rq import cron
 
-from core.jobs import replay_invalidations, sample_ops
+from core.jobs import replay_invalidations
 from jobs.jobs import drain_outbox, purge_expired
 from jobs.queues import PERIODIC, QUEUE_TIMEOUTS
+from ops.jobs import sample_ops
 from posts.jobs import flush_view_counts
 
 # (job, seconds between runs), each the longest something waits:

@@ -2,16 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import private_redis
 from core import batching, cacheaside, metrics
 from core.redis import breaker, get_redis
-from core.redis_server import RedisServer
+from devstack.redis_server import RedisServer
 
-
-@pytest.fixture(scope="session")
-def redis_server() -> RedisServer:
-    """The session's private Redis server (started by the root conftest)."""
-    return private_redis()
+# redis_server, the session's private Redis server: the root conftest.py.
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@
 Two Redis servers, as production runs them (eviction is per server, so the cache role
 gets its own), a database (SQLite in the stack's own folder unless `database_url` is
 given), migrations, collected static files, the web server, an RQ worker and, when
-asked, RQ's cron scheduler. Each child runs in a session of its own and is told by the
+asked, RQ's cron scheduler, started with devstack's pieces as `make run` and the
+benchmarks start theirs. Each child runs in a session of its own and is told by the
 kernel to exit with this process, so a test that dies leaves nothing behind. Mail goes
 to files in `site.mail_dir`, so the tests can read what the worker sent.
 
@@ -20,113 +21,17 @@ on) except for plain HTTP on loopback.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import Gunicorn, http_request, random_secret, run_manage
-from core.redis_server import RedisServer, die_with_parent
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-
-
-class Process:
-    """One long-running child (`manage.py rqworker`, `rqcron`) that a test can kill and start again."""
-
-    def __init__(self, name: str, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.args = args
-        self.env = env
-        self.log_path = log_path
-        self.popen: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None, f"the {self.name} is not started"
-        return self.popen.pid
-
-    def is_running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def start(self) -> Process:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.args,
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        return self
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal every process of the child's session; SIGKILL waits for the child.
-
-        The session, not the process group: an RQ worker's work horse puts itself in a
-        process group of its own (os.setpgrp), and would otherwise live on and finish
-        the job its worker was killed in.
-        """
-        if not self.is_running():
-            return
-        session = self.popen.pid  # start_new_session: the child leads its own session
-        for _ in range(50):  # a fork in flight can add a member after a pass
-            members = session_members(session)
-            if not members:
-                break
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            if sig != signal.SIGKILL:
-                break
-            time.sleep(0.01)
-        if sig == signal.SIGKILL:
-            self.popen.wait(timeout=10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (RQ's warm shutdown: the current job finishes), then SIGKILL after `timeout`."""
-        if not self.is_running():
-            return
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def session_members(session: int) -> list[int]:
-    """Live (not zombie) processes of a session, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # pid (comm) state ppid pgrp session ...; comm may hold spaces, so split after ")".
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[3]) == session and fields[0] != "Z":
-            members.append(int(entry))
-    return members
+from devstack.processes import HOST, Process, random_secret, rq_cron_command, rq_worker_command, run_manage, stack_env
+from devstack.redis_server import RedisServer
+from devstack.web import GUNICORN_CONFIG, Gunicorn, http_request, wait_until_healthy
 
 
 @dataclass
@@ -197,19 +102,7 @@ class LiveKestrel:
 
     def wait_until_healthy(self, timeout: float = 30.0) -> dict:
         """`/healthz` answering 200 again (after a fault); its body."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                status, _, content = self.request("GET", "/healthz")
-            except OSError as exc:
-                last = str(exc)
-            else:
-                if status == 200:
-                    return json.loads(content)
-                last = f"{status} {content[:300]!r}"
-            time.sleep(0.1)
-        raise AssertionError(f"/healthz did not answer 200 within {timeout:.0f} s ({last})")
+        return wait_until_healthy(self.web.port, timeout=timeout, process=self.web)
 
     def logs(self) -> str:
         """The tails of every child's log, for an assertion message."""
@@ -222,34 +115,19 @@ class LiveKestrel:
 def live_env(
     *, var_dir: Path, state_url: str, cache_url: str, database_url: str | None, overrides: Mapping[str, str]
 ) -> dict[str, str]:
-    env = dict(os.environ)
-    # Only what this stack started: never a DATABASE_URL or Redis from the caller's shell.
-    for name in ("DATABASE_URL", "REDIS_URL", "REDIS_CACHE_URL", "REDIS_KEY_PREFIX", "PROMETHEUS_MULTIPROC_DIR"):
-        env.pop(name, None)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": random_secret(),
+    return stack_env(
+        settings_module="config.settings",
+        var_dir=var_dir,
+        redis_url=state_url,
+        cache_url=cache_url,
+        database_url=database_url,
+        overrides={
             "JWT_SIGNING_KEY": random_secret(),
-            # Plain HTTP on loopback: no redirect to https, cookies sent without TLS.
-            "SECURE_SSL_REDIRECT": "0",
-            "SESSION_COOKIE_SECURE": "0",
-            "CSRF_COOKIE_SECURE": "0",
-            "ALLOWED_HOSTS": f"{HOST},localhost",
-            "KESTREL_VAR_DIR": str(var_dir),
-            "REDIS_URL": state_url,
-            "REDIS_CACHE_URL": cache_url,
             "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
             "METRICS_TOKEN": secrets.token_urlsafe(16),
-        }
+            **overrides,
+        },
     )
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    env.update(overrides)
-    return env
 
 
 @contextlib.contextmanager
@@ -275,8 +153,6 @@ def live_kestrel(
     `state_config`), the development layout that production must not use: only to show
     what it loses. `site.cache` is then the state server.
     """
-    from jobs.queues import WORKER_QUEUES, WORKER_TTL
-
     var_dir = Path(tempfile.mkdtemp(prefix="kestrel-live-"))
     state = RedisServer(extra_config={"maxmemory-policy": "noeviction", **(state_config or {})})
     cache = (
@@ -305,25 +181,12 @@ def live_kestrel(
             worker_class="gthread",
             workers=web_workers,
             threads=web_threads,
-            config=PROJECT_ROOT / "config" / "gunicorn.py",
+            config=GUNICORN_CONFIG,
         )
         worker = Process(
-            "worker",
-            [
-                sys.executable,
-                "manage.py",
-                "rqworker",
-                *WORKER_QUEUES,
-                "--with-scheduler",
-                "--worker-ttl",
-                str(WORKER_TTL),
-                *worker_args,
-            ],
-            env=child_env,
-            log_path=var_dir / "worker.log",
+            "worker", rq_worker_command(extra_args=worker_args), env=child_env, log_path=var_dir / "worker.log"
         )
-        cron_args = [sys.executable, "manage.py", "rqcron", "jobs/cron.py"]
-        scheduler = Process("cron", cron_args, env=child_env, log_path=var_dir / "cron.log")
+        scheduler = Process("cron", rq_cron_command(), env=child_env, log_path=var_dir / "cron.log")
         site = LiveKestrel(env=child_env, var_dir=var_dir, state=state, cache=cache, web=web, worker=worker)
         web.start()
         started.append(web)

@@ -25,7 +25,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from bench.harness import http_request
+from devstack.web import http_request
 from tests.live import LiveKestrel, live_kestrel
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,8 @@ import pytest
 from redis import Redis
 
 from core.checks import _check_state_policy
-from core.redis_server import answers_ping, die_with_parent, find_redis_server, free_port
+from devstack.processes import die_with_parent, free_port
+from devstack.redis_server import answers_ping, find_redis_server
 from jobs.queues import WORKER_QUEUES, WORKER_TTL
 
 BASE_DIR = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from core.cacheaside import Family, get_or_load, invalidate_now, should_refresh_
 from core.keys import key
 from core.l1 import invalidation_channel
 from core.models import PendingInvalidation
-from core.redis_server import free_port
+from devstack.processes import free_port
 from tests.waiting import wait_until
 
 

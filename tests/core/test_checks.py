@@ -9,7 +9,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from core.checks import check_redis_roles
-from core.redis_server import free_port
+from devstack.processes import free_port
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from core.redis_server import free_port
+from devstack.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

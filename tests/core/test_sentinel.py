@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from accounts.sessions import SessionStore
 from core.redis import connection_pool_options, dedicated_pool, get_redis
-from core.redis_server import RedisServer, SentinelServer
+from devstack.redis_server import RedisServer, SentinelServer
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,10 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from devstack.processes import PROJECT_ROOT
 from tests.e2e.checks import assert_no_csp_violation, watch_csp
 from tests.e2e.people import Corner, Person, log_in, seed
-from tests.live import PROJECT_ROOT, LiveKestrel, live_kestrel
+from tests.live import LiveKestrel, live_kestrel
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -39,7 +39,7 @@ import json, os
 from accounts.services import follow_create, user_create
 from jobs.services import report_enqueue
 from posts.services import post_create, post_like
-from core.jobs import sample_ops
+from ops.jobs import sample_ops
 
 password = os.environ["SEED_PASSWORD"]
 writer = user_create(email="wren@example.com", username="wren", password=password)

@@ -225,7 +225,7 @@ def test_a_newcomer_posts_is_followed_and_liked_live_climbs_the_board_and_gets_a
 
     # 8. A staff member opens /ops; the charts have points from samples taken now, by the
     # job the cron scheduler runs every minute.
-    site.shell("from core.jobs import sample_ops\nsample_ops()\nsample_ops()\n")
+    site.shell("from ops.jobs import sample_ops\nsample_ops()\nsample_ops()\n")
     ops = new_context().new_page()
     log_in(ops, staff)
     ops.get_by_role("navigation", name="Main").get_by_role("link", name="Ops").click()

@@ -32,8 +32,8 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core.redis import get_redis, role_url
+from devstack.processes import session_members
 from tests.jobs import fault_jobs
-from tests.live import session_members
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 
 from core.redis import get_redis
+from devstack.processes import Process
 from tests.jobs import fault_jobs, kestrel_workers
-from tests.live import Process
 
 pytestmark = pytest.mark.slow
 

@@ -269,7 +269,7 @@ def test_the_cron_config_schedules_every_periodic_job_on_the_periodic_queue():
         ("posts.jobs.flush_view_counts", "periodic", 60),
         ("core.jobs.replay_invalidations", "periodic", 60),
         ("jobs.jobs.drain_outbox", "periodic", 60),
-        ("core.jobs.sample_ops", "periodic", 60),
+        ("ops.jobs.sample_ops", "periodic", 60),
         ("jobs.jobs.purge_expired", "periodic", 600),
     }
 

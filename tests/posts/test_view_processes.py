@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from core.redis_server import die_with_parent
+from devstack.processes import PROJECT_ROOT, die_with_parent
 from posts import keys
 from posts.models import Post
-from tests.live import PROJECT_ROOT, LiveKestrel, live_kestrel
+from tests.live import LiveKestrel, live_kestrel
 from tests.posts.view_driver import PROGRESS_EVERY
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.redis_server import die_with_parent, free_port
+from devstack.processes import die_with_parent, free_port
 
 HOST = "127.0.0.1"
 DATABASE = "kestrel"

@@ -38,8 +38,9 @@ from dataclasses import asdict, dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from bench.harness import format_table
-from tests.live import HOST, PROJECT_ROOT, LiveKestrel
+from devstack.processes import HOST, PROJECT_ROOT
+from devstack.report import format_table
+from tests.live import LiveKestrel
 
 # Seconds a client waits for an answer before it counts the request as hung. Longer
 # than any bound the suites assert, so a hang shows as a latency, not as a client error.

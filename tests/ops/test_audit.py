@@ -14,9 +14,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from accounts import keys as account_keys
-from core import audit
-from core.audit import ERROR, OK, WARNING, AuditOptions, run_audit
 from core.keys import key
+from ops import audit
+from ops.audit import ERROR, OK, WARNING, AuditOptions, run_audit
 
 ROOT = Path(__file__).resolve().parents[2]
 

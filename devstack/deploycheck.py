@@ -1,6 +1,6 @@
 """`make security`: Django's deployment checks under production settings, warnings fatal.
 
-    python -m core.deploycheck
+    python -m devstack.deploycheck
 
 Runs `manage.py check --deploy --fail-level WARNING` with the environment production
 runs with (DEBUG off, a real SECRET_KEY and JWT key, a host name, HTTPS everywhere)
@@ -17,11 +17,9 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
-from core.redis_server import RedisServer, die_with_parent
-
-BASE_DIR = Path(__file__).resolve().parent.parent
+from devstack.processes import PROJECT_ROOT, die_with_parent, manage_command
+from devstack.redis_server import RedisServer
 
 
 def production_env(*, state_url: str, cache_url: str) -> dict[str, str]:
@@ -54,10 +52,10 @@ def main() -> int:
         state.start()
         cache.start()
         env = production_env(state_url=f"{state.url}/0", cache_url=f"{cache.url}/0")
-        command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+        command = manage_command("check", "--deploy", "--fail-level", "WARNING")
         print(f"$ {' '.join(command[1:])}  (DEBUG=0, production settings, private Redis servers)", flush=True)
         # An argument list built here, never a shell string.
-        result = subprocess.run(command, cwd=BASE_DIR, env=env, preexec_fn=die_with_parent, check=False)  # nosec B603
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, preexec_fn=die_with_parent, check=False)  # nosec B603
         return result.returncode
     finally:
         cache.cleanup()

@@ -1,4 +1,4 @@
-"""manage.py redis_audit: Redis best-practice checks for CI and cron (rules: core/audit.py).
+"""manage.py redis_audit: Redis best-practice checks for CI and cron (rules: ops/audit.py).
 
 Exit status 0 when no rule is broken, 1 when one is (an error; with --strict, a warning
 too). Read-only: SCAN, TTL, MEMORY USAGE, INFO, CONFIG GET and SLOWLOG GET.
@@ -10,7 +10,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.audit import ERROR, OK, SKIPPED, WARNING, AuditOptions, run_audit
+from ops.audit import ERROR, OK, SKIPPED, WARNING, AuditOptions, run_audit
 
 _LEVEL_STYLE = {OK: "SUCCESS", WARNING: "WARNING", ERROR: "ERROR", SKIPPED: "NOTICE"}
 

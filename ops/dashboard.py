@@ -2,12 +2,12 @@
 
 Reads, for a person looking at the page (README, "Seeing Redis at work"); nothing here
 is on a request path other than /ops. The figures come from where /metrics and
-`manage.py redis_audit` already get theirs: core.monitoring (RQ), core.instrumentation
-(command metrics, key families), core.metrics (cache counters), core.audit (rules).
+`manage.py redis_audit` already get theirs: ops.monitoring (RQ), core.instrumentation
+(command metrics, key families), core.metrics (cache counters), ops.audit (rules).
 
-Charts need history, which a live INFO has not: the scheduled job core.jobs.sample_ops
+Charts need history, which a live INFO has not: the scheduled job ops.jobs.sample_ops
 calls ops_sample() once a minute, which appends one entry to a capped stream on the
-state role (ops_samples_key()).
+state role (ops.keys.ops_samples_key()).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from core import audit, instrumentation
+from core import instrumentation
 from core import metrics as core_metrics
-from core.keys import key
-from core.monitoring import rq_snapshot
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
+from ops import audit
+from ops.keys import ops_samples_key
+from ops.monitoring import rq_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ TOP_COMMANDS = 15
 DASHBOARD_AUDIT = audit.AuditOptions(max_keys=10_000, sample=200, slowlog_entries=5)
 # Round trips that wait by design: left out of the average latency, as in the summary line.
 NOT_ROUND_TRIPS = instrumentation.BLOCKING | {"CONNECT"}
-
-
-def ops_samples_key() -> str:
-    """STREAM, state role, no TTL (capped by XADD MAXLEN ~ SAMPLES_MAXLEN): dashboard samples.
-
-    No TTL because a TTL belongs to the whole key: renewed by every XADD it would never
-    fire, and left alone it would drop the whole day at once, just when the sampler has
-    stopped and the operator wants to see what came before. MAXLEN bounds the size.
-    """
-    return key("core", "ops", facet="samples")
 
 
 # --- Live figures -------------------------------------------------------------------

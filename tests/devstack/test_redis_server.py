@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from core.redis_server import RedisServer, RedisServerError, answers_ping, find_redis_server
+from devstack.redis_server import RedisServer, RedisServerError, answers_ping, find_redis_server
 
 
 def test_finds_a_binary_and_serves_on_loopback():
@@ -48,7 +48,7 @@ def test_the_server_dies_with_its_parent_even_on_sigkill():
             textwrap.dedent(
                 """
                 import sys, time
-                from core.redis_server import RedisServer
+                from devstack.redis_server import RedisServer
                 server = RedisServer().start()
                 print(server.port, server.process.pid, flush=True)
                 time.sleep(60)

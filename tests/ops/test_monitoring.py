@@ -10,11 +10,11 @@ from rq import Queue, Worker
 from core import metrics
 from core.instrumentation import InstrumentedBlockingConnectionPool
 from core.keys import key
-from core.monitoring import build_registry, jobs_status, rq_snapshot
 from core.redis import role_url
+from ops.monitoring import build_registry, jobs_status, rq_snapshot
 
-# /metrics at the root, as config/urls.py includes core.monitoring_urls.
-urlpatterns = [path("", include("core.monitoring_urls"))]
+# /metrics at the root, as config/urls.py includes ops.urls.
+urlpatterns = [path("", include("ops.urls"))]
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 

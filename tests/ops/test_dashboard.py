@@ -8,10 +8,11 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from core import ops
 from core.keys import key
-from core.ops_views import sparkline
 from core.redis import get_redis
+from ops import dashboard
+from ops.keys import ops_samples_key
+from ops.views import sparkline
 
 pytestmark = pytest.mark.django_db
 
@@ -79,10 +80,10 @@ def test_anonymous_visitors_are_sent_to_log_in(client):
 def test_a_sample_is_appended_to_the_stream_on_the_state_role(state_redis, cache_redis):
     stream = key("core", "ops", facet="samples")
 
-    first = ops.ops_sample()
-    second = ops.ops_sample()
+    first = dashboard.ops_sample()
+    second = dashboard.ops_sample()
 
-    assert ops.ops_samples_key() == stream
+    assert ops_samples_key() == stream
     assert state_redis.xlen(stream) == 2
     assert not cache_redis.exists(stream)
     assert state_redis.ttl(stream) == -1  # capped by MAXLEN, not expired (see ops_samples_key)
@@ -97,29 +98,29 @@ def test_a_sample_is_appended_to_the_stream_on_the_state_role(state_redis, cache
 
 
 def test_the_sample_stream_is_capped_at_a_day_of_samples(state_redis):
-    stream = ops.ops_samples_key()
+    stream = ops_samples_key()
     pipe = state_redis.pipeline(transaction=False)
-    for n in range(ops.SAMPLES_MAXLEN + 600):
+    for n in range(dashboard.SAMPLES_MAXLEN + 600):
         pipe.xadd(stream, {"queue_backlog": n})
     pipe.execute()
 
-    ops.ops_sample()
+    dashboard.ops_sample()
 
-    assert ops.SAMPLES_MAXLEN == 1440
+    assert dashboard.SAMPLES_MAXLEN == 1440
     # MAXLEN ~ trims whole stream nodes (up to stream-node-max-entries, 100, each).
     node = int(state_redis.config_get("stream-node-max-entries")["stream-node-max-entries"])
-    assert ops.SAMPLES_MAXLEN <= state_redis.xlen(stream) <= ops.SAMPLES_MAXLEN + node
+    assert dashboard.SAMPLES_MAXLEN <= state_redis.xlen(stream) <= dashboard.SAMPLES_MAXLEN + node
 
 
 def test_the_job_samples_and_the_charts_read_the_samples(state_redis):
-    from core.jobs import sample_ops
     from jobs.cron import PERIODIC_JOBS
+    from ops.jobs import sample_ops
 
     sample_ops()
     sample_ops()
 
     assert (sample_ops, 60) in PERIODIC_JOBS
-    series = ops.ops_series()
+    series = dashboard.ops_series()
     assert len(series["state_used_memory"]) == 2
     assert series["state_used_memory"][0][0] <= series["state_used_memory"][1][0]
 
@@ -174,7 +175,7 @@ def test_chart_labels_are_escaped():
 def test_slowlog_entries_show_the_key_family_of_their_key(staff_client, slowlog_everything):
     slowlog_everything.set(key("posts", "post", 42), "x")
 
-    figures = ops.role_figures("state", slowlog_everything)
+    figures = dashboard.role_figures("state", slowlog_everything)
     response = staff_client.get(reverse("ops"))
 
     entries = [entry for entry in figures.slowlog if entry["command"] == "SET"]
