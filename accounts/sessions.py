@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
+from django.core.cache import caches
 from django.http import HttpRequest
 
 from accounts import keys, revocation
@@ -56,13 +57,20 @@ def forget_user_hints() -> None:
 
 
 class SessionStore(CacheSessionStore):
+    """Django's cache session store with Kestrel's keys; every override reads the store
+    through `self.store` (the SESSION_CACHE_ALIAS cache), not the parent's private `_cache`."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self.store = caches[settings.SESSION_CACHE_ALIAS]
+
     @property
     def cache_key(self) -> str:
         return keys.session(self._get_or_create_session_key())
 
     def redis_key(self) -> str:
         """The key Redis holds this session under, as the cache backend writes it."""
-        return self._cache.make_key(keys.session(self.session_key))
+        return self.store.make_key(keys.session(self.session_key))
 
     def is_loaded(self) -> bool:
         return hasattr(self, "_session_cache")
@@ -70,13 +78,13 @@ class SessionStore(CacheSessionStore):
     def load(self) -> dict:
         user_id = session_user_hint(self.session_key) if self.session_key else None
         if user_id is None:
-            session_data = self._cache.get(self.cache_key)
+            session_data = self.store.get(self.cache_key)
             _seen_epoch(session_data, user_id=None, raw_epoch=None)
         else:
             # A session whose user this process knows: its user's token epoch in the
             # same round trip (keys on one primary, as the limiter's script assumes).
-            raw, raw_epoch = self._cache.client.get_client().mget([self.redis_key(), keys.user_token_epoch(user_id)])
-            session_data = None if raw is None else self._cache.client.decode(raw)
+            raw, raw_epoch = self.store.client.get_client().mget([self.redis_key(), keys.user_token_epoch(user_id)])
+            session_data = None if raw is None else self.store.client.decode(raw)
             _seen_epoch(session_data, user_id=user_id, raw_epoch=raw_epoch)
         if session_data is not None:
             _hint_user(self.session_key, session_data)
@@ -102,21 +110,21 @@ class SessionStore(CacheSessionStore):
         if self.is_loaded():
             return
         value = verdict.value
-        data = None if value is None else self._cache.client.decode(value)
+        data = None if value is None else self.store.client.decode(value)
         _seen_epoch(data, user_id=user_id, raw_epoch=verdict.generation_value)
         self.preload(data)
 
     def exists(self, session_key: str | None) -> bool:
-        return bool(session_key) and self._cache.has_key(keys.session(session_key))
+        return bool(session_key) and self.store.has_key(keys.session(session_key))
 
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)
         if must_create:
-            if not self._cache.add(self.cache_key, data, self.get_expiry_age()):
+            if not self.store.add(self.cache_key, data, self.get_expiry_age()):
                 raise CreateError
-        elif not self._cache.set(self.cache_key, data, self.get_expiry_age(), xx=True):
+        elif not self.store.set(self.cache_key, data, self.get_expiry_age(), xx=True):
             raise UpdateError
         _hint_user(self.session_key, data)
 
@@ -125,7 +133,7 @@ class SessionStore(CacheSessionStore):
             if self.session_key is None:
                 return
             session_key = self.session_key
-        self._cache.delete(keys.session(session_key))
+        self.store.delete(keys.session(session_key))
         _hint_user(session_key, None)
 
     @classmethod
