@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 from django.conf import settings
 from redis import Redis
@@ -44,6 +44,8 @@ Rand = Callable[[], float]
 # read back from Redis). None is an object that does not exist, cached as missing.
 CachedDict: TypeAlias = dict[str, Any]
 Loader = Callable[[], CachedDict | None]
+
+V = TypeVar("V")  # what a local-only family caches: anything its loader returns
 
 
 @dataclass(frozen=True)
@@ -223,11 +225,11 @@ def get_or_load(
 def get_or_load_local(
     fam: Family,
     obj_id: Any,
-    loader: Callable[[], Any],
+    loader: Callable[[], V | None],
     *,
-    fresh: Callable[[Any], bool] | None = None,
+    fresh: Callable[[V], bool] | None = None,
     clock: Clock = time.monotonic,
-) -> Any:
+) -> V | None:
     """The value of a local-only family (ttl 0): this process's L1 copy, else `loader()`'s.
 
     A copy `fresh` refuses (the caller has read a newer version elsewhere) is loaded
@@ -243,7 +245,8 @@ def get_or_load_local(
     hit = cache.get(key, clock())
     if hit is not MISS and (fresh is None or fresh(hit)):
         metrics.incr("cache.hit", family=fam.name, tier="l1")
-        return hit
+        # The L1 holds Any; under this family's key, what `loader` returned (never None).
+        return cast(V, hit)
     metrics.incr("cache.miss" if hit is MISS else "cache.stale", family=fam.name)
     since = cache.generation
     value = loader()
