@@ -11,10 +11,11 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from typing import IO, Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
@@ -25,7 +26,14 @@ from core.http import RETRY_AFTER_UNAVAILABLE, error_response, service_unavailab
 logger = logging.getLogger(__name__)
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
+class ErrorBody(TypedDict):
+    """The body of every API error (core.schema.ErrorSerializer documents it)."""
+
+    error: str
+    details: NotRequired[dict[str, list[str]]]  # validation errors: field -> messages
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     service = unavailable_service(exc)
     if service is not None:
         logger.error("%s is unavailable (%s): %s", service, context.get("view"), exc)
@@ -46,7 +54,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.PermissionDenied(str(exc) or None)
 
     response = drf_exception_handler(exc, context)
-    if response is None:
+    # DRF answers its own APIExceptions only (Http404 and PermissionDenied became theirs above).
+    if response is None or not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django's 500 handling (handler500 below) takes over
 
     if isinstance(exc, exceptions.ValidationError):
@@ -66,7 +75,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def _as_details(detail) -> dict:
+def _as_details(detail: list[Any] | dict[str, Any]) -> dict[str, list[str]]:
     if isinstance(detail, dict):
         return {field: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for field, msgs in detail.items()}
     return {"non_field_errors": [str(m) for m in (detail if isinstance(detail, list) else [detail])]}
@@ -82,7 +91,9 @@ class JSONParser(parsers.JSONParser):
     parser lets RecursionError (`[[[[...` 5,000 deep) through as a 500.
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         body = stream.read() if limit is None else stream.read(limit + 1)
         if limit is not None and len(body) > limit:
@@ -93,14 +104,14 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError("JSON parse error - nested too deeply") from None
 
 
-def json_handler400(request: HttpRequest, exception: Exception | None = None):
+def json_handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Django's answer to a bad request no view handled (a body too large for a middleware)."""
     if isinstance(exception, RequestDataTooBig):
         return error_response(request, 400, TOO_LARGE)
     return error_response(request, 400, "Bad request")
 
 
-def json_handler404(request: HttpRequest, exception: Exception | None = None):
+def json_handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     from django.views.defaults import page_not_found
 
     if request.path.startswith("/api/"):
@@ -109,7 +120,7 @@ def json_handler404(request: HttpRequest, exception: Exception | None = None):
 
 
 @csrf_exempt  # answers nothing but 404: no form to forge, and a POST must not get CSRF's 403 page
-def api_not_found(request: HttpRequest, rest: str = ""):
+def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """Every /api/ path no route matched, any method: JSON 404, with DEBUG on too.
 
     Django's DEBUG 404 page bypasses handler404; a client (or a fuzzer) of the API
@@ -118,7 +129,7 @@ def api_not_found(request: HttpRequest, rest: str = ""):
     return JsonResponse({"error": "Not found"}, status=404)
 
 
-def json_handler500(request: HttpRequest):
+def json_handler500(request: HttpRequest) -> HttpResponse:
     """Django's last resort for an exception nothing else handled, in a view or a middleware.
 
     An outage raised where no view's handler sees it (the rate limiter reading the
@@ -145,8 +156,8 @@ _INTEGER = re.compile(r"-?[0-9]+")
 # own: `"title": 5` becomes "5", `"userId": "5"` or 5.0 becomes 5. A client that sends
 # those has a bug the schema already names, so it gets a 400. (Comments, not docstrings:
 # drf-spectacular would print a base class's docstring on every subclass's schema.)
-class BodySerializer(serializers.Serializer):
-    def to_internal_value(self, data):
+class BodySerializer(serializers.Serializer[Any]):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
             wrong = {
                 name: [problem]
@@ -158,7 +169,7 @@ class BodySerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def _wrong_json_type(field: serializers.Field, value: object) -> str | None:
+def _wrong_json_type(field: serializers.Field[Any, Any, Any, Any], value: object) -> str | None:
     if isinstance(field, serializers.CharField) and not isinstance(value, str):
         return "Must be a string."
     if isinstance(field, serializers.IntegerField) and (isinstance(value, bool) or not isinstance(value, int)):
@@ -171,10 +182,12 @@ def _wrong_json_type(field: serializers.Field, value: object) -> str | None:
 # Query parameters as /api/schema gives them: each at most once, an integer in ASCII
 # digits, and an empty value a value (DRF's form handling reads `?before=` as no
 # `before` at all, and of `?count=5&count=x` keeps the last).
-class QuerySerializer(serializers.Serializer):
-    def to_internal_value(self, data):
+class QuerySerializer(serializers.Serializer[Any]):
+    def to_internal_value(self, data: Any) -> Any:
         if hasattr(data, "getlist"):
-            repeated = {name: ["Give this parameter once."] for name in self.fields if len(data.getlist(name)) > 1}
+            # keys(): the names (the stubs type iterating BindingDict itself as its fields).
+            names = self.fields.keys()
+            repeated = {name: ["Give this parameter once."] for name in names if len(data.getlist(name)) > 1}
             if repeated:
                 raise exceptions.ValidationError(repeated)
             data = {name: data[name] for name in self.fields if name in data}

@@ -353,7 +353,7 @@ def apply_once(
     """
     hyperloglogs, sets = hyperloglogs or {}, sets or {}
     keys: list[str] = [sequence_key, *counters]
-    args: list = [seq, ttl, len(counters), len(hyperloglogs), len(sets), *counters.values()]
+    args: list[int | str] = [seq, ttl, len(counters), len(hyperloglogs), len(sets), *counters.values()]
     for group in (hyperloglogs, sets):
         for key, members in group.items():
             members = list(members)

@@ -6,7 +6,8 @@ from django.conf import settings
 from django_redis.cache import RedisCache as DjangoRedisCache
 
 
-class RedisCache(DjangoRedisCache):
+# django-redis ships no type information, so its base class is Any to mypy.
+class RedisCache(DjangoRedisCache):  # type: ignore[misc]
     def clear(self) -> None:
         """Delete this Kestrel's keys only, by SCAN.
 

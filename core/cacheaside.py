@@ -15,17 +15,19 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, TypeVar, cast
 
 from django.conf import settings
+from redis import Redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 from core import metrics
 from core.commit import after_commit
 from core.keys import redact_key
-from core.l1 import L1, MISS, LocalCache
+from core.l1 import L1, MISS, LocalCache, Miss
 from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
 from core.scripts import script_queue
 
@@ -37,6 +39,13 @@ JITTER = 0.10
 
 Clock = Callable[[], float]
 Rand = Callable[[], float]
+
+# What a family with a Redis tier caches: a JSON object (the loader's dict, or its copy
+# read back from Redis). None is an object that does not exist, cached as missing.
+CachedDict: TypeAlias = dict[str, Any]
+Loader = Callable[[], CachedDict | None]
+
+V = TypeVar("V")  # what a local-only family caches: anything its loader returns
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ def _drop_from_l1(family_name: str, obj_id: Any) -> None:
             _l1_cache(fam).delete(fam.key(obj_id))
 
 
-def _on_invalidation_message(payload: dict) -> None:
+def _on_invalidation_message(payload: dict[str, Any]) -> None:
     _drop_from_l1(payload["type"], payload["id"])
 
 
@@ -112,7 +121,7 @@ def _lease_key(key: str) -> str:
     return f"{key}:lock"
 
 
-def _envelope(value: dict | None, delta: float, ttl: int, now: float) -> str:
+def _envelope(value: CachedDict | None, delta: float, ttl: int, now: float) -> str:
     return json.dumps({"v": value, "d": round(delta, 6), "x": now + ttl}, separators=(",", ":"))
 
 
@@ -145,14 +154,14 @@ return 0
 _store_script: Script | None = None
 
 
-def _store_script_for(client) -> Script:
+def _store_script_for(client: Redis) -> Script:
     global _store_script
     if _store_script is None:
         _store_script = client.register_script(_STORE_IF_LEASED)
     return _store_script
 
 
-def _store_if_leased(client, key: str, token: str, envelope: str, ttl: int) -> bool:
+def _store_if_leased(client: Redis, key: str, token: str, envelope: str, ttl: int) -> bool:
     script = _store_script_for(client)
     return bool(script(keys=[key, _lease_key(key)], args=[token, envelope, ttl], client=client))
 
@@ -160,11 +169,11 @@ def _store_if_leased(client, key: str, token: str, envelope: str, ttl: int) -> b
 def get_or_load(
     fam: Family,
     obj_id: Any,
-    loader: Callable[[], dict | None],
+    loader: Loader,
     *,
     clock: Clock = time.time,
     rand: Rand = random.random,
-) -> dict | None:
+) -> CachedDict | None:
     """The cached dict for `obj_id`, or None when the loader says it does not exist.
 
     The dict may be shared with other requests through the L1: treat it as read-only
@@ -183,7 +192,8 @@ def get_or_load(
         hit = l1_cache.get(key, now)
         if hit is not MISS:
             metrics.incr("cache.hit", family=fam.name, tier="l1")
-            return hit
+            # The shared L1 holds Any; under this family's key, what this function stored.
+            return cast(CachedDict | None, hit)
 
     client = get_redis("cache")
     try:
@@ -193,7 +203,7 @@ def get_or_load(
 
     if raw is not None:
         envelope = json.loads(raw)
-        value = envelope["v"]
+        value: CachedDict | None = envelope["v"]
         if should_refresh_early(delta=envelope["d"], expiry=envelope["x"], beta=fam.beta, now=now, rand=rand):
             refreshed = _refresh_early(fam, client, key, loader, clock, rand)
             if refreshed is not MISS:
@@ -215,11 +225,11 @@ def get_or_load(
 def get_or_load_local(
     fam: Family,
     obj_id: Any,
-    loader: Callable[[], Any],
+    loader: Callable[[], V | None],
     *,
-    fresh: Callable[[Any], bool] | None = None,
+    fresh: Callable[[V], bool] | None = None,
     clock: Clock = time.monotonic,
-) -> Any:
+) -> V | None:
     """The value of a local-only family (ttl 0): this process's L1 copy, else `loader()`'s.
 
     A copy `fresh` refuses (the caller has read a newer version elsewhere) is loaded
@@ -235,7 +245,8 @@ def get_or_load_local(
     hit = cache.get(key, clock())
     if hit is not MISS and (fresh is None or fresh(hit)):
         metrics.incr("cache.hit", family=fam.name, tier="l1")
-        return hit
+        # The L1 holds Any; under this family's key, what `loader` returned (never None).
+        return cast(V, hit)
     metrics.incr("cache.miss" if hit is MISS else "cache.stale", family=fam.name)
     since = cache.generation
     value = loader()
@@ -245,24 +256,26 @@ def get_or_load_local(
     return value
 
 
-def _fail_open(fam: Family, exc: Exception, loader: Callable[[], dict | None]) -> dict | None:
+def _fail_open(fam: Family, exc: Exception, loader: Loader) -> CachedDict | None:
     # Cache role: fail open. The database answers instead; the page is slower, not wrong.
     metrics.incr("cache.error", family=fam.name)
     logger.warning("Cache role unavailable reading %s; loading from the database: %s", fam.name, exc)
     return loader()
 
 
-def _timed_load(loader: Callable[[], dict | None]) -> tuple[dict | None, float]:
+def _timed_load(loader: Loader) -> tuple[CachedDict | None, float]:
     started = time.perf_counter()
     value = loader()
     return value, time.perf_counter() - started
 
 
-def _ttl_for(fam: Family, value: dict | None, rand: Rand) -> int:
+def _ttl_for(fam: Family, value: CachedDict | None, rand: Rand) -> int:
     return _jittered(fam.ttl if value is not None else fam.missing_ttl, rand)
 
 
-def _load_and_store(fam, client, key, token, loader, clock, rand) -> tuple[dict | None, bool]:
+def _load_and_store(
+    fam: Family, client: Redis, key: str, token: str, loader: Loader, clock: Clock, rand: Rand
+) -> tuple[CachedDict | None, bool]:
     """Load, then store under the lease. Returns the value and whether Redis took it."""
     value, delta = _timed_load(loader)
     metrics.incr("cache.load", family=fam.name)
@@ -280,7 +293,9 @@ def _load_and_store(fam, client, key, token, loader, clock, rand) -> tuple[dict 
     return value, stored
 
 
-def _refresh_early(fam, client, key, loader, clock, rand) -> Any:
+def _refresh_early(
+    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+) -> CachedDict | None | Miss:
     """XFetch fired: refresh if no one else is (the lease), else keep serving the current value."""
     token = uuid.uuid4().hex
     try:
@@ -294,7 +309,9 @@ def _refresh_early(fam, client, key, loader, clock, rand) -> Any:
     return _load_and_store(fam, client, key, token, loader, clock, rand)[0]
 
 
-def _load_cold(fam, client, key, loader, clock, rand) -> tuple[dict | None, bool]:
+def _load_cold(
+    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+) -> tuple[CachedDict | None, bool]:
     if not fam.single_flight:
         return _load_and_store_unleased(fam, client, key, loader, clock, rand), False
     token = uuid.uuid4().hex
@@ -340,7 +357,9 @@ def _load_cold(fam, client, key, loader, clock, rand) -> tuple[dict | None, bool
     return value, False
 
 
-def _load_and_store_unleased(fam, client, key, loader, clock, rand) -> dict | None:
+def _load_and_store_unleased(
+    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+) -> CachedDict | None:
     value, delta = _timed_load(loader)
     metrics.incr("cache.load", family=fam.name)
     ttl = _ttl_for(fam, value, rand)
@@ -354,7 +373,8 @@ def _load_and_store_unleased(fam, client, key, loader, clock, rand) -> dict | No
 
 # --- Many objects at once ---------------------------------------------------------------
 
-LoadMany = Callable[[list[Any]], dict[Any, dict]]
+# load_many(ids) -> {id: dict}; an id left out does not exist.
+LoadMany = Callable[[list[Any]], Mapping[Any, CachedDict]]
 
 
 def get_many(
@@ -364,7 +384,7 @@ def get_many(
     *,
     clock: Clock = time.time,
     rand: Rand = random.random,
-) -> list[dict | None]:
+) -> list[CachedDict | None]:
     """The cached dicts for `ids`, in their order; None where the object does not exist.
 
     The L1, one MGET, then the misses' leases in one round trip, ONE `load_many(ids) ->
@@ -379,7 +399,7 @@ def get_many(
         loaded = load_many(unique)
         return [loaded.get(obj_id) for obj_id in ids]
     now = clock()
-    found: dict[Any, dict | None] = {}
+    found: dict[Any, CachedDict | None] = {}
     pending = unique
     use_l1 = fam.l1_ttl > 0 and settings.KESTREL_L1_ENABLED and _l1.usable()
     if use_l1:
@@ -398,7 +418,9 @@ def get_many(
     return [found.get(obj_id) for obj_id in ids]
 
 
-def _many_from_redis(fam, ids, load_many, use_l1, now, clock, rand) -> dict[Any, dict | None]:
+def _many_from_redis(
+    fam: Family, ids: list[Any], load_many: LoadMany, use_l1: bool, now: float, clock: Clock, rand: Rand
+) -> dict[Any, CachedDict | None]:
     client = get_redis("cache")
     keys = [fam.key(obj_id) for obj_id in ids]
     try:
@@ -406,9 +428,10 @@ def _many_from_redis(fam, ids, load_many, use_l1, now, clock, rand) -> dict[Any,
     except UNAVAILABLE_ERRORS as exc:
         return _fail_open_many(fam, exc, ids, load_many)
 
-    values: dict[Any, dict | None] = {}
+    values: dict[Any, CachedDict | None] = {}
     l1_ttls: dict[Any, float] = {}  # what goes into the L1, for how long
-    missing, refresh = [], []
+    missing: list[Any] = []
+    refresh: list[Any] = []
     for obj_id, raw in zip(ids, raws, strict=True):
         if raw is None:
             missing.append(obj_id)
@@ -439,7 +462,15 @@ def _many_from_redis(fam, ids, load_many, use_l1, now, clock, rand) -> dict[Any,
     return values
 
 
-def _load_many_leased(fam, client, missing, refresh, load_many, clock, rand) -> tuple[set, dict[Any, dict | None]]:
+def _load_many_leased(
+    fam: Family,
+    client: Redis,
+    missing: list[Any],
+    refresh: list[Any],
+    load_many: LoadMany,
+    clock: Clock,
+    rand: Rand,
+) -> tuple[set[Any], dict[Any, CachedDict | None]]:
     """Lease, load and store the misses and the refreshes: (ids Redis stored, values loaded).
 
     A refresh leased elsewhere keeps the value already read; a miss leased elsewhere is
@@ -457,7 +488,7 @@ def _load_many_leased(fam, client, missing, refresh, load_many, clock, rand) -> 
     if refresh and leased:
         metrics.incr("cache.early_refresh", len(leased.intersection(refresh)), family=fam.name)
 
-    values: dict[Any, dict | None] = dict(second_look)
+    values: dict[Any, CachedDict | None] = dict(second_look)
     to_load = [obj_id for obj_id in missing if obj_id not in second_look]
     to_load += [obj_id for obj_id in refresh if obj_id in leased]
     delta = 0.0
@@ -483,7 +514,9 @@ def _load_many_leased(fam, client, missing, refresh, load_many, clock, rand) -> 
     return stored, values
 
 
-def _take_leases(fam, client, token, missing, refresh) -> tuple[set, dict[Any, dict | None], list[str]]:
+def _take_leases(
+    fam: Family, client: Redis, token: str, missing: list[Any], refresh: list[Any]
+) -> tuple[set[Any], dict[Any, CachedDict | None], list[str]]:
     """One round trip: a lease on each miss and each refresh, and a second look at each miss.
 
     Returns the ids leased (a miss only if still missing), the misses another reader
@@ -496,7 +529,9 @@ def _take_leases(fam, client, token, missing, refresh) -> tuple[set, dict[Any, d
     for obj_id in refresh:
         pipe.set(_lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
     replies = pipe.execute()
-    leased, second_look, releases = set(), {}, []
+    leased: set[Any] = set()
+    second_look: dict[Any, CachedDict | None] = {}
+    releases: list[str] = []
     for index, obj_id in enumerate(missing):
         got_lease, raw = replies[2 * index], replies[2 * index + 1]
         if raw is not None:
@@ -509,10 +544,21 @@ def _take_leases(fam, client, token, missing, refresh) -> tuple[set, dict[Any, d
     return leased, second_look, releases
 
 
-def _store_many(fam, client, token, values, to_store, unguarded, releases, delta, clock, rand) -> set:
+def _store_many(
+    fam: Family,
+    client: Redis,
+    token: str,
+    values: dict[Any, CachedDict | None],
+    to_store: list[Any],
+    unguarded: list[Any],
+    releases: list[str],
+    delta: float,
+    clock: Clock,
+    rand: Rand,
+) -> set[Any]:
     """One pipeline: each leased value stored if its lease still holds (the ids stored),
     the values of an unguarded family stored as they are, leases no longer needed released."""
-    calls = []
+    calls: list[tuple[list[str], list[str | int]]] = []
     for obj_id in to_store:
         key, ttl = fam.key(obj_id), _ttl_for(fam, values[obj_id], rand)
         calls.append(([key, _lease_key(key)], [token, _envelope(values[obj_id], delta, ttl, clock()), ttl]))
@@ -528,7 +574,7 @@ def _store_many(fam, client, token, values, to_store, unguarded, releases, delta
     return {obj_id for obj_id, stored in zip(to_store, took, strict=True) if stored}
 
 
-def _fail_open_many(fam: Family, exc: Exception, ids: list[Any], load_many: LoadMany) -> dict[Any, dict | None]:
+def _fail_open_many(fam: Family, exc: Exception, ids: list[Any], load_many: LoadMany) -> dict[Any, CachedDict | None]:
     # Cache role: fail open, as get_or_load does: one query answers for every id.
     metrics.incr("cache.error", family=fam.name)
     logger.warning("Cache role unavailable reading %s; loading from the database: %s", fam.name, exc)
@@ -549,7 +595,7 @@ def invalidate(family_name: str, obj_id: Any) -> None:
     after_commit(invalidate_now, family_name, obj_id)
 
 
-def invalidate_now(family_name: str, obj_id: Any, *, pipe: Any = None) -> bool:
+def invalidate_now(family_name: str, obj_id: Any, *, pipe: Pipeline | None = None) -> bool:
     """DEL the value and its lease and PUBLISH the message, in one round trip.
 
     With `pipe` (a cache-role pipeline holding the caller's own commands), they ride in
@@ -565,7 +611,7 @@ def invalidate_now(family_name: str, obj_id: Any, *, pipe: Any = None) -> bool:
     return False
 
 
-def _invalidate(fam: Family, obj_id: Any, pipe: Any = None) -> bool:
+def _invalidate(fam: Family, obj_id: Any, pipe: Pipeline | None = None) -> bool:
     key = fam.key(obj_id)
     _drop_from_l1(fam.name, obj_id)
     from core.l1 import invalidation_channel

@@ -7,15 +7,20 @@
 
 from __future__ import annotations
 
-from django.core.checks import Error, Tags, Warning, register
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis, redact_url, role_url
 
 
 @register(Tags.caches, deploy=False)
-def check_redis_roles(app_configs=None, **kwargs) -> list:
-    messages = []
+def check_redis_roles(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
     for role in ROLE_ALIASES:
         url = redact_url(role_url(role))
         client = get_redis(role)
@@ -35,7 +40,7 @@ def check_redis_roles(app_configs=None, **kwargs) -> list:
     return messages
 
 
-def _check_state_policy(client, url: str) -> list:
+def _check_state_policy(client: Redis, url: str) -> list[CheckMessage]:
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except ResponseError:

@@ -24,7 +24,7 @@ _built: tuple[str, str] | None = None
 
 
 @receiver(setting_changed)
-def _policy_changed(*, setting: str, **kwargs) -> None:
+def _policy_changed(*, setting: str, **kwargs: object) -> None:
     global _built
     if setting.startswith("CONTENT_SECURITY_POLICY"):
         _built = None
@@ -60,5 +60,6 @@ class CSPMiddleware(DjangoCSPMiddleware):
             ):
                 response[header] = value
         # As django-csp does: a nonce asked for once the header is written raises.
-        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        # django-csp's own attribute, which HttpRequest's stubs do not declare.
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
         return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -22,7 +24,7 @@ def error_response(
     message: str,
     *,
     template: str = "error.html",
-    context: dict | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> HttpResponse:
     """`{"error": message}` for API clients, the error page (`template`) for browsers."""
     if wants_json(request):

@@ -50,7 +50,7 @@ def _read_prefix() -> str:
 
 
 @receiver(setting_changed)
-def _prefix_changed(*, setting: str, **kwargs) -> None:
+def _prefix_changed(*, setting: str, **kwargs: object) -> None:
     global _prefix
     if setting == "KESTREL_KEY_PREFIX":
         _prefix = ""

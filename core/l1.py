@@ -7,6 +7,7 @@ them. The L1 is read and filled only while that subscriber listens, and cleared 
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -14,14 +15,24 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+
+from redis.client import PubSub
 
 from core import keys, metrics
 from core.redis import get_redis, is_unavailable
 
 logger = logging.getLogger(__name__)
 
-MISS = object()
+
+class Miss(enum.Enum):
+    """The type of MISS: an enum, so that `value is not MISS` narrows `T | Miss` to T."""
+
+    MISS = "MISS"
+
+
+# What LocalCache.get answers for a key it does not hold (or holds expired).
+MISS: Final = Miss.MISS
 
 
 def invalidation_channel() -> str:
@@ -44,7 +55,7 @@ class LocalCache:
         self._lock = threading.Lock()
         self.generation = 0
 
-    def get(self, key: str, now: float) -> Any:
+    def get(self, key: str, now: float) -> Any | Miss:
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -90,7 +101,7 @@ class InvalidationSubscriber:
     readers must not use the L1 otherwise.
     """
 
-    def __init__(self, clear: Callable[[], None], on_message: Callable[[dict], None]) -> None:
+    def __init__(self, clear: Callable[[], None], on_message: Callable[[dict[str, Any]], None]) -> None:
         self.clear = clear
         self.on_message = on_message
         self.listening = threading.Event()
@@ -110,7 +121,7 @@ class InvalidationSubscriber:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            pubsub = None
+            pubsub: PubSub | None = None
             try:
                 pubsub = get_redis("cache").pubsub(ignore_subscribe_messages=False)
                 pubsub.subscribe(invalidation_channel())
@@ -162,7 +173,7 @@ class L1:
     out nor be crowded out gets a `partition` of its own, kept coherent the same way.
     """
 
-    def __init__(self, on_message: Callable[[dict], None], max_entries: int = 2048) -> None:
+    def __init__(self, on_message: Callable[[dict[str, Any]], None], max_entries: int = 2048) -> None:
         self.cache = LocalCache(max_entries)
         self._partitions: dict[str, LocalCache] = {}
         self._on_message = on_message
@@ -184,6 +195,10 @@ class L1:
 
     def usable(self) -> bool:
         """Start the subscriber if needed; true when it is listening."""
+        return self._started().listening.is_set()
+
+    def _started(self) -> InvalidationSubscriber:
+        """This process's subscriber, started (and the L1 cleared) if there is none yet."""
         subscriber = self._subscriber
         if subscriber is None or subscriber.pid != os.getpid():
             with self._lock:
@@ -193,16 +208,16 @@ class L1:
                     subscriber = InvalidationSubscriber(self.clear, self._on_message)
                     subscriber.start()
                     self._subscriber = subscriber
-        return subscriber.listening.is_set()
+        return subscriber
 
     def wait_until_listening(self, timeout: float = 5.0) -> bool:
         """For tests and benchmarks: block until the subscription is confirmed."""
-        self.usable()
+        subscriber = self._started()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._subscriber.listening.wait(0.05):
+            if subscriber.listening.wait(0.05):
                 return True
-            self.usable()
+            subscriber = self._started()
         return False
 
     def stop(self) -> None:

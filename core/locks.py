@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from redis import Redis
 from redis.commands.core import Script
 
@@ -297,7 +297,7 @@ def redis_lock(
 # --- Fenced writes -------------------------------------------------------------------
 
 
-def fenced_update(queryset: QuerySet, fence_field: str, fence: int, /, **values) -> bool:
+def fenced_update(queryset: QuerySet[Model], fence_field: str, fence: int, /, **values: object) -> bool:
     """UPDATE ... SET values, fence_field = fence WHERE fence_field <= fence; True if a row changed.
 
     One statement, so check and write are atomic in the database. A holder whose lock was

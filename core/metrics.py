@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+
+# A receiver of every increment: sink(name, amount, labels).
+Sink = Callable[[str, int, dict[str, str]], None]
 
 _lock = threading.Lock()
-_sinks: list = []
+_sinks: list[Sink] = []
 
 
-def add_sink(sink) -> None:
+def add_sink(sink: Sink) -> None:
     """Also hand every increment to `sink(name, amount, labels)` (the Prometheus exporter)."""
     _sinks.append(sink)
 

@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NotRequired, TypedDict, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis import ConnectionPool, Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +32,8 @@ from redis.sentinel import Sentinel
 from core import metrics
 
 Role = Literal["state", "cache"]
+
+T = TypeVar("T")
 
 POOL_WAIT = 2.0  # seconds a thread waits for a free pooled connection
 # Retries after a refused or dropped connection wait up to min(cap, base * 2**n) s
@@ -46,7 +48,7 @@ BREAKER_COOLDOWN = 1.0
 SAFE_STATE_POLICIES = frozenset({"noeviction"})
 
 # Django cache alias of each role (settings.CACHES).
-ROLE_ALIASES: dict[str, str] = {"state": "sessions", "cache": "default"}
+ROLE_ALIASES: dict[Role, str] = {"state": "sessions", "cache": "default"}
 
 # Errors that mean "Redis cannot take this now", as opposed to a bad command: not
 # answering, full (OOM under noeviction: the state role refuses writes rather than
@@ -146,11 +148,18 @@ class BreakerRetry(Retry):
     is already open and a pub/sub poll with nothing to read return, without I/O.
     """
 
-    def __init__(self, backoff, retries: int, supported_errors: tuple, *, breaker: Breaker) -> None:
+    def __init__(
+        self,
+        backoff: AbstractBackoff,
+        retries: int,
+        supported_errors: tuple[type[Exception], ...],
+        *,
+        breaker: Breaker,
+    ) -> None:
         super().__init__(backoff, retries, supported_errors)
         self.breaker = breaker
 
-    def __deepcopy__(self, memo: dict) -> BreakerRetry:
+    def __deepcopy__(self, memo: dict[int, object]) -> BreakerRetry:
         # Each connection gets a deep copy; the breaker must stay the one shared object.
         memo[id(self.breaker)] = self.breaker
         clone = self.__class__.__new__(self.__class__)
@@ -159,7 +168,13 @@ class BreakerRetry(Retry):
             setattr(clone, name, copy.deepcopy(value, memo))
         return clone
 
-    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[[Exception], object] | Callable[[Exception, int], object],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
         self.breaker.admit()
 
         def retryable(error: Exception) -> bool:
@@ -221,16 +236,25 @@ def fail_open(
 
 def get_redis(role: Role = "state") -> Redis:
     """The raw redis-py client of a role (bytes in, bytes out), sharing its pool."""
-    return get_redis_connection(ROLE_ALIASES[role])
+    # django-redis has no types; DefaultClient's connection is a redis-py Redis.
+    return cast(Redis, get_redis_connection(ROLE_ALIASES[role]))
 
 
 def breaker(role: Role) -> Breaker:
     """The role's circuit breaker in this process (one per role, shared by its connections)."""
-    return settings.CACHES[ROLE_ALIASES[role]]["OPTIONS"]["CONNECTION_POOL_KWARGS"]["retry"].breaker
+    return role_options(role)["CONNECTION_POOL_KWARGS"]["retry"].breaker
 
 
 def role_url(role: Role) -> str:
-    return settings.CACHES[ROLE_ALIASES[role]]["LOCATION"]
+    # settings.CACHES is dict[str, dict[str, Any]] in django-stubs; LOCATION is the URL.
+    return cast(str, settings.CACHES[ROLE_ALIASES[role]]["LOCATION"])
+
+
+def role_options(role: Role) -> RoleOptions:
+    """The role's django-redis OPTIONS, as connection_pool_options built them."""
+    # settings.CACHES is dict[str, dict[str, Any]] in django-stubs; settings.py builds each
+    # role's OPTIONS with connection_pool_options.
+    return cast(RoleOptions, settings.CACHES[ROLE_ALIASES[role]]["OPTIONS"])
 
 
 def redact_url(url: str) -> str:
@@ -256,6 +280,39 @@ def parse_sentinels(addresses: list[str]) -> list[tuple[str, int]]:
     return sentinels
 
 
+class PoolKwargs(TypedDict):
+    """CONNECTION_POOL_KWARGS: arguments of the role's redis-py connection pool."""
+
+    max_connections: int
+    timeout: NotRequired[float]  # a BlockingConnectionPool argument: not behind Sentinel
+    retry: BreakerRetry
+    retry_on_error: list[type[Exception]]
+    health_check_interval: int
+    client_name: str
+
+
+class SentinelKwargs(TypedDict):
+    """SENTINEL_KWARGS: arguments of the connections to the Sentinels themselves."""
+
+    socket_connect_timeout: float
+    socket_timeout: float
+    password: NotRequired[str]
+
+
+class RoleOptions(TypedDict):
+    """A role's django-redis OPTIONS (connection_pool_options); the last three only behind Sentinel."""
+
+    CLIENT_CLASS: str
+    SERIALIZER: str
+    SOCKET_CONNECT_TIMEOUT: float
+    SOCKET_TIMEOUT: float
+    CONNECTION_POOL_CLASS: str
+    CONNECTION_POOL_KWARGS: PoolKwargs
+    CONNECTION_FACTORY: NotRequired[str]
+    SENTINELS: NotRequired[list[tuple[str, int]]]
+    SENTINEL_KWARGS: NotRequired[SentinelKwargs]
+
+
 def connection_pool_options(
     *,
     role: Role,
@@ -265,7 +322,7 @@ def connection_pool_options(
     retries: int,
     sentinels: list[tuple[str, int]] | None = None,
     sentinel_password: str = "",
-) -> dict:
+) -> RoleOptions:
     """django-redis OPTIONS for a role; settings.py calls this for each CACHES alias.
 
     Timeouts; retries with jittered exponential backoff on connection errors only (never
@@ -273,7 +330,7 @@ def connection_pool_options(
     Sentinel-managed connections when `sentinels` is given. docs/design.md ("Timeouts,
     retries and the circuit breaker") says why each is set as it is.
     """
-    options = {
+    options: RoleOptions = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
         "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
         "SOCKET_CONNECT_TIMEOUT": connect_timeout,
@@ -295,24 +352,23 @@ def connection_pool_options(
     }
     if sentinels:
         del options["CONNECTION_POOL_KWARGS"]["timeout"]  # a BlockingConnectionPool argument
+        # The Sentinels' own connections: short timeouts, so one dead Sentinel
+        # costs a lookup a moment before the next is asked.
+        sentinel_kwargs: SentinelKwargs = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}
+        if sentinel_password:
+            sentinel_kwargs["password"] = sentinel_password
         options.update(
             {
                 "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                 "CONNECTION_POOL_CLASS": "core.instrumentation.InstrumentedSentinelConnectionPool",
                 "SENTINELS": sentinels,
-                # The Sentinels' own connections: short timeouts, so one dead Sentinel
-                # costs a lookup a moment before the next is asked.
-                "SENTINEL_KWARGS": {
-                    "socket_connect_timeout": connect_timeout,
-                    "socket_timeout": socket_timeout,
-                    **({"password": sentinel_password} if sentinel_password else {}),
-                },
+                "SENTINEL_KWARGS": sentinel_kwargs,
             }
         )
     return options
 
 
-def dedicated_pool(role: Role, **overrides) -> ConnectionPool:
+def dedicated_pool(role: Role, **overrides: object) -> ConnectionPool:
     """A pool of the role's server apart from the shared one (long-lived subscriptions).
 
     Same URL, timeouts and, behind Sentinel, the same Sentinels as the role's
@@ -320,8 +376,8 @@ def dedicated_pool(role: Role, **overrides) -> ConnectionPool:
     """
     from core.instrumentation import InstrumentedConnectionPool, InstrumentedSentinelConnectionPool
 
-    options = settings.CACHES[ROLE_ALIASES[role]]["OPTIONS"]
-    kwargs = {
+    options = role_options(role)
+    kwargs: dict[str, object] = {
         "socket_connect_timeout": options["SOCKET_CONNECT_TIMEOUT"],
         "socket_timeout": options["SOCKET_TIMEOUT"],
         **overrides,

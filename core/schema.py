@@ -8,13 +8,17 @@ once, keeps `/api/schema` honest without repeating six error codes on every view
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.drainage import has_override
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import Direction, OpenApiResponse
 from rest_framework import serializers
 
+from core.api import ErrorBody
 
-class ErrorSerializer(serializers.Serializer):
+
+class ErrorSerializer(serializers.Serializer[ErrorBody]):
     """Every API error: `{"error": "<message>"}`; validation errors add `details` (field -> messages)."""
 
     error = serializers.CharField()
@@ -40,20 +44,22 @@ class KestrelAutoSchema(AutoSchema):
     An answer a view documents itself (a 409 with its own description) is kept.
     """
 
-    def _get_response_bodies(self, direction="response"):
+    def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
         for code, description in self._error_answers().items():
             if code not in responses:
-                responses[code] = self._get_response_for_code(api_error(description), code)
+                # drf-spectacular leaves this method unannotated (its answer is a schema dict).
+                responses[code] = self._get_response_for_code(api_error(description), code)  # type: ignore[no-untyped-call]
         # Refused by the web server before Kestrel sees it (gunicorn's limit_request_line,
         # 4094 bytes; a proxy in front has its own), so not in the API's JSON.
         responses.setdefault("414", {"description": "The request line is too long for the web server"})
         return dict(sorted(responses.items()))
 
-    def _get_serializer_field_meta(self, field, direction):
-        meta = super()._get_serializer_field_meta(field, direction)
+    def _get_serializer_field_meta(self, field: object, direction: Direction) -> dict[str, Any]:
+        # drf-spectacular leaves this method unannotated; it answers a schema dict.
+        meta: dict[str, Any] = super()._get_serializer_field_meta(field, direction)  # type: ignore[no-untyped-call]
         if (
             direction != "request"
             or not isinstance(field, serializers.CharField)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from redis.client import Pipeline
 from redis.commands.core import Script
+from redis.typing import EncodableT, KeyT
 
 
-def script_queue(pipe, script: Script, calls: Iterable[tuple[Sequence, Sequence]]) -> int:
+def script_queue(pipe: Pipeline, script: Script, calls: Iterable[tuple[Sequence[KeyT], Sequence[EncodableT]]]) -> int:
     """Queue `script` in `pipe` once per (keys, args) in `calls`; returns how many calls.
 
     Their replies follow the SCRIPT LOAD's (the SHA) in the pipeline's reply list.
