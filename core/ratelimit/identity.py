@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
@@ -161,7 +162,7 @@ def request_identity(
     account is the signed-in person's), that person's, whatever the body says.
     """
     needs_account = any(p.scope == "account" for p in policies)
-    own_account = needs_account and user_account is not None
+    own_account = user_account if needs_account else None  # a door where the account is the user's
     user_id = None
     user = None
     guard = None
@@ -171,13 +172,13 @@ def request_identity(
         user_id = found.user_id
         if user_id is not None:
             guard, on_verdict = found.guard, found.on_verdict
-    elif own_account or any(p.scope == "user_or_ip" for p in policies):
+    elif own_account is not None or any(p.scope == "user_or_ip" for p in policies):
         user = _session_user(request)
         user_id = user.pk if user is not None else None
     account = None
-    if own_account:
+    if own_account is not None:
         if user_id is not None:
-            account = normalise_account(user_account(user_id=user_id, user=user))
+            account = normalise_account(own_account(user_id=user_id, user=user))
     elif needs_account:
         account = account_from_body(request)
     return Identity(
@@ -189,7 +190,7 @@ def request_identity(
     )
 
 
-def _session_user(request: HttpRequest):
+def _session_user(request: HttpRequest) -> AbstractBaseUser | None:
     user = getattr(request, "user", None)  # set by AuthenticationMiddleware, which must come first
     if user is None:
         return None

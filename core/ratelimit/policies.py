@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -102,7 +102,7 @@ def paths_match(patterns: tuple[str, ...], path: str) -> bool:
 _FIELDS = {"limit", "window", "algorithm", "scope", "fail", "paths", "methods"}
 
 
-def load_policies(config: Mapping[str, Mapping] | None = None) -> tuple[Policy, ...]:
+def load_policies(config: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Policy, ...]:
     """Policies from a KESTREL_RATE_LIMITS-shaped dict (default: the setting, else none).
 
     Refuses, naming the policy, anything it would otherwise misread: an unknown field
@@ -113,7 +113,13 @@ def load_policies(config: Mapping[str, Mapping] | None = None) -> tuple[Policy, 
     return tuple(_policy(name, spec) for name, spec in config.items())
 
 
-def _policy(name: str, spec: Mapping) -> Policy:
+def _positive_int(value: object, field: str, bad: Callable[[str], ImproperlyConfigured]) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad(f"{field} must be a positive integer, not {value!r}")
+    return value
+
+
+def _policy(name: str, spec: Mapping[str, Any]) -> Policy:
     def bad(why: str) -> ImproperlyConfigured:
         return ImproperlyConfigured(f"KESTREL_RATE_LIMITS[{name!r}]: {why}")
 
@@ -124,10 +130,7 @@ def _policy(name: str, spec: Mapping) -> Policy:
     unknown = set(spec) - _FIELDS
     if unknown:
         raise bad(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
-    limit, window = spec.get("limit"), spec.get("window")
-    for field, value in (("limit", limit), ("window", window)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise bad(f"{field} must be a positive integer, not {value!r}")
+    limit, window = _positive_int(spec.get("limit"), "limit", bad), _positive_int(spec.get("window"), "window", bad)
     algorithm = spec.get("algorithm", "fixed")
     scope = spec.get("scope", "user_or_ip")
     fail = spec.get("fail", "open")
