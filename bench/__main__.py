@@ -737,7 +737,7 @@ def http_section(meta: dict, http: list[dict], get_us: float | None) -> list[str
         "p50 ms",
         "p99 ms",
         "ratio",
-        "DESIGN",
+        "reference",
         "redis cmd/req",
         "round trips/req",
         "errors",
@@ -754,7 +754,7 @@ def http_section(meta: dict, http: list[dict], get_us: float | None) -> list[str
             continue
         line = f"  {result['name']}: {fmt(result['ratio'], '.2f')}x the {result['baseline']}'s req/s"
         if result["design_ratio"] is not None:
-            line += f" (DESIGN.md {result['design_ratio']:.2f})"
+            line += f" (reference {result['design_ratio']:.2f})"
         line += f"; {fmt(result['extra_us_per_request'], '+.0f')} us/request over it (1/req/s)"
         lines.append(line)
         redis_info = result["redis"]
@@ -772,7 +772,7 @@ def http_section(meta: dict, http: list[dict], get_us: float | None) -> list[str
             lines.append(redis_line)
     lines += [
         "",
-        "ratio: req/s over the baseline's req/s, same run; DESIGN: the ratio in DESIGN.md's table.",
+        "ratio: req/s over the baseline's req/s, same run; reference: the ratio in docs/design.md's reference figures.",
         "us/request over it: 1e6/req/s minus the baseline's 1e6/req/s (throughput time, both workers busy).",
         "spread: (fastest - slowest run) / median req/s.",
         f"redis cmd/req, round trips/req: {meta['traffic_requests']} sequential requests on a warm server, counted",

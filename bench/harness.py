@@ -380,7 +380,7 @@ class PathRotation:
 
 
 class WrkLoad:
-    """wrk, as DESIGN.md's figures were measured: `wrk -t2 -c16 -d<s>s --latency`."""
+    """wrk, as docs/design.md's reference figures were measured: `wrk -t2 -c16 -d<s>s --latency`."""
 
     def __init__(self, binary: str, *, threads: int = 2, connections: int = 16) -> None:
         self.binary = binary

@@ -2,7 +2,7 @@
 
 An HTTP scenario is one path (or a rotation of paths), a GET or a POST with a JSON
 body, loaded by the load generator and compared with a baseline scenario measured in
-the same run. Figures in `design_ratio` come from DESIGN.md, "Performance facts", and
+the same run. Figures in `design_ratio` come from docs/design.md, "Reference figures", and
 are printed beside the measured ratio so a regression (or a stale table) shows at a
 glance. `targets` are the figures a path must reach; the summary says which it does.
 
@@ -111,7 +111,7 @@ class HttpScenario:
     expect_status: int = 200
     # Name of the scenario whose req/s this one is divided by; None for the floor itself.
     baseline: str | None = DRF_FLOOR
-    # The same ratio as measured for DESIGN.md, when the table has this path.
+    # The same ratio in docs/design.md's reference figures, when the table has this path.
     design_ratio: float | None = None
     # Keys the JSON body must have, checked once before timing, so a 401 or a 404
     # answered quickly is never reported as a fast path.

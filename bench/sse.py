@@ -12,7 +12,7 @@ with the wall-clock time; each reader subtracts that stamp from the time it read
 event.
 
 The server gets more threads (and a higher stream cap) than production's 64 and 32
-per worker: gthread workers do not share connections evenly (DESIGN.md), and a
+per worker: gthread workers do not share connections evenly (docs/design.md, reference figures), and a
 worker that took more than its cap of the streams would answer 503s, which this
 benchmark is not about.
 """

@@ -98,7 +98,7 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL", "")
-# Persistent connections: worth 5x on PostgreSQL (DESIGN.md, measured), and on SQLite
+# Persistent connections: worth 5x on PostgreSQL (docs/design.md, reference figures), and on SQLite
 # they save reopening the file and its PRAGMAs on every request (0.7-1 ms here).
 # Health checks drop a connection the server closed instead of failing a request.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)

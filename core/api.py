@@ -1,4 +1,4 @@
-"""DRF plumbing shared by every app's apis.py: the error format of DESIGN.md, and strict input.
+"""DRF plumbing shared by every app's apis.py: the error format (`{"error": ...}`), and strict input.
 
 Every API error is `{"error": "<message>"}`, validation errors add `"details"`
 (field -> list of messages), and the status codes are the reference article's.

@@ -2,7 +2,7 @@
 
 - E001: a role's Redis cannot be reached at all (the URL, minus password, is shown).
 - W001: the state role may evict keys: sessions, denylist entries, rate-limit
-  counters and queued jobs would vanish under memory pressure (DESIGN.md).
+  counters and queued jobs would vanish under memory pressure (docs/design.md, "Redis roles").
 """
 
 from __future__ import annotations

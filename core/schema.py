@@ -1,4 +1,4 @@
-"""The OpenAPI schema's error answers, the same for every API view (DESIGN.md, "API conventions").
+"""The OpenAPI schema's error answers, the same for every API view (README, "API").
 
 drf-spectacular documents only the answers a view's `extend_schema` names; every view
 can also answer the errors below, decided by what the view takes (a body, a query, a

@@ -5,7 +5,7 @@ Each rule gives one Finding per role it applies to: ok, warning, error or skippe
 a warning under `strict` (production: the development and test servers keep nothing
 on disk and share one server between the roles, which are warnings there).
 
-Rules (DESIGN.md, "Redis keys" and "Processes and services"):
+Rules (docs/design.md, "The key grammar" and "Redis roles"):
 
 - reachable: each role answers PING.
 - layout: the roles are not the same database; sharing one server is a warning, since
@@ -16,7 +16,7 @@ Rules (DESIGN.md, "Redis keys" and "Processes and services"):
 - eviction: the state role is `noeviction`; the cache evicts (allkeys-lru/lfu...) under
   a maxmemory, else a full cache refuses writes or eats the host's memory.
 - persistence: the state role appends to an AOF (RDB alone lost every acknowledged
-  write in DESIGN.md's kill -9 test), and its last AOF write and RDB save succeeded.
+  write in the kill -9 test of docs/design.md's reference figures), and its last AOF write and RDB save succeeded.
 - slowlog: SLOWLOG entries on each server, the slowest listed.
 """
 

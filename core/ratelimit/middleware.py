@@ -89,7 +89,7 @@ class RateLimitMiddleware:
         except Exception as exc:
             if not _redis_failed(exc):
                 raise
-            # Failure policy, per policy (STYLE.md rule 8): "closed" refuses with 503,
+            # Failure policy, per policy: "closed" refuses with 503,
             # "open" lets the request through (an outage of the limiter must not become
             # an outage of what it limits); either way logged and counted, so we know it
             # happens. A guard fails closed whatever the policies say: a revocation that
