@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import redis
 
 from bench.scenarios import RedisFloorOp
-from devstack.processes import HOST, PROJECT_ROOT, StackError, die_with_parent, run_manage, stack_env
+from config.pdeathsig import die_with_parent
+from devstack.processes import HOST, PROJECT_ROOT, StackError, run_manage, stack_env
 from devstack.redis_server import RedisServer
 from devstack.web import Gunicorn, http_request
 

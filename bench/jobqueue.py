@@ -409,7 +409,7 @@ def _drain(setup: Setup, log_path: Path, client=None, *, queued: int = 0) -> dic
     import django_rq
 
     from bench.probe import command_calls
-    from devstack.processes import die_with_parent
+    from config.pdeathsig import die_with_parent
     from jobs.queues import EMAIL, WORKER_QUEUES
 
     commands = setup.commands(list(WORKER_QUEUES))

@@ -67,7 +67,8 @@ from bench.harness import (
     wait_until_quiet,
 )
 from bench.scenarios import DRF_FLOOR, HTTP_SCENARIOS
-from devstack.processes import HOST, PROJECT_ROOT, StackError, die_with_parent, run_manage
+from config.pdeathsig import die_with_parent
+from devstack.processes import HOST, PROJECT_ROOT, StackError, run_manage
 from devstack.redis_server import RedisServer
 from devstack.report import format_table
 from devstack.web import GUNICORN_CONFIG, Gunicorn

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from devstack.processes import die_with_parent
+from config.pdeathsig import die_with_parent
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

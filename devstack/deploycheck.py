@@ -18,7 +18,8 @@ import secrets
 import subprocess
 import sys
 
-from devstack.processes import PROJECT_ROOT, die_with_parent, manage_command
+from config.pdeathsig import die_with_parent
+from devstack.processes import PROJECT_ROOT, manage_command
 from devstack.redis_server import RedisServer
 
 

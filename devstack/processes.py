@@ -5,13 +5,12 @@ stack (tests/live.py) start Kestrel's processes with these. Each child runs in a
 of its own, so a Ctrl-C reaches only the launcher, which then stops the children in
 order; and each is told by the kernel to exit with its parent, even on SIGKILL, so no
 server is left behind. Standard library only, no Django: it runs before settings exist
-(config/gunicorn.py imports die_with_parent too).
+(die_with_parent comes from config.pdeathsig, which gunicorn's workers use too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -23,26 +22,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from config.pdeathsig import die_with_parent
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 # The periodic jobs' file for `manage.py rqcron` (RQ's cron scheduler).
 CRON_FILE = "jobs/cron.py"
 
-_PR_SET_PDEATHSIG = 1
-
 
 class StackError(RuntimeError):
     """A child of the stack failed to start or to finish; the message shows its output."""
-
-
-def die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGTERM the child when its parent dies, even by SIGKILL.
-
-    This is what keeps `make run` from leaving a Redis server behind when it is killed.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = HOST) -> int:

@@ -18,7 +18,8 @@ import subprocess
 import tempfile
 import time
 
-from devstack.processes import die_with_parent, free_port
+from config.pdeathsig import die_with_parent
+from devstack.processes import free_port
 
 
 class RedisServerError(RuntimeError):

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from config.pdeathsig import die_with_parent
 from core.checks import _check_state_policy
-from devstack.processes import die_with_parent, free_port
+from devstack.processes import free_port
 from devstack.redis_server import answers_ping, find_redis_server
 from jobs.queues import WORKER_QUEUES, WORKER_TTL
 

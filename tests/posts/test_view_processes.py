@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from devstack.processes import PROJECT_ROOT, die_with_parent
+from config.pdeathsig import die_with_parent
+from devstack.processes import PROJECT_ROOT
 from posts import keys
 from posts.models import Post
 from tests.live import LiveKestrel, live_kestrel

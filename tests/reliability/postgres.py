@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.processes import die_with_parent, free_port
+from config.pdeathsig import die_with_parent
+from devstack.processes import free_port
 
 HOST = "127.0.0.1"
 DATABASE = "kestrel"
