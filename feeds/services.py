@@ -46,7 +46,7 @@ from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
-from feeds.notifications import notification_queue_once, notifications_queue
+from feeds.notifications import notification_queue_once, notifications_queue, notify
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from jobs.services import job_enqueue
@@ -272,3 +272,23 @@ def like_published(*, liker: User, post_id: int, post_title: str, author_id: int
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="like")
+
+
+# --- Reports -------------------------------------------------------------------------------
+
+
+def report_ready_published(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
+    """After a report's job completes: tell its owner, with the totals and the download link.
+
+    `summary` is the report's {"posts", "views", "likes"} (posts.reports). Fails open,
+    as notify() does: the report and its email are there either way.
+    """
+    notify(
+        user_id=user_id,
+        kind="report",
+        message=(
+            f"Your activity report is ready: {summary['posts']} posts, {summary['views']} views, "
+            f"{summary['likes']} likes."
+        ),
+        data={"jobId": job_id, "download": download},
+    )

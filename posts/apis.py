@@ -1,4 +1,4 @@
-"""Posts, likes, profiles' posts and stats, pages with view counts, the leaderboard.
+"""Posts, likes, profiles' posts and stats, pages with view counts, the leaderboard, reports.
 
 Views stay thin: validate, call one service or selector, return plain dicts.
 """
@@ -17,7 +17,9 @@ from rest_framework.views import APIView
 
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
-from posts import counters, leaderboard, selectors, services
+from jobs.serializers import JobQueuedSerializer, quota_exceeded
+from jobs.services import QuotaExceeded
+from posts import counters, leaderboard, reports, selectors, services
 from posts.models import Post
 
 
@@ -247,3 +249,23 @@ class LeaderboardApi(APIView):
             body["me"] = leaderboard.leaderboard_entry(user_id=request.user.pk)
             body["aroundMe"] = leaderboard.leaderboard_around(user_id=request.user.pk) if body["me"] else []
         return Response(body)
+
+
+class ReportCreateApi(APIView):
+    """POST /api/reports: queue the caller's activity report; GET /api/jobs/{id} follows it."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={202: JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            job = reports.report_enqueue(owner=request.user)
+        except QuotaExceeded as exc:
+            return quota_exceeded(exc)
+        return Response(
+            {"jobId": str(job.pk), "message": "Report queued", "status": f"/api/jobs/{job.pk}"},
+            status=status.HTTP_202_ACCEPTED,
+        )

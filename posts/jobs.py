@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from rq import get_current_job
+
+from jobs.models import Job
 from posts.counters import flush_all_views
+from posts.reports import report_build
 
 
 def flush_view_counts() -> int:
     """Move pending view counts from Redis to the database; scheduled by jobs/cron.py."""
     return flush_all_views()
+
+
+def build_report(job_id: str) -> dict:
+    """An activity report (jobs.queues REPORT_JOB), with its progress in the RQ job's meta."""
+    rq_job = get_current_job()
+
+    def progress(done: int, total: int) -> None:
+        # Shown live on the reports page through GET /api/jobs/{id}.
+        if rq_job is not None:
+            rq_job.meta["progress"] = {"done": done, "total": total}
+            rq_job.save_meta()
+
+    return report_build(job=Job.objects.select_related("owner").get(pk=job_id), progress=progress)

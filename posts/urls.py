@@ -11,6 +11,7 @@ api_urlpatterns = [
     path("users/<id:user_id>/stats", apis.UserStatsApi.as_view(), name="api-user-stats"),
     path("pages/<id:page_id>", apis.PageDetailApi.as_view(), name="api-page"),
     path("leaderboard", apis.LeaderboardApi.as_view(), name="api-leaderboard"),
+    path("reports", apis.ReportCreateApi.as_view(), name="api-reports"),
 ]
 
 site_urlpatterns = [
@@ -21,4 +22,5 @@ site_urlpatterns = [
     path("users/<id:user_id>", views.profile, name="profile"),
     path("profile/edit", views.profile_edit, name="profile-edit"),
     path("leaderboard", views.leaderboard_page, name="leaderboard"),
+    path("reports/new", views.report_request, name="report-request"),
 ]

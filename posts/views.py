@@ -11,7 +11,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
-from posts import counters, leaderboard, selectors, services
+from jobs.services import QuotaExceeded
+from posts import counters, leaderboard, reports, selectors, services
 from posts.forms import PostForm, ProfileForm
 from posts.models import Post
 
@@ -127,3 +128,16 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         "around": leaderboard.leaderboard_around(user_id=request.user.pk) if me else [],
     }
     return render(request, "posts/leaderboard.html", context)
+
+
+@login_required
+@require_POST
+def report_request(request: HttpRequest) -> HttpResponse:
+    """The reports page's (jobs.views.reports) "Build my activity report" button."""
+    try:
+        reports.report_enqueue(owner=request.user)
+    except QuotaExceeded as exc:
+        messages.error(request, str(exc))
+        return redirect("reports")
+    messages.success(request, "Your report is being built; this page shows its progress.")
+    return redirect("reports")

@@ -37,7 +37,7 @@ def log_in(page: Page, person: Person, *, next_path: str = "") -> None:
 SEED = """
 import json, os
 from accounts.services import follow_create, user_create
-from jobs.services import report_enqueue
+from posts.reports import report_enqueue
 from posts.services import post_create, post_like
 from core.jobs import sample_ops
 
