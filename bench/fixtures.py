@@ -14,8 +14,8 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.auth.hashers import make_password
 
 from accounts.models import User
-from accounts.services import follow_create
 from feeds.selectors import timeline_page
+from feeds.services import follow_create
 from posts.models import Post
 from posts.services import post_create
 
@@ -61,7 +61,7 @@ def feed_timeline(*, authors: int, posts: int) -> None:
     """The benchmark user follows `authors` new people, who then write `posts` posts between them.
 
     Everything goes through the services, in the order a reader meets it: the follows
-    (accounts.services.follow_create), a first read that builds the reader's timeline
+    (feeds.services.follow_create), a first read that builds the reader's timeline
     from the database (still empty), then each post (posts.services.post_create),
     whose fan-out after commit appends it to that timeline. The reader's first page
     is checked before the JSON is printed.
@@ -99,7 +99,7 @@ def stream_sessions(*, count: int) -> None:
 def poster(*, followers: int) -> None:
     """A person followed by `followers` others whose home timelines exist, and their access token.
 
-    The follows go through accounts.services.follow_create, and each follower's timeline is
+    The follows go through feeds.services.follow_create, and each follower's timeline is
     built from the database (feeds.selectors.timeline_page), as a follower who reads the site
     has one: the fan-out of each new post then appends to every one of them (it skips
     timelines that do not exist). Each timeline keeps its newest STREAM_MAXLEN entries,

@@ -1,6 +1,11 @@
-"""Writes of the feeds app: activity streams and the fan-out to home timelines.
+"""Writes of the feeds app: follows, activity streams and the fan-out to home timelines.
 
-Both are Redis streams on the state role (feeds.keys), written after commit:
+A follow is a row of accounts' Follow model, but following is a feeds action: besides
+accounts' Redis mirror of the graph, its effects are all feeds' (the follower's
+activity and timeline, the followee's notification). Posts come from posts.services,
+which calls in here; feeds reads no posts itself (callers pass what it needs).
+
+Activity and timelines are Redis streams on the state role (feeds.keys), written after commit:
 
 - **Activity**: what a user did (posted, liked, followed), one XADD with
   `MAXLEN ~ STREAM_MAXLEN` on their stream. The article XADDs, then XTRIMs in a second
@@ -38,10 +43,13 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
+from accounts.services import follow_mirror_update
 from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
@@ -201,6 +209,47 @@ def timeline_fanout_run(*, job: Job) -> dict:
 
 
 # --- Follows and likes ---------------------------------------------------------------------
+
+
+class AlreadyFollowing(Exception):
+    pass
+
+
+class NotFollowing(Exception):
+    pass
+
+
+def follow_create(*, follower: User, followee: User) -> Follow:
+    """`follower` follows `followee`. ValidationError for oneself; AlreadyFollowing the second time.
+
+    After commit: the Redis mirror of the graph (accounts.services.follow_mirror_update),
+    then the follower's activity and timeline and a notification to the followee
+    (follow_published). A follow that fails writes nothing at all.
+    """
+    if follower.pk == followee.pk:
+        raise ValidationError("You cannot follow yourself.")
+    with transaction.atomic():
+        try:
+            # A savepoint: the unique constraint, not a prior SELECT, decides between two
+            # concurrent follows, and the loser's transaction stays usable.
+            with transaction.atomic():
+                follow = Follow.objects.create(follower=follower, followee=followee)
+        except IntegrityError:
+            raise AlreadyFollowing from None
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
+        after_commit(follow_published, follower=follower, followee=followee)
+    return follow
+
+
+def follow_delete(*, follower: User, followee: User) -> None:
+    """`follower` stops following `followee`; NotFollowing if they did not. New posts stop
+    reaching the follower's timeline at once (the mirror changes after commit)."""
+    with transaction.atomic():
+        deleted, _ = Follow.objects.filter(follower=follower, followee=followee).delete()
+        if not deleted:
+            raise NotFollowing
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
+        after_commit(unfollow_published, follower_id=follower.pk)
 
 
 def follow_published(*, follower: User, followee: User) -> None:

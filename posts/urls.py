@@ -15,6 +15,7 @@ api_urlpatterns = [
 ]
 
 site_urlpatterns = [
+    path("", views.home, name="home"),
     path("posts/new", views.post_compose, name="post-compose"),
     path("posts/<id:post_id>", views.post_detail, name="post-detail"),
     path("posts/<id:post_id>/like", views.post_like_toggle, name="post-like"),

@@ -1,4 +1,5 @@
-"""Site pages of the posts app: thin, reading the same cached selectors as the API."""
+"""Site pages of the posts app (the home page, posts, profiles, the leaderboard): thin,
+reading the same cached selectors as the API."""
 
 from __future__ import annotations
 
@@ -11,10 +12,29 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
+from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse, timeline_page
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
 from posts.forms import PostForm, ProfileForm
 from posts.models import Post
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """The home timeline (posts by the people you follow) above everyone's recent posts."""
+    timeline = None
+    if request.user.is_authenticated:
+        timeline = timeline_page(
+            user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
+        )
+    return render(request, "home.html", {"posts": selectors.post_list_recent(limit=20), "timeline": timeline})
+
+
+def _cursor(value: str | None) -> str | None:
+    try:
+        ms, seq = stream_id_parse(value or "")
+    except ValueError:
+        return None  # none, or a mangled link: the newest page
+    return f"{ms}-{seq}"
 
 
 @login_required

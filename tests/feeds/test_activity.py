@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.services import follow_create
 from feeds import keys, services
 from feeds.selectors import activity_page
+from feeds.services import follow_create
 from posts.services import post_create, post_delete, post_like, post_unlike
 
 pytestmark = pytest.mark.django_db

@@ -12,11 +12,11 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts import tokens
-from accounts.services import follow_create
 from core import cacheaside
 from core.l1 import MISS, invalidation_channel
 from core.redis import get_redis
 from feeds import selectors
+from feeds.services import follow_create
 from posts import keys as post_keys
 from posts.counters import flush_all_views, flush_views, record_post_view
 from posts.models import Post

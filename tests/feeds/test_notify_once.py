@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.services import follow_create, follow_delete
 from feeds import keys
 from feeds.notifications import notification_list
 from feeds.selectors import activity_page
+from feeds.services import follow_create, follow_delete
 from posts.services import post_create, post_like, post_unlike
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ import django_rq
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.services import follow_create, follow_delete
 from feeds import keys, selectors, services
+from feeds.services import follow_create, follow_delete
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from posts.models import Post
@@ -485,9 +485,9 @@ def test_the_home_page_shows_the_timeline_above_everyones_posts(client, ada, bob
 
 
 def test_the_home_page_pages_with_older_links(client, ada, bob, follow, publish, monkeypatch):
-    import accounts.views
+    import posts.views
 
-    monkeypatch.setattr(accounts.views, "FEED_COUNT_DEFAULT", 1)
+    monkeypatch.setattr(posts.views, "FEED_COUNT_DEFAULT", 1)
     follow(bob, ada)
     publish(ada, "older")
     publish(ada, "newer")
