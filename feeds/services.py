@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -58,7 +59,6 @@ from feeds.notifications import notification_queue_once, notifications_queue, no
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from jobs.services import job_enqueue
-from posts.models import Post
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,21 @@ FANOUT_INLINE_MAX_FOLLOWERS = 100
 FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
 
 POSTED, LIKED, FOLLOWED = "posted", "liked", "followed"
+
+
+class PublishedPost(Protocol):
+    """What a fan-out reads of a new post; posts.models.Post is one (feeds imports no posts)."""
+
+    pk: int
+    author_id: int
+    author: User
+    title: str
+
+
+class PostLoader(Protocol):
+    """The post of a fan-out job, with its author; None once it is deleted (posts.selectors.post_with_author)."""
+
+    def __call__(self, *, post_id: int) -> PublishedPost | None: ...
 
 
 def now_ms() -> int:
@@ -103,7 +118,7 @@ def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
 # --- New posts ---------------------------------------------------------------------------
 
 
-def timeline_fanout_schedule(*, post: Post) -> None:
+def timeline_fanout_schedule(*, post: PublishedPost) -> None:
     """Call inside the transaction that creates `post`: plan its fan-out for after commit.
 
     The follower ids are read with LIMIT FANOUT_INLINE_MAX_FOLLOWERS + 1, so deciding
@@ -121,7 +136,7 @@ def timeline_fanout_schedule(*, post: Post) -> None:
         after_commit(_fanout_inline, post, followers)
 
 
-def _fanout_inline(post: Post, followers: list[int] | None = None) -> None:
+def _fanout_inline(post: PublishedPost, followers: list[int] | None = None) -> None:
     """After commit, in the request: the author's activity and every timeline, in one pipeline.
 
     `followers` (ids) come from the post's transaction; without them, the follower set
@@ -147,7 +162,7 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
         yield items[start : start + size]
 
 
-def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool = False) -> int:
+def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activity: bool = False) -> int:
     """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
 
     Each batch's followers are notified in the same pipeline, after their entries:
@@ -188,15 +203,15 @@ def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool 
     return written
 
 
-def timeline_fanout_run(*, job: Job) -> dict:
-    """The fan-out job (feeds.jobs.fanout_post): every follower, by SSCAN batches.
+def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
+    """The fan-out job (posts.jobs.fanout_post): every follower, by SSCAN batches.
 
     Acts once per job row, like every Kestrel job; a run killed half-way runs again from
-    the start, and readers drop the entries it repeats.
+    the start, and readers drop the entries it repeats. The post comes from `post_load`.
     """
     if job.completed_at is not None:
         return job.result
-    post = Post.objects.select_related("author").filter(pk=job.payload["postId"]).first()
+    post = post_load(post_id=job.payload["postId"])
     if post is None:
         result = {"postId": job.payload["postId"], "timelines": 0, "skipped": "post deleted"}
     else:

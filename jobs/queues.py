@@ -62,7 +62,7 @@ class JobPolicy:
 
 EMAIL_JOB = "email"
 REPORT_JOB = "report"
-FANOUT_JOB = "fanout"  # a popular author's new post, to their followers' timelines (feeds.jobs)
+FANOUT_JOB = "fanout"  # a popular author's new post, to their followers' timelines (posts.jobs)
 
 POLICIES: dict[str, JobPolicy] = {
     # About 2 s, 4 s, 8 s (full jitter), as a mail server blip lasts seconds.
@@ -70,7 +70,7 @@ POLICIES: dict[str, JobPolicy] = {
     REPORT_JOB: JobPolicy(queue=REPORTS, func="posts.jobs.build_report", retries=2, backoff_base=5.0),
     # Retried while the state role is away (about 2, 4, 8 s); a rerun may repeat some
     # timeline entries, which readers drop (feeds.selectors shows a post once a page).
-    FANOUT_JOB: JobPolicy(queue=DEFAULT, func="feeds.jobs.fanout_post", retries=3, backoff_base=1.0),
+    FANOUT_JOB: JobPolicy(queue=DEFAULT, func="posts.jobs.fanout_post", retries=3, backoff_base=1.0),
 }
 
 

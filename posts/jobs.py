@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rq import get_current_job
 
+from feeds.services import timeline_fanout_run
 from jobs.models import Job
+from posts import selectors
 from posts.counters import flush_all_views
 from posts.reports import report_build
 
@@ -25,3 +27,8 @@ def build_report(job_id: str) -> dict:
             rq_job.save_meta()
 
     return report_build(job=Job.objects.select_related("owner").get(pk=job_id), progress=progress)
+
+
+def fanout_post(job_id: str) -> dict:
+    """A popular author's new post, to every follower's timeline (jobs.queues FANOUT_JOB)."""
+    return timeline_fanout_run(job=Job.objects.get(pk=job_id), post_load=selectors.post_with_author)

@@ -11,6 +11,8 @@ api_urlpatterns = [
     path("users/<id:user_id>/stats", apis.UserStatsApi.as_view(), name="api-user-stats"),
     path("pages/<id:page_id>", apis.PageDetailApi.as_view(), name="api-page"),
     path("leaderboard", apis.LeaderboardApi.as_view(), name="api-leaderboard"),
+    path("feed", apis.FeedApi.as_view(), name="api-feed"),
+    path("users/<id:user_id>/activity", apis.UserActivityApi.as_view(), name="api-user-activity"),
     path("reports", apis.ReportCreateApi.as_view(), name="api-reports"),
 ]
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
-from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse, timeline_page
+from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
 from posts.forms import PostForm, ProfileForm
@@ -23,7 +23,7 @@ def home(request: HttpRequest) -> HttpResponse:
     """The home timeline (posts by the people you follow) above everyone's recent posts."""
     timeline = None
     if request.user.is_authenticated:
-        timeline = timeline_page(
+        timeline = selectors.home_timeline_page(
             user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
         )
     return render(request, "home.html", {"posts": selectors.post_list_recent(limit=20), "timeline": timeline})
