@@ -316,8 +316,7 @@ class UserActivityApi(APIView):
 
 
 class ReportCreateApi(APIView):
-    """POST /api/reports: queue the caller's activity report; GET /api/jobs/{id} follows it."""
-
+    # POST /api/reports: the caller's activity report (posts.reports); GET /api/jobs/{id} follows it.
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
