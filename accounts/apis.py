@@ -1,4 +1,7 @@
-"""Session and token log-in APIs (the reference article's part 3), public profiles, and the follow graph."""
+"""Session and token log-in APIs (the reference article's part 3), public profiles, and who follows whom.
+
+Following and unfollowing are feeds' (feeds.apis.UserFollowApi): their effects are all feeds'.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
-from rest_framework.permissions import AllowAny, IsAuthenticated, IsAuthenticatedOrReadOnly
+from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,11 +27,7 @@ from accounts.selectors import (
     user_to_profile,
 )
 from accounts.services import (
-    AlreadyFollowing,
-    NotFollowing,
     ProfileBeingUpdated,
-    follow_create,
-    follow_delete,
     user_change_password,
     user_create,
     user_tokens_revoke_all,
@@ -277,6 +276,11 @@ class PasswordChangeApi(APIView):
         return _token_response({**body, **tokens.token_pair_issue(user=user).as_dict()})
 
 
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict"
+
+
 class ProfileInputSerializer(BodySerializer):
     name = serializers.CharField(max_length=User._meta.get_field("name").max_length, allow_blank=True)
     bio = serializers.CharField(max_length=User._meta.get_field("bio").max_length, allow_blank=True)
@@ -314,54 +318,7 @@ class UserDetailApi(APIView):
         return Response(user_to_profile(user))
 
 
-# --- The follow graph -------------------------------------------------------------------------
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "Conflict"
-
-
-def _active_user(user_id: int) -> User:
-    user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        raise NotFound("User not found")
-    return user
-
-
-class UserFollowApi(APIView):
-    """POST follows the user (201), DELETE unfollows (204)."""
-
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(
-        request=None,
-        responses={
-            201: inline_serializer(
-                "Followed", {"following": serializers.BooleanField(), "userId": serializers.IntegerField()}
-            ),
-            400: api_error("You cannot follow yourself"),
-            409: api_error("You already follow this user"),
-        },
-    )
-    def post(self, request: Request, user_id: int) -> Response:
-        followee = _active_user(user_id)
-        try:
-            follow_create(follower=request.user, followee=followee)
-        except AlreadyFollowing:
-            raise Conflict("You already follow this user") from None
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError({"userId": exc.messages}) from None
-        return Response({"following": True, "userId": user_id}, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, user_id: int) -> Response:
-        followee = _active_user(user_id)
-        try:
-            follow_delete(follower=request.user, followee=followee)
-        except NotFollowing:
-            raise NotFound("You do not follow this user") from None
-        return Response(status=status.HTTP_204_NO_CONTENT)
+# --- Who follows whom (read only) -------------------------------------------------------------
 
 
 class FollowPageQuerySerializer(QuerySerializer):

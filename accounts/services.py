@@ -12,13 +12,12 @@ from django.db.models import F
 from redis.commands.core import Script
 
 from accounts import keys, tokens
-from accounts.models import Follow, User
+from accounts.models import User
 from accounts.selectors import FOLLOWERS, FOLLOWING, USER
 from core.cacheaside import invalidate, invalidate_now
 from core.commit import after_commit
 from core.locks import LockNotAcquired, fenced_update, redis_lock
 from core.redis import get_redis, is_unavailable
-from feeds.services import follow_published, unfollow_published
 from jobs.services import email_enqueue
 
 logger = logging.getLogger(__name__)
@@ -143,48 +142,10 @@ def user_update_profile(*, user: User, name: str | None = None, bio: str | None 
     return user
 
 
-# --- The follow graph -----------------------------------------------------------------
-
-
-class AlreadyFollowing(Exception):
-    pass
-
-
-class NotFollowing(Exception):
-    pass
-
-
-def follow_create(*, follower: User, followee: User) -> Follow:
-    """`follower` follows `followee`. ValidationError for oneself; AlreadyFollowing the second time.
-
-    After commit: the Redis mirror, the follower's activity and timeline, and a
-    notification to the followee (feeds.services.follow_published). A follow that
-    fails writes nothing at all.
-    """
-    if follower.pk == followee.pk:
-        raise ValidationError("You cannot follow yourself.")
-    with transaction.atomic():
-        try:
-            # A savepoint: the unique constraint, not a prior SELECT, decides between two
-            # concurrent follows, and the loser's transaction stays usable.
-            with transaction.atomic():
-                follow = Follow.objects.create(follower=follower, followee=followee)
-        except IntegrityError:
-            raise AlreadyFollowing from None
-        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
-        after_commit(follow_published, follower=follower, followee=followee)
-    return follow
-
-
-def follow_delete(*, follower: User, followee: User) -> None:
-    """`follower` stops following `followee`; NotFollowing if they did not. New posts stop
-    reaching the follower's timeline at once (the mirror changes after commit)."""
-    with transaction.atomic():
-        deleted, _ = Follow.objects.filter(follower=follower, followee=followee).delete()
-        if not deleted:
-            raise NotFollowing
-        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
-        after_commit(unfollow_published, follower_id=follower.pk)
+# --- The follow graph's Redis mirror -----------------------------------------------------
+#
+# Follows and unfollows are feeds' actions (feeds.services.follow_create, follow_delete),
+# which call this after commit: the sets are accounts' cache of the graph (accounts.selectors).
 
 
 _MIRROR_UPDATE_LUA = """

@@ -4,11 +4,9 @@ import core.converters  # noqa: F401 - registers the <id:...> converter
 from accounts import apis, views
 
 site_urlpatterns = [
-    path("", views.home, name="home"),
     path("signup", views.signup, name="signup"),
     path("login", views.login_view, name="login"),
     path("logout", views.logout_view, name="logout"),
-    path("users/<id:user_id>/follow", views.follow_toggle, name="follow"),
 ]
 
 api_urlpatterns = [
@@ -21,7 +19,6 @@ api_urlpatterns = [
     path("token/refresh", apis.TokenRefreshApi.as_view(), name="api-token-refresh"),
     path("password", apis.PasswordChangeApi.as_view(), name="api-password"),
     path("users/<id:user_id>", apis.UserDetailApi.as_view(), name="api-user"),
-    path("users/<id:user_id>/follow", apis.UserFollowApi.as_view(), name="api-user-follow"),
     path("users/<id:user_id>/followers", apis.UserFollowersApi.as_view(), name="api-user-followers"),
     path("users/<id:user_id>/following", apis.UserFollowingApi.as_view(), name="api-user-following"),
 ]

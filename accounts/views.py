@@ -1,59 +1,20 @@
-"""Site pages of the accounts app: thin, the work is in services and selectors."""
+"""Site pages of the accounts app (sign-up, log-in, log-out): thin, the work is in services.
+
+The home page is posts' (posts.views.home); the follow button is feeds' (feeds.views.follow_toggle).
+"""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import LoginForm, SignupForm
-from accounts.models import User
-from accounts.services import AlreadyFollowing, NotFollowing, follow_create, follow_delete, user_create
-from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse, timeline_page
-from posts.selectors import post_list_recent
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    """The home timeline (posts by the people you follow) above everyone's recent posts."""
-    timeline = None
-    if request.user.is_authenticated:
-        timeline = timeline_page(
-            user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
-        )
-    return render(request, "home.html", {"posts": post_list_recent(limit=20), "timeline": timeline})
-
-
-def _cursor(value: str | None) -> str | None:
-    try:
-        ms, seq = stream_id_parse(value or "")
-    except ValueError:
-        return None  # none, or a mangled link: the newest page
-    return f"{ms}-{seq}"
-
-
-@login_required
-@require_POST
-def follow_toggle(request: HttpRequest, user_id: int) -> HttpResponse:
-    followee = User.objects.filter(pk=user_id, is_active=True).first()
-    if followee is None:
-        raise Http404("No such person")
-    try:
-        if request.POST.get("action") == "unfollow":
-            follow_delete(follower=request.user, followee=followee)
-            messages.info(request, f"You no longer follow @{followee.username}.")
-        else:
-            follow_create(follower=request.user, followee=followee)
-            messages.success(request, f"You now follow @{followee.username}.")
-    except (AlreadyFollowing, NotFollowing):
-        pass  # a double click: the state the person wanted is the state it is in
-    except ValidationError as exc:
-        messages.error(request, exc.messages[0])
-    return redirect("profile", user_id=user_id)
+from accounts.services import user_create
 
 
 @require_http_methods(["GET", "POST"])

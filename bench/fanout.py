@@ -161,8 +161,10 @@ def _inline(services, post, followers):
 
 
 def _job(services, job):
+    from posts.selectors import post_with_author
+
     def run() -> None:
-        result = services.timeline_fanout_run(job=job)
+        result = services.timeline_fanout_run(job=job, post_load=post_with_author)
         if "timelines" not in result:
             raise SystemExit(f"the fan-out job answered {result!r}")
 

@@ -14,9 +14,9 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.auth.hashers import make_password
 
 from accounts.models import User
-from accounts.services import follow_create
-from feeds.selectors import timeline_page
+from feeds.services import follow_create
 from posts.models import Post
+from posts.selectors import home_timeline_page
 from posts.services import post_create
 
 # About the size of a real post, so the cached JSON and the row are not toy-sized.
@@ -61,7 +61,7 @@ def feed_timeline(*, authors: int, posts: int) -> None:
     """The benchmark user follows `authors` new people, who then write `posts` posts between them.
 
     Everything goes through the services, in the order a reader meets it: the follows
-    (accounts.services.follow_create), a first read that builds the reader's timeline
+    (feeds.services.follow_create), a first read that builds the reader's timeline
     from the database (still empty), then each post (posts.services.post_create),
     whose fan-out after commit appends it to that timeline. The reader's first page
     is checked before the JSON is printed.
@@ -70,10 +70,10 @@ def feed_timeline(*, authors: int, posts: int) -> None:
     people = _unusable_users(f"feed-author-{reader.pk}-", authors)
     for person in people:
         follow_create(follower=reader, followee=person)
-    timeline_page(user_id=reader.pk, count=1)
+    home_timeline_page(user_id=reader.pk, count=1)
     for n in range(posts):
         post_create(author=people[n % authors], title=f"{TITLE} #{n}", content=CONTENT)
-    page = timeline_page(user_id=reader.pk, count=posts)
+    page = home_timeline_page(user_id=reader.pk, count=posts)
     print(json.dumps({"reader": reader.pk, "authors": authors, "items": len(page["items"])}))
 
 
@@ -99,8 +99,8 @@ def stream_sessions(*, count: int) -> None:
 def poster(*, followers: int) -> None:
     """A person followed by `followers` others whose home timelines exist, and their access token.
 
-    The follows go through accounts.services.follow_create, and each follower's timeline is
-    built from the database (feeds.selectors.timeline_page), as a follower who reads the site
+    The follows go through feeds.services.follow_create, and each follower's timeline is
+    built from the database (posts.selectors.home_timeline_page), as a follower who reads the site
     has one: the fan-out of each new post then appends to every one of them (it skips
     timelines that do not exist). Each timeline keeps its newest STREAM_MAXLEN entries,
     so the posts a load creates leave Redis bounded. Prints {"id", "followers", "access"}.
@@ -111,7 +111,7 @@ def poster(*, followers: int) -> None:
     people = _unusable_users(f"poster-{author.pk}-follower-", followers)
     for person in people:
         follow_create(follower=person, followee=author)
-        timeline_page(user_id=person.pk, count=1)
+        home_timeline_page(user_id=person.pk, count=1)
     print(json.dumps({"id": author.pk, "followers": len(people), "access": token_pair_issue(user=author).access}))
 
 

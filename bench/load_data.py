@@ -17,8 +17,8 @@ from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from accounts.models import User
-from accounts.services import follow_create
 from accounts.tokens import token_pair_issue
+from feeds.services import follow_create
 from posts.models import Page
 from posts.services import post_create
 

@@ -36,8 +36,8 @@ urlpatterns = [
     # First: the API is most of the traffic, and Django tries patterns in order (each
     # site include below has an empty prefix, so every one of its patterns is tried).
     api_route,
+    path("", include(posts_site)),  # the home page first
     path("", include(accounts_site)),
-    path("", include(posts_site)),
     path("", include(jobs_site)),
     path("", include(feeds_site)),
     path("", include(notifications_site)),

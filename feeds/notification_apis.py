@@ -19,7 +19,6 @@ from core.api import BodySerializer, QuerySerializer
 from core.http import error_response
 from core.schema import api_error
 from feeds import sse
-from feeds.apis import StreamIdField
 from feeds.notifications import (
     LIST_MAX_COUNT,
     MESSAGE_MAX_LENGTH,
@@ -29,6 +28,7 @@ from feeds.notifications import (
     notifications_mark_read,
     parse_stream_id,
 )
+from feeds.serializers import StreamIdField
 from feeds.stream_access import stream_credential
 
 _NotificationSerializer = inline_serializer(

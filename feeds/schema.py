@@ -7,7 +7,7 @@ the operations it generates, with the same error shapes and both ways to log in.
 
 from __future__ import annotations
 
-from feeds.apis import STREAM_ID_SCHEMA
+from feeds.serializers import STREAM_ID_SCHEMA
 
 STREAM_PATH = "/api/notifications/stream"
 

@@ -13,15 +13,20 @@ WATCHes it: a rebuild whose database read may predate one of them stores nothing
 Failure policy: a timeline is derived data, so when the state role does not answer
 (or another process is rebuilding it) the page comes from the database instead. An
 activity stream is the only copy of what it records, so its reads raise (a 503).
+
+Feeds reads no posts itself: the posts app calls these with its own readers (a post's
+details by id, the newest posts of some authors), see posts.selectors.home_timeline_page
+and user_activity_page.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from django.db.models import Q
 from redis.exceptions import WatchError
 
 from accounts.models import Follow
@@ -30,8 +35,6 @@ from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
 from feeds.notifications import StreamId, parse_stream_id
-from posts.models import Post
-from posts.selectors import post_details
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,25 @@ COUNT_MAX = 100
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+
+
+# What feeds needs of posts, passed in by the caller (posts.selectors passes its own).
+
+
+class PostDetails(Protocol):
+    """Posts as a page shows them, in the order of `post_ids`; None for one that no longer exists."""
+
+    def __call__(self, *, post_ids: list[int]) -> list[dict | None]: ...
+
+
+class PostsByAuthors(Protocol):
+    """(post id, author id, created_at) of the newest `limit` posts by `author_ids` (a list, or
+    a query of ids), newest first. With `before` (the start of a millisecond, a post id):
+    only posts created before that millisecond, or within it with a smaller id."""
+
+    def __call__(
+        self, *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
+    ) -> list[tuple[int, int, datetime]]: ...
 
 
 def stream_id_parse(value: str) -> StreamId:
@@ -66,12 +88,14 @@ def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
 # --- Activity ---------------------------------------------------------------------------------
 
 
-def activity_page(*, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None) -> dict:
+def activity_page(
+    *, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None, post_details: PostDetails
+) -> dict:
     """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: the article's feed, newest first.
 
     Entries about a post or person that no longer exists are left out (the posts and
-    profiles come from their caches: at most an MGET each, and a query for the misses);
-    `next` still moves past them.
+    profiles come from their caches, `post_details` and accounts' profiles: at most an
+    MGET each, and a query for the misses); `next` still moves past them.
     """
     if before == "0-0":  # nothing comes before the first possible id (and Redis refuses "(0-0")
         return {"items": [], "next": None}
@@ -99,13 +123,21 @@ def activity_page(*, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: 
 # --- Home timeline ------------------------------------------------------------------------------
 
 
-def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str | None = None) -> dict:
+def timeline_page(
+    *,
+    user_id: int,
+    count: int = FEED_COUNT_DEFAULT,
+    before: str | None = None,
+    post_details: PostDetails,
+    posts_by_authors: PostsByAuthors,
+) -> dict:
     """{"items": [{"id", "post"}], "next"}: posts by the people `user_id` follows, newest first.
 
     One round trip when the timeline is in Redis (EXISTS and XREVRANGE in one MULTI),
-    then the posts from their cache (posts.selectors.post_details: the L1, one MGET, a
+    then the posts from their cache (`post_details`, posts.selectors': the L1, one MGET, a
     query for the misses only): a deleted post is hidden, and a post a rerun fan-out
-    delivered twice is shown once.
+    delivered twice is shown once. A missing timeline is rebuilt, and a page Redis
+    cannot serve is read, from `posts_by_authors`.
     """
     if before == "0-0":
         return {"items": [], "next": None}
@@ -113,7 +145,7 @@ def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str 
     rows: list[tuple[str, int]] | None
     try:
         rows = _timeline_read(client, user_id, count, before)
-        if rows is None and _timeline_rebuild(client, user_id):
+        if rows is None and _timeline_rebuild(client, user_id, posts_by_authors):
             rows = _timeline_read(client, user_id, count, before) or []
     except UNAVAILABLE_ERRORS as exc:
         # Fail open: a timeline is derived from the database, which can answer alone.
@@ -122,7 +154,8 @@ def timeline_page(*, user_id: int, count: int = FEED_COUNT_DEFAULT, before: str 
         rows = None
     if rows is None:
         metrics.incr("feeds.timeline_from_db")
-        rows = [(stream_id, post_id) for stream_id, post_id, _ in _followed_posts(user_id, count, before)]
+        followed = _followed_posts(user_id, count, before, posts_by_authors=posts_by_authors)
+        rows = [(stream_id, post_id) for stream_id, post_id, _ in followed]
 
     posts = post_details(post_ids=[post_id for _, post_id in rows])
     items, shown = [], set()
@@ -145,25 +178,28 @@ def _timeline_read(client, user_id: int, count: int, before: str | None) -> list
     return [(stream_id.decode(), int(raw[b"post"])) for stream_id, raw in entries]
 
 
-def _followed_posts(user_id: int, limit: int, before: str | None = None) -> list[tuple[str, int, int]]:
+def _followed_posts(
+    user_id: int, limit: int, before: str | None = None, *, posts_by_authors: PostsByAuthors
+) -> list[tuple[str, int, int]]:
     """(stream id, post id, author id) of the newest posts by people `user_id` follows.
 
     Ids are `<created_at ms>-<post id>`: unique, and in the order of the posts. With
-    `before` (a database-served page), posts before that id in the same order.
+    `before` (a database-served page), posts before that id in the same order. One
+    query: the followees are a subquery of it.
     """
-    posts = Post.objects.filter(author_id__in=Follow.objects.filter(follower_id=user_id).values("followee_id"))
+    followees = Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)
+    start = None
     if before:
         ms, seq = stream_id_parse(before)
-        start = _EPOCH + ms * _MS
-        posts = posts.filter(Q(created_at__lt=start) | Q(created_at__lt=start + _MS, pk__lt=seq))
-    rows = posts.order_by("-created_at", "-pk").values_list("pk", "author_id", "created_at")[:limit]
+        start = (_EPOCH + ms * _MS, seq)
+    rows = posts_by_authors(author_ids=followees, limit=limit, before=start)
     # Sorted by (ms, id), not (created_at, id): two posts in one millisecond must still
     # get increasing ids, or XADD refuses the second.
     ordered = sorted(((_ms(created), pk, author) for pk, author, created in rows), reverse=True)
     return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
 
 
-def _timeline_rebuild(client, user_id: int) -> bool:
+def _timeline_rebuild(client, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
     """Store `user_id`'s timeline from the database; False if another process holds the
     rebuild lease, or a fan-out or follow change touched it while we read (we WATCH it)."""
     key, lease = keys.user_timeline(user_id), keys.user_timeline_rebuild(user_id)
@@ -173,7 +209,7 @@ def _timeline_rebuild(client, user_id: int) -> bool:
     try:
         with client.pipeline(transaction=True) as pipe:
             pipe.watch(lease)
-            rows = _followed_posts(user_id, keys.STREAM_MAXLEN)
+            rows = _followed_posts(user_id, keys.STREAM_MAXLEN, posts_by_authors=posts_by_authors)
             pipe.multi()
             pipe.delete(key)
             # Created empty (XADD then trimmed to nothing in the same command): a

@@ -1,6 +1,11 @@
-"""Writes of the feeds app: activity streams and the fan-out to home timelines.
+"""Writes of the feeds app: follows, activity streams and the fan-out to home timelines.
 
-Both are Redis streams on the state role (feeds.keys), written after commit:
+A follow is a row of accounts' Follow model, but following is a feeds action: besides
+accounts' Redis mirror of the graph, its effects are all feeds' (the follower's
+activity and timeline, the followee's notification). Posts come from posts.services,
+which calls in here; feeds reads no posts itself (callers pass what it needs).
+
+Activity and timelines are Redis streams on the state role (feeds.keys), written after commit:
 
 - **Activity**: what a user did (posted, liked, followed), one XADD with
   `MAXLEN ~ STREAM_MAXLEN` on their stream. The article XADDs, then XTRIMs in a second
@@ -37,20 +42,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
+from accounts.services import follow_mirror_update
 from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
-from feeds.notifications import notification_queue_once, notifications_queue
+from feeds.notifications import notification_queue_once, notifications_queue, notify
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from jobs.services import job_enqueue
-from posts.models import Post
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,21 @@ FANOUT_INLINE_MAX_FOLLOWERS = 100
 FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
 
 POSTED, LIKED, FOLLOWED = "posted", "liked", "followed"
+
+
+class PublishedPost(Protocol):
+    """What a fan-out reads of a new post; posts.models.Post is one (feeds imports no posts)."""
+
+    pk: int
+    author_id: int
+    author: User
+    title: str
+
+
+class PostLoader(Protocol):
+    """The post of a fan-out job, with its author; None once it is deleted (posts.selectors.post_with_author)."""
+
+    def __call__(self, *, post_id: int) -> PublishedPost | None: ...
 
 
 def now_ms() -> int:
@@ -95,7 +118,7 @@ def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
 # --- New posts ---------------------------------------------------------------------------
 
 
-def timeline_fanout_schedule(*, post: Post) -> None:
+def timeline_fanout_schedule(*, post: PublishedPost) -> None:
     """Call inside the transaction that creates `post`: plan its fan-out for after commit.
 
     The follower ids are read with LIMIT FANOUT_INLINE_MAX_FOLLOWERS + 1, so deciding
@@ -113,7 +136,7 @@ def timeline_fanout_schedule(*, post: Post) -> None:
         after_commit(_fanout_inline, post, followers)
 
 
-def _fanout_inline(post: Post, followers: list[int] | None = None) -> None:
+def _fanout_inline(post: PublishedPost, followers: list[int] | None = None) -> None:
     """After commit, in the request: the author's activity and every timeline, in one pipeline.
 
     `followers` (ids) come from the post's transaction; without them, the follower set
@@ -139,7 +162,7 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
         yield items[start : start + size]
 
 
-def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool = False) -> int:
+def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activity: bool = False) -> int:
     """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
 
     Each batch's followers are notified in the same pipeline, after their entries:
@@ -180,15 +203,15 @@ def timeline_fanout(*, post: Post, batches: Iterable[list[int]], activity: bool 
     return written
 
 
-def timeline_fanout_run(*, job: Job) -> dict:
-    """The fan-out job (feeds.jobs.fanout_post): every follower, by SSCAN batches.
+def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
+    """The fan-out job (posts.jobs.fanout_post): every follower, by SSCAN batches.
 
     Acts once per job row, like every Kestrel job; a run killed half-way runs again from
-    the start, and readers drop the entries it repeats.
+    the start, and readers drop the entries it repeats. The post comes from `post_load`.
     """
     if job.completed_at is not None:
         return job.result
-    post = Post.objects.select_related("author").filter(pk=job.payload["postId"]).first()
+    post = post_load(post_id=job.payload["postId"])
     if post is None:
         result = {"postId": job.payload["postId"], "timelines": 0, "skipped": "post deleted"}
     else:
@@ -201,6 +224,47 @@ def timeline_fanout_run(*, job: Job) -> dict:
 
 
 # --- Follows and likes ---------------------------------------------------------------------
+
+
+class AlreadyFollowing(Exception):
+    pass
+
+
+class NotFollowing(Exception):
+    pass
+
+
+def follow_create(*, follower: User, followee: User) -> Follow:
+    """`follower` follows `followee`. ValidationError for oneself; AlreadyFollowing the second time.
+
+    After commit: the Redis mirror of the graph (accounts.services.follow_mirror_update),
+    then the follower's activity and timeline and a notification to the followee
+    (follow_published). A follow that fails writes nothing at all.
+    """
+    if follower.pk == followee.pk:
+        raise ValidationError("You cannot follow yourself.")
+    with transaction.atomic():
+        try:
+            # A savepoint: the unique constraint, not a prior SELECT, decides between two
+            # concurrent follows, and the loser's transaction stays usable.
+            with transaction.atomic():
+                follow = Follow.objects.create(follower=follower, followee=followee)
+        except IntegrityError:
+            raise AlreadyFollowing from None
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
+        after_commit(follow_published, follower=follower, followee=followee)
+    return follow
+
+
+def follow_delete(*, follower: User, followee: User) -> None:
+    """`follower` stops following `followee`; NotFollowing if they did not. New posts stop
+    reaching the follower's timeline at once (the mirror changes after commit)."""
+    with transaction.atomic():
+        deleted, _ = Follow.objects.filter(follower=follower, followee=followee).delete()
+        if not deleted:
+            raise NotFollowing
+        after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
+        after_commit(unfollow_published, follower_id=follower.pk)
 
 
 def follow_published(*, follower: User, followee: User) -> None:
@@ -272,3 +336,23 @@ def like_published(*, liker: User, post_id: int, post_title: str, author_id: int
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="like")
+
+
+# --- Reports -------------------------------------------------------------------------------
+
+
+def report_ready_published(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
+    """After a report's job completes: tell its owner, with the totals and the download link.
+
+    `summary` is the report's {"posts", "views", "likes"} (posts.reports). Fails open,
+    as notify() does: the report and its email are there either way.
+    """
+    notify(
+        user_id=user_id,
+        kind="report",
+        message=(
+            f"Your activity report is ready: {summary['posts']} posts, {summary['views']} views, "
+            f"{summary['likes']} likes."
+        ),
+        data={"jobId": job_id, "download": download},
+    )

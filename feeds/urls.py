@@ -1,11 +1,13 @@
 from django.urls import path
 
 import core.converters  # noqa: F401 - registers the <id:...> converter
-from feeds import apis
+from feeds import apis, views
 
+# The home timeline and activity are served by posts (posts.urls): they show posts.
 api_urlpatterns = [
-    path("feed", apis.FeedApi.as_view(), name="api-feed"),
-    path("users/<id:user_id>/activity", apis.UserActivityApi.as_view(), name="api-user-activity"),
+    path("users/<id:user_id>/follow", apis.UserFollowApi.as_view(), name="api-user-follow"),
 ]
-# The home timeline is on the home page (accounts.views.home).
-site_urlpatterns: list = []
+
+site_urlpatterns = [
+    path("users/<id:user_id>/follow", views.follow_toggle, name="follow"),
+]

@@ -1,4 +1,7 @@
-"""Job API: the reference article's POST /api/send-email, reports, and job status."""
+"""Job API: the reference article's POST /api/send-email, job status, and report downloads.
+
+Reports are asked for through posts' POST /api/reports (posts.reports builds them).
+"""
 
 from __future__ import annotations
 
@@ -14,22 +17,7 @@ from rest_framework.views import APIView
 from core.api import BodySerializer
 from core.schema import api_error
 from jobs import selectors, services
-
-_JobQueuedSerializer = inline_serializer(
-    "JobQueued",
-    {
-        "jobId": serializers.UUIDField(),
-        "message": serializers.CharField(),
-        "status": serializers.CharField(required=False, help_text="where to follow the job"),
-    },
-)
-
-
-def quota_exceeded(exc: services.QuotaExceeded) -> Response:
-    """429 with the wait, as for a rate limit: the person's quota (jobs.queues.QUOTAS) is used up."""
-    return Response(
-        {"error": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.retry_after)}
-    )
+from jobs.serializers import JobQueuedSerializer, quota_exceeded
 
 
 class SendEmailInputSerializer(BodySerializer):
@@ -49,7 +37,7 @@ class SendEmailApi(APIView):
 
     @extend_schema(
         request=SendEmailInputSerializer,
-        responses={202: _JobQueuedSerializer, 429: api_error("You have asked for 10 emails in the last hour, ...")},
+        responses={202: JobQueuedSerializer, 429: api_error("You have asked for 10 emails in the last hour, ...")},
     )
     def post(self, request: Request) -> Response:
         data = SendEmailInputSerializer(data=request.data)
@@ -65,24 +53,6 @@ class SendEmailApi(APIView):
         except services.QuotaExceeded as exc:
             return quota_exceeded(exc)
         return Response({"jobId": str(job.pk), "message": "Email queued"}, status=status.HTTP_202_ACCEPTED)
-
-
-class ReportCreateApi(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(
-        request=None,
-        responses={202: _JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
-    )
-    def post(self, request: Request) -> Response:
-        try:
-            job = services.report_enqueue(owner=request.user)
-        except services.QuotaExceeded as exc:
-            return quota_exceeded(exc)
-        return Response(
-            {"jobId": str(job.pk), "message": "Report queued", "status": f"/api/jobs/{job.pk}"},
-            status=status.HTTP_202_ACCEPTED,
-        )
 
 
 class JobDetailApi(APIView):

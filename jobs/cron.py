@@ -8,22 +8,21 @@ is safe alongside another).
 
 from __future__ import annotations
 
+from django.utils.module_loading import import_string
 from rq import cron
 
-from core.jobs import replay_invalidations
-from jobs.jobs import drain_outbox, purge_expired
 from jobs.queues import PERIODIC, QUEUE_TIMEOUTS
-from ops.jobs import sample_ops
-from posts.jobs import flush_view_counts
 
-# (job, seconds between runs), each the longest something waits:
-PERIODIC_JOBS = [
-    (flush_view_counts, 60),  # a view before it reaches the database
-    (replay_invalidations, 60),  # a stale cached copy after a Redis outage
-    (drain_outbox, 60),  # a job recorded while Redis was away (and every pushed job's enqueued_at)
-    (sample_ops, 60),  # a point on the /ops charts (a day of them in the capped stream)
-    (purge_expired, 600),  # a report or job row past its retention (jobs.queues)
+# (job function, by dotted path, and seconds between runs), each the longest something
+# waits. Paths, not imports: the queue machinery runs the jobs of every app and imports none.
+SCHEDULE = [
+    ("posts.jobs.flush_view_counts", 60),  # a view before it reaches the database
+    ("core.jobs.replay_invalidations", 60),  # a stale cached copy after a Redis outage
+    ("jobs.jobs.drain_outbox", 60),  # a job recorded while Redis was away (and every pushed job's enqueued_at)
+    ("ops.jobs.sample_ops", 60),  # a point on the /ops charts (a day of them in the capped stream)
+    ("jobs.jobs.purge_expired", 600),  # a report or job row past its retention (jobs.queues)
 ]
+PERIODIC_JOBS = [(import_string(path), interval) for path, interval in SCHEDULE]
 
 for func, interval in PERIODIC_JOBS:
     cron.register(

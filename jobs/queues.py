@@ -32,7 +32,7 @@ WORKER_QUEUES: list[str] = [PERIODIC, EMAIL, REPORTS, DEFAULT]
 @dataclass(frozen=True)
 class JobPolicy:
     queue: str
-    func: str  # dotted path of the job function (jobs/jobs.py)
+    func: str  # dotted path of the job function (jobs/jobs.py, or the jobs.py of the app it works for)
     retries: int  # attempts after the first
     backoff_base: float  # seconds: retry n waits up to base * 2**n (full jitter)
     result_ttl: int = 24 * 60 * 60  # how long a finished job stays readable in Redis
@@ -62,15 +62,15 @@ class JobPolicy:
 
 EMAIL_JOB = "email"
 REPORT_JOB = "report"
-FANOUT_JOB = "fanout"  # a popular author's new post, to their followers' timelines (feeds.jobs)
+FANOUT_JOB = "fanout"  # a popular author's new post, to their followers' timelines (posts.jobs)
 
 POLICIES: dict[str, JobPolicy] = {
     # About 2 s, 4 s, 8 s (full jitter), as a mail server blip lasts seconds.
     EMAIL_JOB: JobPolicy(queue=EMAIL, func="jobs.jobs.send_email", retries=3, backoff_base=1.0),
-    REPORT_JOB: JobPolicy(queue=REPORTS, func="jobs.jobs.build_report", retries=2, backoff_base=5.0),
+    REPORT_JOB: JobPolicy(queue=REPORTS, func="posts.jobs.build_report", retries=2, backoff_base=5.0),
     # Retried while the state role is away (about 2, 4, 8 s); a rerun may repeat some
     # timeline entries, which readers drop (feeds.selectors shows a post once a page).
-    FANOUT_JOB: JobPolicy(queue=DEFAULT, func="feeds.jobs.fanout_post", retries=3, backoff_base=1.0),
+    FANOUT_JOB: JobPolicy(queue=DEFAULT, func="posts.jobs.fanout_post", retries=3, backoff_base=1.0),
 }
 
 

@@ -1,4 +1,4 @@
-"""Writes of the jobs app: enqueue through the outbox, send email, build reports.
+"""Writes of the jobs app: enqueue through the outbox, send email, mark jobs done.
 
 Every job starts as a `Job` row written in the caller's transaction. After commit the
 job is pushed to RQ with the row's id as its RQ id, and nothing more is written: once a
@@ -16,32 +16,27 @@ concurrent requests of one person are counted one after another and never both a
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import smtplib
 import unicodedata
-from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import timedelta
 
 import django_rq
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.mail import BadHeaderError, send_mail
 from django.db import DatabaseError, connection, transaction
-from django.urls import reverse
 from django.utils import timezone
 from rq import Callback, Retry
 from rq.job import Job as RQJob
 
-from accounts.models import User
 from core import metrics
 from core.commit import after_commit
 from core.redis import UNAVAILABLE_ERRORS, get_redis
-from feeds.notifications import notify
 from jobs.models import Job, Report
 from jobs.queues import (
     EMAIL_JOB,
@@ -54,13 +49,10 @@ from jobs.queues import (
     REPORT_RETENTION,
 )
 from jobs.selectors import job_payload_to_run
-from posts import counters
-from posts.models import Post
 
 logger = logging.getLogger(__name__)
 
 OUTBOX_GRACE = timedelta(seconds=30)  # a row this old and still unpushed missed its on_commit push
-REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis write)
 _JOB_META = Job._meta
 # jobs_job's names, as jobs/migrations create them (tests/jobs fail on a rename or a new column).
 # A new row: what job.save() sends, the columns a new job leaves empty written as NULL.
@@ -96,7 +88,7 @@ class QuotaExceeded(Exception):
 # --- Enqueueing ------------------------------------------------------------------------
 
 
-def job_enqueue(*, kind: str, owner: User | None, payload: dict, requested: bool = False, now=None) -> Job:
+def job_enqueue(*, kind: str, owner: AbstractBaseUser | None, payload: dict, requested: bool = False, now=None) -> Job:
     """Record the job now; push it to RQ once the surrounding transaction commits.
 
     `requested`: a person asked for it, so it counts toward the owner's quota, and
@@ -124,7 +116,7 @@ def _job_insert(job: Job) -> None:
     job._state.db = connection.alias
 
 
-def _quota_check(*, kind: str, owner: User, now) -> None:
+def _quota_check(*, kind: str, owner: AbstractBaseUser, now) -> None:
     """Raise QuotaExceeded if `owner` may not ask for another `kind` job now. Call it in
     the transaction that records the job: it takes the owner's row lock."""
     quota = QUOTAS[kind]
@@ -132,7 +124,7 @@ def _quota_check(*, kind: str, owner: User, now) -> None:
     # one's row is committed. SQLite has no row locks: its IMMEDIATE transaction already
     # holds the database's write lock, so the query would only cost time.
     if transaction.get_connection().features.has_select_for_update:
-        list(User.objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+        list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
     window_start = now - timedelta(seconds=QUOTA_WINDOW)
     # A job that never finished stops counting as in flight after the longest it can live
     # (its worker died and RQ lost it, or it failed before failed_at could be written).
@@ -188,7 +180,9 @@ def email_subject_errors(subject: str) -> list[str]:
     return []
 
 
-def email_enqueue(*, to: str, subject: str, body: str, owner: User | None, requested: bool = True, now=None) -> Job:
+def email_enqueue(
+    *, to: str, subject: str, body: str, owner: AbstractBaseUser | None, requested: bool = True, now=None
+) -> Job:
     """Queue an email; ValidationError ({"subject": [...]}) for a subject that cannot be a header.
 
     `requested=False` for Kestrel's own mail (a welcome, "your report is ready"), which
@@ -198,12 +192,6 @@ def email_enqueue(*, to: str, subject: str, body: str, owner: User | None, reque
         raise ValidationError({"subject": errors})
     payload = {"to": to, "subject": subject, "body": body}
     return job_enqueue(kind=EMAIL_JOB, owner=owner, payload=payload, requested=requested, now=now)
-
-
-def report_enqueue(*, owner: User, now=None) -> Job:
-    """Queue an activity report for `owner`; QuotaExceeded when one is already being built
-    or they asked for too many lately (jobs.queues.QUOTAS)."""
-    return job_enqueue(kind=REPORT_JOB, owner=owner, payload={}, requested=True, now=now)
 
 
 def job_push(job_id) -> bool:
@@ -354,79 +342,4 @@ def email_send(*, job_id) -> dict:
         raise PermanentJobError(f"Bad header: {exc}") from exc
     result = {"sent": True, "to": payload["to"]}
     job_complete(job_id=job_id, result=result)
-    return result
-
-
-# A spreadsheet opening the CSV runs a cell starting with one of these as a formula
-# (=HYPERLINK(...) leaks data or phishes); OWASP's CSV-injection advice is to prefix them
-# with a quote, which spreadsheets show as text.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(text: str) -> str:
-    """A text cell of a report a spreadsheet shows as text, never runs as a formula."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """Write the owner's activity report (CSV: a header, one row per post) and email a link with the totals.
-
-    Idempotent: the file name and the Report row are keyed by the job id, and the
-    email goes out only with the run that completes the job.
-    """
-    if job.completed_at is not None:
-        return job.result
-    owner = job.owner
-    posts = list(
-        Post.objects.filter(author=owner).order_by("-created_at").values("id", "title", "created_at", "like_count")
-    )
-    flushed = dict(Post.objects.filter(author=owner).values_list("id", "view_count"))
-    pending = counters.pending_views("post", list(flushed))
-    total = len(posts)
-    step = max(1, total // REPORT_PROGRESS_STEPS)
-
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["post_id", "title", "created_at", "views", "likes"])
-    views_total = likes_total = 0
-    for done, post in enumerate(posts, start=1):
-        views = flushed[post["id"]] + pending.get(post["id"], 0)
-        views_total += views
-        likes_total += post["like_count"]
-        writer.writerow(
-            [post["id"], csv_cell(post["title"]), post["created_at"].isoformat(), views, post["like_count"]]
-        )
-        if done % step == 0 or done == total:
-            progress(done, total)
-    # The totals go in the email, the notification and the job's result, not in the file:
-    # a row unlike the others would be read as a post by whatever sorts or sums it.
-    summary = {"posts": total, "views": views_total, "likes": likes_total}
-
-    name = f"reports/{job.pk}.csv"
-    if default_storage.exists(name):
-        default_storage.delete(name)  # a re-run replaces its own file, never adds a second
-    stored = default_storage.save(name, ContentFile(out.getvalue().encode()))
-    Report.objects.update_or_create(job=job, defaults={"owner": owner, "file": stored, "summary": summary})
-
-    result = {"summary": summary, "download": reverse("api-report-download", args=[job.pk])}
-    with transaction.atomic():
-        if job_complete(job_id=job.pk, result=result):
-            link = settings.KESTREL_SITE_URL.rstrip("/") + result["download"]
-            email_enqueue(
-                to=owner.email,
-                subject="Your Kestrel activity report is ready",
-                body=(
-                    f"{total} posts, {views_total} views, {likes_total} likes.\n\nDownload it: {link}\n"
-                    f"(it is kept for {REPORT_RETENTION // 86400} days)\n"
-                ),
-                owner=owner,
-                requested=False,  # the report was the request, and counted as one
-            )
-            after_commit(
-                notify,
-                user_id=owner.pk,
-                kind="report",
-                message=f"Your activity report is ready: {total} posts, {views_total} views, {likes_total} likes.",
-                data={"jobId": str(job.pk), "download": result["download"]},
-            )
     return result

@@ -4,13 +4,11 @@ from jobs import apis, views
 
 api_urlpatterns = [
     path("send-email", apis.SendEmailApi.as_view(), name="api-send-email"),
-    path("reports", apis.ReportCreateApi.as_view(), name="api-reports"),
     path("reports/<uuid:job_id>", apis.ReportDownloadApi.as_view(), name="api-report-download"),
     path("jobs/<uuid:job_id>", apis.JobDetailApi.as_view(), name="api-job"),
 ]
 
 site_urlpatterns = [
     path("reports", views.reports, name="reports"),
-    path("reports/new", views.report_request, name="report-request"),
     path("reports/email-me", views.email_me, name="email-me"),
 ]

@@ -1,4 +1,7 @@
-"""The reports page: ask for a report or a test email, watch progress live, download."""
+"""The reports page: watch reports build live, download them, ask for a test email.
+
+Its "Build my activity report" button posts to posts.views.report_request.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +18,6 @@ from jobs import selectors, services
 def reports(request: HttpRequest) -> HttpResponse:
     jobs = selectors.reports_of(user=request.user)
     return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
-
-
-@login_required
-@require_POST
-def report_request(request: HttpRequest) -> HttpResponse:
-    try:
-        services.report_enqueue(owner=request.user)
-    except services.QuotaExceeded as exc:
-        messages.error(request, str(exc))
-        return redirect("reports")
-    messages.success(request, "Your report is being built; this page shows its progress.")
-    return redirect("reports")
 
 
 @login_required

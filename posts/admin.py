@@ -1,9 +1,7 @@
 from django.contrib import admin
 
-from core.commit import after_commit
-from feeds.services import timeline_fanout_schedule
 from posts.models import Page, Post
-from posts.services import write_through_new_post
+from posts.services import post_create
 
 
 @admin.register(Post)
@@ -15,12 +13,16 @@ class PostAdmin(admin.ModelAdmin):
     readonly_fields = ["like_count", "view_count"]
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:
-            # Edits and deletes are invalidated by posts.signals; a new post is written
-            # through to its author's list and fanned out like one made on the site.
-            after_commit(write_through_new_post, obj)
-            timeline_fanout_schedule(post=obj)
+        if change:
+            super().save_model(request, obj, form, change)  # posts.signals drops what the edit changed
+            return
+        # A new post is made the one way posts are made: written through to its author's
+        # list and fanned out like one made on the site.
+        post = post_create(author=obj.author, title=obj.title, content=obj.content)
+        # The admin goes on with `obj` (its log entry, its redirect): make it the new row.
+        for field in Post._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(post, field.attname))
+        obj._state.adding, obj._state.db = False, post._state.db
 
 
 @admin.register(Page)

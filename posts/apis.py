@@ -1,4 +1,6 @@
-"""Posts, likes, profiles' posts and stats, pages with view counts, the leaderboard.
+"""Posts, likes, profiles' posts and stats, pages with view counts, the leaderboard, reports,
+and the streams that show posts: the home timeline (GET /api/feed) and activity (GET
+/api/users/{id}/activity), feeds' pages hydrated with posts' details.
 
 Views stay thin: validate, call one service or selector, return plain dicts.
 """
@@ -15,9 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.selectors import user_profile
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
-from posts import counters, leaderboard, selectors, services
+from feeds.serializers import ActivityQuerySerializer, FeedQuerySerializer
+from jobs.serializers import JobQueuedSerializer, quota_exceeded
+from jobs.services import QuotaExceeded
+from posts import counters, leaderboard, reports, selectors, services
 from posts.models import Post
 
 
@@ -36,7 +42,7 @@ class PostAuthorSerializer(serializers.Serializer):
 
 
 class PostSerializer(serializers.Serializer):
-    """posts.selectors.post_to_dict's shape, shared with the home timeline (feeds.apis)."""
+    """posts.selectors.post_to_dict's shape, also the post of a home timeline entry (FeedApi)."""
 
     id = serializers.IntegerField()
     title = serializers.CharField()
@@ -247,3 +253,82 @@ class LeaderboardApi(APIView):
             body["me"] = leaderboard.leaderboard_entry(user_id=request.user.pk)
             body["aroundMe"] = leaderboard.leaderboard_around(user_id=request.user.pk) if body["me"] else []
         return Response(body)
+
+
+# --- Feeds' streams, with their posts -----------------------------------------------------------
+#
+# Both page by stream id (`?before=<id>`, the `next` of the previous page) and take
+# `?count=` from 1 to 100 (feeds.serializers).
+
+_FeedPageSerializer = inline_serializer(
+    "FeedPage",
+    {
+        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer}, many=True),
+        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
+_ActivityPageSerializer = inline_serializer(
+    "ActivityPage",
+    {
+        "userId": serializers.IntegerField(),
+        "items": inline_serializer(
+            "ActivityItem",
+            {
+                "id": serializers.CharField(),
+                "action": serializers.CharField(help_text="posted, liked or followed"),
+                "targetId": serializers.IntegerField(help_text="a post, or a person for `followed`"),
+                "timestamp": serializers.IntegerField(help_text="milliseconds since the epoch"),
+            },
+            many=True,
+        ),
+        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
+
+
+class FeedApi(APIView):
+    """Posts by the people you follow, newest first."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[FeedQuerySerializer], responses={200: _FeedPageSerializer})
+    def get(self, request: Request) -> Response:
+        query = FeedQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(selectors.home_timeline_page(user_id=request.user.pk, **query.validated_data))
+
+
+class UserActivityApi(APIView):
+    """What someone did (posted, liked, followed), newest first: the article's activity feed."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=[ActivityQuerySerializer], responses={200: _ActivityPageSerializer})
+    def get(self, request: Request, user_id: int) -> Response:
+        query = ActivityQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if user_profile(user_id=user_id) is None:
+            raise NotFound("User not found")
+        return Response({"userId": user_id, **selectors.user_activity_page(user_id=user_id, **query.validated_data)})
+
+
+# --- Reports ---------------------------------------------------------------------------------------
+
+
+class ReportCreateApi(APIView):
+    # POST /api/reports: the caller's activity report (posts.reports); GET /api/jobs/{id} follows it.
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={202: JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            job = reports.report_enqueue(owner=request.user)
+        except QuotaExceeded as exc:
+            return quota_exceeded(exc)
+        return Response(
+            {"jobId": str(job.pk), "message": "Report queued", "status": f"/api/jobs/{job.pk}"},
+            status=status.HTTP_202_ACCEPTED,
+        )

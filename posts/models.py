@@ -14,6 +14,11 @@ class Post(models.Model):
     like_count = models.PositiveIntegerField(default=0)
     view_count = models.PositiveBigIntegerField(default=0)
 
+    # Not a column. True on a post made by posts.services.post_create, which writes it
+    # through to the caches after commit; for a row made any other way (a shell, a
+    # fixture) posts.signals drops what its arrival makes stale instead.
+    written_through = False
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["author", "-created_at"], name="posts_author_recent")]

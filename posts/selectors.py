@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from redis.exceptions import WatchError
 
 from accounts.selectors import user_profile
 from core import cacheaside, metrics
 from core.redis import get_redis, is_unavailable
+from feeds import selectors as feed_selectors
 from posts import keys
 from posts.models import Like, Page, Post
 
@@ -99,6 +102,55 @@ def post_liked_by(*, post_id: int, user_id: int) -> bool:
 def post_list_recent(*, limit: int = 20) -> QuerySet[Post]:
     """The newest posts from everyone, for the home page."""
     return Post.objects.select_related("author").order_by("-created_at", "-id")[:limit]
+
+
+def post_with_author(*, post_id: int) -> Post | None:
+    """The post with its author loaded (what a fan-out job needs), None if it is gone."""
+    return Post.objects.select_related("author").filter(pk=post_id).first()
+
+
+_MS = timedelta(milliseconds=1)
+
+
+def post_list_by_authors(
+    *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
+) -> list[tuple[int, int, datetime]]:
+    """(id, author id, created_at) of the newest `limit` posts by `author_ids` (a list, or a
+    query of ids that becomes a subquery), newest first: what rebuilds a home timeline.
+
+    With `before` (the start of a millisecond, a post id): only posts created before
+    that millisecond, or within it with a smaller id (feeds.selectors' page order).
+    """
+    posts = Post.objects.filter(author_id__in=author_ids)
+    if before:
+        start, seq = before
+        posts = posts.filter(Q(created_at__lt=start) | Q(created_at__lt=start + _MS, pk__lt=seq))
+    return list(posts.order_by("-created_at", "-pk").values_list("pk", "author_id", "created_at")[:limit])
+
+
+# --- Feeds' streams, with their posts --------------------------------------------------
+#
+# Feeds keeps the streams (ids only) and reads no posts: these hand it posts' readers.
+
+
+def home_timeline_page(
+    *, user_id: int, count: int = feed_selectors.FEED_COUNT_DEFAULT, before: str | None = None
+) -> dict:
+    """{"items": [{"id", "post"}], "next"}: feeds.selectors.timeline_page with its posts."""
+    return feed_selectors.timeline_page(
+        user_id=user_id,
+        count=count,
+        before=before,
+        post_details=post_details,
+        posts_by_authors=post_list_by_authors,
+    )
+
+
+def user_activity_page(
+    *, user_id: int, count: int = feed_selectors.ACTIVITY_COUNT_DEFAULT, before: str | None = None
+) -> dict:
+    """{"items", "next"}: feeds.selectors.activity_page, leaving out posts that are gone."""
+    return feed_selectors.activity_page(user_id=user_id, count=count, before=before, post_details=post_details)
 
 
 # --- Write-through: an author's recent posts and stats ---------------------------------

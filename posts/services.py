@@ -32,12 +32,20 @@ class NotLiked(Exception):
 
 
 def post_create(*, author: User, title: str, content: str) -> Post:
+    """Publish a post: the one way a post comes to exist (the API, the site, the admin, seed_demo).
+
+    ValidationError for what the model refuses; nothing is written then. After commit,
+    in this order: the write-through of the author's list and stats, which also drops a
+    404 cached for the new id (one round trip on the cache role), then the fan-out to
+    followers' timelines and the author's activity (feeds.services: one pipeline, or
+    for a popular author a job recorded in this same transaction).
+    """
     post = Post(author=author, title=title.strip(), content=content.strip())
     post.full_clean(exclude=["view_count", "like_count"])
+    post.written_through = True  # the caches are written below: posts.signals leaves them be
     with transaction.atomic():
-        post.save()  # posts.signals writes it through to the caches after commit
-        # Followers' timelines and the author's activity: after commit, or for a popular
-        # author as a job recorded in this transaction.
+        post.save()
+        after_commit(write_through_new_post, post)
         timeline_fanout_schedule(post=post)
     return post
 

@@ -1,7 +1,8 @@
-"""Cache upkeep for posts: any save or delete, from any code path (API, site, admin, shell).
+"""Cache invalidation for posts: any save or delete, from any code path (API, site, admin, shell).
 
-All of it after commit: a new post is written through to its author's list and stats
-(and drops a 404 cached for its id), an edit or a delete drops what it changed.
+All of it after commit: an edit or a delete drops what it changed. A new post is
+written through to the caches by posts.services.post_create, the one way posts are
+made; a row made any other way (a shell, a fixture) drops what its arrival makes stale.
 """
 
 from django.conf import settings
@@ -14,16 +15,17 @@ from core.redis import get_redis
 from posts import keys
 from posts.leaderboard import leaderboard_drop
 from posts.models import Page, Post
-from posts.selectors import AUTHOR_LISTS
-from posts.services import write_through_new_post
+from posts.selectors import AUTHOR_LISTS, POST
 
 
 @receiver(post_save, sender=Post, dispatch_uid="posts.post_saved")
 def post_saved(sender, instance: Post, created: bool, update_fields=None, **kwargs) -> None:
     if created:
-        # A 404 remembered before it existed goes, in one round trip with the write-through
-        # of its author's list and stats.
-        after_commit(write_through_new_post, instance)
+        if not instance.written_through:
+            # Nothing wrote it through: a 404 remembered before it existed goes, and so do
+            # its author's list and stats, which the next read rebuilds with it.
+            invalidate(POST.name, instance.pk)
+            invalidate(AUTHOR_LISTS.name, instance.author_id)
         return
     invalidate("post", instance.pk)
     if update_fields is None or "title" in update_fields:  # the list shows titles, not content

@@ -11,9 +11,13 @@ api_urlpatterns = [
     path("users/<id:user_id>/stats", apis.UserStatsApi.as_view(), name="api-user-stats"),
     path("pages/<id:page_id>", apis.PageDetailApi.as_view(), name="api-page"),
     path("leaderboard", apis.LeaderboardApi.as_view(), name="api-leaderboard"),
+    path("feed", apis.FeedApi.as_view(), name="api-feed"),
+    path("users/<id:user_id>/activity", apis.UserActivityApi.as_view(), name="api-user-activity"),
+    path("reports", apis.ReportCreateApi.as_view(), name="api-reports"),
 ]
 
 site_urlpatterns = [
+    path("", views.home, name="home"),
     path("posts/new", views.post_compose, name="post-compose"),
     path("posts/<id:post_id>", views.post_detail, name="post-detail"),
     path("posts/<id:post_id>/like", views.post_like_toggle, name="post-like"),
@@ -21,4 +25,5 @@ site_urlpatterns = [
     path("users/<id:user_id>", views.profile, name="profile"),
     path("profile/edit", views.profile_edit, name="profile-edit"),
     path("leaderboard", views.leaderboard_page, name="leaderboard"),
+    path("reports/new", views.report_request, name="report-request"),
 ]

@@ -1,4 +1,5 @@
-"""Site pages of the posts app: thin, reading the same cached selectors as the API."""
+"""Site pages of the posts app (the home page, posts, profiles, the leaderboard): thin,
+reading the same cached selectors as the API."""
 
 from __future__ import annotations
 
@@ -11,9 +12,29 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
-from posts import counters, leaderboard, selectors, services
+from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse
+from jobs.services import QuotaExceeded
+from posts import counters, leaderboard, reports, selectors, services
 from posts.forms import PostForm, ProfileForm
 from posts.models import Post
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """The home timeline (posts by the people you follow) above everyone's recent posts."""
+    timeline = None
+    if request.user.is_authenticated:
+        timeline = selectors.home_timeline_page(
+            user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
+        )
+    return render(request, "home.html", {"posts": selectors.post_list_recent(limit=20), "timeline": timeline})
+
+
+def _cursor(value: str | None) -> str | None:
+    try:
+        ms, seq = stream_id_parse(value or "")
+    except ValueError:
+        return None  # none, or a mangled link: the newest page
+    return f"{ms}-{seq}"
 
 
 @login_required
@@ -127,3 +148,16 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         "around": leaderboard.leaderboard_around(user_id=request.user.pk) if me else [],
     }
     return render(request, "posts/leaderboard.html", context)
+
+
+@login_required
+@require_POST
+def report_request(request: HttpRequest) -> HttpResponse:
+    """The reports page's (jobs.views.reports) "Build my activity report" button."""
+    try:
+        reports.report_enqueue(owner=request.user)
+    except QuotaExceeded as exc:
+        messages.error(request, str(exc))
+        return redirect("reports")
+    messages.success(request, "Your report is being built; this page shows its progress.")
+    return redirect("reports")

@@ -103,7 +103,7 @@ def test_a_bearer_log_out_with_the_database_down_revokes_and_says_so(database_do
 
 
 @pytest.fixture
-def database_down_after_login(make_user):
+def database_down_after_login(make_user, listening_l1):
     make_user(email="ada@example.com")
     client = Client(raise_request_exception=False)
     access = client.post(

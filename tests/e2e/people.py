@@ -36,8 +36,9 @@ def log_in(page: Page, person: Person, *, next_path: str = "") -> None:
 # (write-through lists, timelines, the leaderboard, notifications) happens as in use.
 SEED = """
 import json, os
-from accounts.services import follow_create, user_create
-from jobs.services import report_enqueue
+from accounts.services import user_create
+from feeds.services import follow_create
+from posts.reports import report_enqueue
 from posts.services import post_create, post_like
 from ops.jobs import sample_ops
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.services import follow_create
 from feeds import keys, services
-from feeds.selectors import activity_page
+from feeds.services import follow_create
+from posts.selectors import user_activity_page
 from posts.services import post_create, post_delete, post_like, post_unlike
 
 pytestmark = pytest.mark.django_db
@@ -85,7 +85,7 @@ def test_a_like_notifies_the_author_and_an_unlike_does_not(ada, bob, notified, a
             "data": {"postId": post.pk, "userId": bob.pk},
         }
     ]
-    assert actions(activity_page(user_id=bob.pk)) == [("liked", post.pk)]
+    assert actions(user_activity_page(user_id=bob.pk)) == [("liked", post.pk)]
 
 
 def test_activity_pages_by_cursor_are_disjoint_and_in_order(ada):
@@ -135,7 +135,7 @@ def test_activity_about_a_deleted_post_is_hidden(ada, bob, after_commit):
     with after_commit():
         post_delete(post=gone, editor=ada)
 
-    assert actions(activity_page(user_id=ada.pk)) == [("posted", kept.pk)]
+    assert actions(user_activity_page(user_id=ada.pk)) == [("posted", kept.pk)]
 
 
 @pytest.mark.parametrize(

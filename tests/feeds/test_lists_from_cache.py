@@ -12,14 +12,14 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts import tokens
-from accounts.services import follow_create
 from core import cacheaside
 from core.l1 import MISS, invalidation_channel
 from core.redis import get_redis
-from feeds import selectors
+from feeds.services import follow_create
 from posts import keys as post_keys
 from posts.counters import flush_all_views, flush_views, record_post_view
 from posts.models import Post
+from posts.selectors import home_timeline_page, user_activity_page
 from posts.services import post_create, post_delete, post_like, post_update
 from tests.posts.round_trips import recording
 
@@ -35,7 +35,7 @@ def after_commit(django_capture_on_commit_callbacks):
 def bob_follows_ada(ada, bob, after_commit):
     with after_commit():
         follow_create(follower=bob, followee=ada)
-    selectors.timeline_page(user_id=bob.pk)  # built, so fan-out appends to it
+    home_timeline_page(user_id=bob.pk)  # built, so fan-out appends to it
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_a_cold_feed_loads_its_posts_in_one_query(fifty_posts, bob, cache_redis)
     cache_redis.delete(*[post_keys.post_detail(post.pk) for post in fifty_posts])
 
     with CaptureQueriesContext(connection) as queries:
-        page = selectors.timeline_page(user_id=bob.pk, count=50)
+        page = home_timeline_page(user_id=bob.pk, count=50)
 
     assert len(page["items"]) == 50
     assert len(post_queries(queries)) == 1
@@ -122,25 +122,25 @@ def test_a_cold_feed_loads_its_posts_in_one_query(fifty_posts, bob, cache_redis)
 def test_a_like_shows_in_the_feed_at_once(ada, bob, make_user, bob_follows_ada, after_commit):
     with after_commit():
         post = post_create(author=ada, title="liked", content="...")
-    assert selectors.timeline_page(user_id=bob.pk)["items"][0]["post"]["likeCount"] == 0
+    assert home_timeline_page(user_id=bob.pk)["items"][0]["post"]["likeCount"] == 0
 
     with after_commit():
         post_like(post=post, user=make_user())
 
-    assert selectors.timeline_page(user_id=bob.pk)["items"][0]["post"]["likeCount"] == 1
+    assert home_timeline_page(user_id=bob.pk)["items"][0]["post"]["likeCount"] == 1
 
 
 def test_flushed_views_show_in_the_feed(ada, bob, bob_follows_ada, after_commit):
     with after_commit():
         post = post_create(author=ada, title="viewed", content="...")
-    selectors.timeline_page(user_id=bob.pk)
+    home_timeline_page(user_id=bob.pk)
     record_post_view(post_id=post.pk, viewer="someone")
     flush_views()  # from this process's memory to Redis, as its sending thread does
 
     with after_commit():
         flush_all_views()
 
-    assert selectors.timeline_page(user_id=bob.pk)["items"][0]["post"]["viewCount"] == 1
+    assert home_timeline_page(user_id=bob.pk)["items"][0]["post"]["viewCount"] == 1
 
 
 def test_an_edit_and_a_delete_show_in_a_cached_feed(ada, bob, bob_follows_ada, after_commit):
@@ -148,14 +148,14 @@ def test_an_edit_and_a_delete_show_in_a_cached_feed(ada, bob, bob_follows_ada, a
         kept = post_create(author=ada, title="draft", content="...")
     with after_commit():
         gone = post_create(author=ada, title="gone", content="...")
-    assert titles(selectors.timeline_page(user_id=bob.pk)) == ["gone", "draft"]
+    assert titles(home_timeline_page(user_id=bob.pk)) == ["gone", "draft"]
 
     with after_commit():
         post_update(post=kept, editor=ada, title="final")
     with after_commit():
         post_delete(post=gone, editor=ada)
 
-    assert titles(selectors.timeline_page(user_id=bob.pk)) == ["final"]
+    assert titles(home_timeline_page(user_id=bob.pk)) == ["final"]
 
 
 # --- Activity pages ----------------------------------------------------------------------------
@@ -169,10 +169,10 @@ def test_a_warm_activity_page_makes_no_query(ada, bob, after_commit, django_asse
         post_like(post=post, user=bob)
     with after_commit():
         follow_create(follower=bob, followee=ada)
-    first = selectors.activity_page(user_id=bob.pk)
+    first = user_activity_page(user_id=bob.pk)
 
     with django_assert_num_queries(0), recording() as trips:
-        second = selectors.activity_page(user_id=bob.pk)
+        second = user_activity_page(user_id=bob.pk)
 
     assert second == first
     assert [item["action"] for item in second["items"]] == ["followed", "liked"]
@@ -183,10 +183,10 @@ def test_a_warm_activity_page_makes_no_query(ada, bob, after_commit, django_asse
 def test_activity_about_a_deactivated_person_is_hidden(ada, bob, after_commit):
     with after_commit():
         follow_create(follower=bob, followee=ada)
-    assert len(selectors.activity_page(user_id=bob.pk)["items"]) == 1
+    assert len(user_activity_page(user_id=bob.pk)["items"]) == 1
 
     ada.is_active = False
     with after_commit():
         ada.save()
 
-    assert selectors.activity_page(user_id=bob.pk)["items"] == []
+    assert user_activity_page(user_id=bob.pk)["items"] == []

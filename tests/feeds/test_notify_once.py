@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.services import follow_create, follow_delete
 from feeds import keys
 from feeds.notifications import notification_list
-from feeds.selectors import activity_page
+from feeds.services import follow_create, follow_delete
+from posts.selectors import user_activity_page
 from posts.services import post_create, post_like, post_unlike
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +36,7 @@ def test_like_unlike_like_notifies_the_author_once_and_records_both_likes(ada, b
             post_unlike(post=post, user=bob)
 
     assert kinds(ada) == ["like"]
-    liked = [item for item in activity_page(user_id=bob.pk)["items"] if item["action"] == "liked"]
+    liked = [item for item in user_activity_page(user_id=bob.pk)["items"] if item["action"] == "liked"]
     assert len(liked) == 3  # each real like is still in the liker's activity
 
 

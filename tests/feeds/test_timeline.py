@@ -7,11 +7,12 @@ import django_rq
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.services import follow_create, follow_delete
 from feeds import keys, selectors, services
+from feeds.services import follow_create, follow_delete
 from jobs.models import Job
 from jobs.queues import FANOUT_JOB
 from posts.models import Post
+from posts.selectors import home_timeline_page, post_with_author
 from posts.services import post_create, post_delete
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +53,7 @@ def follow(django_capture_on_commit_callbacks):
             follow_create(follower=follower, followee=followee)
         # A follow drops the follower's timeline; reading it builds it again, so that
         # the fan-out of the next post has a stream to append to.
-        selectors.timeline_page(user_id=follower.pk)
+        home_timeline_page(user_id=follower.pk)
 
     return follow
 
@@ -62,7 +63,7 @@ def titles(page: dict) -> list[str]:
 
 
 def feed(user) -> list[str]:
-    return titles(selectors.timeline_page(user_id=user.pk))
+    return titles(home_timeline_page(user_id=user.pk))
 
 
 # --- Fan-out -------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def test_a_new_post_reaches_each_followers_timeline_after_commit(
     carol, dave = make_user(username="carol"), make_user(username="dave")
     follow(bob, ada)
     follow(carol, ada)
-    selectors.timeline_page(user_id=dave.pk)
+    home_timeline_page(user_id=dave.pk)
 
     with django_capture_on_commit_callbacks() as callbacks:
         post = post_create(author=ada, title="Hello", content="...")
@@ -113,7 +114,7 @@ def test_the_feed_needs_a_login():
 
 def test_a_timeline_does_not_hold_your_own_posts(ada, bob, follow, publish):
     follow(bob, ada)
-    selectors.timeline_page(user_id=ada.pk)
+    home_timeline_page(user_id=ada.pk)
 
     publish(ada, "mine")
 
@@ -128,7 +129,7 @@ def test_unfollowing_stops_new_posts_reaching_the_timeline(
     publish(ada, "while following")
     with django_capture_on_commit_callbacks(execute=True):
         follow_delete(follower=bob, followee=ada)
-    selectors.timeline_page(user_id=bob.pk)
+    home_timeline_page(user_id=bob.pk)
 
     publish(ada, "after unfollowing")
 
@@ -138,7 +139,7 @@ def test_unfollowing_stops_new_posts_reaching_the_timeline(
 
 
 def test_following_someone_brings_their_earlier_posts_into_the_timeline(ada, bob, follow, publish):
-    selectors.timeline_page(user_id=bob.pk)  # built, empty
+    home_timeline_page(user_id=bob.pk)  # built, empty
     publish(ada, "before the follow")
 
     follow(bob, ada)
@@ -187,7 +188,7 @@ def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkey
 
     fans = [make_user() for _ in range(5)]
     for fan in fans:
-        selectors.timeline_page(user_id=fan.pk)
+        home_timeline_page(user_id=fan.pk)
     post = Post.objects.create(author=ada, title="t", content="c")
     client = get_redis("state")
     real_pipeline = client.pipeline
@@ -222,13 +223,13 @@ def test_the_fanout_job_acts_once_per_job_row(ada, bob, follow, monkeypatch, dja
         post_create(author=ada, title="once", content="...")
     job = Job.objects.get(kind=FANOUT_JOB)
 
-    first = services.timeline_fanout_run(job=job)
+    first = services.timeline_fanout_run(job=job, post_load=post_with_author)
     job.refresh_from_db()
-    again = services.timeline_fanout_run(job=job)  # RQ ran it a second time
+    again = services.timeline_fanout_run(job=job, post_load=post_with_author)  # RQ ran it a second time
 
     assert again == first
     assert feed(bob) == ["once"]
-    assert len(selectors.timeline_page(user_id=bob.pk)["items"]) == 1
+    assert len(home_timeline_page(user_id=bob.pk)["items"]) == 1
 
 
 def test_a_fanout_job_for_a_deleted_post_does_nothing(
@@ -240,7 +241,7 @@ def test_a_fanout_job_for_a_deleted_post_does_nothing(
         post = post_create(author=ada, title="gone", content="...")
         post_delete(post=post, editor=ada)
 
-    result = services.timeline_fanout_run(job=Job.objects.get(kind=FANOUT_JOB))
+    result = services.timeline_fanout_run(job=Job.objects.get(kind=FANOUT_JOB), post_load=post_with_author)
 
     assert result["timelines"] == 0
     assert result["skipped"] == "post deleted"
@@ -315,7 +316,7 @@ def test_the_oldest_possible_cursor_is_an_empty_page(as_bob):
 
 def test_a_timeline_is_trimmed_to_about_maxlen(ada, bob, state_redis, monkeypatch):
     monkeypatch.setattr(keys, "STREAM_MAXLEN", 10)
-    selectors.timeline_page(user_id=bob.pk)
+    home_timeline_page(user_id=bob.pk)
     post = Post.objects.create(author=ada, title="t", content="c")
 
     for _ in range(250):
@@ -351,7 +352,7 @@ def test_a_rebuild_keeps_the_newest_maxlen_posts(ada, bob, follow, publish, stat
 
 
 def test_an_empty_timeline_is_kept_so_reads_do_not_rebuild_it(bob, state_redis, django_assert_num_queries):
-    selectors.timeline_page(user_id=bob.pk)
+    home_timeline_page(user_id=bob.pk)
     assert state_redis.exists(keys.user_timeline(bob.pk))
 
     with django_assert_num_queries(0):  # no rebuild query, and no posts to load
@@ -375,8 +376,8 @@ def test_a_rebuild_that_raced_a_fanout_stores_nothing(ada, bob, follow, publish,
     real = selectors._followed_posts
     raced: list[bool] = []
 
-    def read_then_race(user_id, limit, before=None):
-        rows = real(user_id, limit, before)
+    def read_then_race(user_id, limit, before=None, **readers):
+        rows = real(user_id, limit, before, **readers)
         if not raced:
             raced.append(True)
             publish(ada, "during the rebuild")
@@ -425,8 +426,8 @@ def test_timeline_reads_fall_back_to_the_database_when_redis_is_down(ada, bob, f
 
     redis_server.stop()
     try:
-        first = selectors.timeline_page(user_id=bob.pk, count=1)
-        second = selectors.timeline_page(user_id=bob.pk, count=1, before=first["next"])
+        first = home_timeline_page(user_id=bob.pk, count=1)
+        second = home_timeline_page(user_id=bob.pk, count=1, before=first["next"])
     finally:
         redis_server.start()
 
@@ -439,8 +440,8 @@ def test_a_post_made_while_redis_is_down_fans_out_once_it_is_back(
 ):
     import django_rq
 
-    from feeds.jobs import fanout_post
     from jobs.services import outbox_drain
+    from posts.jobs import fanout_post
 
     follow(bob, ada)
     redis_server.stop()
@@ -461,9 +462,9 @@ def test_a_post_made_while_redis_is_down_fans_out_once_it_is_back(
     fanout_post(str(job.pk))  # what the worker runs
 
     assert feed(bob) == ["offline"]
-    from feeds.selectors import activity_page
+    from posts.selectors import user_activity_page
 
-    assert [item["targetId"] for item in activity_page(user_id=ada.pk)["items"]] == [post.pk]
+    assert [item["targetId"] for item in user_activity_page(user_id=ada.pk)["items"]] == [post.pk]
 
 
 # --- The home page --------------------------------------------------------------------------------
@@ -485,16 +486,16 @@ def test_the_home_page_shows_the_timeline_above_everyones_posts(client, ada, bob
 
 
 def test_the_home_page_pages_with_older_links(client, ada, bob, follow, publish, monkeypatch):
-    import accounts.views
+    import posts.views
 
-    monkeypatch.setattr(accounts.views, "FEED_COUNT_DEFAULT", 1)
+    monkeypatch.setattr(posts.views, "FEED_COUNT_DEFAULT", 1)
     follow(bob, ada)
     publish(ada, "older")
     publish(ada, "newer")
     client.force_login(bob)
 
     first = client.get("/").content.decode()
-    next_cursor = selectors.timeline_page(user_id=bob.pk, count=1)["next"]
+    next_cursor = home_timeline_page(user_id=bob.pk, count=1)["next"]
     second = client.get("/", {"before": next_cursor}).content.decode()
     mangled = client.get("/", {"before": "nonsense"})
 

@@ -10,9 +10,9 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus
 
 from core.redis import role_url
-from jobs import services
 from jobs.queues import JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL, WORKER_QUEUES, WORKER_TTL
 from jobs.workers import KestrelWorker
+from posts.reports import report_enqueue
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
     make_user, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        backlog = [services.report_enqueue(owner=make_user()) for _ in range(5)]
+        backlog = [report_enqueue(owner=make_user()) for _ in range(5)]
     # The cron scheduler enqueues after the backlog, as it does a minute into a busy day.
     scheduler = DjangoCronScheduler()
     scheduler.load_config_from_file("jobs/cron.py")

@@ -16,6 +16,7 @@ from accounts.models import User
 from jobs import services
 from jobs.models import Job
 from jobs.queues import QUOTA_WINDOW, QUOTAS
+from posts.reports import report_enqueue
 
 pytestmark = pytest.mark.django_db
 
@@ -49,11 +50,11 @@ def test_a_second_report_while_one_is_being_built_is_429_with_retry_after(as_ada
 
 
 def test_once_the_report_is_finished_or_failed_another_may_be_asked_for(ada):
-    finish(services.report_enqueue(owner=ada))
-    failed = services.report_enqueue(owner=ada)
+    finish(report_enqueue(owner=ada))
+    failed = report_enqueue(owner=ada)
     Job.objects.filter(pk=failed.pk).update(failed_at=timezone.now())
 
-    services.report_enqueue(owner=ada)
+    report_enqueue(owner=ada)
 
     assert Job.objects.filter(owner=ada, kind="report").count() == 3
 
@@ -77,7 +78,7 @@ def test_the_reports_page_refuses_a_second_report_with_a_message_and_goes_back(c
 
 def test_reports_per_hour_are_capped_and_retry_after_says_when_a_slot_frees(as_ada, ada):
     for _ in range(REPORTS.per_window):
-        finish(services.report_enqueue(owner=ada))
+        finish(report_enqueue(owner=ada))
 
     refused = as_ada.post("/api/reports")
 
@@ -89,13 +90,13 @@ def test_reports_per_hour_are_capped_and_retry_after_says_when_a_slot_frees(as_a
 
 def test_an_hour_later_the_quota_is_free_again(ada):
     for _ in range(REPORTS.per_window):
-        finish(services.report_enqueue(owner=ada))
+        finish(report_enqueue(owner=ada))
     with pytest.raises(services.QuotaExceeded):
-        services.report_enqueue(owner=ada)
+        report_enqueue(owner=ada)
 
-    finish(services.report_enqueue(owner=ada, now=timezone.now() + timedelta(seconds=QUOTA_WINDOW + 1)))
+    finish(report_enqueue(owner=ada, now=timezone.now() + timedelta(seconds=QUOTA_WINDOW + 1)))
     age(ada, "report", timedelta(seconds=QUOTA_WINDOW + 1))
-    services.report_enqueue(owner=ada)  # and with the rows really an hour old
+    report_enqueue(owner=ada)  # and with the rows really an hour old
 
     assert Job.objects.filter(owner=ada, kind="report").count() == REPORTS.per_window + 2
 
@@ -181,7 +182,7 @@ def race(threads: int, call) -> tuple[int, int]:
 def test_concurrent_report_requests_of_one_person_admit_exactly_one(make_user):
     owner_id = make_user().pk
 
-    admitted, refused = race(8, lambda: services.report_enqueue(owner=User.objects.get(pk=owner_id)))
+    admitted, refused = race(8, lambda: report_enqueue(owner=User.objects.get(pk=owner_id)))
 
     assert (admitted, refused) == (1, 7)
     assert Job.objects.filter(owner_id=owner_id, kind="report").count() == 1

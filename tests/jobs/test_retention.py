@@ -9,9 +9,10 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from jobs import services
-from jobs.jobs import build_report
 from jobs.models import Job, Report
 from jobs.queues import JOB_RETENTION, REPORT_RETENTION
+from posts.jobs import build_report
+from posts.reports import report_enqueue
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def built_report(make_user, django_capture_on_commit_callbacks):
 
     def build() -> Report:
         with django_capture_on_commit_callbacks(execute=True):
-            job = services.report_enqueue(owner=make_user())
+            job = report_enqueue(owner=make_user())
         build_report(str(job.pk))
         return Report.objects.get(pk=job.pk)
 

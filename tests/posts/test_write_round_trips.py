@@ -8,11 +8,10 @@ import pytest
 from accounts.models import Follow
 from core.models import PendingInvalidation
 from feeds import keys as feed_keys
-from feeds import selectors as feed_selectors
 from feeds.notifications import notification_list
 from posts import keys
 from posts.models import Post
-from posts.selectors import post_detail, user_recent_posts, user_stats
+from posts.selectors import home_timeline_page, post_detail, user_recent_posts, user_stats
 from posts.services import post_create, post_like, post_unlike, post_update
 from tests.posts.round_trips import recording
 
@@ -30,7 +29,7 @@ def fans(ada, make_user):
     people = [make_user() for _ in range(100)]
     Follow.objects.bulk_create([Follow(follower=person, followee=ada) for person in people])
     for person in people:
-        feed_selectors.timeline_page(user_id=person.pk)
+        home_timeline_page(user_id=person.pk)
     return people
 
 
@@ -50,7 +49,7 @@ def test_a_new_post_to_a_hundred_followers_costs_two_round_trips(ada, fans, afte
     ]
     assert "SCRIPT EXISTS" not in trips.commands()
     assert [entry["title"] for entry in user_recent_posts(user_id=ada.pk)][:2] == ["Hello", "warm-up"]
-    assert all(feed_selectors.timeline_page(user_id=fan.pk)["items"][0]["post"]["id"] == post.pk for fan in fans)
+    assert all(home_timeline_page(user_id=fan.pk)["items"][0]["post"]["id"] == post.pk for fan in fans)
     assert all(state_redis.xlen(feed_keys.user_notifications(fan.pk)) == 2 for fan in fans)
 
 

@@ -165,3 +165,34 @@ def test_with_the_cache_down_the_list_comes_from_the_database_and_writes_commit(
 
     assert Post.objects.filter(author=ada).count() == 1
     assert [p["title"] for p in user_recent_posts(user_id=ada.pk)] == ["written while the cache was down"]
+
+
+def test_a_post_made_in_the_admin_is_published_like_any_other(
+    ada, bob, make_user, state_redis, django_capture_on_commit_callbacks
+):
+    from feeds import keys as feed_keys
+    from feeds.services import follow_create
+    from posts.selectors import home_timeline_page
+
+    staff = make_user(is_staff=True)
+    staff.is_superuser = True
+    staff.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        follow_create(follower=bob, followee=ada)
+    home_timeline_page(user_id=bob.pk)  # built, so the fan-out appends to it
+    first = create(ada, "first", django_capture_on_commit_callbacks)
+    user_recent_posts(user_id=ada.pk)  # built, so the write-through pushes onto it
+    client = APIClient()
+    client.force_login(staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/posts/post/add/", {"author": ada.pk, "title": "from the admin", "content": "."})
+
+    assert response.status_code == 302
+    post = Post.objects.get(title="from the admin")
+    assert response["Location"] == "/admin/posts/post/"
+    # Written through once (post_create is the only writer), and fanned out.
+    assert [p["title"] for p in user_recent_posts(user_id=ada.pk)] == ["from the admin", "first"]
+    assert user_stats(user_id=ada.pk)["postCount"] == 2
+    assert [item["post"]["id"] for item in home_timeline_page(user_id=bob.pk)["items"]] == [post.pk, first.pk]
+    assert state_redis.xlen(feed_keys.user_activity(ada.pk)) == 2

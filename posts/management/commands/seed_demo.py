@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import Follow, User
-from accounts.services import follow_create, user_create
+from accounts.services import user_create
+from feeds.services import follow_create
 from posts.models import Like, Page, Post
 from posts.services import post_create, post_like
 
