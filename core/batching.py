@@ -13,8 +13,9 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.db import close_old_connections
 from redis import Redis
@@ -24,9 +25,18 @@ from core.redis import is_unavailable
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_RETRY_WAIT = 2.0  # seconds between sends at most while Redis is unavailable
 CHUNK_WEIGHT = 5_000  # keys plus members per script call: a big backlog is sent in pieces
 LUA_UNPACK = 1_000  # members per PFADD/SADD inside the script (Lua's unpack has a stack limit)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`, in order: for commands and queries with a bound
+    on their arguments (SADD members, IN lists)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass
