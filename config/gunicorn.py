@@ -1,16 +1,9 @@
 """gunicorn settings: `gunicorn -c config/gunicorn.py config.wsgi` (make run uses it too).
 
-gthread workers: threads are cheap for a synchronous app whose requests mostly wait
-on Redis and the database, and each open Server-Sent Events stream holds one thread.
-Of the 64 threads, streams take at most KESTREL_SSE_MAX_STREAMS (default: half, 32);
-a worker whose cap would leave ordinary requests fewer than a quarter of its threads
-refuses to start (post_worker_init). At scale, route /api/notifications/stream to its
-own pool.
-
-Slow clients: gunicorn has no timeout for reading a request's headers, so a client
-that trickles them holds a thread. Bound to 127.0.0.1 by default (development); in
-production nginx reads every request whole (client_header_timeout) before it reaches
-gunicorn, which must never face the internet directly.
+gthread workers, 64 threads: requests mostly wait on Redis and the database, and each
+open SSE stream holds a thread (at most KESTREL_SSE_MAX_STREAMS, half by default; a cap
+that would starve ordinary requests stops the worker). Bound to 127.0.0.1: in production
+nginx reads every request whole before gunicorn sees it (docs/deploy.md).
 """
 
 import os

@@ -1,14 +1,10 @@
-"""`make security`: Django's deployment checks under production settings, warnings fatal.
+"""`make security`: `manage.py check --deploy --fail-level WARNING` under production settings.
+
+Production's environment (DEBUG off, real keys, HTTPS) against two private Redis servers
+laid out as docs/deploy.md says (state: `noeviction` and AOF; cache: `allkeys-lru`), so
+Kestrel's own Redis checks take part. The checks do not connect to the database.
 
     python -m devstack.deploycheck
-
-Runs `manage.py check --deploy --fail-level WARNING` with the environment production
-runs with (DEBUG off, a real SECRET_KEY and JWT key, a host name, HTTPS everywhere)
-against two private Redis servers laid out as docs/deploy.md says: the state role
-with `noeviction` and AOF, the cache role on its own server with `allkeys-lru`. So
-Kestrel's own checks (kestrel.E001 unreachable, kestrel.W001 a state role that can
-evict) take part too. DATABASE_URL is passed through when set; the checks do not
-connect to the database.
 """
 
 from __future__ import annotations

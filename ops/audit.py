@@ -1,23 +1,10 @@
 """Redis best-practice rules, checked against the live servers (manage.py redis_audit).
 
-Each rule gives one Finding per role it applies to: ok, warning, error or skipped
-(a managed Redis may forbid CONFIG). A run is broken when any finding is an error, or
-a warning under `strict` (production: the development and test servers keep nothing
-on disk and share one server between the roles, which are warnings there).
-
-Rules (docs/design.md, "The key grammar" and "Redis roles"):
-
-- reachable: each role answers PING.
-- layout: the roles are not the same database; sharing one server is a warning, since
-  eviction is per server and the cache then cannot evict without the state.
-- cache_ttl: every key of the cache role has a TTL (SCAN, never KEYS). Only the cache
-  role: on the state role, streams, view counters and fences are durable by design.
-- big_keys: MEMORY USAGE on a sample of each role's keys, against a size limit.
-- eviction: the state role is `noeviction`; the cache evicts (allkeys-lru/lfu...) under
-  a maxmemory, else a full cache refuses writes or eats the host's memory.
-- persistence: the state role appends to an AOF (RDB alone lost every acknowledged
-  write in the kill -9 test of docs/design.md's reference figures), and its last AOF write and RDB save succeeded.
-- slowlog: SLOWLOG entries on each server, the slowest listed.
+Rules: reachable, layout (roles on separate servers), cache_ttl (every cache key has a
+TTL, by SCAN), big_keys, eviction (state `noeviction`, cache evicting under a maxmemory),
+persistence (the state role on AOF), slowlog. Each gives one Finding per role: ok,
+warning, error or skipped (a managed Redis may forbid CONFIG). A run is broken on any
+error, or any warning under `strict` (docs/design.md, "Redis roles", says why each rule).
 """
 
 from __future__ import annotations
