@@ -17,8 +17,8 @@ class Probe:
     latency_ms: float
     error: str | None = None
 
-    def as_dict(self) -> dict:
-        data = {"ok": self.ok, "latency_ms": round(self.latency_ms, 2)}
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"ok": self.ok, "latency_ms": round(self.latency_ms, 2)}
         if self.error:
             data["error"] = self.error
         return data

@@ -128,7 +128,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """
     probes = check_all()
     healthy = all(probe.ok for probe in probes)
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if healthy else "unavailable",
         "checks": {probe.name: probe.as_dict() for probe in probes},
     }
