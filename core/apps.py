@@ -6,6 +6,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Kestrel core (Redis toolkit)"
 
     def ready(self) -> None:
-        from core import checks, instrumentation, metrics  # noqa: F401 - registers the Redis system checks
-
-        metrics.add_sink(instrumentation.core_metric_sink)
+        from core import checks  # noqa: F401 - registers the Redis system checks
