@@ -1,3 +1,8 @@
+"""Kestrel's Redis toolkit as a Django app.
+
+ready() registers the Redis system checks (core.checks); the metrics need no set-up.
+"""
+
 from django.apps import AppConfig
 
 

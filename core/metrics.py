@@ -44,6 +44,8 @@ class Buffer(Protocol):
 
 _buffers: list[Buffer] = []
 _next_flush = time.perf_counter() + FLUSH_INTERVAL
+# One flush at a time: a read after flush() returns sees every figure gathered before it.
+_flush_lock = threading.Lock()
 
 
 def register(buffer: Buffer) -> None:
@@ -51,21 +53,34 @@ def register(buffer: Buffer) -> None:
     _buffers.append(buffer)
 
 
-def flush() -> None:
-    """Hand every buffer's figures to prometheus-client now."""
+def _flush_locked() -> None:
     global _next_flush
     _next_flush = time.perf_counter() + FLUSH_INTERVAL
     for buffer in list(_buffers):
         buffer.flush()
 
 
+def flush() -> None:
+    """Hand every buffer's figures to prometheus-client now."""
+    with _flush_lock:
+        _flush_locked()
+
+
 def flush_if_due(now: float) -> None:
-    """flush() if FLUSH_INTERVAL has passed since the last one (`now`: time.perf_counter())."""
-    if now >= _next_flush:
-        flush()
+    """flush() if FLUSH_INTERVAL has passed since the last one (`now`: time.perf_counter()).
+
+    A request thread never waits for another's flush: that one is publishing anyway.
+    """
+    if now >= _next_flush and _flush_lock.acquire(blocking=False):
+        try:
+            _flush_locked()
+        finally:
+            _flush_lock.release()
 
 
 def _forget_all() -> None:
+    global _flush_lock
+    _flush_lock = threading.Lock()  # a fork while another thread flushed must not leave it held
     for buffer in _buffers:
         buffer.forget()
 
@@ -142,8 +157,9 @@ def incr(name: str, amount: int = 1, **labels: str) -> None:
     series = (name, tuple(labels.items()))
     with _lock:
         _pending[series] = _pending.get(series, 0) + amount
-    if time.perf_counter() >= _next_flush:
-        flush()
+    now = time.perf_counter()
+    if now >= _next_flush:
+        flush_if_due(now)
 
 
 def _child(name: str, labels: tuple[tuple[str, str], ...]) -> Any:
@@ -152,9 +168,12 @@ def _child(name: str, labels: tuple[tuple[str, str], ...]) -> Any:
     given = dict(labels)
     with _create_lock:
         if exported is not None and exported not in _counters:
-            _labelnames[exported] = tuple(sorted(given))
-            _names[exported] = name
-            _counters[exported] = Counter(exported, f"core.metrics counter {name}", _labelnames[exported])
+            try:
+                _counters[exported] = Counter(exported, f"core.metrics counter {name}", sorted(given))
+            except ValueError:  # the name is already another metric's
+                exported = None
+            else:
+                _labelnames[exported], _names[exported] = tuple(sorted(given)), name
     if exported is None or not given.keys() <= set(_labelnames[exported]):
         refusal = (name, tuple(sorted(given)))
         if refusal not in _refused:
@@ -200,7 +219,7 @@ def _series(name: str) -> tuple[str, Counter, tuple[str, ...]] | None:
 
 def value(name: str, **labels: str) -> int:
     """This process's count of one series; with no labels, the sum over every series of `name`."""
-    _counts.flush()
+    flush()
     found = _series(name)
     if found is None:
         return 0
@@ -218,7 +237,7 @@ def value(name: str, **labels: str) -> int:
 
 def snapshot() -> dict[str, list[tuple[dict[str, str], int]]]:
     """This process's counted series: name -> [(labels, count), ...]."""
-    _counts.flush()
+    flush()
     out: dict[str, list[tuple[dict[str, str], int]]] = {}
     for exported, counter in list(_counters.items()):
         for metric in counter.collect():
@@ -231,9 +250,9 @@ def snapshot() -> dict[str, list[tuple[dict[str, str], int]]]:
 def reset() -> None:
     """Every counter back to nothing (tests; in one process: multiprocess files keep theirs)."""
     global _pending
-    with _lock:
-        _pending = {}
-    with _create_lock:
+    with _flush_lock, _create_lock:
+        with _lock:
+            _pending = {}
         _children.clear()
         for exported, counter in _counters.items():
             if _labelnames[exported]:

@@ -1,13 +1,10 @@
 """The staff ops dashboard's figures (/ops), and the samples its charts are drawn from.
 
-Reads, for a person looking at the page (README, "Seeing Redis at work"); nothing here
-is on a request path other than /ops. The figures come from where /metrics and
-`manage.py redis_audit` already get theirs: ops.monitoring (RQ), core.instrumentation
-(key families), core.metrics (prometheus-client: command metrics, cache counters), ops.audit.
-
-Charts need history, which a live INFO has not: the scheduled job ops.jobs.sample_ops
-calls ops_sample() once a minute, which appends one entry to a capped stream on the
-state role (ops.keys.ops_samples_key()).
+For a person looking at the page; on no request path but /ops. Figures come from where
+/metrics and redis_audit get theirs: ops.monitoring (RQ), core.metrics (prometheus-client:
+command metrics, cache counters), core.instrumentation (key families), ops.audit. Charts
+need history a live INFO has not: ops.jobs.sample_ops calls ops_sample() once a minute,
+which appends one entry to a capped stream on the state role (ops.keys.ops_samples_key()).
 """
 
 from __future__ import annotations

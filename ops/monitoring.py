@@ -1,10 +1,10 @@
 """What /metrics reports to Prometheus, and the job figures /healthz reports (views: ops.views).
 
-/metrics joins Kestrel's own figures, prometheus-client's default registry (core.metrics:
-Redis commands, HTTP requests, cache and other counters, process figures; under gunicorn
-every worker's, summed from the per-process files), and figures read from Redis at scrape
-time: each role's server (INFO, SLOWLOG length, eviction policy) and RQ (jobs per queue and
-state, oldest queued job, workers alive). Who may read it: ops.views (staff or bearer token).
+/metrics (Prometheus text, OpenMetrics when asked) joins prometheus-client's default registry
+(core.metrics: Redis commands, HTTP requests, cache and other counters, process figures; under
+gunicorn every worker's, summed from the per-process files) and figures read from Redis at
+scrape time: each role's server (INFO, SLOWLOG length, eviction policy) and RQ (jobs per queue
+and state, oldest queued job, workers alive). Staff or a bearer token may read it (ops.views).
 """
 
 from __future__ import annotations

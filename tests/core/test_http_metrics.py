@@ -1,16 +1,18 @@
-"""HTTP request metrics: per route pattern (never the raw path), method and status class,
-counted when a response starts (a stream too)."""
+"""HTTP request metrics (core.http_metrics) in prometheus-client's default registry.
+
+Per route pattern (never the raw path), method and status class, counted when a response starts.
+"""
 
 from __future__ import annotations
 
 import pytest
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import path
 
 from core import metrics
-from core.http_metrics import UNMATCHED
+from core.http_metrics import UNMATCHED, request_route
 
 
 def requests(route: str, method: str, status: str) -> float:
@@ -91,3 +93,14 @@ def test_a_stream_counts_when_it_starts(client: Client):
     assert requests("stream", "GET", "2xx") == before + 1  # its body not read yet
     assert b"".join(response.streaming_content) == b"onetwo"
     assert requests("stream", "GET", "2xx") == before + 1
+
+
+@pytest.mark.urls(__name__)
+def test_a_request_answered_before_url_resolution_still_gets_its_route():
+    """A rate limit's 429 comes from a middleware, before the URL is resolved."""
+    request = RequestFactory().get("/items/5")
+
+    assert request.resolver_match is None
+    assert request_route(request, 429) == "items/<id:item_id>"
+    assert request_route(RequestFactory().get("/nowhere"), 429) == UNMATCHED
+    assert request_route(RequestFactory().get("/items/5"), 404) == UNMATCHED  # not resolved twice

@@ -1,5 +1,7 @@
-"""core.metrics: incr counts into prometheus-client counters of the default registry,
-summed in memory until a flush; value, snapshot and reset read and reset through them."""
+"""core.metrics: incr counts into prometheus-client counters of the default registry.
+
+Counts are summed in memory until a flush; value, snapshot and reset go through the counters.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""/metrics (staff or bearer token only, never cached) and the jobs part of /healthz."""
+"""/metrics (staff or bearer token only, never cached) and the jobs part of /healthz.
+
+Every family that dashboards and alerts read is served (names, labels and types).
+"""
 
 from __future__ import annotations
 
