@@ -481,8 +481,10 @@ def _record_batch(
 class InstrumentedRedis(Redis):
     """redis-py's client, recording every command it sends; its pipelines and pub/sub too.
 
-    Public API only: execute_command, pipeline() and pubsub(). A command refused before
-    it is sent (a connection that cannot be opened, the circuit breaker) is not counted.
+    Only redis-py's public names: execute_command, pipeline() and pubsub() here; a
+    pipeline's execute, immediate_execute_command, command_stack and raise_first_error.
+    A command refused before it is sent (a connection that cannot be opened, the circuit
+    breaker) is not counted.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -549,12 +551,12 @@ class InstrumentedPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack = self.command_stack
-        if not stack and not self.watching:
-            return super().execute(raise_on_error)  # nothing to send
         transaction = self.transaction or self.explicit_transaction
         batch = [classify(args) for args, _ in stack]
-        if transaction:
+        if transaction and (batch or self.watching):
             batch = [_MULTI, *batch, _EXEC]
+        if not batch:
+            return super().execute(raise_on_error)  # nothing to send
         started = time.perf_counter()
         try:
             # Every reply, errors included, so that each failed command is counted;

@@ -319,6 +319,24 @@ def test_a_command_refused_by_the_circuit_breaker_is_not_counted(instrumented_cl
     assert commands("cache", "GET", "core:probe") == before
 
 
+def test_a_pipeline_lost_on_the_wire_counts_an_error_for_each_command(instrumented_client, redis_server):
+    client = instrumented_client("cache", retry=Retry(NoBackoff(), 0), socket_timeout=0.5)
+    client.ping()
+    before = errors("cache", "GET", "core:probe", "TimeoutError")
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key("core", "probe", 12))
+    pipe.get(key("core", "probe", 13))
+
+    redis_server.pause()
+    try:
+        with pytest.raises(RedisTimeoutError):
+            pipe.execute()
+    finally:
+        redis_server.resume()
+
+    assert errors("cache", "GET", "core:probe", "TimeoutError") == before + 2
+
+
 # --- The summary line -----------------------------------------------------------------
 
 
