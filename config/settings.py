@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Early: every request that gets past the HTTPS redirect, whatever answers it.
+    "core.http_metrics.RequestMetricsMiddleware",
     "core.csp.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "accounts.middleware.SessionMiddleware",

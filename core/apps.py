@@ -1,3 +1,8 @@
+"""Kestrel's Redis toolkit as a Django app.
+
+ready() registers the Redis system checks (core.checks); the metrics need no set-up.
+"""
+
 from django.apps import AppConfig
 
 
@@ -6,6 +11,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Kestrel core (Redis toolkit)"
 
     def ready(self) -> None:
-        from core import checks, instrumentation, metrics  # noqa: F401 - registers the Redis system checks
-
-        metrics.add_sink(instrumentation.core_metric_sink)
+        from core import checks  # noqa: F401 - registers the Redis system checks

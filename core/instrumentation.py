@@ -1,16 +1,14 @@
 """Command metrics for every Redis command Kestrel sends (docs/design.md, "Command metrics").
 
-One hook at the bottom of redis-py: the Connection class of every role's pool notes when
-a command is written and when its reply is read. Per role, command and key family:
-kestrel_redis_commands_total, kestrel_redis_command_errors_total{error},
-kestrel_redis_command_duration_seconds (a pipeline is one round trip), and every 1,000
-commands the reference article's summary line. Sums go to prometheus-client at most
-once a second, at each scrape and at exit.
+Each role's client (InstrumentedRedis, with its pipelines and pub/sub) records, per role,
+command and key family: kestrel_redis_commands_total, kestrel_redis_command_errors_total
+{error}, kestrel_redis_command_duration_seconds (a pipeline is one round trip), and every
+1,000 commands the reference article's summary line. Opening a connection is CONNECT (the
+pools' connection class). Figures are summed in memory and flushed by core.metrics.
 """
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import json
 import logging
@@ -18,23 +16,26 @@ import os
 import re
 import threading
 import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from prometheus_client import Counter, Histogram
+from redis import Redis
+from redis.client import Pipeline, PubSub
 from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, SSLConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from core import metrics
 from core.keys import redact_key
+from core.redis import CircuitOpen
 
 summary_logger = logging.getLogger("kestrel.redis.summary")
 
 SUMMARY_EVERY = 1000  # commands between two summary lines, as in the reference article
-FLUSH_INTERVAL = 1.0  # seconds: the most a process's figures lag behind in /metrics
 MAX_FAMILIES = 200  # distinct key families per process; beyond it, "other"
+MAX_COMMANDS = 250  # distinct command labels per process; beyond it, "OTHER"
 
 # Round-trip latency buckets, seconds: a loopback GET takes ~50 us, a slow command ms.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -52,8 +53,8 @@ ERRORS = Counter(
 )
 LATENCY = Histogram(
     "kestrel_redis_command_duration_seconds",
-    "Redis round trips, from writing the command to reading its reply. A pipeline or "
-    "MULTI/EXEC is one round trip, under command PIPELINE or MULTI.",
+    "Redis calls, from sending the command to its reply. A pipeline or MULTI/EXEC is one "
+    "round trip, under command PIPELINE or MULTI.",
     ["role", "command", "family"],
     buckets=LATENCY_BUCKETS,
 )
@@ -66,7 +67,7 @@ PIPELINE_SIZE = Histogram(
 
 
 def enabled() -> bool:
-    """Whether new pools get instrumented connections (KESTREL_REDIS_METRICS_ENABLED)."""
+    """Whether new clients and pools are instrumented (KESTREL_REDIS_METRICS_ENABLED)."""
     if not settings.configured:
         return True
     return bool(getattr(settings, "KESTREL_REDIS_METRICS_ENABLED", True))
@@ -74,39 +75,11 @@ def enabled() -> bool:
 
 # --- Command names and key families -------------------------------------------------
 
-# Label values come from this table, so the command label has a fixed set of values.
-KNOWN_COMMANDS = frozenset(
-    """
-    APPEND COPY DECR DECRBY DEL DUMP EXISTS EXPIRE EXPIREAT EXPIRETIME GET GETDEL GETEX
-    GETRANGE GETSET INCR INCRBY INCRBYFLOAT KEYS LCS MGET MOVE MSET MSETNX PERSIST PEXPIRE
-    PEXPIREAT PEXPIRETIME PSETEX PTTL RANDOMKEY RENAME RENAMENX RESTORE SCAN SET SETEX
-    SETNX SETRANGE SORT SORT_RO STRLEN SUBSTR TOUCH TTL TYPE UNLINK
-    HDEL HEXISTS HEXPIRE HEXPIREAT HEXPIRETIME HGET HGETALL HGETDEL HGETEX HINCRBY
-    HINCRBYFLOAT HKEYS HLEN HMGET HMSET HPERSIST HPEXPIRE HPEXPIREAT HPEXPIRETIME HPTTL
-    HRANDFIELD HSCAN HSET HSETEX HSETNX HSTRLEN HTTL HVALS
-    BLMOVE BLMPOP BLPOP BRPOP BRPOPLPUSH LINDEX LINSERT LLEN LMOVE LMPOP LPOP LPOS LPUSH
-    LPUSHX LRANGE LREM LSET LTRIM RPOP RPOPLPUSH RPUSH RPUSHX
-    SADD SCARD SDIFF SDIFFSTORE SINTER SINTERCARD SINTERSTORE SISMEMBER SMEMBERS
-    SMISMEMBER SMOVE SPOP SRANDMEMBER SREM SSCAN SUNION SUNIONSTORE
-    BZMPOP BZPOPMAX BZPOPMIN ZADD ZCARD ZCOUNT ZDIFF ZDIFFSTORE ZINCRBY ZINTER ZINTERCARD
-    ZINTERSTORE ZLEXCOUNT ZMPOP ZMSCORE ZPOPMAX ZPOPMIN ZRANDMEMBER ZRANGE ZRANGEBYLEX
-    ZRANGEBYSCORE ZRANGESTORE ZRANK ZREM ZREMRANGEBYLEX ZREMRANGEBYRANK ZREMRANGEBYSCORE
-    ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN ZSCORE ZUNION ZUNIONSTORE
-    PFADD PFCOUNT PFMERGE
-    XACK XADD XAUTOCLAIM XCLAIM XDEL XGROUP XINFO XLEN XPENDING XRANGE XREAD XREADGROUP
-    XREVRANGE XSETID XTRIM
-    BITCOUNT BITFIELD BITFIELD_RO BITOP BITPOS GETBIT SETBIT
-    GEOADD GEODIST GEOHASH GEOPOS GEORADIUS GEORADIUSBYMEMBER GEOSEARCH GEOSEARCHSTORE
-    EVAL EVALSHA EVALSHA_RO EVAL_RO FCALL FCALL_RO FUNCTION SCRIPT
-    PSUBSCRIBE PUBLISH PUBSUB PUNSUBSCRIBE SPUBLISH SSUBSCRIBE SUBSCRIBE SUNSUBSCRIBE
-    UNSUBSCRIBE
-    DISCARD EXEC MULTI UNWATCH WATCH
-    ACL AUTH BGREWRITEAOF BGSAVE CLIENT CLUSTER COMMAND CONFIG DBSIZE DEBUG ECHO FAILOVER
-    FLUSHALL FLUSHDB HELLO INFO LASTSAVE LATENCY LOLWUT MEMORY MODULE MONITOR OBJECT PING
-    QUIT READONLY READWRITE REPLICAOF RESET ROLE SAVE SELECT SHUTDOWN SLAVEOF SLOWLOG
-    SWAPDB TIME WAIT WAITAOF
-    """.split()  # noqa: SIM905 - a command table reads better as words than as 250 quoted strings
-)
+# A command's label is its name as sent (first word, upper case) when it looks like a
+# Redis command name, "OTHER" when not or once MAX_COMMANDS labels exist: a bounded set
+# of values without a table of every command. Its first key is the argument after the
+# name, except for the commands listed below (the key-family label needs no more).
+
 # Commands whose second word is part of the name ("CONFIG GET", "SCRIPT LOAD").
 CONTAINERS = frozenset(
     {"ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT"}
@@ -114,13 +87,10 @@ CONTAINERS = frozenset(
 )
 # Containers whose subcommand takes a key next ("OBJECT ENCODING key", "MEMORY USAGE key").
 KEYED_CONTAINERS = frozenset({"OBJECT", "MEMORY USAGE", "XINFO", "XGROUP"})
+# Commands without keys that take arguments (one without arguments needs no entry).
 KEYLESS = frozenset(
-    """
-    ACL AUTH BGREWRITEAOF BGSAVE CLIENT CLUSTER COMMAND CONFIG DBSIZE DEBUG DISCARD ECHO
-    EXEC FAILOVER FLUSHALL FLUSHDB FUNCTION HELLO INFO KEYS LASTSAVE LATENCY LOLWUT MEMORY
-    MODULE MONITOR MULTI PING PUBSUB QUIT RANDOMKEY READONLY READWRITE REPLICAOF RESET ROLE
-    SAVE SCAN SCRIPT SELECT SHUTDOWN SLAVEOF SLOWLOG SWAPDB TIME UNWATCH WAIT WAITAOF
-    """.split()  # noqa: SIM905 - a command table reads better as words than as 250 quoted strings
+    {"AUTH", "BGSAVE", "ECHO", "FAILOVER", "FLUSHALL", "FLUSHDB", "HELLO", "INFO", "KEYS", "LOLWUT", "PING"}
+    | {"REPLICAOF", "SCAN", "SELECT", "SHUTDOWN", "SLAVEOF", "SWAPDB", "WAIT", "WAITAOF"}
 )
 # Arguments to skip before the first key: BITOP <op> <dest>, ZUNION <numkeys> <key>...
 KEY_SKIP = {"BITOP": 1, "ZUNION": 1, "ZINTER": 1, "ZDIFF": 1, "ZINTERCARD": 1, "SINTERCARD": 1, "LMPOP": 1}
@@ -129,9 +99,8 @@ SCRIPTS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL
 STREAM_READS = frozenset({"XREAD", "XREADGROUP"})
 BLOCKING = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP"})
 BLOCKING |= {"WAIT", "WAITAOF"}
-# One reply per channel: SUBSCRIBE a b c is answered three times.
-SUBSCRIPTIONS = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"})
 
+_NAME = re.compile(r"[A-Z][A-Z_]{0,23}\Z")
 _SUBCOMMAND = re.compile(r"[A-Z][A-Z_-]{0,23}\Z")
 _NAME_PART = re.compile(r"[a-z][a-z0-9_]*\Z")
 _CACHE_SIZE = 1024
@@ -142,6 +111,7 @@ KEYLESS_MODE, KEYED_MODE, SCRIPT_MODE, STREAMS_MODE = range(4)
 
 # args[0] -> (label, arguments the name took, key mode, arguments to skip, blocking?)
 _commands: dict[object, tuple[str, int, int, int, bool]] = {}
+_labels: set[str] = set()
 _families: dict[tuple[str, str], str] = {}
 _prefix: str | None = None
 
@@ -162,6 +132,11 @@ def _text(value: object) -> str | None:
 
 
 def _describe(name: str, taken: int) -> tuple[str, int, int, int, bool]:
+    if name != "OTHER" and name not in _labels:
+        if len(_labels) >= MAX_COMMANDS:
+            name = "OTHER"
+        else:
+            _labels.add(name)
     if name == "OTHER":
         return name, taken, KEYLESS_MODE, 0, False
     if " " in name:  # a container's subcommand: keyed only for OBJECT, XINFO, MEMORY USAGE...
@@ -183,7 +158,7 @@ def _command(args: tuple) -> tuple[str, int, int, int, bool]:
         return described
     text = _text(first)
     words = text.upper().split() if text is not None else []
-    if not words or words[0] not in KNOWN_COMMANDS:
+    if not words or not _NAME.match(words[0]):
         described = _describe("OTHER", 1)
     elif words[0] in CONTAINERS:
         sub, taken = (words[1], 1) if len(words) > 1 else ((_text(args[1]) or "").upper() if len(args) > 1 else "", 2)
@@ -300,7 +275,7 @@ def _label(exc: BaseException) -> str:
 class _Recorder:
     """This process's figures since the last flush, and the summary's running totals.
 
-    One lock and one dict update per round trip; flush() hands the sums to
+    One lock and one dict update per round trip; core.metrics flushes the sums to
     prometheus-client (whose values are per-process files under gunicorn).
     """
 
@@ -309,13 +284,12 @@ class _Recorder:
         self._series: dict[tuple[str, str, str], list] = {}
         self._errors: dict[tuple[str, str, str, str], int] = {}
         self._pipelines: dict[tuple[str, str], list] = {}
-        self._next_flush = time.perf_counter() + FLUSH_INTERVAL
         # commands, errors, round trips, seconds since start; the same at the last summary
         self._totals = [0, 0, 0, 0.0]
         self._last_summary = ([0, 0, 0, 0.0], time.perf_counter())
         self._next_summary = SUMMARY_EVERY
 
-    def after_fork(self) -> None:
+    def forget(self) -> None:
         """A forked child (an RQ work-horse) must not report its parent's unflushed figures."""
         self._lock = threading.Lock()
         self._series, self._errors, self._pipelines = {}, {}, {}
@@ -344,10 +318,10 @@ class _Recorder:
             if not blocking:
                 totals[2] += 1
                 totals[3] += seconds
-            if totals[0] < self._next_summary and now < self._next_flush:
-                return
             summary = self._summary_locked() if totals[0] >= self._next_summary else None
-        self._after(now, summary)
+        if summary is not None:
+            summary_logger.info(json.dumps(summary, separators=(",", ":")))
+        metrics.flush_if_due(now)
 
     def record(
         self,
@@ -393,13 +367,9 @@ class _Recorder:
                 totals[2] += 1
                 totals[3] += seconds
             summary = self._summary_locked() if totals[0] >= self._next_summary else None
-        self._after(now, summary)
-
-    def _after(self, now: float, summary: dict | None) -> None:
-        if now >= self._next_flush:
-            self.flush()
         if summary is not None:
             summary_logger.info(json.dumps(summary, separators=(",", ":")))
+        metrics.flush_if_due(now)
 
     def _summary_locked(self) -> dict:
         commands, errors, round_trips, seconds = self._totals
@@ -435,22 +405,15 @@ class _Recorder:
         with self._lock:
             series, errors, pipelines = self._series, self._errors, self._pipelines
             self._series, self._errors, self._pipelines = {}, {}, {}
-            self._next_flush = time.perf_counter() + FLUSH_INTERVAL
         for labels, slot in series.items():
             if slot[0]:
                 COMMANDS.labels(*labels).inc(slot[0])
             if any(slot[2:]):
-                _observe_many(LATENCY.labels(*labels), slot[1], slot[2:])
+                metrics.observe_many(LATENCY.labels(*labels), slot[1], slot[2:])
         for labels, count in errors.items():
             ERRORS.labels(*labels).inc(count)
         for labels, slot in pipelines.items():
-            _observe_many(PIPELINE_SIZE.labels(*labels), slot[1], slot[2:])
-
-    def totals(self) -> dict:
-        """Since this process started: what the summary line reports."""
-        with self._lock:
-            commands, errors, round_trips, seconds = self._totals
-        return {"commands": commands, "errors": errors, "round_trips": round_trips, "round_trip_seconds": seconds}
+            metrics.observe_many(PIPELINE_SIZE.labels(*labels), slot[1], slot[2:])
 
 
 def _ms(seconds: float, round_trips: int) -> float:
@@ -461,63 +424,11 @@ def _pct(part: int, whole: int) -> float:
     return round(part / whole * 100, 2) if whole else 0.0
 
 
-def _observe_many(child, total: float, buckets: list) -> None:
-    """Add many observations to a histogram child at once: their sum, count per bucket.
-
-    prometheus-client has no batch observe; its histogram children keep one value per
-    bucket (`_buckets`, not cumulative, the last one +Inf) and `_sum`, in memory or in
-    the per-process files of multiprocess mode alike. tests/core/test_instrumentation
-    checks the exposed _count, _sum and buckets, so a change there fails a test.
-    """
-    child._sum.inc(total)
-    for index, count in enumerate(buckets):
-        if count:
-            child._buckets[index].inc(count)
-
-
 recorder = _Recorder()
-os.register_at_fork(after_in_child=recorder.after_fork)
-atexit.register(recorder.flush)
+metrics.register(recorder)
 
 
-def flush() -> None:
-    """Publish this process's figures now (before a scrape, in tests)."""
-    recorder.flush()
-    _flush_core_metrics()
-
-
-# --- The connection hook ------------------------------------------------------------
-
-
-class _Op:
-    """A round trip in flight that expects several replies: a pipeline, a SUBSCRIBE.
-
-    A single command in flight is a plain tuple (name, family, started, blocking).
-    """
-
-    __slots__ = ("name", "family", "started", "replies", "blocking", "batch", "errors", "index")
-
-    def __init__(self, name, family, started, replies, blocking, batch=None):
-        self.name = name
-        self.family = family
-        self.started = started
-        self.replies = replies
-        self.blocking = blocking
-        self.batch = batch  # pipelines: [(command, family), ...] in the order sent
-        self.errors = None
-        self.index = 0
-
-
-def _mark_recorded(exc: BaseException) -> None:
-    try:
-        exc._kestrel_recorded = True
-    except AttributeError:  # an exception type without a __dict__
-        pass
-
-
-def _recorded(exc: BaseException) -> bool:
-    """Already counted as a CONNECT error (redis-py re-raises it as a ConnectionError)."""
-    return getattr(exc, "_kestrel_recorded", False) or getattr(exc.__context__, "_kestrel_recorded", False)
+# --- The client hook ----------------------------------------------------------------
 
 
 def _role_of(client_name: str | None) -> str:
@@ -526,61 +437,62 @@ def _role_of(client_name: str | None) -> str:
     return {"kestrel-state": "state", "kestrel-cache": "cache", "kestrel-sse": "state"}.get(client_name or "", "other")
 
 
-class InstrumentedConnectionMixin:
-    """Times every command between its write and its reply; see the module docstring.
+def _pool_role(pool: Any) -> str:
+    return _role_of(pool.connection_kwargs.get("client_name"))
 
-    Replies come back in the order commands were written (pub/sub messages aside), so
-    a FIFO of round trips in flight per connection pairs each reply with its command.
-    A connection is used by one thread at a time (the pool), so the FIFO needs no lock.
+
+def _mark_recorded(exc: BaseException) -> None:
+    try:
+        exc._kestrel_recorded = True  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without a __dict__
+        pass
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """The call failed before its command was sent: the connection could not be opened
+    (already recorded as a CONNECT error), or the role's circuit breaker refused it."""
+    if isinstance(exc, CircuitOpen):
+        return True
+    return getattr(exc, "_kestrel_recorded", False) or getattr(exc.__context__, "_kestrel_recorded", False)
+
+
+def _record_failure(role: str, name: str, family: str, started: float, blocking: bool, exc: BaseException) -> None:
+    """A single command that raised: an error reply, or lost on the wire."""
+    if not _not_sent(exc):
+        recorder.record(role, name, family, started, blocking, errors=[(name, family, _label(exc))])
+
+
+_MULTI, _EXEC = ("MULTI", "none", False), ("EXEC", "none", False)
+
+
+def _record_batch(
+    role: str, batch: list[tuple[str, str, bool]], transaction: bool, started: float, errors: list | None
+) -> None:
+    if len(batch) == 1:  # a pipeline of one command is that command on the wire
+        name, family, blocking = batch[0]
+        recorder.record(role, name, family, started, blocking, errors=errors)
+        return
+    families = {family for _, family, _ in batch if family != "none"}
+    family = families.pop() if len(families) == 1 else ("mixed" if families else "none")
+    commands = [(name, command_family) for name, command_family, _ in batch]
+    recorder.record(role, "MULTI" if transaction else "PIPELINE", family, started, False, commands, errors)
+
+
+class InstrumentedRedis(Redis):
+    """redis-py's client, recording every command it sends; its pipelines and pub/sub too.
+
+    Only redis-py's public names: execute_command, pipeline() and pubsub() here; a
+    pipeline's execute, immediate_execute_command, command_stack and raise_first_error.
+    A command refused before it is sent (a connection that cannot be opened, the circuit
+    breaker) is not counted.
     """
 
-    def __init__(self, *args, **kwargs):
-        self._kestrel_in_flight: deque = deque()
-        self._kestrel_batch: list | None = None
-        self._kestrel_handshake = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._kestrel_role = _role_of(getattr(self, "client_name", None))
+        self._kestrel_role = _pool_role(self.connection_pool)
 
-    def _connect(self):
-        # Only when a socket is opened. redis-py's pools connect before handing a
-        # connection out, so a Redis that is down fails here, before any command is
-        # written: recorded as CONNECT, or the error rate would read 0 % exactly when
-        # every command fails. (Not connect(): the pool calls it on every checkout.)
+    def execute_command(self, *args: Any, **options: Any) -> Any:
         started = time.perf_counter()
-        try:
-            sock = super()._connect()
-        except BaseException as exc:
-            # What connect() turns it into: socket timeouts and OS errors.
-            label = "TimeoutError" if isinstance(exc, TimeoutError) else "ConnectionError"
-            errors = [("CONNECT", "none", label if isinstance(exc, OSError) else _label(exc))]
-            recorder.record(self._kestrel_role, "CONNECT", "none", started, True, errors=errors)
-            _mark_recorded(exc)
-            raise
-        # Out of the summary's average (as blocking commands are): a connect is not a round trip.
-        recorder.record(self._kestrel_role, "CONNECT", "none", started, True)
-        return sock
-
-    def on_connect_check_health(self, *args, **kwargs):
-        # redis-py probes optional features (CLIENT SETINFO, MAINT_NOTIFICATIONS) and
-        # ignores a refusal: those replies are counted as commands, not as errors.
-        self._kestrel_handshake = True
-        try:
-            return super().on_connect_check_health(*args, **kwargs)
-        finally:
-            self._kestrel_handshake = False
-
-    def pack_command(self, *args):
-        self._kestrel_batch = [args]
-        return super().pack_command(*args)
-
-    def pack_commands(self, commands):
-        commands = list(commands)
-        self._kestrel_batch = commands
-        return super().pack_commands(commands)
-
-    def send_command(self, *args, **kwargs):
-        started = time.perf_counter()
-        self._kestrel_batch = None
         # classify()'s usual case inline (a known command, a str key of a family already
         # seen): one Python call less on every command.
         family = None
@@ -596,115 +508,150 @@ class InstrumentedConnectionMixin:
         if family is None:
             name, family, blocking = classify(args)
         else:
-            name, blocking = described[0], described[4]
+            name, blocking = described[0], described[4]  # type: ignore[index]
         try:
-            super().send_command(*args, **kwargs)
+            response = super().execute_command(*args, **options)
         except BaseException as exc:
-            if not _recorded(exc):  # a failed reconnect is already a CONNECT error
-                errors = [(name, family, _label(exc))]
-                recorder.record(self._kestrel_role, name, family, started, blocking, errors=errors)
+            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
             raise
-        if name in SUBSCRIPTIONS and len(args) > 2:
-            self._kestrel_in_flight.append(_Op(name, family, started, len(args) - 1, blocking))
-        else:
-            self._kestrel_in_flight.append((name, family, started, blocking))
-
-    def send_packed_command(self, command, check_health=True):
-        # Taken before sending: a reconnect inside sends its own (unpacked) commands.
-        batch, self._kestrel_batch = self._kestrel_batch, None
-        if batch is None:
-            return super().send_packed_command(command, check_health)
-        started = time.perf_counter()
-        classified = [classify(args) for args in batch]
-        if len(batch) == 1:
-            name, family, blocking = classified[0]
-            op = (name, family, started, blocking)
-        else:
-            kind = "MULTI" if classified[0][0] == "MULTI" else "PIPELINE"
-            families = {family for _, family, _ in classified if family != "none"}
-            family = families.pop() if len(families) == 1 else ("mixed" if families else "none")
-            op = _Op(kind, family, started, len(batch), False, [(n, f) for n, f, _ in classified])
-        try:
-            super().send_packed_command(command, check_health)
-        except BaseException as exc:
-            if not _recorded(exc):
-                self._kestrel_fail(op, exc)
-            raise
-        self._kestrel_in_flight.append(op)
-
-    def read_response(self, *args, **kwargs):
-        in_flight = self._kestrel_in_flight
-        if not in_flight:  # a pub/sub message, or a reply to a command not seen
-            return super().read_response(*args, **kwargs)
-        op = in_flight[0]
-        try:
-            response = super().read_response(*args, **kwargs)
-        except ResponseError as exc:  # an error reply: the connection is still in step
-            self._kestrel_reply(op, exc, None)
-            raise
-        except BaseException as exc:
-            # Nothing more will be read for what is in flight: redis-py disconnects.
-            in_flight.clear()
-            self._kestrel_fail(op, exc)
-            raise
-        if op.__class__ is tuple:
-            in_flight.popleft()
-            recorder.record_one(self._kestrel_role, *op)
-        else:
-            self._kestrel_reply(op, None, response)
+        recorder.record_one(self._kestrel_role, name, family, started, blocking)
         return response
 
-    def disconnect(self, *args, **kwargs):
-        # Replies still owed are lost with the socket (a pipeline or pub/sub torn down).
-        self._kestrel_in_flight.clear()
-        self._kestrel_batch = None
-        return super().disconnect(*args, **kwargs)
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> InstrumentedPipeline:
+        return InstrumentedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
-    def _kestrel_reply(self, op, error: BaseException | None, response) -> None:
-        if op.__class__ is tuple:  # a single command's error reply
-            self._kestrel_in_flight.popleft()
-            name, family, started, blocking = op
-            errors = None if self._kestrel_handshake else [(name, family, _label(error))]
-            recorder.record(self._kestrel_role, name, family, started, blocking, errors=errors)
-            return
-        if op.batch is not None:
-            if error is not None:
-                self._kestrel_batch_error(op, op.index, error)
-            elif op.name == "MULTI" and op.index == len(op.batch) - 1 and isinstance(response, list):
-                for offset, item in enumerate(response):  # EXEC: one reply per queued command
-                    if isinstance(item, ResponseError):
-                        self._kestrel_batch_error(op, offset + 1, item)
-            op.index += 1
-        elif error is not None and op.errors is None:
-            op.errors = [(op.name, op.family, _label(error))]
-        op.replies -= 1
-        if op.replies > 0:
-            return
-        self._kestrel_in_flight.popleft()
-        recorder.record(self._kestrel_role, op.name, op.family, op.started, op.blocking, op.batch, op.errors)
+    def pubsub(self, **kwargs: Any) -> InstrumentedPubSub:
+        # Without the client's event dispatcher: a PubSub makes its own, with the same
+        # default listeners (re-authentication), and the client's is not public.
+        return InstrumentedPubSub(self.connection_pool, **kwargs)
 
-    def _kestrel_batch_error(self, op: _Op, index: int, error: BaseException) -> None:
-        if op.errors is None:
-            op.errors = []
-        command, family = op.batch[index] if 0 <= index < len(op.batch) else (op.name, op.family)
-        op.errors.append((command, family, _label(error)))
 
-    def _kestrel_fail(self, op, exc: BaseException) -> None:
-        """The round trip failed on the wire: each of its unanswered commands is an error."""
-        label = _label(exc)
-        if op.__class__ is tuple:
-            name, family, started, blocking = op
-            recorder.record(self._kestrel_role, name, family, started, blocking, errors=[(name, family, label)])
+class InstrumentedPipeline(Pipeline):
+    """A pipeline or MULTI/EXEC: one round trip, its commands counted one each.
+
+    Commands sent at once (WATCH and what follows it, redis-py's SCRIPT EXISTS) are
+    single commands. Errors are per command: a reply that is an error counts against
+    its command, a round trip lost on the wire against each of its commands.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_role = _pool_role(self.connection_pool)
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        started = time.perf_counter()
+        name, family, blocking = classify(args)
+        try:
+            response = super().immediate_execute_command(*args, **options)
+        except BaseException as exc:
+            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
+            raise
+        recorder.record_one(self._kestrel_role, name, family, started, blocking)
+        return response
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = self.command_stack
+        transaction = self.transaction or self.explicit_transaction
+        batch = [classify(args) for args, _ in stack]
+        if transaction and (batch or self.watching):
+            batch = [_MULTI, *batch, _EXEC]
+        if not batch:
+            return super().execute(raise_on_error)  # nothing to send
+        started = time.perf_counter()
+        try:
+            # Every reply, errors included, so that each failed command is counted;
+            # the first error is raised below as redis-py would have.
+            response = super().execute(raise_on_error=False)
+        except BaseException as exc:
+            self._kestrel_failed(batch, transaction, started, exc)
+            raise
+        offset = 1 if transaction else 0
+        errors = [
+            (batch[index + offset][0], batch[index + offset][1], _label(item))
+            for index, item in enumerate(response)
+            if isinstance(item, ResponseError)
+        ]
+        _record_batch(self._kestrel_role, batch, transaction, started, errors or None)
+        if errors and raise_on_error:
+            self.raise_first_error(stack, response)
+        return response
+
+    def _kestrel_failed(self, batch: list, transaction: bool, started: float, exc: BaseException) -> None:
+        if _not_sent(exc):
             return
-        if op.batch is None:
-            errors = [(op.name, op.family, label)]
-        else:
-            errors = list(op.errors or []) + [(command, family, label) for command, family in op.batch[op.index :]]
-        recorder.record(self._kestrel_role, op.name, op.family, op.started, op.blocking, op.batch, errors)
+        cause = exc.__context__ if isinstance(exc, WatchError) else exc
+        if cause is None:  # EXEC answered nil (a watched key changed): not an error
+            errors = None
+        elif isinstance(cause, ResponseError):  # the block refused as a whole (EXECABORT)
+            name, family = ("MULTI", "none") if transaction else batch[0][:2]
+            errors = [(name, family, _label(cause))]
+        else:  # lost on the wire: every command of the round trip
+            errors = [(name, family, _label(cause)) for name, family, _ in batch]
+        _record_batch(self._kestrel_role, batch, transaction, started, errors)
+
+
+class InstrumentedPubSub(PubSub):
+    """Pub/sub whose commands (SUBSCRIBE, UNSUBSCRIBE, PING...) are counted; messages are not.
+
+    Their replies arrive as messages, read later: the time recorded is the sending.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_role = _pool_role(self.connection_pool)
+
+    def execute_command(self, *args: Any) -> None:
+        started = time.perf_counter()
+        name, family, blocking = classify(args)
+        try:
+            super().execute_command(*args)
+        except BaseException as exc:
+            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
+            raise
+        recorder.record_one(self._kestrel_role, name, family, started, blocking)
+
+
+def redis_client(*args: Any, **kwargs: Any) -> Redis:
+    """A client for django-redis (REDIS_CLIENT_CLASS): InstrumentedRedis, or redis-py's
+    own Redis when KESTREL_REDIS_METRICS_ENABLED is off (no hook at all)."""
+    return (InstrumentedRedis if enabled() else Redis)(*args, **kwargs)
+
+
+# --- Opening connections (CONNECT) -------------------------------------------------
+
+
+class InstrumentedConnectionMixin:
+    """Records each attempt to open a connection, handshake included, as CONNECT.
+
+    While Redis is down that is where the errors are: a pool connects before a command
+    is written. redis-py has no public hook that sees an attempt fail, so this wraps
+    connect_check_health, which connect() and a reconnect inside a command both call:
+    the one redis-py internal Kestrel relies on (tests/core/test_instrumentation fails
+    when redis-py stops calling it).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_role = _role_of(getattr(self, "client_name", None))
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_connected:  # type: ignore[attr-defined]
+            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        started = time.perf_counter()
+        try:
+            result = super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            errors = [("CONNECT", "none", _label(exc))]
+            recorder.record(self._kestrel_role, "CONNECT", "none", started, True, errors=errors)
+            _mark_recorded(exc)
+            raise
+        # Out of the summary's average (as blocking commands are): a connect is not a round trip.
+        recorder.record(self._kestrel_role, "CONNECT", "none", started, True)
+        return result
 
 
 class InstrumentedConnection(InstrumentedConnectionMixin, Connection):
-    """A plain TCP connection with command metrics (for a pool's connection_class)."""
+    """A plain TCP connection that records CONNECT (for a pool's connection_class)."""
 
 
 _classes: dict[type, type] = {Connection: InstrumentedConnection}
@@ -712,7 +659,7 @@ _classes_lock = threading.Lock()
 
 
 def instrumented(connection_class: type) -> type:
-    """The instrumented subclass of a redis-py connection class (TCP, TLS, unix socket).
+    """The CONNECT-recording subclass of a redis-py connection class (TCP, TLS, unix socket).
 
     The class itself when instrumentation is off or it already is instrumented.
     """
@@ -724,118 +671,38 @@ def instrumented(connection_class: type) -> type:
             cls = type(
                 f"Instrumented{connection_class.__name__}",
                 (InstrumentedConnectionMixin, connection_class),
-                {"__module__": __name__, "__doc__": f"{connection_class.__name__} with command metrics."},
+                {"__module__": __name__, "__doc__": f"{connection_class.__name__} recording CONNECT."},
             )
             _classes[connection_class] = cls
         return cls
 
 
 class InstrumentedConnectionPool(ConnectionPool):
-    """ConnectionPool whose connections record command metrics.
+    """ConnectionPool whose connections record CONNECT.
 
     A pool class rather than a `connection_class` argument: from_url picks the class
     from the URL (rediss:// is TLS, unix:// a socket), which an explicit argument would
     override; this keeps the URL's choice and instruments it.
     """
 
-    def __init__(self, connection_class=Connection, **kwargs):
+    def __init__(self, connection_class: type = Connection, **kwargs: Any) -> None:
         super().__init__(connection_class=instrumented(connection_class), **kwargs)
 
 
 class InstrumentedBlockingConnectionPool(BlockingConnectionPool):
-    """BlockingConnectionPool whose connections record command metrics (see above)."""
+    """BlockingConnectionPool whose connections record CONNECT (see above)."""
 
-    def __init__(self, connection_class=Connection, **kwargs):
+    def __init__(self, connection_class: type = Connection, **kwargs: Any) -> None:
         super().__init__(connection_class=instrumented(connection_class), **kwargs)
 
 
 class InstrumentedSentinelConnectionPool(SentinelConnectionPool):
-    """SentinelConnectionPool whose Sentinel-managed connections record command metrics."""
+    """SentinelConnectionPool whose Sentinel-managed connections record CONNECT."""
 
-    def __init__(self, service_name, sentinel_manager, **kwargs):
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         # from_url names SSLConnection for rediss://; behind Sentinel that must be the
         # Sentinel-managed TLS class, or failovers would not be followed.
         given = kwargs.pop("connection_class", None)
         tls = kwargs.pop("ssl", False) or (given is not None and issubclass(given, SSLConnection))
         managed = SentinelManagedSSLConnection if tls else SentinelManagedConnection
         super().__init__(service_name, sentinel_manager, connection_class=instrumented(managed), **kwargs)
-
-
-# --- core.metrics counters in multiprocess mode -------------------------------------
-
-_core_counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
-_core_lock = threading.Lock()
-# (core.metrics name, its labels as passed) -> the Prometheus child, None if not exported.
-_core_children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
-_MISSING = object()
-# Counts not yet handed to prometheus-client, and when they are due (under _core_lock).
-_core_pending: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-_core_next_flush = [0.0]
-_CORE_NAME = re.compile(r"[a-z][a-z0-9_.]*\Z")
-
-
-def multiprocess_mode() -> bool:
-    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
-
-
-def core_metric_name(name: str) -> str | None:
-    """The Prometheus name of a core.metrics counter ("cache.hit" -> "kestrel_cache_hit")."""
-    if not _CORE_NAME.match(name):
-        return None
-    exported = "kestrel_" + name.replace(".", "_")
-    if exported.startswith(("kestrel_redis_", "kestrel_rq_")):  # ours, computed here
-        return None
-    return exported
-
-
-def core_metric_sink(name: str, amount: int, labels: dict[str, str]) -> None:
-    """core.metrics.incr's forwarder under gunicorn (PROMETHEUS_MULTIPROC_DIR set).
-
-    In one process /metrics reads core.metrics itself (ops.monitoring); with several,
-    each process must write its counts where the scraped one can read them, which is
-    what prometheus-client's multiprocess values are. Every cache hit comes through
-    here, so the counts are summed in memory and written with the Redis figures, at
-    most FLUSH_INTERVAL later (flush()).
-    """
-    if not multiprocess_mode():
-        return
-    series = (name, tuple(labels.items()))
-    with _core_lock:
-        _core_pending[series] = _core_pending.get(series, 0) + amount
-        due = time.perf_counter() >= _core_next_flush[0]
-    if due:
-        flush()
-
-
-def _flush_core_metrics() -> None:
-    with _core_lock:
-        pending = dict(_core_pending)
-        _core_pending.clear()
-        _core_next_flush[0] = time.perf_counter() + FLUSH_INTERVAL
-    for (name, labels), amount in pending.items():
-        child = _core_children.get((name, labels), _MISSING)
-        if child is _MISSING:
-            child = _core_children[(name, labels)] = _core_child(name, dict(labels))
-        if child is not None:
-            child.inc(amount)
-
-
-def _forget_core_metrics() -> None:
-    # A forked child (an RQ work-horse) must not report its parent's unflushed counts.
-    _core_pending.clear()
-
-
-os.register_at_fork(after_in_child=_forget_core_metrics)
-atexit.register(_flush_core_metrics)
-
-
-def _core_child(name: str, labels: dict[str, str]) -> Any:
-    exported = core_metric_name(name)
-    if exported is None:
-        return None
-    labelnames = tuple(sorted(labels))
-    counter = _core_counters.get((exported, labelnames))
-    if counter is None:
-        counter = Counter(exported, f"core.metrics counter {name}", labelnames, registry=None)
-        _core_counters[(exported, labelnames)] = counter
-    return counter.labels(**labels) if labelnames else counter

@@ -332,6 +332,9 @@ def connection_pool_options(
     """
     options: RoleOptions = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        # Django's cache API, get_redis, RQ (django-rq's USE_REDIS_CACHE) and pub/sub all
+        # use this client: the command metrics (core.instrumentation).
+        "REDIS_CLIENT_CLASS": "core.instrumentation.redis_client",
         "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
         "SOCKET_CONNECT_TIMEOUT": connect_timeout,
         "SOCKET_TIMEOUT": socket_timeout,

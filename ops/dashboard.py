@@ -1,13 +1,10 @@
 """The staff ops dashboard's figures (/ops), and the samples its charts are drawn from.
 
-Reads, for a person looking at the page (README, "Seeing Redis at work"); nothing here
-is on a request path other than /ops. The figures come from where /metrics and
-`manage.py redis_audit` already get theirs: ops.monitoring (RQ), core.instrumentation
-(command metrics, key families), core.metrics (cache counters), ops.audit (rules).
-
-Charts need history, which a live INFO has not: the scheduled job ops.jobs.sample_ops
-calls ops_sample() once a minute, which appends one entry to a capped stream on the
-state role (ops.keys.ops_samples_key()).
+For a person looking at the page; on no request path but /ops. Figures come from where
+/metrics and redis_audit get theirs: ops.monitoring (RQ), core.metrics (prometheus-client:
+command metrics, cache counters), core.instrumentation (key families), ops.audit. Charts
+need history a live INFO has not: ops.jobs.sample_ops calls ops_sample() once a minute,
+which appends one entry to a capped stream on the state role (ops.keys.ops_samples_key()).
 """
 
 from __future__ import annotations
@@ -16,12 +13,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from core import instrumentation
-from core import metrics as core_metrics
+from core import instrumentation, metrics
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
 from ops import audit
 from ops.keys import ops_samples_key
@@ -145,18 +140,8 @@ def role_figures(role: str, client: Redis) -> RoleFigures:
 
 
 def _metric_samples():
-    """Command metrics (and, under gunicorn, core.metrics counters) as Prometheus samples.
-
-    Under gunicorn every worker's, from prometheus-client's per-process files, as /metrics
-    reads them; otherwise this process's own.
-    """
-    instrumentation.flush()
-    if instrumentation.multiprocess_mode():
-        registry = CollectorRegistry(auto_describe=False)
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    for family in registry.collect():
+    """Kestrel's prometheus-client samples, as /metrics reads them (core.metrics.registry)."""
+    for family in metrics.registry().collect():
         yield from family.samples
 
 
@@ -209,7 +194,7 @@ def command_metrics(*, top: int = TOP_COMMANDS) -> tuple[list[dict], dict]:
 
 
 def cache_metrics() -> list[dict]:
-    """core.metrics cache.* counters per key family: hits (L1, Redis), misses, errors..."""
+    """The cache counters (kestrel_cache_*_total) per key family: hits (L1, Redis), misses, errors..."""
     families: dict[str, dict[str, int]] = {}
 
     def add(event: str, labels: dict, count: float) -> None:
@@ -221,15 +206,9 @@ def cache_metrics() -> list[dict]:
         row = families.setdefault(family, {})
         row[event] = row.get(event, 0) + int(count)
 
-    if instrumentation.multiprocess_mode():
-        for sample in _metric_samples():
-            if sample.name.startswith("kestrel_cache_") and sample.name.endswith("_total"):
-                add(sample.name[len("kestrel_cache_") : -len("_total")], sample.labels, sample.value)
-    else:
-        for name, series in core_metrics.snapshot().items():
-            if name.startswith("cache.") and name.count(".") == 1:
-                for labels, count in series:
-                    add(name.split(".", 1)[1], labels, count)
+    for sample in _metric_samples():
+        if sample.name.startswith("kestrel_cache_") and sample.name.endswith("_total"):
+            add(sample.name[len("kestrel_cache_") : -len("_total")], sample.labels, sample.value)
     rows = []
     for family, counts in sorted(families.items()):
         hits = counts.get("hit_l1", 0) + counts.get("hit_redis", 0)

@@ -1,23 +1,10 @@
 """What /metrics reports to Prometheus, and the job figures /healthz reports (views: ops.views).
 
-/metrics joins three sources, in Prometheus text format (OpenMetrics when asked):
-
-- the command metrics of core.instrumentation (kestrel_redis_commands_total, ...),
-  with prometheus-client's process metrics. Under gunicorn (PROMETHEUS_MULTIPROC_DIR
-  set) they are every worker's, read from the per-process files; otherwise this
-  process's own;
-- core.metrics counters (cache hits and misses per family and tier, lock waits, ...)
-  as kestrel_<name with dots as underscores>_total: in one process read from
-  core.metrics at scrape time; under gunicorn forwarded by core.metrics.incr to
-  core.instrumentation.core_metric_sink, so every worker's counts are summed;
-- figures read from Redis at scrape time: each role's server (up, memory, evictions,
-  keyspace hits, SLOWLOG length, eviction policy) and RQ (jobs per queue and state,
-  age of the oldest queued job, workers alive). These come from Redis itself, so any
-  process can report them.
-
-Who may read it: a staff session, or `Authorization: Bearer <KESTREL_METRICS_TOKEN>`
-for Prometheus. The token is checked first, so a scrape needs no session and still
-answers while Redis is down (kestrel_redis_up 0).
+/metrics (Prometheus text, OpenMetrics when asked) joins prometheus-client's default registry
+(core.metrics: Redis commands, HTTP requests, cache and other counters, process figures; under
+gunicorn every worker's, summed from the per-process files) and figures read from Redis at
+scrape time: each role's server (INFO, SLOWLOG length, eviction policy) and RQ (jobs per queue
+and state, oldest queued job, workers alive). Staff or a bearer token may read it (ops.views).
 """
 
 from __future__ import annotations
@@ -28,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics, multiprocess
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis import Redis
 from redis.exceptions import RedisError
@@ -44,15 +31,10 @@ from rq.registry import (
 from rq.utils import utcparse
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from core import instrumentation
-from core import metrics as core_metrics
+from core import metrics
 from core.redis import ROLE_ALIASES, Role, get_redis
 
 logger = logging.getLogger(__name__)
-
-# No <name>_created series beside every counter and histogram: they double what each
-# scrape stores, and Prometheus reads resets from the counters themselves.
-disable_created_metrics()
 
 # RQ's registries, read with ZCARD: entries past their TTL stay until RQ's own cleanup
 # (KestrelWorker runs it every MAINTENANCE_INTERVAL), which a scrape must not trigger.
@@ -284,23 +266,8 @@ def _rq_families(client: Redis) -> list:
     return [jobs, oldest, queue_workers, workers, registered]
 
 
-def _core_metric_families() -> list:
-    """core.metrics read in this process (single-process mode only)."""
-    families = []
-    for name, series in sorted(core_metrics.snapshot().items()):
-        exported = instrumentation.core_metric_name(name)
-        if exported is None:
-            continue
-        labelnames = sorted({label for labels, _ in series for label in labels})
-        family = CounterMetricFamily(exported, f"core.metrics counter {name}", labels=labelnames)
-        for labels, count in series:
-            family.add_metric([labels.get(label, "") for label in labelnames], count)
-        families.append(family)
-    return families
-
-
 class KestrelCollector:
-    """What /metrics reads at scrape time (Redis servers, RQ, core.metrics)."""
+    """What /metrics reads from Redis at scrape time (the roles' servers, RQ)."""
 
     def __init__(self, roles: dict[str, Redis] | None = None) -> None:
         self.roles = roles
@@ -314,23 +281,18 @@ class KestrelCollector:
                 yield from _rq_families(roles["state"])
             except RedisError as exc:
                 logger.warning("metrics: RQ figures unavailable: %s", exc)
-        if not instrumentation.multiprocess_mode():
-            yield from _core_metric_families()
 
 
-class _ProcessRegistry:
-    """prometheus-client's default registry (command metrics, process figures), as a collector."""
+class _KestrelFigures:
+    """core.metrics.registry() as a collector: this process's figures flushed at each scrape."""
 
     def collect(self):
-        return REGISTRY.collect()
+        return metrics.registry().collect()
 
 
 def build_registry(roles: dict[Role, Redis] | None = None) -> CollectorRegistry:
     """The registry one scrape reads (built per scrape: the Redis figures are live)."""
     registry = CollectorRegistry(auto_describe=False)
-    if instrumentation.multiprocess_mode():
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(_ProcessRegistry())
+    registry.register(_KestrelFigures())
     registry.register(KestrelCollector(roles))
     return registry

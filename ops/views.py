@@ -20,7 +20,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client.exposition import choose_encoder
 
-from core import instrumentation
 from ops.dashboard import ops_dashboard_get
 from ops.health import check_all
 from ops.monitoring import build_registry, jobs_status
@@ -156,6 +155,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics: staff session or bearer token, else 403; never cached."""
     if not _may_read_metrics(request):
         return JsonResponse({"error": "Forbidden"}, status=403)
-    instrumentation.flush()  # this process's latest figures; other workers flush each second
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(build_registry()), content_type=content_type)

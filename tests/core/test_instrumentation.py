@@ -2,9 +2,9 @@
 counts and times its commands per key family, errors count as errors, and the figures
 survive gunicorn's several processes.
 
-The clients here are built on InstrumentedBlockingConnectionPool, the pool class that
-core.redis gives each role, so these tests hold whether or not the shared pools of
-this test session are instrumented.
+The clients here are InstrumentedRedis on InstrumentedBlockingConnectionPool, the client
+and pool classes core.redis gives each role, so these tests hold whether or not the
+shared clients of this test session are instrumented.
 """
 
 from __future__ import annotations
@@ -23,23 +23,31 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from rq import SimpleWorker
 
-from core import instrumentation
+from core import instrumentation, metrics
 from core.cache import RedisCache
 from core.instrumentation import (
     InstrumentedBlockingConnectionPool,
     InstrumentedConnectionMixin,
+    InstrumentedPipeline,
+    InstrumentedPubSub,
+    InstrumentedRedis,
     classify,
     key_family,
+    redis_client,
 )
 from core.keys import key
-from core.redis import role_url
+from core.redis import Breaker, BreakerRetry, CircuitOpen, get_redis, role_url
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# A breaker that refuses every call for the next hour.
+OPEN_BREAKER = Breaker("test", cooldown=3600, probe_window=1)
+OPEN_BREAKER.timed_out()
 
 
 def noop_job() -> str:
@@ -47,14 +55,14 @@ def noop_job() -> str:
 
 
 def commands(role: str, command: str, family: str) -> float:
-    instrumentation.flush()
+    metrics.flush()
     labels = {"role": role, "command": command, "family": family}
     return REGISTRY.get_sample_value("kestrel_redis_commands_total", labels) or 0.0
 
 
 def round_trips(role: str, command: str, family: str) -> tuple[float, float]:
     """(count, sum of seconds) of the latency histogram."""
-    instrumentation.flush()
+    metrics.flush()
     labels = {"role": role, "command": command, "family": family}
     count = REGISTRY.get_sample_value("kestrel_redis_command_duration_seconds_count", labels) or 0.0
     total = REGISTRY.get_sample_value("kestrel_redis_command_duration_seconds_sum", labels) or 0.0
@@ -62,14 +70,14 @@ def round_trips(role: str, command: str, family: str) -> tuple[float, float]:
 
 
 def errors(role: str, command: str, family: str, error: str) -> float:
-    instrumentation.flush()
+    metrics.flush()
     labels = {"role": role, "command": command, "family": family, "error": error}
     return REGISTRY.get_sample_value("kestrel_redis_command_errors_total", labels) or 0.0
 
 
 def family_total(role: str, family: str) -> float:
     """Commands of one family, whatever the command."""
-    instrumentation.flush()
+    metrics.flush()
     return sum(
         sample.value
         for metric in REGISTRY.collect()
@@ -89,7 +97,7 @@ def instrumented_client():
     def make(role: str, *, client_name: str | None = None, **kwargs) -> Redis:
         client_name = client_name or f"kestrel-{role}"
         pool = InstrumentedBlockingConnectionPool.from_url(role_url(role), client_name=client_name, **kwargs)
-        client = Redis(connection_pool=pool)
+        client = InstrumentedRedis(connection_pool=pool)
         clients.append(client)
         return client
 
@@ -109,6 +117,7 @@ def instrumented_cache():
     params["OPTIONS"] = {
         **params["OPTIONS"],
         "CONNECTION_POOL_CLASS": "core.instrumentation.InstrumentedBlockingConnectionPool",
+        "REDIS_CLIENT_CLASS": "core.instrumentation.InstrumentedRedis",
     }
     cache = RedisCache(f"{params['LOCATION']}?client_name=kestrel-cache", params)
     yield cache
@@ -266,6 +275,68 @@ def test_a_connection_lost_mid_command_counts_as_an_error_of_that_command(instru
     assert errors("cache", "GET", "core:probe", "TimeoutError") == before + 1
 
 
+def test_raise_on_error_still_raises_the_first_error_of_a_pipeline(instrumented_client):
+    client = instrumented_client("state")
+    probe = key("core", "probe", 7)
+    client.set(probe, "a string")
+    before = errors("state", "LPUSH", "core:probe", "ResponseError")
+
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key("core", "probe", 8))
+    pipe.lpush(probe, "x")
+    with pytest.raises(ResponseError, match=r"Command # 2 \(LPUSH .*WRONGTYPE"):
+        pipe.execute()
+
+    assert errors("state", "LPUSH", "core:probe", "ResponseError") == before + 1
+
+
+def test_a_transaction_a_watched_key_aborted_is_not_an_error(instrumented_client, state_redis):
+    client = instrumented_client("state")
+    probe = key("core", "probe", 10)
+    before = errors("state", "SET", "core:probe", "WatchError") + errors("state", "MULTI", "none", "WatchError")
+    trips = round_trips("state", "MULTI", "core:probe")[0]
+
+    with client.pipeline() as transaction:
+        transaction.watch(probe)
+        state_redis.set(probe, "changed meanwhile")
+        transaction.multi()
+        transaction.set(probe, "mine")
+        with pytest.raises(WatchError):
+            transaction.execute()
+
+    assert round_trips("state", "MULTI", "core:probe")[0] == trips + 1  # answered: EXEC said nil
+    assert errors("state", "SET", "core:probe", "WatchError") + errors("state", "MULTI", "none", "WatchError") == before
+
+
+def test_a_command_refused_by_the_circuit_breaker_is_not_counted(instrumented_client):
+    client = instrumented_client("cache", retry=BreakerRetry(NoBackoff(), 0, (), breaker=OPEN_BREAKER))
+    probe = key("core", "probe", 11)
+    before = commands("cache", "GET", "core:probe")
+
+    with pytest.raises(CircuitOpen):
+        client.get(probe)
+
+    assert commands("cache", "GET", "core:probe") == before
+
+
+def test_a_pipeline_lost_on_the_wire_counts_an_error_for_each_command(instrumented_client, redis_server):
+    client = instrumented_client("cache", retry=Retry(NoBackoff(), 0), socket_timeout=0.5)
+    client.ping()
+    before = errors("cache", "GET", "core:probe", "TimeoutError")
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key("core", "probe", 12))
+    pipe.get(key("core", "probe", 13))
+
+    redis_server.pause()
+    try:
+        with pytest.raises(RedisTimeoutError):
+            pipe.execute()
+    finally:
+        redis_server.resume()
+
+    assert errors("cache", "GET", "core:probe", "TimeoutError") == before + 2
+
+
 # --- The summary line -----------------------------------------------------------------
 
 
@@ -303,7 +374,7 @@ def test_key_families_follow_the_key_grammar():
     assert key_family(f"{settings.KESTREL_KEY_PREFIX}:Posts:Post:1") == "other"  # not the grammar
 
 
-def test_commands_are_labelled_from_a_fixed_table():
+def test_commands_are_labelled_by_name_and_first_key():
     probe = key("core", "probe", 1)
     assert classify(("GET", probe)) == ("GET", "core:probe", False)
     assert classify(("get", probe)) == ("GET", "core:probe", False)
@@ -315,10 +386,35 @@ def test_commands_are_labelled_from_a_fixed_table():
     assert classify(("MEMORY USAGE", probe)) == ("MEMORY USAGE", "core:probe", False)
     assert classify(("OBJECT", "ENCODING", probe)) == ("OBJECT ENCODING", "core:probe", False)
     assert classify(("CONFIG GET", "maxmemory-policy")) == ("CONFIG GET", "none", False)
+    assert classify(("SCAN", 0, "MATCH", probe)) == ("SCAN", "none", False)
+    assert classify(("PING",)) == ("PING", "none", False)  # keyless without arguments: no entry needed
     assert classify(("NOT-A-COMMAND", probe)) == ("OTHER", "none", False)
+    assert classify(("JSON.GET", probe)) == ("OTHER", "none", False)
+
+
+def test_command_labels_stay_bounded(monkeypatch):
+    monkeypatch.setattr(instrumentation, "_labels", set())
+    monkeypatch.setattr(instrumentation, "_commands", {})
+    monkeypatch.setattr(instrumentation, "MAX_COMMANDS", 2)
+    probe = key("core", "probe", 1)
+
+    assert classify(("GET", probe))[0] == "GET"
+    assert classify(("SET", probe, "x"))[0] == "SET"
+    assert classify(("HGET", probe, "f")) == ("OTHER", "none", False)
+    assert classify(("GET", probe))[0] == "GET"
 
 
 # --- Wiring ---------------------------------------------------------------------------
+
+
+def test_every_client_of_a_role_is_instrumented(settings):
+    assert settings.CACHES["default"]["OPTIONS"]["REDIS_CLIENT_CLASS"] == "core.instrumentation.redis_client"
+    for role in ("state", "cache"):
+        client = get_redis(role)
+        assert isinstance(client, InstrumentedRedis)
+        assert isinstance(client.pipeline(), InstrumentedPipeline)
+        assert isinstance(client.pubsub(), InstrumentedPubSub)
+    assert isinstance(get_queue("default").connection, InstrumentedRedis)  # django-rq: USE_REDIS_CACHE
 
 
 def test_the_pool_keeps_the_urls_connection_kind_and_instruments_it():
@@ -334,20 +430,37 @@ def test_the_pool_keeps_the_urls_connection_kind_and_instruments_it():
     assert issubclass(tcp, InstrumentedConnectionMixin)
 
 
-def test_the_setting_turns_instrumentation_off_for_new_pools(settings):
+def test_the_setting_turns_instrumentation_off_for_new_clients_and_pools(settings):
     settings.KESTREL_REDIS_METRICS_ENABLED = False
 
     pool = InstrumentedBlockingConnectionPool.from_url("redis://127.0.0.1:6379/0")
 
     assert pool.connection_class is Connection
+    assert type(redis_client(connection_pool=pool)) is Redis  # no hook at all
+
+
+def test_opening_a_connection_counts_as_one_connect(instrumented_client, state_redis):
+    """CONNECT wraps redis-py's connect_check_health (not public API): this test fails
+    when redis-py stops opening connections, or reopening a lost one, through it."""
+    assert callable(getattr(Connection, "connect_check_health", None))
+    client = instrumented_client("cache")
+    before = commands("cache", "CONNECT", "none")
+
+    client.ping()  # opens the pool's connection
+    client.ping()  # reuses it
+    assert commands("cache", "CONNECT", "none") == before + 1
+
+    state_redis.client_kill_filter(_id=client.client_id())  # the server drops it
+    client.ping()  # redis-py notices and opens another
+    assert commands("cache", "CONNECT", "none") == before + 2
 
 
 def test_the_histogram_exposes_what_was_recorded(instrumented_client):
-    """_observe_many writes prometheus-client's histogram internals: check the exposed result."""
+    """core.metrics.observe_many writes prometheus-client's histogram internals: check the exposed result."""
     client = instrumented_client("cache")
     for n in range(4):
         client.get(key("core", "gauge", n))
-    instrumentation.flush()
+    metrics.flush()
 
     labels = {"role": "cache", "command": "GET", "family": "core:gauge"}
     count = REGISTRY.get_sample_value("kestrel_redis_command_duration_seconds_count", labels)
@@ -365,12 +478,13 @@ def test_core_counts_are_summed_in_memory_and_written_once_by_a_flush(tmp_path):
 import os
 import django
 django.setup()
-from core import instrumentation
+from core import metrics
+metrics.flush()  # the next one is a second away
 for _ in range(3):
-    instrumentation.core_metric_sink("cache.hit", 1, {"family": "core_summed", "tier": "l1"})
-instrumentation.flush()
-instrumentation.flush()  # nothing new: writes nothing more
-instrumentation.core_metric_sink("cache.hit", 1, {"family": "core_summed", "tier": "l1"})
+    metrics.incr("cache.hit", family="core_summed", tier="l1")
+metrics.flush()
+metrics.flush()  # nothing new: writes nothing more
+metrics.incr("cache.hit", family="core_summed", tier="l1")
 os._exit(0)  # no exit hooks: what was not flushed is not written
 """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
@@ -387,15 +501,14 @@ def test_figures_from_several_processes_add_up_in_multiprocess_mode(tmp_path):
     script = """
 import django
 django.setup()
-from redis import Redis
-from core import instrumentation
+from core import instrumentation, metrics
 from core.keys import key
 from core.redis import role_url
 pool = instrumentation.InstrumentedBlockingConnectionPool.from_url(role_url("cache"), client_name="kestrel-cache")
-client = Redis(connection_pool=pool)
+client = instrumentation.InstrumentedRedis(connection_pool=pool)
 for n in range(25):
     client.get(key("core", "multi", n))
-instrumentation.core_metric_sink("cache.hit", 2, {"family": "core_multi", "tier": "redis"})
+metrics.incr("cache.hit", 2, family="core_multi", tier="redis")
 """  # figures are flushed at exit
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     for _ in range(2):

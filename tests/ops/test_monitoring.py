@@ -1,4 +1,7 @@
-"""/metrics (staff or bearer token only, never cached) and the jobs part of /healthz."""
+"""/metrics (staff or bearer token only, never cached) and the jobs part of /healthz.
+
+Every family that dashboards and alerts read is served (names, labels and types).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from redis import Redis
 from rq import Queue, Worker
 
 from core import metrics
-from core.instrumentation import InstrumentedBlockingConnectionPool
+from core.instrumentation import InstrumentedBlockingConnectionPool, InstrumentedRedis
 from core.keys import key
 from core.redis import role_url
 from ops.monitoring import build_registry, jobs_status, rq_snapshot
@@ -110,7 +113,7 @@ def test_metrics_include_command_counts_cache_counters_and_redis_figures(client,
     metrics.incr("cache.hit", family="post", tier="l1")
     metrics.incr("cache.miss", family="post")
     pool = InstrumentedBlockingConnectionPool.from_url(role_url("cache"), client_name="kestrel-cache")
-    Redis(connection_pool=pool).set(key("core", "probe", 1), "x", ex=60)
+    InstrumentedRedis(connection_pool=pool).set(key("core", "probe", 1), "x", ex=60)
     pool.disconnect()
 
     body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
@@ -125,6 +128,42 @@ def test_metrics_include_command_counts_cache_counters_and_redis_figures(client,
     assert "kestrel_redis_evicted_keys_total" in body
     assert 'kestrel_redis_commands_total{command="SET",family="core:probe",role="cache"}' in body
     assert 'kestrel_redis_command_duration_seconds_count{command="SET",family="core:probe",role="cache"}' in body
+
+
+def test_metrics_keep_every_kestrel_family(client, token):
+    """Dashboards and alerts read these names: each is served, from prometheus-client."""
+    metrics.incr("cache.hit", family="post", tier="redis")
+    metrics.incr("lock.contended", lock="job:report")
+    pool = InstrumentedBlockingConnectionPool.from_url(role_url("cache"), client_name="kestrel-cache")
+    redis = InstrumentedRedis(connection_pool=pool)
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(key("core", "probe", 1), "x", ex=60)
+    pipe.lpush(key("core", "probe", 1), "y")  # WRONGTYPE: an error reply
+    pipe.execute(raise_on_error=False)
+    pool.disconnect()
+    client.get("/healthz")
+
+    body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
+
+    for family, kind in [
+        ("kestrel_redis_commands", "counter"),
+        ("kestrel_redis_command_errors", "counter"),
+        ("kestrel_redis_command_duration_seconds", "histogram"),
+        ("kestrel_redis_pipeline_commands", "histogram"),
+        ("kestrel_cache_hit", "counter"),
+        ("kestrel_lock_contended", "counter"),
+        ("kestrel_http_requests", "counter"),
+        ("kestrel_http_request_duration_seconds", "histogram"),
+        ("kestrel_redis_up", "gauge"),
+        ("kestrel_redis_evicted_keys", "counter"),
+        ("kestrel_rq_jobs", "gauge"),
+        ("kestrel_rq_workers", "gauge"),
+        ("process_cpu_seconds", "counter"),
+    ]:
+        assert f"# TYPE {family}{'_total' if kind == 'counter' else ''} {kind}" in body, family
+    assert 'kestrel_cache_hit_total{family="post",tier="redis"} 1.0' in body
+    assert 'kestrel_http_requests_total{method="GET",route="healthz",status="2xx"}' in body
+    assert "_created" not in body
 
 
 def test_metrics_include_queue_depths_failed_jobs_and_workers(client, token, state_redis, alive_worker):
