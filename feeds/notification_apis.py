@@ -26,10 +26,10 @@ from feeds.notifications import (
     notification_create,
     notification_list,
     notifications_mark_read,
-    parse_stream_id,
 )
 from feeds.serializers import StreamIdField
 from feeds.stream_access import stream_credential
+from feeds.stream_ids import stream_id_or_none
 
 _NotificationSerializer = inline_serializer(
     "Notification",
@@ -157,7 +157,7 @@ def notification_stream(request: HttpRequest) -> HttpResponse:
     if requested is not None and requested != str(credential.user_id):
         return error_response(request, 403, "You can only open your own notification stream")
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
-    if last_event_id is not None and parse_stream_id(last_event_id) is None:
+    if last_event_id is not None and stream_id_or_none(last_event_id) is None:
         return error_response(request, 400, "Last-Event-ID must be a notification id")
     return sse.stream_response(request, credential=credential, last_event_id=last_event_id)
 

@@ -8,7 +8,8 @@ from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from feeds.notifications import notification_list, notifications_mark_read, parse_stream_id
+from feeds.notifications import notification_list, notifications_mark_read
+from feeds.stream_ids import stream_id_or_none
 
 PAGE_SIZE = 50
 
@@ -17,7 +18,7 @@ PAGE_SIZE = 50
 @require_GET
 def notifications(request: HttpRequest) -> HttpResponse:
     before = request.GET.get("before")
-    if parse_stream_id(before) is None:
+    if stream_id_or_none(before) is None:
         before = None  # a mangled link shows the first page rather than an error
     page = notification_list(user_id=request.user.pk, count=PAGE_SIZE, before=before)
     if page["notifications"]:

@@ -29,6 +29,7 @@ from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from core.scripts import script_queue
 from feeds import keys
+from feeds.stream_ids import FIRST, LAST, stream_id_or_none, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,6 @@ LIST_MAX_COUNT = 100  # most notifications one GET /api/notifications returns
 UNREAD_COUNT_CAP = 100  # unread is counted up to this many; the badge shows "99+" from here
 
 _KIND = re.compile(r"[a-z][a-z_]{0,31}\Z")
-# ASCII digits only: \d also matches other scripts' digits, which int() reads but Redis refuses.
-_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
-_STREAM_ID_PART_MAX = 2**64 - 1
-
-StreamId = tuple[int, int]
 
 
 class Notification(TypedDict):
@@ -50,25 +46,6 @@ class Notification(TypedDict):
     message: str
     data: dict
     at: str
-
-
-def parse_stream_id(value: str | None) -> StreamId | None:
-    """`"1712345678901-0"` -> (1712345678901, 0); None for anything else (user input).
-
-    Callers pass the accepted text on to Redis as it came, so anything Redis would
-    refuse (surrounding spaces, a part past 64 bits) is None here, not an error there.
-    """
-    if not value:
-        return None
-    match = _STREAM_ID.match(value)
-    if match is None:
-        return None
-    ms, seq = int(match.group(1)), int(match.group(2))
-    return (ms, seq) if ms <= _STREAM_ID_PART_MAX and seq <= _STREAM_ID_PART_MAX else None
-
-
-def format_stream_id(value: StreamId) -> str:
-    return f"{value[0]}-{value[1]}"
 
 
 # --- Writes ------------------------------------------------------------------------------
@@ -261,7 +238,7 @@ def entry_to_notification(stream_id: bytes | str, fields: dict[bytes, bytes]) ->
 
 def notifications_after(*, user_id: int, after: str, count: int) -> list[Notification]:
     """Up to `count` notifications newer than `after` (exclusive), oldest first: a replay."""
-    if parse_stream_id(after) == (_STREAM_ID_PART_MAX, _STREAM_ID_PART_MAX):
+    if stream_id_or_none(after) == LAST:
         # Nothing comes after the largest id, and Redis refuses an exclusive start
         # there ("invalid start ID") instead of answering with nothing.
         return []
@@ -281,7 +258,7 @@ def notification_list(*, user_id: int, count: int = 20, before: str | None = Non
     counts unread notifications up to UNREAD_COUNT_CAP.
     """
     end = f"({before}" if before else "+"
-    if before and parse_stream_id(before) == (0, 0):
+    if before and stream_id_or_none(before) == FIRST:
         # Nothing comes before 0-0, and Redis refuses "(0-0" outright (an error, not an
         # empty page); the inclusive 0-0 matches no entry, which is the answer.
         end = "0-0"
@@ -289,11 +266,13 @@ def notification_list(*, user_id: int, count: int = 20, before: str | None = Non
         keys=[keys.user_notifications(user_id), keys.user_notifications_read(user_id)],
         args=[end, count, UNREAD_COUNT_CAP],
     )
-    read_up_to = parse_stream_id(marker.decode()) if marker else None
+    read_up_to = stream_id_or_none(marker.decode()) if marker else None
     items = []
     for stream_id, flat in page:
         notification = entry_to_notification(stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-        items.append({**notification, "unread": read_up_to is None or parse_stream_id(notification["id"]) > read_up_to})
+        items.append(
+            {**notification, "unread": read_up_to is None or stream_id_or_raise(notification["id"]) > read_up_to}
+        )
     return {
         "notifications": items,
         "unread": unread,

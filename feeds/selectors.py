@@ -34,7 +34,7 @@ from accounts.selectors import user_profiles
 from core import metrics
 from core.redis import UNAVAILABLE_ERRORS, get_redis
 from feeds import keys
-from feeds.notifications import StreamId, parse_stream_id
+from feeds.stream_ids import stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +63,6 @@ class PostsByAuthors(Protocol):
     def __call__(
         self, *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
     ) -> list[tuple[int, int, datetime]]: ...
-
-
-def stream_id_parse(value: str) -> StreamId:
-    """`"1712345678901-3"` -> (1712345678901, 3); ValueError for anything Redis would refuse."""
-    parsed = parse_stream_id(value)
-    if parsed is None:
-        raise ValueError("Must be a stream id such as 1712345678901-0.")
-    return parsed
 
 
 def _ms(moment: datetime) -> int:
@@ -190,7 +182,7 @@ def _followed_posts(
     followees = Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)
     start = None
     if before:
-        ms, seq = stream_id_parse(before)
+        ms, seq = stream_id_or_raise(before)
         start = (_EPOCH + ms * _MS, seq)
     rows = posts_by_authors(author_ids=followees, limit=limit, before=start)
     # Sorted by (ms, id), not (created_at, id): two posts in one millisecond must still

@@ -73,14 +73,9 @@ from core import metrics
 from core.http import error_response
 from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable
 from feeds import keys
-from feeds.notifications import (
-    Notification,
-    StreamId,
-    notifications_after,
-    notifications_newest_id,
-    parse_stream_id,
-)
+from feeds.notifications import Notification, notifications_after, notifications_newest_id
 from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
+from feeds.stream_ids import FIRST, StreamId, stream_id_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +342,7 @@ class EventStream:
         """Subscribe before the response starts (raises when Redis does not answer)."""
         # Read before subscribing: anything newer is then replayed or received live.
         newest = notifications_newest_id(user_id=self.user_id) or "0-0"
-        if self._cursor is None or parse_stream_id(self._cursor) > parse_stream_id(newest):
+        if self._cursor is None or stream_id_or_none(self._cursor) > stream_id_or_none(newest):
             # A new browser starts from now. An id past the newest one (the largest id
             # there is, a clock ahead) would replay nothing, then drop every live
             # notification as already seen: it starts from now too.
@@ -525,14 +520,14 @@ class EventStream:
             metrics.incr("sse.bad_message")
             logger.warning("Ignoring a malformed notification message %r", message["data"][:200])
             return ""
-        if parse_stream_id(notification["id"]) <= self._cursor_id():
+        if stream_id_or_none(notification["id"]) <= self._cursor_id():
             metrics.incr("sse.duplicate")  # already sent by the replay
             return ""
         self._cursor = notification["id"]
         return format_event(notification)
 
     def _cursor_id(self) -> StreamId:
-        return parse_stream_id(self._cursor) or (0, 0)
+        return stream_id_or_none(self._cursor) or FIRST
 
 
 def _client_gone(sock: socket.socket | None) -> bool:
@@ -563,7 +558,7 @@ def _decode(data: bytes) -> Notification | None:
         }
     except (ValueError, KeyError, TypeError):
         return None
-    return notification if parse_stream_id(notification["id"]) is not None else None
+    return notification if stream_id_or_none(notification["id"]) is not None else None
 
 
 # --- The response ------------------------------------------------------------------------------

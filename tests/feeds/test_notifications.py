@@ -15,8 +15,8 @@ from feeds.notifications import (
     notification_list,
     notifications_mark_read,
     notify,
-    parse_stream_id,
 )
+from feeds.stream_ids import stream_id_or_none
 
 pytestmark = pytest.mark.django_db
 
@@ -154,12 +154,12 @@ def test_a_cursor_redis_would_refuse_is_400_not_a_server_error(api, ada, cursor)
 
 
 @pytest.mark.parametrize("cursor", _REFUSED_BY_REDIS)
-def test_parse_stream_id_refuses_what_redis_would(cursor):
-    assert parse_stream_id(cursor) is None
+def test_stream_id_or_none_refuses_what_redis_would(cursor):
+    assert stream_id_or_none(cursor) is None
 
 
-def test_parse_stream_id_takes_the_largest_id_redis_does():
-    assert parse_stream_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
+def test_stream_id_or_none_takes_the_largest_id_redis_does():
+    assert stream_id_or_none(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
 
 
 @pytest.mark.parametrize("cursor", ["0-0", "00-000"])
@@ -215,7 +215,7 @@ def test_the_read_marker_never_moves_back_nor_past_the_newest(ada):
     notifications_mark_read(user_id=ada.pk, up_to=ids[2])
 
     assert notifications_mark_read(user_id=ada.pk, up_to=ids[0]) == ids[2]  # another tab, older page
-    future = f"{parse_stream_id(ids[2])[0] + 10_000}-0"
+    future = f"{stream_id_or_none(ids[2])[0] + 10_000}-0"
     newer = notify(user_id=ada.pk, kind="like", message="new")
     assert notifications_mark_read(user_id=ada.pk, up_to=future) == newer  # not ahead of what exists
     assert notification_list(user_id=ada.pk)["unread"] == 0
