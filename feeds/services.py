@@ -239,7 +239,7 @@ def follow_create(*, follower: User, followee: User) -> Follow:
 
     After commit: the Redis mirror of the graph (accounts.services.follow_mirror_update),
     then the follower's activity and timeline and a notification to the followee
-    (follow_published). A follow that fails writes nothing at all.
+    (follow_effects_apply). A follow that fails writes nothing at all.
     """
     if follower.pk == followee.pk:
         raise ValidationError("You cannot follow yourself.")
@@ -252,7 +252,7 @@ def follow_create(*, follower: User, followee: User) -> Follow:
         except IntegrityError:
             raise AlreadyFollowing from None
         after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
-        after_commit(follow_published, follower=follower, followee=followee)
+        after_commit(follow_effects_apply, follower=follower, followee=followee)
     return follow
 
 
@@ -264,10 +264,10 @@ def follow_delete(*, follower: User, followee: User) -> None:
         if not deleted:
             raise NotFollowing
         after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
-        after_commit(unfollow_published, follower_id=follower.pk)
+        after_commit(unfollow_effects_apply, follower_id=follower.pk)
 
 
-def follow_published(*, follower: User, followee: User) -> None:
+def follow_effects_apply(*, follower: User, followee: User) -> None:
     """After a follow commits, one round trip: the follower's activity, their timeline, the
     followee's notification (once per window).
 
@@ -301,7 +301,7 @@ def follow_published(*, follower: User, followee: User) -> None:
         metrics.incr("notifications.sent", kind="follow")
 
 
-def unfollow_published(*, follower_id: int) -> None:
+def unfollow_effects_apply(*, follower_id: int) -> None:
     """After an unfollow commits: drop the follower's timeline, so the rebuild leaves out the
     unfollowed person's earlier posts too (new ones stop at once: the fan-out reads the
     follow graph, which no longer has the edge)."""
@@ -312,7 +312,7 @@ def unfollow_published(*, follower_id: int) -> None:
         logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
-def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
+def like_effects_apply(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
     """After a like commits, one round trip: the liker's activity and the author's notification
     (once per window)."""
     try:
@@ -341,7 +341,7 @@ def like_published(*, liker: User, post_id: int, post_title: str, author_id: int
 # --- Reports -------------------------------------------------------------------------------
 
 
-def report_ready_published(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
+def report_ready_notify(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
     """After a report's job completes: tell its owner, with the totals and the download link.
 
     `summary` is the report's {"posts", "views", "likes"} (posts.reports). Fails open,
