@@ -20,6 +20,7 @@ def user_timeline(user_id: int) -> str:
     return key("feeds", "user", user_id, "timeline")
 
 
+TIMELINE_FAMILY = "timeline"  # the `family` of its rebuild metrics (cache.rebuilt, cache.rebuild_busy, ...)
 TIMELINE_REBUILD_LEASE_MS = 5_000  # a rebuild reads at most STREAM_MAXLEN posts
 
 

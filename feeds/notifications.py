@@ -26,7 +26,7 @@ from django.utils import timezone
 from redis.commands.core import Script
 
 from core import metrics
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from core.scripts import script_queue
 from feeds import keys
 from feeds.stream_ids import FIRST, LAST, stream_id_or_none, stream_id_or_raise
@@ -183,13 +183,20 @@ def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | No
     """
     if not user_ids:
         return 0
-    try:
+    # Fail open: see the module docstring.
+    with fail_open(
+        "notifications.lost",
+        "%s %r notifications lost: Redis unavailable",
+        len(user_ids),
+        kind,
+        log=logger,
+        amount=len(user_ids),
+        kind=kind,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         notifications_queue(pipe, user_ids=user_ids, kind=kind, message=message, data=data)
         pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("notifications.lost", len(user_ids), kind=kind)
-        logger.warning("%s %r notifications lost: Redis unavailable (%s)", len(user_ids), kind, exc)
+    if outcome.failed:
         return 0
     metrics.incr("notifications.sent", len(user_ids), kind=kind)
     return len(user_ids)
@@ -201,12 +208,17 @@ def notify(*, user_id: int, kind: str, message: str, data: dict | None = None) -
     Call it after commit. kind: "follow", "like", "post", "report", "message".
     Fails open (None) when Redis does not answer: see the module docstring.
     """
-    try:
+    # Fail open: what caused it has committed, and should not fail for its notification.
+    with fail_open(
+        "notifications.lost",
+        "Notification %r for user %s lost: Redis unavailable",
+        kind,
+        user_id,
+        log=logger,
+        kind=kind,
+    ):
         return notification_create(user_id=user_id, kind=kind, message=message, data=data)
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("notifications.lost", kind=kind)
-        logger.warning("Notification %r for user %s lost: Redis unavailable (%s)", kind, user_id, exc)
-        return None
+    return None
 
 
 def notifications_mark_read(*, user_id: int, up_to: str | None = None) -> str | None:

@@ -22,17 +22,18 @@ and user_activity_page.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from redis.exceptions import WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from accounts.models import Follow
 from accounts.selectors import user_profiles
 from core import metrics
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.rebuild import Lease, rebuild
+from core.redis import fail_open, get_redis
 from feeds import keys
 from feeds.stream_ids import stream_id_or_raise
 
@@ -134,16 +135,17 @@ def timeline_page(
     if before == "0-0":
         return {"items": [], "next": None}
     client = get_redis("state")
-    rows: list[tuple[str, int]] | None
-    try:
+    rows: list[tuple[str, int]] | None = None
+    # Fail open: a timeline is derived from the database, which can answer alone.
+    with fail_open(
+        "feeds.timeline_error",
+        "Timeline of user %s read from the database: state Redis unavailable",
+        user_id,
+        log=logger,
+    ):
         rows = _timeline_read(client, user_id, count, before)
         if rows is None and _timeline_rebuild(client, user_id, posts_by_authors):
             rows = _timeline_read(client, user_id, count, before) or []
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: a timeline is derived from the database, which can answer alone.
-        metrics.incr("feeds.timeline_error")
-        logger.warning("Timeline of user %s read from the database: state Redis unavailable (%s)", user_id, exc)
-        rows = None
     if rows is None:
         metrics.incr("feeds.timeline_from_db")
         followed = _followed_posts(user_id, count, before, posts_by_authors=posts_by_authors)
@@ -191,28 +193,24 @@ def _followed_posts(
     return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
 
 
-def _timeline_rebuild(client, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
+def _timeline_rebuild(client: Redis, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
     """Store `user_id`'s timeline from the database; False if another process holds the
-    rebuild lease, or a fan-out or follow change touched it while we read (we WATCH it)."""
-    key, lease = keys.user_timeline(user_id), keys.user_timeline_rebuild(user_id)
-    if not client.set(lease, uuid.uuid4().hex, nx=True, px=keys.TIMELINE_REBUILD_LEASE_MS):
-        metrics.incr("feeds.timeline_rebuild_busy")
-        return False
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            pipe.watch(lease)
-            rows = _followed_posts(user_id, keys.STREAM_MAXLEN, posts_by_authors=posts_by_authors)
-            pipe.multi()
-            pipe.delete(key)
-            # Created empty (XADD then trimmed to nothing in the same command): a
-            # timeline with no posts still exists, so "missing" always means "rebuild".
-            pipe.xadd(key, {"built": 1}, id="0-1", maxlen=0, approximate=False)
-            for stream_id, post_id, author_id in reversed(rows):
-                pipe.xadd(key, {"post": post_id, "author": author_id}, id=stream_id)
-            pipe.delete(lease)
-            pipe.execute()
-    except WatchError:
-        metrics.incr("feeds.timeline_rebuild_raced")
-        return False
-    metrics.incr("feeds.timeline_rebuilt")
-    return True
+    rebuild lease, or a fan-out or follow change deleted it while we read (core.rebuild)."""
+    key = keys.user_timeline(user_id)
+
+    def store(pipe: Pipeline, rows: list[tuple[str, int, int]]) -> None:
+        pipe.delete(key)
+        # Created empty (XADD then trimmed to nothing in the same command): a
+        # timeline with no posts still exists, so "missing" always means "rebuild".
+        pipe.xadd(key, {"built": 1}, id="0-1", maxlen=0, approximate=False)
+        for stream_id, post_id, author_id in reversed(rows):
+            pipe.xadd(key, {"post": post_id, "author": author_id}, id=stream_id)
+
+    rebuilt = rebuild(
+        client,
+        family=keys.TIMELINE_FAMILY,
+        load=lambda: _followed_posts(user_id, keys.STREAM_MAXLEN, posts_by_authors=posts_by_authors),
+        store=store,
+        lease=Lease(keys.user_timeline_rebuild(user_id), keys.TIMELINE_REBUILD_LEASE_MS),
+    )
+    return rebuilt.stored

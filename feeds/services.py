@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Protocol
 
 from django.core.exceptions import ValidationError
@@ -52,8 +52,9 @@ from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
 from accounts.services import follow_mirror_update
 from core import metrics
+from core.batching import chunks
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from feeds import keys
 from feeds.notifications import notification_queue_once, notifications_queue, notify
 from jobs.models import Job
@@ -103,16 +104,20 @@ def _activity_xadd(pipe, *, user_id: int, action: str, target_id: int) -> None:
 
 def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
     """Append to `user_id`'s activity stream (XADD MAXLEN ~); its stream id, None if lost."""
-    try:
+    # Fail open: the action itself is committed; only its line in the feed is lost.
+    with fail_open(
+        "feeds.activity_lost",
+        "Activity %r of user %s lost: state Redis unavailable",
+        action,
+        user_id,
+        log=logger,
+        action=action,
+    ):
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=user_id, action=action, target_id=target_id)
         (stream_id,) = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the action itself is committed; only its line in the feed is lost.
-        metrics.incr("feeds.activity_lost", action=action)
-        logger.warning("Activity %r of user %s lost: state Redis unavailable (%s)", action, user_id, exc)
-        return None
-    return stream_id.decode()
+        return stream_id.decode()
+    return None
 
 
 # --- New posts ---------------------------------------------------------------------------
@@ -142,24 +147,19 @@ def _fanout_inline(post: PublishedPost, followers: list[int] | None = None) -> N
     `followers` (ids) come from the post's transaction; without them, the follower set
     is read first (one round trip more).
     """
-    try:
+    # The job retries until Redis answers; a pipeline that died half-way may have
+    # written some entries already, which readers show once.
+    with fail_open(
+        "feeds.fanout_deferred", "Fan-out of post %s deferred to a job: state Redis unavailable", post.pk, log=logger
+    ) as outcome:
         if followers is None:
             followers = follower_ids(user_id=post.author_id)
-        recipients = timeline_fanout(post=post, batches=_chunks(followers, FANOUT_BATCH), activity=True)
-    except UNAVAILABLE_ERRORS as exc:
-        # The job retries until Redis answers; a pipeline that died half-way may have
-        # written some entries already, which readers show once.
-        metrics.incr("feeds.fanout_deferred")
-        logger.warning("Fan-out of post %s deferred to a job: state Redis unavailable (%s)", post.pk, exc)
+        recipients = timeline_fanout(post=post, batches=chunks(followers, FANOUT_BATCH), activity=True)
+    if outcome.failed:
         job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk, "activity": True})
         return
     metrics.incr("feeds.fanout", mode="inline")
     logger.debug("Post %s fanned out to %s timelines", post.pk, recipients)
-
-
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activity: bool = False) -> int:
@@ -275,7 +275,17 @@ def follow_effects_apply(*, follower: User, followee: User) -> None:
     only appends, so the followee's earlier posts cannot be slotted in among the older
     entries; the next read rebuilds it from the database, their posts included.
     """
-    try:
+    # Fail open: the follow is committed. Lost: the activity line, the notification,
+    # and until the timeline is next rebuilt, the followee's older posts (new ones
+    # arrive anyway).
+    with fail_open(
+        "feeds.activity_lost",
+        "Follow %s -> %s: activity and timeline not updated",
+        follower.pk,
+        followee.pk,
+        log=logger,
+        action=FOLLOWED,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=follower.pk, action=FOLLOWED, target_id=followee.pk)
         pipe.delete(keys.user_timeline(follower.pk), keys.user_timeline_rebuild(follower.pk))
@@ -289,13 +299,8 @@ def follow_effects_apply(*, follower: User, followee: User) -> None:
             data={"userId": follower.pk, "username": follower.username},
         )
         *_, notification_id = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the follow is committed. Lost: the activity line, the notification,
-        # and until the timeline is next rebuilt, the followee's older posts (new ones
-        # arrive anyway).
-        metrics.incr("feeds.activity_lost", action=FOLLOWED)
+    if outcome.failed:
         metrics.incr("notifications.lost", kind="follow")
-        logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="follow")
@@ -305,17 +310,24 @@ def unfollow_effects_apply(*, follower_id: int) -> None:
     """After an unfollow commits: drop the follower's timeline, so the rebuild leaves out the
     unfollowed person's earlier posts too (new ones stop at once: the fan-out reads the
     follow graph, which no longer has the edge)."""
-    try:
+    # Fail open: the unfollow is committed; until the timeline is next rebuilt it still
+    # shows the unfollowed person's earlier posts.
+    with fail_open("feeds.timeline_drop_lost", "Unfollow by %s: timeline not dropped", follower_id, log=logger):
         get_redis("state").delete(keys.user_timeline(follower_id), keys.user_timeline_rebuild(follower_id))
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("feeds.timeline_drop_lost")
-        logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
 def like_effects_apply(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
     """After a like commits, one round trip: the liker's activity and the author's notification
     (once per window)."""
-    try:
+    # Fail open: the like is committed; its activity line and notification are lost.
+    with fail_open(
+        "feeds.activity_lost",
+        "Like of post %s by user %s: activity and notification lost",
+        post_id,
+        liker.pk,
+        log=logger,
+        action=LIKED,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=liker.pk, action=LIKED, target_id=post_id)
         notification_queue_once(
@@ -328,11 +340,8 @@ def like_effects_apply(*, liker: User, post_id: int, post_title: str, author_id:
             data={"postId": post_id, "userId": liker.pk},
         )
         *_, notification_id = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the like is committed; its activity line and notification are lost.
-        metrics.incr("feeds.activity_lost", action=LIKED)
+    if outcome.failed:
         metrics.incr("notifications.lost", kind="like")
-        logger.warning("Like of post %s by user %s: activity and notification lost (%s)", post_id, liker.pk, exc)
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="like")

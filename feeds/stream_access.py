@@ -30,9 +30,8 @@ from redis.commands.core import Script
 
 from accounts import keys as account_keys
 from accounts import revocation, tokens
-from core import metrics
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from feeds import keys
 
 logger = logging.getLogger(__name__)
@@ -163,11 +162,9 @@ def streams_revoke_publish(
         message["epoch"] = epoch
     if not message:
         return
-    try:
+    # Fail open: the revocation itself is written; the streams' timed check still ends them.
+    with fail_open("sse.revoke_publish_error", "Stream revocation for user %s not published", user_id, log=logger):
         get_redis("state").publish(keys.user_stream_control(user_id), json.dumps(message, separators=(",", ":")))
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("sse.revoke_publish_error")
-        logger.warning("Stream revocation for user %s not published: %s", user_id, exc)
 
 
 @receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")
