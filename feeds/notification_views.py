@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
+from core.types import AuthenticatedHttpRequest
 from feeds.notifications import notification_list, notifications_mark_read
 from feeds.stream_ids import stream_id_or_none
 
@@ -16,7 +17,7 @@ PAGE_SIZE = 50
 
 @login_required
 @require_GET
-def notifications(request: HttpRequest) -> HttpResponse:
+def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
     before = request.GET.get("before")
     if stream_id_or_none(before) is None:
         before = None  # a mangled link shows the first page rather than an error

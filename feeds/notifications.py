@@ -20,16 +20,19 @@ import functools
 import json
 import logging
 import re
-from typing import TypedDict
+from collections.abc import Iterator, Sequence
+from typing import TypedDict, cast
 
 from django.utils import timezone
+from redis.client import Pipeline
 from redis.commands.core import Script
+from redis.typing import EncodableT, KeyT
 
 from core import metrics
 from core.redis import fail_open, get_redis
 from core.scripts import script_queue
 from feeds import keys
-from feeds.stream_ids import FIRST, LAST, stream_id_or_none, stream_id_or_raise
+from feeds.stream_ids import FIRST, LAST, Entries, stream_id_or_none, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +147,9 @@ def _prepared(kind: str, message: str, data: dict | None) -> tuple[str, str, str
     return message, data_json, at, published
 
 
-def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> None:
+def notifications_queue(
+    pipe: Pipeline, *, user_ids: Sequence[int], kind: str, message: str, data: dict | None = None
+) -> None:
     """Add the same notification for many users to a pipeline the caller executes.
 
     The fan-out puts them in the same pipeline as the timeline entries: one round trip
@@ -152,7 +157,7 @@ def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, d
     with metrics.incr("notifications.sent", ...) once it ran.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    calls = (
+    calls: Iterator[tuple[list[KeyT], list[EncodableT]]] = (
         (
             [keys.user_notifications(user_id)],
             [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
@@ -163,7 +168,7 @@ def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, d
 
 
 def notification_queue_once(
-    pipe, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
+    pipe: Pipeline, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
 ) -> None:
     """Add to a pipeline one notification that goes out only if `claim` is free (SET NX EX
     `window` in the same script, so of two racing calls exactly one sends).
@@ -172,7 +177,16 @@ def notification_queue_once(
     was taken already. Count it with metrics.incr("notifications.sent", ...) if sent.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    args = [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published, window]
+    args: list[EncodableT] = [
+        keys.NOTIFICATIONS_MAXLEN,
+        keys.user_channel(user_id),
+        kind,
+        message,
+        data_json,
+        at,
+        published,
+        window,
+    ]
     script_queue(pipe, _script(_NOTIFY), [([keys.user_notifications(user_id), claim], args)])
 
 
@@ -254,12 +268,14 @@ def notifications_after(*, user_id: int, after: str, count: int) -> list[Notific
         # Nothing comes after the largest id, and Redis refuses an exclusive start
         # there ("invalid start ID") instead of answering with nothing.
         return []
-    entries = get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
+    entries = cast(
+        Entries, get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
+    )
     return [entry_to_notification(stream_id, fields) for stream_id, fields in entries]
 
 
 def notifications_newest_id(*, user_id: int) -> str | None:
-    entries = get_redis("state").xrevrange(keys.user_notifications(user_id), count=1)
+    entries = cast(Entries, get_redis("state").xrevrange(keys.user_notifications(user_id), count=1))
     return entries[0][0].decode() if entries else None
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -35,7 +35,7 @@ from core import metrics
 from core.rebuild import Lease, rebuild
 from core.redis import fail_open, get_redis
 from feeds import keys
-from feeds.stream_ids import stream_id_or_raise
+from feeds.stream_ids import Entries, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ class PostsByAuthors(Protocol):
     ) -> list[tuple[int, int, datetime]]: ...
 
 
+class ActivityItem(TypedDict):
+    """One line of an activity page, as the article's API shows it."""
+
+    id: str
+    action: str
+    targetId: int  # the API's field name
+    timestamp: int
+
+
 def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
 
@@ -93,13 +102,13 @@ def activity_page(
     if before == "0-0":  # nothing comes before the first possible id (and Redis refuses "(0-0")
         return {"items": [], "next": None}
     key = keys.user_activity(user_id)
-    entries = get_redis("state").xrevrange(key, max=_xrevrange_max(before), min="-", count=count)
-    rows = []
-    for stream_id, raw in entries:
+    entries = cast(Entries, get_redis("state").xrevrange(key, max=_xrevrange_max(before), min="-", count=count))
+    rows: list[ActivityItem] = []
+    for entry_id, raw in entries:
         fields = _fields(raw)
         rows.append(
             {
-                "id": stream_id.decode(),
+                "id": entry_id.decode(),
                 "action": fields["action"],
                 "targetId": int(fields["targetId"]),
                 "timestamp": int(fields["timestamp"]),
@@ -160,7 +169,7 @@ def timeline_page(
     return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
 
 
-def _timeline_read(client, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
+def _timeline_read(client: Redis, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
     """(stream id, post id) newest first; None when the timeline is missing (rebuild it)."""
     pipe = client.pipeline(transaction=True)
     pipe.exists(keys.user_timeline(user_id))

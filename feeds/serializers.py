@@ -7,6 +7,8 @@ take `?count=` from 1 to 100.
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -24,10 +26,10 @@ class StreamIdField(serializers.CharField):
 
     default_error_messages = {"invalid": "Must be a stream id such as 1712345678901-0."}
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(trim_whitespace=False, **kwargs)
 
-    def to_internal_value(self, data) -> str:
+    def to_internal_value(self, data: str) -> str:
         value = super().to_internal_value(data)
         if not API_STREAM_ID.fullmatch(value):
             self.fail("invalid")

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Protocol, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
@@ -93,7 +95,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _activity_xadd(pipe, *, user_id: int, action: str, target_id: int) -> None:
+def _activity_xadd(pipe: Pipeline, *, user_id: int, action: str, target_id: int) -> None:
     pipe.xadd(
         keys.user_activity(user_id),
         {"action": action, "targetId": target_id, "timestamp": now_ms()},
@@ -162,7 +164,7 @@ def _fanout_inline(post: PublishedPost, followers: list[int] | None = None) -> N
     logger.debug("Post %s fanned out to %s timelines", post.pk, recipients)
 
 
-def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activity: bool = False) -> int:
+def timeline_fanout(*, post: PublishedPost, batches: Iterable[Sequence[int]], activity: bool = False) -> int:
     """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
 
     Each batch's followers are notified in the same pipeline, after their entries:
@@ -172,7 +174,7 @@ def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activi
     module doc).
     """
     client = get_redis("state")
-    entry = {"post": post.pk, "author": post.author_id}
+    entry: dict[FieldT, EncodableT] = {"post": post.pk, "author": post.author_id}
     message = f"@{post.author.username} posted “{post.title}”"
     data = {"postId": post.pk, "userId": post.author_id}
     written = 0
@@ -210,7 +212,8 @@ def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
     the start, and readers drop the entries it repeats. The post comes from `post_load`.
     """
     if job.completed_at is not None:
-        return job.result
+        # Written with completed_at, in the one UPDATE below.
+        return cast(dict, job.result)
     post = post_load(post_id=job.payload["postId"])
     if post is None:
         result = {"postId": job.payload["postId"], "timelines": 0, "skipped": "post deleted"}

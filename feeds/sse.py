@@ -57,12 +57,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from types import FrameType
 
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
@@ -75,7 +77,7 @@ from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unav
 from feeds import keys
 from feeds.notifications import Notification, notifications_after, notifications_newest_id
 from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
-from feeds.stream_ids import FIRST, StreamId, stream_id_or_none
+from feeds.stream_ids import stream_id_or_none, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ def end_streams_on_sigterm() -> None:
     """
     previous = signal.getsignal(signal.SIGTERM)
 
-    def handler(signum, frame) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         streams.close_all()
         if callable(previous):
             previous(signum, frame)
@@ -311,7 +313,8 @@ class EventStream:
         self._client_socket = client_socket
         self.id = uuid.uuid4().hex  # its member in the person's leases
         self._credential = credential
-        self._cursor: str | None = last_event_id  # newest notification the browser has
+        self._last_event_id = last_event_id  # where the browser asked to resume, checked by the view
+        self._cursor = "0-0"  # the newest notification the browser has: open() sets it
         self._registry = registry
         self._policy = policy
         self._clock = clock
@@ -342,11 +345,13 @@ class EventStream:
         """Subscribe before the response starts (raises when Redis does not answer)."""
         # Read before subscribing: anything newer is then replayed or received live.
         newest = notifications_newest_id(user_id=self.user_id) or "0-0"
-        if self._cursor is None or stream_id_or_none(self._cursor) > stream_id_or_none(newest):
+        resume = self._last_event_id
+        if resume is None or stream_id_or_raise(resume) > stream_id_or_raise(newest):
             # A new browser starts from now. An id past the newest one (the largest id
             # there is, a clock ahead) would replay nothing, then drop every live
             # notification as already seen: it starts from now too.
-            self._cursor = newest
+            resume = newest
+        self._cursor = resume
         self._pubsub = _subscribe(self.user_id)
         metrics.incr("sse.opened")
 
@@ -392,7 +397,7 @@ class EventStream:
 
     # --- the chunks ---
 
-    def _generate(self):
+    def _generate(self) -> Generator[str]:
         policy, clock = self._policy, self._clock
         try:
             now = clock()
@@ -428,7 +433,7 @@ class EventStream:
                 else:
                     wait = min(policy.poll, max(0.0, min(next_keepalive, deadline) - now))
                     try:
-                        chunk = self._replay() if self._replay_needed else self._receive(wait)
+                        chunk = self._replay() if self._replay_needed else self._receive(self._pubsub, wait)
                     except _Ended as exc:
                         metrics.incr("sse.revoked")
                         yield f": {exc.args[0]}\n\n"
@@ -496,8 +501,8 @@ class EventStream:
             metrics.incr("sse.replayed", len(chunks))
         return "".join(chunks)
 
-    def _receive(self, timeout: float) -> str:
-        message = self._pubsub.get_message(timeout=timeout)
+    def _receive(self, pubsub: PubSub, timeout: float) -> str:
+        message = pubsub.get_message(timeout=timeout)
         if message is None:
             return ""
         if message["type"] == "subscribe":
@@ -520,14 +525,11 @@ class EventStream:
             metrics.incr("sse.bad_message")
             logger.warning("Ignoring a malformed notification message %r", message["data"][:200])
             return ""
-        if stream_id_or_none(notification["id"]) <= self._cursor_id():
+        if stream_id_or_raise(notification["id"]) <= stream_id_or_raise(self._cursor):
             metrics.incr("sse.duplicate")  # already sent by the replay
             return ""
         self._cursor = notification["id"]
         return format_event(notification)
-
-    def _cursor_id(self) -> StreamId:
-        return stream_id_or_none(self._cursor) or FIRST
 
 
 def _client_gone(sock: socket.socket | None) -> bool:
@@ -564,7 +566,9 @@ def _decode(data: bytes) -> Notification | None:
 # --- The response ------------------------------------------------------------------------------
 
 
-def stream_response(request: HttpRequest, *, credential: StreamCredential, last_event_id: str | None) -> HttpResponse:
+def stream_response(
+    request: HttpRequest, *, credential: StreamCredential, last_event_id: str | None
+) -> HttpResponseBase:
     """The SSE response for an authenticated user; 503 when this process is full, 429
     when the person already has their cap of streams open."""
     stream = EventStream(

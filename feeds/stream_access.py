@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.signals import user_logged_out
@@ -30,6 +31,7 @@ from redis.commands.core import Script
 
 from accounts import keys as account_keys
 from accounts import revocation, tokens
+from accounts.models import User
 from core.commit import after_commit
 from core.redis import fail_open, get_redis
 from feeds import keys
@@ -127,7 +129,9 @@ class StreamCredential:
             return True
         if self.claims is not None:
             return self.claims.family in (message.get("families") or ())
-        return bool(self.session_key) and message.get("session") == session_digest(self.session_key)
+        if not self.session_key:
+            return False
+        return message.get("session") == session_digest(self.session_key)
 
 
 def stream_credential(request: HttpRequest) -> StreamCredential | None:
@@ -136,10 +140,11 @@ def stream_credential(request: HttpRequest) -> StreamCredential | None:
     if tokens.bearer_token(request) is not None:
         user, claims = tokens.token_authenticate(request)
         return StreamCredential(user_id=user.pk, epoch=claims.epoch, claims=claims)
-    user = request.user
-    if not user.is_authenticated:
+    if not request.user.is_authenticated:
         return None
-    return StreamCredential(user_id=user.pk, epoch=user.token_epoch, session_key=request.session.session_key)
+    return StreamCredential(
+        user_id=request.user.pk, epoch=request.user.token_epoch, session_key=request.session.session_key
+    )
 
 
 # --- Revocation events -------------------------------------------------------------------
@@ -168,7 +173,7 @@ def streams_revoke_publish(
 
 
 @receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")
-def end_streams_of_session(sender, request: HttpRequest | None, user, **kwargs) -> None:
+def end_streams_of_session(sender: object, request: HttpRequest | None, user: User | None, **kwargs: object) -> None:
     # Sent before Django flushes the session, so the key is still known here; the
     # message names the session, so it holds even if it arrives before the flush.
     session = getattr(request, "session", None)
@@ -178,5 +183,7 @@ def end_streams_of_session(sender, request: HttpRequest | None, user, **kwargs) 
 
 
 @receiver(tokens.credentials_revoked, dispatch_uid="feeds.end_streams_of_tokens")
-def end_streams_of_tokens(sender, user_id: int, families=(), epoch: int | None = None, **kwargs) -> None:
+def end_streams_of_tokens(
+    sender: object, user_id: int, families: Iterable[str] = (), epoch: int | None = None, **kwargs: object
+) -> None:
     streams_revoke_publish(user_id=user_id, families=tuple(families), epoch=epoch)

@@ -18,6 +18,10 @@ PART_MAX = 2**64 - 1
 FIRST: StreamId = (0, 0)
 LAST: StreamId = (PART_MAX, PART_MAX)
 
+# XRANGE and XREVRANGE as Kestrel's raw clients answer them (bytes: no decode_responses);
+# redis-py's types cover every client mode at once, so readers cast their replies to this.
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
 # Nineteen digits a part always fit Redis's 64 bits (real ids are a 13-digit millisecond
 # time and a small sequence number), so a schema pattern can say everything.
 API_STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")

@@ -6,17 +6,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from core.types import AuthenticatedHttpRequest
 from feeds.services import AlreadyFollowing, NotFollowing, follow_create, follow_delete
 
 
 @login_required
 @require_POST
-def follow_toggle(request: HttpRequest, user_id: int) -> HttpResponse:
+def follow_toggle(request: AuthenticatedHttpRequest, user_id: int) -> HttpResponse:
     followee = User.objects.filter(pk=user_id, is_active=True).first()
     if followee is None:
         raise Http404("No such person")
