@@ -18,6 +18,8 @@ PAGE_SIZE = 50
 @login_required
 @require_GET
 def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """GET /notifications?before=: a page of PAGE_SIZE, newest first, marked read once shown.
+    Redis errors become a 503 (the page exists only to show them)."""
     before = request.GET.get("before")
     if stream_id_or_none(before) is None:
         before = None  # a mangled link shows the first page rather than an error

@@ -1,17 +1,10 @@
-"""Notifications: kept in a per-user stream, pushed live over pub/sub (to SSE).
+"""Notifications: a per-user Redis stream, pushed live over pub/sub (to SSE).
 
-A notification is one entry of the user's stream (`keys.user_notifications`, XADD with
-MAXLEN ~ NOTIFICATIONS_MAXLEN) and one message on the user's channel
-(`keys.user_channel`), written together by one Lua script. The stream id is the
-notification's id everywhere: in the published JSON, as the SSE `id:`, in the list API
-and in the read marker. So a browser that missed live messages (pub/sub delivers only
-to whoever listens at that moment) asks for "everything after the last id I saw",
-which is one XRANGE with an exclusive start.
-
-Failure policy (state role): `notify()` fails open. It runs after the commit of
-whatever caused it (a follow, a like, a finished report); losing the notification is
-better than failing that request, and the loss is logged and counted. The APIs and
-pages, which exist only to show or send notifications, let the error become a 503.
+One Lua script XADDs the entry and PUBLISHes it with its stream id, the notification's
+id everywhere (the JSON, the SSE `id:`, the list API, the read marker): a browser that
+missed live messages replays them with one XRANGE after its last id. Failure policy
+(state role): notify() fails open, counted and logged; the APIs that exist only to show
+or send notifications let the error become a 503.
 """
 
 from __future__ import annotations
@@ -44,6 +37,8 @@ _KIND = re.compile(r"[a-z][a-z_]{0,31}\Z")
 
 
 class Notification(TypedDict):
+    """A notification as the API, the page and the SSE `data:` show it; `id` is its stream id."""
+
     id: str
     kind: str
     message: str
@@ -53,10 +48,8 @@ class Notification(TypedDict):
 
 # --- Writes ------------------------------------------------------------------------------
 
-# Lua, not a MULTI pipeline: the published message must carry the id XADD assigns, and
-# MULTI cannot feed one command's reply into the next. One round trip, atomic: nothing
-# is ever published that is not also in the stream, so a replay never misses it. With
-# a claim key, the once-per-window check (SET NX EX) decides in the same script.
+# Lua, not MULTI: the published message carries the id XADD assigns. Atomic, so nothing
+# is published that a replay would miss; a claim key (SET NX EX) decides in the same script.
 _NOTIFY = """
 -- KEYS: [1] the user's notification stream, [2] optional: the claim of a once-per-window notification
 -- ARGV: [1] MAXLEN (approximate), [2] the user's channel, [3] kind, [4] message,
@@ -275,6 +268,7 @@ def notifications_after(*, user_id: int, after: str, count: int) -> list[Notific
 
 
 def notifications_newest_id(*, user_id: int) -> str | None:
+    """The id of the user's newest notification (one XREVRANGE COUNT 1); None for none yet."""
     entries = cast(Entries, get_redis("state").xrevrange(keys.user_notifications(user_id), count=1))
     return entries[0][0].decode() if entries else None
 

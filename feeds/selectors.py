@@ -1,22 +1,10 @@
-"""Reads of the feeds app: activity streams and home timelines, newest first.
+"""Reads of the feeds app: activity streams and home timelines, newest first, by stream id.
 
-Both page by stream id: a page is one XREVRANGE from `(before` (exclusive) down, COUNT
-`count`, and the id of its last entry is the `before` of the next page. Stream ids only
-grow, so new entries never shift a page a reader is on (offsets would).
-
-A timeline missing from Redis (never built, or dropped by a follow change, or lost
-with the server) is rebuilt from the database: the newest STREAM_MAXLEN posts by the
-people the user follows, with ids `<created_at ms>-<post id>` so they sort as the
-posts do. The rebuild holds a lease that fan-out and follow changes delete, and
-WATCHes it: a rebuild whose database read may predate one of them stores nothing.
-
-Failure policy: a timeline is derived data, so when the state role does not answer
-(or another process is rebuilding it) the page comes from the database instead. An
-activity stream is the only copy of what it records, so its reads raise (a 503).
-
-Feeds reads no posts itself: the posts app calls these with its own readers (a post's
-details by id, the newest posts of some authors), see posts.selectors.home_timeline_page
-and user_activity_page.
+A page is one XREVRANGE from `(before`; its last id is the next page's `before`. A
+missing timeline is rebuilt from the database under a lease (core.rebuild). Failure
+policy: a timeline is read from the database when the state role does not answer; an
+activity stream is the only copy of what it records, so its reads raise (a 503). Post
+data comes from the caller (posts.selectors passes its readers).
 """
 
 from __future__ import annotations
@@ -67,7 +55,7 @@ class PostsByAuthors(Protocol):
 
 
 class ActivityItem(TypedDict):
-    """One line of an activity page, as the article's API shows it."""
+    """One line of an activity page, as the API shows it."""
 
     id: str
     action: str
@@ -93,7 +81,7 @@ def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
 def activity_page(
     *, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None, post_details: PostDetails
 ) -> dict:
-    """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: the article's feed, newest first.
+    """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: what `user_id` did, newest first.
 
     Entries about a post or person that no longer exists are left out (the posts and
     profiles come from their caches, `post_details` and accounts' profiles: at most an

@@ -1,40 +1,10 @@
 """Writes of the feeds app: follows, activity streams and the fan-out to home timelines.
 
-A follow is a row of accounts' Follow model, but following is a feeds action: besides
-accounts' Redis mirror of the graph, its effects are all feeds' (the follower's
-activity and timeline, the followee's notification). Posts come from posts.services,
-which calls in here; feeds reads no posts itself (callers pass what it needs).
-
-Activity and timelines are Redis streams on the state role (feeds.keys), written after commit:
-
-- **Activity**: what a user did (posted, liked, followed), one XADD with
-  `MAXLEN ~ STREAM_MAXLEN` on their stream. The article XADDs, then XTRIMs in a second
-  call; the MAXLEN argument trims in the same command, and `~` lets Redis drop whole
-  macro-nodes instead of single entries, which is what makes trimming cheap.
-- **Timelines**: fan-out on write. A new post is XADDed to the timeline of every
-  follower, one pipeline per FANOUT_BATCH followers. For an author with more than
-  FANOUT_INLINE_MAX_FOLLOWERS followers the fan-out runs in a job (jobs.queues
-  FANOUT_JOB, written in the post's own transaction through the jobs outbox), so the
-  request does not wait on it. Entries hold ids only; readers load the posts, so an
-  edited post shows its edit and a deleted one is hidden (feeds.selectors).
-
-  XADD uses NOMKSTREAM: a missing timeline stays missing and is rebuilt from the
-  database on its next read, instead of being created holding one post and trusted.
-  Each XADD goes with a DEL of the timeline's rebuild lease, so a rebuild that read
-  the database before this post was committed fails its EXEC instead of storing a
-  timeline without it.
-
-Like and follow notifications go out once per window per (actor, target)
-(keys.NOTIFY_ONCE_WINDOW), decided by one SET NX EX inside the notification's own script,
-so toggling a like or a follow cannot flood anyone's notifications; every toggle still
-reaches the activity stream. Each of these writes is one pipeline: one round trip.
-
-Failure policy (state role): the database write has committed by the time any of this
-runs. Activity entries and notifications fail open (logged, counted, lost); so does the
-once-per-window check, which lives on the same server as the notifications: if it
-cannot answer, the notification is dropped as notify() would drop it. A timeline
-fan-out that cannot reach Redis is handed to the fan-out job, which the outbox pushes
-and RQ retries once Redis is back.
+Redis writes run after commit on the state role (feeds.keys), one pipeline each. A new
+post is XADDed (NOMKSTREAM) to each follower's timeline with a DEL of its rebuild lease:
+inline up to FANOUT_INLINE_MAX_FOLLOWERS followers, else by the fan-out job. Failure
+policy: activity and notifications fail open (counted, logged, lost); a fan-out Redis
+refused goes to the fan-out job, which RQ retries.
 """
 
 from __future__ import annotations
@@ -65,10 +35,7 @@ from jobs.services import job_enqueue
 
 logger = logging.getLogger(__name__)
 
-# Policy. Inline, a fan-out costs the request one round trip (one pipeline of the
-# activity entry, the timelines and the notifications; the follower ids come with the
-# post's own transaction) but Redis work per follower: measured ~13 ms for 100
-# followers (make bench), so more go to the job.
+# Inline, a fan-out costs the request Redis work per follower (~13 ms for 100, make bench).
 FANOUT_INLINE_MAX_FOLLOWERS = 100
 FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
 
@@ -91,11 +58,12 @@ class PostLoader(Protocol):
 
 
 def now_ms() -> int:
-    """Wall-clock milliseconds, the unit of the article's `timestamp` field."""
+    """Wall-clock milliseconds, the unit of an activity entry's `timestamp` field."""
     return int(time.time() * 1000)
 
 
 def _activity_xadd(pipe: Pipeline, *, user_id: int, action: str, target_id: int) -> None:
+    """Queue one activity entry in `pipe`: XADD MAXLEN ~ STREAM_MAXLEN, trimmed in the same command."""
     pipe.xadd(
         keys.user_activity(user_id),
         {"action": action, "targetId": target_id, "timestamp": now_ms()},
@@ -230,11 +198,11 @@ def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
 
 
 class AlreadyFollowing(Exception):
-    pass
+    """follow_create: the follow exists already (the API's 409)."""
 
 
 class NotFollowing(Exception):
-    pass
+    """follow_delete: there was no follow to delete (the API's 404)."""
 
 
 def follow_create(*, follower: User, followee: User) -> Follow:
@@ -313,8 +281,8 @@ def unfollow_effects_apply(*, follower_id: int) -> None:
     """After an unfollow commits: drop the follower's timeline, so the rebuild leaves out the
     unfollowed person's earlier posts too (new ones stop at once: the fan-out reads the
     follow graph, which no longer has the edge)."""
-    # Fail open: the unfollow is committed; until the timeline is next rebuilt it still
-    # shows the unfollowed person's earlier posts.
+    # Fail open: the unfollow is committed; the timeline keeps the unfollowed person's
+    # earlier posts until it is next dropped.
     with fail_open("feeds.timeline_drop_lost", "Unfollow by %s: timeline not dropped", follower_id, log=logger):
         get_redis("state").delete(keys.user_timeline(follower_id), keys.user_timeline_rebuild(follower_id))
 

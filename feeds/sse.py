@@ -1,49 +1,10 @@
 """Server-Sent Events: one browser's live notifications, fed by a Redis subscription.
 
-What a browser reads from GET /api/notifications/stream (text/event-stream):
-
-    retry: 3000                       first, at once: reconnect 3 s after a drop
-                                      (it also makes gunicorn send the headers now)
-    id: 1712345678901-0               each notification: its stream id, which the
-    event: notification               browser sends back as Last-Event-ID when it
-    data: {"id": ..., "kind": ..., "message": ..., "data": {...}, "at": ...}
-                                      reconnects
-    : keep-alive                      a comment after POLICY.keepalive (15 s) without a write:
-                                      proxies keep the connection, and a browser that
-                                      left is noticed (the write fails)
-
-Order of a connection, so that nothing is lost and nothing is shown twice:
-
-1. Subscribe to the user's channel and wait for Redis to confirm (before the response
-   starts; if Redis cannot be reached the answer is a 503).
-2. Replay from the stream everything after the browser's Last-Event-ID (XRANGE with an
-   exclusive start). A notification published between 1 and 2 arrives both ways.
-3. Relay live messages, dropping any whose id is not newer than the last one sent.
-
-When the subscription breaks (Redis restarted, failed over), the connection stays open:
-keep-alives continue, the subscriber reconnects with exponential backoff, and on
-resubscribing replays from the stream what was published meanwhile: pub/sub dropped
-it, the stream did not. Redis-py may also reconnect a subscription by itself; a second
-"subscribe" confirmation triggers the same replay.
-
-A connection ends after POLICY.max_age (5 min) so threads are recycled; the browser
-reconnects with Last-Event-ID. It ends sooner when its session or token is revoked
-(checked every POLICY.auth_check, and at once on a revocation message: see
-feeds.stream_access) or its access token expires. Synchronous Django holds one thread
-per open stream, so each process admits at most KESTREL_SSE_MAX_STREAMS of them (503 with
-Retry-After beyond that), each person at most KESTREL_SSE_MAX_STREAMS_PER_USER across
-every process (429), and SIGTERM ends them all within a second (see
-`end_streams_on_sigterm`, for gunicorn's post_worker_init hook).
-
-Deployment (gunicorn gthread): every open stream occupies one of the worker's
-`threads`. KESTREL_SSE_MAX_STREAMS defaults to half of the worker's threads, and a worker
-refuses to start (and `manage.py check` fails) when streams could take more than
-three quarters of the threads (`thread_budget_error`), so ordinary requests always
-find one. `graceful_timeout` needs only to exceed POLICY.poll once the
-SIGTERM hook is installed. Behind nginx, `proxy_read_timeout` must exceed the 15 s
-keep-alive (X-Accel-Buffering: no turns off its buffering per response). At scale,
-route /api/notifications/stream to its own gunicorn pool (many threads, its own cap)
-so long-lived streams and short requests never share a thread pool.
+GET /api/notifications/stream subscribes first (503 if Redis cannot answer), replays
+from the stream what came after Last-Event-ID, then relays live messages newer than the
+last one sent. A lost subscription is retried with backoff, then replayed. A stream ends
+after POLICY.max_age, on revocation (feeds.stream_access), token expiry or SIGTERM; a
+process admits max_streams() of them (503 beyond), a person max_streams_per_user() (429).
 """
 
 from __future__ import annotations
@@ -132,6 +93,7 @@ def max_streams() -> int:
 
 
 def max_streams_per_user() -> int:
+    """The per-person cap across every process: KESTREL_SSE_MAX_STREAMS_PER_USER."""
     return getattr(settings, "KESTREL_SSE_MAX_STREAMS_PER_USER", DEFAULT_MAX_STREAMS_PER_USER)
 
 
@@ -148,7 +110,8 @@ def thread_budget_error(*, threads: int, streams: int) -> str | None:
 
 
 def format_event(notification: Notification) -> str:
-    # json.dumps escapes newlines, so `data:` is always one line.
+    """One notification as an SSE event: `id:` its stream id, `data:` its JSON on one line
+    (json.dumps escapes newlines)."""
     data = json.dumps(notification, separators=(",", ":"))
     return f"id: {notification['id']}\nevent: notification\ndata: {data}\n\n"
 
@@ -160,6 +123,8 @@ def _jittered(delay: float) -> float:
 
 
 def _end_chunk(reason: str, policy: StreamPolicy) -> str:
+    """The last chunk of a stream: come back after a random delay in policy.end_retry_ms,
+    so a deploy does not bring every browser back at once."""
     low, high = policy.end_retry_ms
     retry_ms = random.randint(low, high)  # noqa: S311 - spreading reconnects, not a secret  # nosec B311
     return f"retry: {retry_ms}\n: {reason}\n\n"
@@ -398,6 +363,9 @@ class EventStream:
     # --- the chunks ---
 
     def _generate(self) -> Generator[str]:
+        """The stream's chunks until it ends: `retry:`, then replays, live events and
+        keep-alives. Redis going away keeps the stream open: it resubscribes with backoff
+        and jitter, then replays; the `finally` releases everything."""
         policy, clock = self._policy, self._clock
         try:
             now = clock()
@@ -502,6 +470,8 @@ class EventStream:
         return "".join(chunks)
 
     def _receive(self, pubsub: PubSub, timeout: float) -> str:
+        """The next live event ("" for none within `timeout`); raises _Ended on a control
+        message that revokes this stream's credential."""
         message = pubsub.get_message(timeout=timeout)
         if message is None:
             return ""
@@ -549,6 +519,7 @@ def _client_gone(sock: socket.socket | None) -> bool:
 
 
 def _decode(data: bytes) -> Notification | None:
+    """A published message as a Notification; None for one that is not (never raises)."""
     try:
         payload = json.loads(data)
         notification: Notification = {

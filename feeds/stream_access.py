@@ -1,18 +1,10 @@
 """Who may hold a notification stream open: the per-person cap, and revocation.
 
-Per-person cap: every open stream holds a lease in the person's sorted set
-(keys.user_stream_leases), scored by its expiry. One Lua script drops expired leases
-and admits a stream only under the cap, so concurrent opens on any process or host
-admit exactly the cap; a live stream refreshes its lease, a closed one removes it, and
-a crashed process's leases run out by themselves. Beyond the cap the newest stream is
-refused (429): closing the oldest instead would let two tabs evict each other forever.
-
-Revocation: a stream ends when the session or access token it was opened with stops
-being honoured. It re-checks on a timer (StreamPolicy.auth_check, one Redis round
-trip), and the revocation paths publish a control message after commit
-(keys.user_stream_control) that ends the matching streams at once: a logged-out
-session, revoked token families, or a new token epoch (log out everywhere, password
-change). Publishing fails open: the timer still ends the stream within seconds.
+Cap: each open stream holds a lease in keys.user_stream_leases (a ZSET scored by
+expiry), taken by one script only under the cap; beyond it the new stream gets a 429.
+Revocation: a stream re-checks its session or token every StreamPolicy.auth_check, and
+revocations publish on keys.user_stream_control (after commit) to end it at once.
+Publishing fails open: the timed check still ends the stream within seconds.
 """
 
 from __future__ import annotations
@@ -174,6 +166,7 @@ def streams_revoke_publish(
 
 @receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")
 def end_streams_of_session(sender: object, request: HttpRequest | None, user: User | None, **kwargs: object) -> None:
+    """On log-out: end the streams opened with this session, after commit."""
     # Sent before Django flushes the session, so the key is still known here; the
     # message names the session, so it holds even if it arrives before the flush.
     session = getattr(request, "session", None)
@@ -186,4 +179,5 @@ def end_streams_of_session(sender: object, request: HttpRequest | None, user: Us
 def end_streams_of_tokens(
     sender: object, user_id: int, families: Iterable[str] = (), epoch: int | None = None, **kwargs: object
 ) -> None:
+    """On revoked token families or a new token epoch: end the streams they opened."""
     streams_revoke_publish(user_id=user_id, families=tuple(families), epoch=epoch)

@@ -18,6 +18,8 @@ from feeds.services import AlreadyFollowing, NotFollowing, follow_create, follow
 @login_required
 @require_POST
 def follow_toggle(request: AuthenticatedHttpRequest, user_id: int) -> HttpResponse:
+    """POST from a profile's follow button: follow, or unfollow with action=unfollow, then
+    back to the profile. A double click is not an error: the state is the one wanted."""
     followee = User.objects.filter(pk=user_id, is_active=True).first()
     if followee is None:
         raise Http404("No such person")
