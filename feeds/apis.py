@@ -11,12 +11,12 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from feeds import services
 
 
@@ -42,7 +42,7 @@ class UserFollowApi(APIView):
             409: api_error("You already follow this user"),
         },
     )
-    def post(self, request: Request, user_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, user_id: int) -> Response:
         followee = _active_user(user_id)
         try:
             services.follow_create(follower=request.user, followee=followee)
@@ -53,7 +53,7 @@ class UserFollowApi(APIView):
         return Response({"following": True, "userId": user_id}, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, user_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, user_id: int) -> Response:
         followee = _active_user(user_id)
         try:
             services.follow_delete(follower=request.user, followee=followee)

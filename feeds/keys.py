@@ -4,7 +4,7 @@ from core.keys import key
 
 # --- Activity streams and home timelines (state role) --------------------------------------
 
-STREAM_MAXLEN = 1000  # XADD ... MAXLEN ~ 1000, the article's XTRIM
+STREAM_MAXLEN = 1000  # XADD ... MAXLEN ~ 1000: trimmed in the same command
 
 
 def user_activity(user_id: int) -> str:
@@ -20,6 +20,7 @@ def user_timeline(user_id: int) -> str:
     return key("feeds", "user", user_id, "timeline")
 
 
+TIMELINE_FAMILY = "timeline"  # the `family` of its rebuild metrics (cache.rebuilt, cache.rebuild_busy, ...)
 TIMELINE_REBUILD_LEASE_MS = 5_000  # a rebuild reads at most STREAM_MAXLEN posts
 
 
@@ -48,11 +49,7 @@ def user_notifications_read(user_id: int) -> str:
     return key("feeds", "user", user_id, "notifications_read")
 
 
-# Policy: a like or a follow notifies its person at most once an hour per (actor, target):
-# unliking and liking again (or unfollowing and following) is a real action, recorded
-# in the activity stream and the counts, but a new ping each time would let anyone flood
-# someone's notifications with a toggle. An hour is longer than a flood and shorter than
-# the time after which a renewed like is news again.
+# A like or a follow notifies once an hour per (actor, target): toggling must not flood anyone.
 NOTIFY_ONCE_WINDOW = 60 * 60  # s
 
 

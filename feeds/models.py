@@ -1,2 +1,2 @@
-# Activity streams, timelines and notifications live in Redis streams; database
-# models for this app arrive with the feed and notification features.
+"""The feeds app has no tables: its activity, timelines and notifications are Redis
+streams (feeds.keys), and a follow is a row of accounts' Follow model."""

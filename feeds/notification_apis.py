@@ -3,7 +3,10 @@ the live stream (Server-Sent Events, feeds.sse)."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -18,6 +21,7 @@ from accounts.models import User
 from core.api import BodySerializer, QuerySerializer
 from core.http import error_response
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from feeds import sse
 from feeds.notifications import (
     LIST_MAX_COUNT,
@@ -26,10 +30,10 @@ from feeds.notifications import (
     notification_create,
     notification_list,
     notifications_mark_read,
-    parse_stream_id,
 )
 from feeds.serializers import StreamIdField
 from feeds.stream_access import stream_credential
+from feeds.stream_ids import stream_id_or_none
 
 _NotificationSerializer = inline_serializer(
     "Notification",
@@ -54,7 +58,7 @@ class NotifyApi(APIView):
         userId = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
 
-    def permission_denied(self, request: Request, message=None, code=None) -> None:
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> NoReturn:
         if request.user and request.user.is_authenticated:
             raise PermissionDenied("Only staff can send notifications")
         super().permission_denied(request, message, code)
@@ -102,7 +106,7 @@ class NotificationListApi(APIView):
             )
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         params = self.ListParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         return Response(notification_list(user_id=request.user.pk, **params.validated_data))
@@ -125,14 +129,14 @@ class NotificationReadApi(APIView):
             )
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = self.ReadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         marker = notifications_mark_read(user_id=request.user.pk, up_to=data.validated_data.get("upTo"))
         return Response({"readUpTo": marker, "unread": notification_list(user_id=request.user.pk, count=1)["unread"]})
 
 
-def notification_stream(request: HttpRequest) -> HttpResponse:
+def notification_stream(request: HttpRequest) -> HttpResponseBase:
     """GET /api/notifications/stream: the caller's live notifications (text/event-stream).
 
     A plain Django view, not DRF: DRF negotiates a renderer before the view runs and
@@ -157,12 +161,12 @@ def notification_stream(request: HttpRequest) -> HttpResponse:
     if requested is not None and requested != str(credential.user_id):
         return error_response(request, 403, "You can only open your own notification stream")
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
-    if last_event_id is not None and parse_stream_id(last_event_id) is None:
+    if last_event_id is not None and stream_id_or_none(last_event_id) is None:
         return error_response(request, 400, "Last-Event-ID must be a notification id")
     return sse.stream_response(request, credential=credential, last_event_id=last_event_id)
 
 
 def _unauthenticated(request: HttpRequest, message: str) -> HttpResponse:
     response = error_response(request, 401, message)
-    response["WWW-Authenticate"] = JWTAuthentication().authenticate_header(request)
+    response["WWW-Authenticate"] = JWTAuthentication().authenticate_header(Request(request))
     return response

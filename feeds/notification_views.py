@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from feeds.notifications import notification_list, notifications_mark_read, parse_stream_id
+from core.types import AuthenticatedHttpRequest
+from feeds.notifications import notification_list, notifications_mark_read
+from feeds.stream_ids import stream_id_or_none
 
 PAGE_SIZE = 50
 
 
 @login_required
 @require_GET
-def notifications(request: HttpRequest) -> HttpResponse:
+def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """GET /notifications?before=: a page of PAGE_SIZE, newest first, marked read once shown.
+    Redis errors become a 503 (the page exists only to show them)."""
     before = request.GET.get("before")
-    if parse_stream_id(before) is None:
+    if stream_id_or_none(before) is None:
         before = None  # a mangled link shows the first page rather than an error
     page = notification_list(user_id=request.user.pk, count=PAGE_SIZE, before=before)
     if page["notifications"]:

@@ -1,17 +1,10 @@
-"""Notifications: kept in a per-user stream, pushed live over pub/sub (to SSE).
+"""Notifications: a per-user Redis stream, pushed live over pub/sub (to SSE).
 
-A notification is one entry of the user's stream (`keys.user_notifications`, XADD with
-MAXLEN ~ NOTIFICATIONS_MAXLEN) and one message on the user's channel
-(`keys.user_channel`), written together by one Lua script. The stream id is the
-notification's id everywhere: in the published JSON, as the SSE `id:`, in the list API
-and in the read marker. So a browser that missed live messages (pub/sub delivers only
-to whoever listens at that moment) asks for "everything after the last id I saw",
-which is one XRANGE with an exclusive start.
-
-Failure policy (state role): `notify()` fails open. It runs after the commit of
-whatever caused it (a follow, a like, a finished report); losing the notification is
-better than failing that request, and the loss is logged and counted. The APIs and
-pages, which exist only to show or send notifications, let the error become a 503.
+One Lua script XADDs the entry and PUBLISHes it with its stream id, the notification's
+id everywhere (the JSON, the SSE `id:`, the list API, the read marker): a browser that
+missed live messages replays them with one XRANGE after its last id. Failure policy
+(state role): notify() fails open, counted and logged; the APIs that exist only to show
+or send notifications let the error become a 503.
 """
 
 from __future__ import annotations
@@ -20,15 +13,19 @@ import functools
 import json
 import logging
 import re
-from typing import TypedDict
+from collections.abc import Iterator, Sequence
+from typing import TypedDict, cast
 
 from django.utils import timezone
+from redis.client import Pipeline
 from redis.commands.core import Script
+from redis.typing import EncodableT, KeyT
 
 from core import metrics
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from core.scripts import script_queue
 from feeds import keys
+from feeds.stream_ids import FIRST, LAST, Entries, stream_id_or_none, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +34,11 @@ LIST_MAX_COUNT = 100  # most notifications one GET /api/notifications returns
 UNREAD_COUNT_CAP = 100  # unread is counted up to this many; the badge shows "99+" from here
 
 _KIND = re.compile(r"[a-z][a-z_]{0,31}\Z")
-# ASCII digits only: \d also matches other scripts' digits, which int() reads but Redis refuses.
-_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")
-_STREAM_ID_PART_MAX = 2**64 - 1
-
-StreamId = tuple[int, int]
 
 
 class Notification(TypedDict):
+    """A notification as the API, the page and the SSE `data:` show it; `id` is its stream id."""
+
     id: str
     kind: str
     message: str
@@ -52,31 +46,10 @@ class Notification(TypedDict):
     at: str
 
 
-def parse_stream_id(value: str | None) -> StreamId | None:
-    """`"1712345678901-0"` -> (1712345678901, 0); None for anything else (user input).
-
-    Callers pass the accepted text on to Redis as it came, so anything Redis would
-    refuse (surrounding spaces, a part past 64 bits) is None here, not an error there.
-    """
-    if not value:
-        return None
-    match = _STREAM_ID.match(value)
-    if match is None:
-        return None
-    ms, seq = int(match.group(1)), int(match.group(2))
-    return (ms, seq) if ms <= _STREAM_ID_PART_MAX and seq <= _STREAM_ID_PART_MAX else None
-
-
-def format_stream_id(value: StreamId) -> str:
-    return f"{value[0]}-{value[1]}"
-
-
 # --- Writes ------------------------------------------------------------------------------
 
-# Lua, not a MULTI pipeline: the published message must carry the id XADD assigns, and
-# MULTI cannot feed one command's reply into the next. One round trip, atomic: nothing
-# is ever published that is not also in the stream, so a replay never misses it. With
-# a claim key, the once-per-window check (SET NX EX) decides in the same script.
+# Lua, not MULTI: the published message carries the id XADD assigns. Atomic, so nothing
+# is published that a replay would miss; a claim key (SET NX EX) decides in the same script.
 _NOTIFY = """
 -- KEYS: [1] the user's notification stream, [2] optional: the claim of a once-per-window notification
 -- ARGV: [1] MAXLEN (approximate), [2] the user's channel, [3] kind, [4] message,
@@ -167,7 +140,9 @@ def _prepared(kind: str, message: str, data: dict | None) -> tuple[str, str, str
     return message, data_json, at, published
 
 
-def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> None:
+def notifications_queue(
+    pipe: Pipeline, *, user_ids: Sequence[int], kind: str, message: str, data: dict | None = None
+) -> None:
     """Add the same notification for many users to a pipeline the caller executes.
 
     The fan-out puts them in the same pipeline as the timeline entries: one round trip
@@ -175,7 +150,7 @@ def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, d
     with metrics.incr("notifications.sent", ...) once it ran.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    calls = (
+    calls: Iterator[tuple[list[KeyT], list[EncodableT]]] = (
         (
             [keys.user_notifications(user_id)],
             [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
@@ -186,7 +161,7 @@ def notifications_queue(pipe, *, user_ids: list[int], kind: str, message: str, d
 
 
 def notification_queue_once(
-    pipe, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
+    pipe: Pipeline, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
 ) -> None:
     """Add to a pipeline one notification that goes out only if `claim` is free (SET NX EX
     `window` in the same script, so of two racing calls exactly one sends).
@@ -195,7 +170,16 @@ def notification_queue_once(
     was taken already. Count it with metrics.incr("notifications.sent", ...) if sent.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    args = [keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published, window]
+    args: list[EncodableT] = [
+        keys.NOTIFICATIONS_MAXLEN,
+        keys.user_channel(user_id),
+        kind,
+        message,
+        data_json,
+        at,
+        published,
+        window,
+    ]
     script_queue(pipe, _script(_NOTIFY), [([keys.user_notifications(user_id), claim], args)])
 
 
@@ -206,13 +190,20 @@ def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | No
     """
     if not user_ids:
         return 0
-    try:
+    # Fail open: see the module docstring.
+    with fail_open(
+        "notifications.lost",
+        "%s %r notifications lost: Redis unavailable",
+        len(user_ids),
+        kind,
+        log=logger,
+        amount=len(user_ids),
+        kind=kind,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         notifications_queue(pipe, user_ids=user_ids, kind=kind, message=message, data=data)
         pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("notifications.lost", len(user_ids), kind=kind)
-        logger.warning("%s %r notifications lost: Redis unavailable (%s)", len(user_ids), kind, exc)
+    if outcome.failed:
         return 0
     metrics.incr("notifications.sent", len(user_ids), kind=kind)
     return len(user_ids)
@@ -224,12 +215,17 @@ def notify(*, user_id: int, kind: str, message: str, data: dict | None = None) -
     Call it after commit. kind: "follow", "like", "post", "report", "message".
     Fails open (None) when Redis does not answer: see the module docstring.
     """
-    try:
+    # Fail open: what caused it has committed, and should not fail for its notification.
+    with fail_open(
+        "notifications.lost",
+        "Notification %r for user %s lost: Redis unavailable",
+        kind,
+        user_id,
+        log=logger,
+        kind=kind,
+    ):
         return notification_create(user_id=user_id, kind=kind, message=message, data=data)
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("notifications.lost", kind=kind)
-        logger.warning("Notification %r for user %s lost: Redis unavailable (%s)", kind, user_id, exc)
-        return None
+    return None
 
 
 def notifications_mark_read(*, user_id: int, up_to: str | None = None) -> str | None:
@@ -261,16 +257,19 @@ def entry_to_notification(stream_id: bytes | str, fields: dict[bytes, bytes]) ->
 
 def notifications_after(*, user_id: int, after: str, count: int) -> list[Notification]:
     """Up to `count` notifications newer than `after` (exclusive), oldest first: a replay."""
-    if parse_stream_id(after) == (_STREAM_ID_PART_MAX, _STREAM_ID_PART_MAX):
+    if stream_id_or_none(after) == LAST:
         # Nothing comes after the largest id, and Redis refuses an exclusive start
         # there ("invalid start ID") instead of answering with nothing.
         return []
-    entries = get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
+    entries = cast(
+        Entries, get_redis("state").xrange(keys.user_notifications(user_id), min=f"({after}", max="+", count=count)
+    )
     return [entry_to_notification(stream_id, fields) for stream_id, fields in entries]
 
 
 def notifications_newest_id(*, user_id: int) -> str | None:
-    entries = get_redis("state").xrevrange(keys.user_notifications(user_id), count=1)
+    """The id of the user's newest notification (one XREVRANGE COUNT 1); None for none yet."""
+    entries = cast(Entries, get_redis("state").xrevrange(keys.user_notifications(user_id), count=1))
     return entries[0][0].decode() if entries else None
 
 
@@ -281,7 +280,7 @@ def notification_list(*, user_id: int, count: int = 20, before: str | None = Non
     counts unread notifications up to UNREAD_COUNT_CAP.
     """
     end = f"({before}" if before else "+"
-    if before and parse_stream_id(before) == (0, 0):
+    if before and stream_id_or_none(before) == FIRST:
         # Nothing comes before 0-0, and Redis refuses "(0-0" outright (an error, not an
         # empty page); the inclusive 0-0 matches no entry, which is the answer.
         end = "0-0"
@@ -289,11 +288,13 @@ def notification_list(*, user_id: int, count: int = 20, before: str | None = Non
         keys=[keys.user_notifications(user_id), keys.user_notifications_read(user_id)],
         args=[end, count, UNREAD_COUNT_CAP],
     )
-    read_up_to = parse_stream_id(marker.decode()) if marker else None
+    read_up_to = stream_id_or_none(marker.decode()) if marker else None
     items = []
     for stream_id, flat in page:
         notification = entry_to_notification(stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-        items.append({**notification, "unread": read_up_to is None or parse_stream_id(notification["id"]) > read_up_to})
+        items.append(
+            {**notification, "unread": read_up_to is None or stream_id_or_raise(notification["id"]) > read_up_to}
+        )
     return {
         "notifications": items,
         "unread": unread,

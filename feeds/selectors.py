@@ -1,40 +1,29 @@
-"""Reads of the feeds app: activity streams and home timelines, newest first.
+"""Reads of the feeds app: activity streams and home timelines, newest first, by stream id.
 
-Both page by stream id: a page is one XREVRANGE from `(before` (exclusive) down, COUNT
-`count`, and the id of its last entry is the `before` of the next page. Stream ids only
-grow, so new entries never shift a page a reader is on (offsets would).
-
-A timeline missing from Redis (never built, or dropped by a follow change, or lost
-with the server) is rebuilt from the database: the newest STREAM_MAXLEN posts by the
-people the user follows, with ids `<created_at ms>-<post id>` so they sort as the
-posts do. The rebuild holds a lease that fan-out and follow changes delete, and
-WATCHes it: a rebuild whose database read may predate one of them stores nothing.
-
-Failure policy: a timeline is derived data, so when the state role does not answer
-(or another process is rebuilding it) the page comes from the database instead. An
-activity stream is the only copy of what it records, so its reads raise (a 503).
-
-Feeds reads no posts itself: the posts app calls these with its own readers (a post's
-details by id, the newest posts of some authors), see posts.selectors.home_timeline_page
-and user_activity_page.
+A page is one XREVRANGE from `(before`; its last id is the next page's `before`. A
+missing timeline is rebuilt from the database under a lease (core.rebuild). Failure
+policy: a timeline is read from the database when the state role does not answer; an
+activity stream is the only copy of what it records, so its reads raise (a 503). Post
+data comes from the caller (posts.selectors passes its readers).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict, cast
 
-from redis.exceptions import WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from accounts.models import Follow
 from accounts.selectors import user_profiles
 from core import metrics
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.rebuild import Lease, rebuild
+from core.redis import fail_open, get_redis
 from feeds import keys
-from feeds.notifications import StreamId, parse_stream_id
+from feeds.stream_ids import Entries, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +54,13 @@ class PostsByAuthors(Protocol):
     ) -> list[tuple[int, int, datetime]]: ...
 
 
-def stream_id_parse(value: str) -> StreamId:
-    """`"1712345678901-3"` -> (1712345678901, 3); ValueError for anything Redis would refuse."""
-    parsed = parse_stream_id(value)
-    if parsed is None:
-        raise ValueError("Must be a stream id such as 1712345678901-0.")
-    return parsed
+class ActivityItem(TypedDict):
+    """One line of an activity page, as the API shows it."""
+
+    id: str
+    action: str
+    targetId: int  # the API's field name
+    timestamp: int
 
 
 def _ms(moment: datetime) -> int:
@@ -91,7 +81,7 @@ def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
 def activity_page(
     *, user_id: int, count: int = ACTIVITY_COUNT_DEFAULT, before: str | None = None, post_details: PostDetails
 ) -> dict:
-    """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: the article's feed, newest first.
+    """{"items": [{"id", "action", "targetId", "timestamp"}], "next"}: what `user_id` did, newest first.
 
     Entries about a post or person that no longer exists are left out (the posts and
     profiles come from their caches, `post_details` and accounts' profiles: at most an
@@ -100,13 +90,13 @@ def activity_page(
     if before == "0-0":  # nothing comes before the first possible id (and Redis refuses "(0-0")
         return {"items": [], "next": None}
     key = keys.user_activity(user_id)
-    entries = get_redis("state").xrevrange(key, max=_xrevrange_max(before), min="-", count=count)
-    rows = []
-    for stream_id, raw in entries:
+    entries = cast(Entries, get_redis("state").xrevrange(key, max=_xrevrange_max(before), min="-", count=count))
+    rows: list[ActivityItem] = []
+    for entry_id, raw in entries:
         fields = _fields(raw)
         rows.append(
             {
-                "id": stream_id.decode(),
+                "id": entry_id.decode(),
                 "action": fields["action"],
                 "targetId": int(fields["targetId"]),
                 "timestamp": int(fields["timestamp"]),
@@ -142,16 +132,17 @@ def timeline_page(
     if before == "0-0":
         return {"items": [], "next": None}
     client = get_redis("state")
-    rows: list[tuple[str, int]] | None
-    try:
+    rows: list[tuple[str, int]] | None = None
+    # Fail open: a timeline is derived from the database, which can answer alone.
+    with fail_open(
+        "feeds.timeline_error",
+        "Timeline of user %s read from the database: state Redis unavailable",
+        user_id,
+        log=logger,
+    ):
         rows = _timeline_read(client, user_id, count, before)
         if rows is None and _timeline_rebuild(client, user_id, posts_by_authors):
             rows = _timeline_read(client, user_id, count, before) or []
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: a timeline is derived from the database, which can answer alone.
-        metrics.incr("feeds.timeline_error")
-        logger.warning("Timeline of user %s read from the database: state Redis unavailable (%s)", user_id, exc)
-        rows = None
     if rows is None:
         metrics.incr("feeds.timeline_from_db")
         followed = _followed_posts(user_id, count, before, posts_by_authors=posts_by_authors)
@@ -166,7 +157,7 @@ def timeline_page(
     return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
 
 
-def _timeline_read(client, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
+def _timeline_read(client: Redis, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
     """(stream id, post id) newest first; None when the timeline is missing (rebuild it)."""
     pipe = client.pipeline(transaction=True)
     pipe.exists(keys.user_timeline(user_id))
@@ -190,7 +181,7 @@ def _followed_posts(
     followees = Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)
     start = None
     if before:
-        ms, seq = stream_id_parse(before)
+        ms, seq = stream_id_or_raise(before)
         start = (_EPOCH + ms * _MS, seq)
     rows = posts_by_authors(author_ids=followees, limit=limit, before=start)
     # Sorted by (ms, id), not (created_at, id): two posts in one millisecond must still
@@ -199,28 +190,24 @@ def _followed_posts(
     return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
 
 
-def _timeline_rebuild(client, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
+def _timeline_rebuild(client: Redis, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
     """Store `user_id`'s timeline from the database; False if another process holds the
-    rebuild lease, or a fan-out or follow change touched it while we read (we WATCH it)."""
-    key, lease = keys.user_timeline(user_id), keys.user_timeline_rebuild(user_id)
-    if not client.set(lease, uuid.uuid4().hex, nx=True, px=keys.TIMELINE_REBUILD_LEASE_MS):
-        metrics.incr("feeds.timeline_rebuild_busy")
-        return False
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            pipe.watch(lease)
-            rows = _followed_posts(user_id, keys.STREAM_MAXLEN, posts_by_authors=posts_by_authors)
-            pipe.multi()
-            pipe.delete(key)
-            # Created empty (XADD then trimmed to nothing in the same command): a
-            # timeline with no posts still exists, so "missing" always means "rebuild".
-            pipe.xadd(key, {"built": 1}, id="0-1", maxlen=0, approximate=False)
-            for stream_id, post_id, author_id in reversed(rows):
-                pipe.xadd(key, {"post": post_id, "author": author_id}, id=stream_id)
-            pipe.delete(lease)
-            pipe.execute()
-    except WatchError:
-        metrics.incr("feeds.timeline_rebuild_raced")
-        return False
-    metrics.incr("feeds.timeline_rebuilt")
-    return True
+    rebuild lease, or a fan-out or follow change deleted it while we read (core.rebuild)."""
+    key = keys.user_timeline(user_id)
+
+    def store(pipe: Pipeline, rows: list[tuple[str, int, int]]) -> None:
+        pipe.delete(key)
+        # Created empty (XADD then trimmed to nothing in the same command): a
+        # timeline with no posts still exists, so "missing" always means "rebuild".
+        pipe.xadd(key, {"built": 1}, id="0-1", maxlen=0, approximate=False)
+        for stream_id, post_id, author_id in reversed(rows):
+            pipe.xadd(key, {"post": post_id, "author": author_id}, id=stream_id)
+
+    rebuilt = rebuild(
+        client,
+        family=keys.TIMELINE_FAMILY,
+        load=lambda: _followed_posts(user_id, keys.STREAM_MAXLEN, posts_by_authors=posts_by_authors),
+        store=store,
+        lease=Lease(keys.user_timeline_rebuild(user_id), keys.TIMELINE_REBUILD_LEASE_MS),
+    )
+    return rebuilt.stored

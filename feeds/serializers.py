@@ -7,18 +7,16 @@ take `?count=` from 1 to 100.
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api import QuerySerializer
 from feeds import selectors
+from feeds.stream_ids import API_STREAM_ID, stream_id_or_raise, stream_id_text
 
-# Nineteen ASCII digits a part: always within Redis's 64-bit parts (real ids are a
-# 13-digit millisecond time and a small sequence number), and exactly what the schema says.
-_STREAM_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
-STREAM_ID_SCHEMA = {"type": "string", "pattern": f"^{_STREAM_ID.pattern}$", "example": "1712345678901-0"}
+STREAM_ID_SCHEMA = {"type": "string", "pattern": f"^{API_STREAM_ID.pattern}$", "example": "1712345678901-0"}
 
 
 @extend_schema_field(STREAM_ID_SCHEMA)
@@ -28,15 +26,14 @@ class StreamIdField(serializers.CharField):
 
     default_error_messages = {"invalid": "Must be a stream id such as 1712345678901-0."}
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(trim_whitespace=False, **kwargs)
 
-    def to_internal_value(self, data) -> str:
+    def to_internal_value(self, data: str) -> str:
         value = super().to_internal_value(data)
-        if not _STREAM_ID.fullmatch(value):
+        if not API_STREAM_ID.fullmatch(value):
             self.fail("invalid")
-        ms, seq = value.split("-")
-        return f"{int(ms)}-{int(seq)}"  # normalised: no leading zeros
+        return stream_id_text(stream_id_or_raise(value))  # normalised: no leading zeros
 
 
 class FeedQuerySerializer(QuerySerializer):

@@ -1,59 +1,32 @@
 """Writes of the feeds app: follows, activity streams and the fan-out to home timelines.
 
-A follow is a row of accounts' Follow model, but following is a feeds action: besides
-accounts' Redis mirror of the graph, its effects are all feeds' (the follower's
-activity and timeline, the followee's notification). Posts come from posts.services,
-which calls in here; feeds reads no posts itself (callers pass what it needs).
-
-Activity and timelines are Redis streams on the state role (feeds.keys), written after commit:
-
-- **Activity**: what a user did (posted, liked, followed), one XADD with
-  `MAXLEN ~ STREAM_MAXLEN` on their stream. The article XADDs, then XTRIMs in a second
-  call; the MAXLEN argument trims in the same command, and `~` lets Redis drop whole
-  macro-nodes instead of single entries, which is what makes trimming cheap.
-- **Timelines**: fan-out on write. A new post is XADDed to the timeline of every
-  follower, one pipeline per FANOUT_BATCH followers. For an author with more than
-  FANOUT_INLINE_MAX_FOLLOWERS followers the fan-out runs in a job (jobs.queues
-  FANOUT_JOB, written in the post's own transaction through the jobs outbox), so the
-  request does not wait on it. Entries hold ids only; readers load the posts, so an
-  edited post shows its edit and a deleted one is hidden (feeds.selectors).
-
-  XADD uses NOMKSTREAM: a missing timeline stays missing and is rebuilt from the
-  database on its next read, instead of being created holding one post and trusted.
-  Each XADD goes with a DEL of the timeline's rebuild lease, so a rebuild that read
-  the database before this post was committed fails its EXEC instead of storing a
-  timeline without it.
-
-Like and follow notifications go out once per window per (actor, target)
-(keys.NOTIFY_ONCE_WINDOW), decided by one SET NX EX inside the notification's own script,
-so toggling a like or a follow cannot flood anyone's notifications; every toggle still
-reaches the activity stream. Each of these writes is one pipeline: one round trip.
-
-Failure policy (state role): the database write has committed by the time any of this
-runs. Activity entries and notifications fail open (logged, counted, lost); so does the
-once-per-window check, which lives on the same server as the notifications: if it
-cannot answer, the notification is dropped as notify() would drop it. A timeline
-fan-out that cannot reach Redis is handed to the fan-out job, which the outbox pushes
-and RQ retries once Redis is back.
+Redis writes run after commit on the state role (feeds.keys), one pipeline each. A new
+post is XADDed (NOMKSTREAM) to each follower's timeline with a DEL of its rebuild lease:
+inline up to FANOUT_INLINE_MAX_FOLLOWERS followers, else by the fan-out job. Failure
+policy: activity and notifications fail open (counted, logged, lost); a fan-out Redis
+refused goes to the fan-out job, which RQ retries.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Protocol, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from accounts.models import Follow, User
 from accounts.selectors import follower_id_batches, follower_ids
 from accounts.services import follow_mirror_update
 from core import metrics
+from core.batching import chunks
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from feeds import keys
 from feeds.notifications import notification_queue_once, notifications_queue, notify
 from jobs.models import Job
@@ -62,10 +35,7 @@ from jobs.services import job_enqueue
 
 logger = logging.getLogger(__name__)
 
-# Policy. Inline, a fan-out costs the request one round trip (one pipeline of the
-# activity entry, the timelines and the notifications; the follower ids come with the
-# post's own transaction) but Redis work per follower: measured ~13 ms for 100
-# followers (make bench), so more go to the job.
+# Inline, a fan-out costs the request Redis work per follower (~13 ms for 100, make bench).
 FANOUT_INLINE_MAX_FOLLOWERS = 100
 FANOUT_BATCH = 500  # followers per pipeline (and per SSCAN): ~1,000 commands, well under 1 ms of Redis time
 
@@ -88,11 +58,12 @@ class PostLoader(Protocol):
 
 
 def now_ms() -> int:
-    """Wall-clock milliseconds, the unit of the article's `timestamp` field."""
+    """Wall-clock milliseconds, the unit of an activity entry's `timestamp` field."""
     return int(time.time() * 1000)
 
 
-def _activity_xadd(pipe, *, user_id: int, action: str, target_id: int) -> None:
+def _activity_xadd(pipe: Pipeline, *, user_id: int, action: str, target_id: int) -> None:
+    """Queue one activity entry in `pipe`: XADD MAXLEN ~ STREAM_MAXLEN, trimmed in the same command."""
     pipe.xadd(
         keys.user_activity(user_id),
         {"action": action, "targetId": target_id, "timestamp": now_ms()},
@@ -103,16 +74,20 @@ def _activity_xadd(pipe, *, user_id: int, action: str, target_id: int) -> None:
 
 def activity_add(*, user_id: int, action: str, target_id: int) -> str | None:
     """Append to `user_id`'s activity stream (XADD MAXLEN ~); its stream id, None if lost."""
-    try:
+    # Fail open: the action itself is committed; only its line in the feed is lost.
+    with fail_open(
+        "feeds.activity_lost",
+        "Activity %r of user %s lost: state Redis unavailable",
+        action,
+        user_id,
+        log=logger,
+        action=action,
+    ):
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=user_id, action=action, target_id=target_id)
         (stream_id,) = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the action itself is committed; only its line in the feed is lost.
-        metrics.incr("feeds.activity_lost", action=action)
-        logger.warning("Activity %r of user %s lost: state Redis unavailable (%s)", action, user_id, exc)
-        return None
-    return stream_id.decode()
+        return stream_id.decode()
+    return None
 
 
 # --- New posts ---------------------------------------------------------------------------
@@ -142,27 +117,22 @@ def _fanout_inline(post: PublishedPost, followers: list[int] | None = None) -> N
     `followers` (ids) come from the post's transaction; without them, the follower set
     is read first (one round trip more).
     """
-    try:
+    # The job retries until Redis answers; a pipeline that died half-way may have
+    # written some entries already, which readers show once.
+    with fail_open(
+        "feeds.fanout_deferred", "Fan-out of post %s deferred to a job: state Redis unavailable", post.pk, log=logger
+    ) as outcome:
         if followers is None:
             followers = follower_ids(user_id=post.author_id)
-        recipients = timeline_fanout(post=post, batches=_chunks(followers, FANOUT_BATCH), activity=True)
-    except UNAVAILABLE_ERRORS as exc:
-        # The job retries until Redis answers; a pipeline that died half-way may have
-        # written some entries already, which readers show once.
-        metrics.incr("feeds.fanout_deferred")
-        logger.warning("Fan-out of post %s deferred to a job: state Redis unavailable (%s)", post.pk, exc)
+        recipients = timeline_fanout(post=post, batches=chunks(followers, FANOUT_BATCH), activity=True)
+    if outcome.failed:
         job_enqueue(kind=FANOUT_JOB, owner=post.author, payload={"postId": post.pk, "activity": True})
         return
     metrics.incr("feeds.fanout", mode="inline")
     logger.debug("Post %s fanned out to %s timelines", post.pk, recipients)
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activity: bool = False) -> int:
+def timeline_fanout(*, post: PublishedPost, batches: Iterable[Sequence[int]], activity: bool = False) -> int:
     """XADD `post` to the timelines of each batch of follower ids, one pipeline per batch.
 
     Each batch's followers are notified in the same pipeline, after their entries:
@@ -172,7 +142,7 @@ def timeline_fanout(*, post: PublishedPost, batches: Iterable[list[int]], activi
     module doc).
     """
     client = get_redis("state")
-    entry = {"post": post.pk, "author": post.author_id}
+    entry: dict[FieldT, EncodableT] = {"post": post.pk, "author": post.author_id}
     message = f"@{post.author.username} posted “{post.title}”"
     data = {"postId": post.pk, "userId": post.author_id}
     written = 0
@@ -210,7 +180,8 @@ def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
     the start, and readers drop the entries it repeats. The post comes from `post_load`.
     """
     if job.completed_at is not None:
-        return job.result
+        # Written with completed_at, in the one UPDATE below.
+        return cast(dict, job.result)
     post = post_load(post_id=job.payload["postId"])
     if post is None:
         result = {"postId": job.payload["postId"], "timelines": 0, "skipped": "post deleted"}
@@ -227,11 +198,11 @@ def timeline_fanout_run(*, job: Job, post_load: PostLoader) -> dict:
 
 
 class AlreadyFollowing(Exception):
-    pass
+    """follow_create: the follow exists already (the API's 409)."""
 
 
 class NotFollowing(Exception):
-    pass
+    """follow_delete: there was no follow to delete (the API's 404)."""
 
 
 def follow_create(*, follower: User, followee: User) -> Follow:
@@ -239,7 +210,7 @@ def follow_create(*, follower: User, followee: User) -> Follow:
 
     After commit: the Redis mirror of the graph (accounts.services.follow_mirror_update),
     then the follower's activity and timeline and a notification to the followee
-    (follow_published). A follow that fails writes nothing at all.
+    (follow_effects_apply). A follow that fails writes nothing at all.
     """
     if follower.pk == followee.pk:
         raise ValidationError("You cannot follow yourself.")
@@ -252,7 +223,7 @@ def follow_create(*, follower: User, followee: User) -> Follow:
         except IntegrityError:
             raise AlreadyFollowing from None
         after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=True)
-        after_commit(follow_published, follower=follower, followee=followee)
+        after_commit(follow_effects_apply, follower=follower, followee=followee)
     return follow
 
 
@@ -264,10 +235,10 @@ def follow_delete(*, follower: User, followee: User) -> None:
         if not deleted:
             raise NotFollowing
         after_commit(follow_mirror_update, follower_id=follower.pk, followee_id=followee.pk, added=False)
-        after_commit(unfollow_published, follower_id=follower.pk)
+        after_commit(unfollow_effects_apply, follower_id=follower.pk)
 
 
-def follow_published(*, follower: User, followee: User) -> None:
+def follow_effects_apply(*, follower: User, followee: User) -> None:
     """After a follow commits, one round trip: the follower's activity, their timeline, the
     followee's notification (once per window).
 
@@ -275,7 +246,17 @@ def follow_published(*, follower: User, followee: User) -> None:
     only appends, so the followee's earlier posts cannot be slotted in among the older
     entries; the next read rebuilds it from the database, their posts included.
     """
-    try:
+    # Fail open: the follow is committed. Lost: the activity line, the notification,
+    # and until the timeline is next rebuilt, the followee's older posts (new ones
+    # arrive anyway).
+    with fail_open(
+        "feeds.activity_lost",
+        "Follow %s -> %s: activity and timeline not updated",
+        follower.pk,
+        followee.pk,
+        log=logger,
+        action=FOLLOWED,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=follower.pk, action=FOLLOWED, target_id=followee.pk)
         pipe.delete(keys.user_timeline(follower.pk), keys.user_timeline_rebuild(follower.pk))
@@ -289,33 +270,35 @@ def follow_published(*, follower: User, followee: User) -> None:
             data={"userId": follower.pk, "username": follower.username},
         )
         *_, notification_id = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the follow is committed. Lost: the activity line, the notification,
-        # and until the timeline is next rebuilt, the followee's older posts (new ones
-        # arrive anyway).
-        metrics.incr("feeds.activity_lost", action=FOLLOWED)
+    if outcome.failed:
         metrics.incr("notifications.lost", kind="follow")
-        logger.warning("Follow %s -> %s: activity and timeline not updated (%s)", follower.pk, followee.pk, exc)
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="follow")
 
 
-def unfollow_published(*, follower_id: int) -> None:
+def unfollow_effects_apply(*, follower_id: int) -> None:
     """After an unfollow commits: drop the follower's timeline, so the rebuild leaves out the
     unfollowed person's earlier posts too (new ones stop at once: the fan-out reads the
     follow graph, which no longer has the edge)."""
-    try:
+    # Fail open: the unfollow is committed; the timeline keeps the unfollowed person's
+    # earlier posts until it is next dropped.
+    with fail_open("feeds.timeline_drop_lost", "Unfollow by %s: timeline not dropped", follower_id, log=logger):
         get_redis("state").delete(keys.user_timeline(follower_id), keys.user_timeline_rebuild(follower_id))
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("feeds.timeline_drop_lost")
-        logger.warning("Unfollow by %s: timeline not dropped (%s)", follower_id, exc)
 
 
-def like_published(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
+def like_effects_apply(*, liker: User, post_id: int, post_title: str, author_id: int) -> None:
     """After a like commits, one round trip: the liker's activity and the author's notification
     (once per window)."""
-    try:
+    # Fail open: the like is committed; its activity line and notification are lost.
+    with fail_open(
+        "feeds.activity_lost",
+        "Like of post %s by user %s: activity and notification lost",
+        post_id,
+        liker.pk,
+        log=logger,
+        action=LIKED,
+    ) as outcome:
         pipe = get_redis("state").pipeline(transaction=False)
         _activity_xadd(pipe, user_id=liker.pk, action=LIKED, target_id=post_id)
         notification_queue_once(
@@ -328,11 +311,8 @@ def like_published(*, liker: User, post_id: int, post_title: str, author_id: int
             data={"postId": post_id, "userId": liker.pk},
         )
         *_, notification_id = pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # Fail open: the like is committed; its activity line and notification are lost.
-        metrics.incr("feeds.activity_lost", action=LIKED)
+    if outcome.failed:
         metrics.incr("notifications.lost", kind="like")
-        logger.warning("Like of post %s by user %s: activity and notification lost (%s)", post_id, liker.pk, exc)
         return
     if notification_id is not None:
         metrics.incr("notifications.sent", kind="like")
@@ -341,7 +321,7 @@ def like_published(*, liker: User, post_id: int, post_title: str, author_id: int
 # --- Reports -------------------------------------------------------------------------------
 
 
-def report_ready_published(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
+def report_ready_notify(*, user_id: int, job_id: str, download: str, summary: dict) -> None:
     """After a report's job completes: tell its owner, with the totals and the download link.
 
     `summary` is the report's {"posts", "views", "likes"} (posts.reports). Fails open,

@@ -1,49 +1,10 @@
 """Server-Sent Events: one browser's live notifications, fed by a Redis subscription.
 
-What a browser reads from GET /api/notifications/stream (text/event-stream):
-
-    retry: 3000                       first, at once: reconnect 3 s after a drop
-                                      (it also makes gunicorn send the headers now)
-    id: 1712345678901-0               each notification: its stream id, which the
-    event: notification               browser sends back as Last-Event-ID when it
-    data: {"id": ..., "kind": ..., "message": ..., "data": {...}, "at": ...}
-                                      reconnects
-    : keep-alive                      a comment after POLICY.keepalive (15 s) without a write:
-                                      proxies keep the connection, and a browser that
-                                      left is noticed (the write fails)
-
-Order of a connection, so that nothing is lost and nothing is shown twice:
-
-1. Subscribe to the user's channel and wait for Redis to confirm (before the response
-   starts; if Redis cannot be reached the answer is a 503).
-2. Replay from the stream everything after the browser's Last-Event-ID (XRANGE with an
-   exclusive start). A notification published between 1 and 2 arrives both ways.
-3. Relay live messages, dropping any whose id is not newer than the last one sent.
-
-When the subscription breaks (Redis restarted, failed over), the connection stays open:
-keep-alives continue, the subscriber reconnects with exponential backoff, and on
-resubscribing replays from the stream what was published meanwhile: pub/sub dropped
-it, the stream did not. Redis-py may also reconnect a subscription by itself; a second
-"subscribe" confirmation triggers the same replay.
-
-A connection ends after POLICY.max_age (5 min) so threads are recycled; the browser
-reconnects with Last-Event-ID. It ends sooner when its session or token is revoked
-(checked every POLICY.auth_check, and at once on a revocation message: see
-feeds.stream_access) or its access token expires. Synchronous Django holds one thread
-per open stream, so each process admits at most KESTREL_SSE_MAX_STREAMS of them (503 with
-Retry-After beyond that), each person at most KESTREL_SSE_MAX_STREAMS_PER_USER across
-every process (429), and SIGTERM ends them all within a second (see
-`end_streams_on_sigterm`, for gunicorn's post_worker_init hook).
-
-Deployment (gunicorn gthread): every open stream occupies one of the worker's
-`threads`. KESTREL_SSE_MAX_STREAMS defaults to half of the worker's threads, and a worker
-refuses to start (and `manage.py check` fails) when streams could take more than
-three quarters of the threads (`thread_budget_error`), so ordinary requests always
-find one. `graceful_timeout` needs only to exceed POLICY.poll once the
-SIGTERM hook is installed. Behind nginx, `proxy_read_timeout` must exceed the 15 s
-keep-alive (X-Accel-Buffering: no turns off its buffering per response). At scale,
-route /api/notifications/stream to its own gunicorn pool (many threads, its own cap)
-so long-lived streams and short requests never share a thread pool.
+GET /api/notifications/stream subscribes first (503 if Redis cannot answer), replays
+from the stream what came after Last-Event-ID, then relays live messages newer than the
+last one sent. A lost subscription is retried with backoff, then replayed. A stream ends
+after POLICY.max_age, on revocation (feeds.stream_access), token expiry or SIGTERM; a
+process admits max_streams() of them (503 beyond), a person max_streams_per_user() (429).
 """
 
 from __future__ import annotations
@@ -57,12 +18,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from types import FrameType
 
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
@@ -73,14 +36,9 @@ from core import metrics
 from core.http import error_response
 from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable
 from feeds import keys
-from feeds.notifications import (
-    Notification,
-    StreamId,
-    notifications_after,
-    notifications_newest_id,
-    parse_stream_id,
-)
+from feeds.notifications import Notification, notifications_after, notifications_newest_id
 from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
+from feeds.stream_ids import stream_id_or_none, stream_id_or_raise
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +93,7 @@ def max_streams() -> int:
 
 
 def max_streams_per_user() -> int:
+    """The per-person cap across every process: KESTREL_SSE_MAX_STREAMS_PER_USER."""
     return getattr(settings, "KESTREL_SSE_MAX_STREAMS_PER_USER", DEFAULT_MAX_STREAMS_PER_USER)
 
 
@@ -151,7 +110,8 @@ def thread_budget_error(*, threads: int, streams: int) -> str | None:
 
 
 def format_event(notification: Notification) -> str:
-    # json.dumps escapes newlines, so `data:` is always one line.
+    """One notification as an SSE event: `id:` its stream id, `data:` its JSON on one line
+    (json.dumps escapes newlines)."""
     data = json.dumps(notification, separators=(",", ":"))
     return f"id: {notification['id']}\nevent: notification\ndata: {data}\n\n"
 
@@ -163,6 +123,8 @@ def _jittered(delay: float) -> float:
 
 
 def _end_chunk(reason: str, policy: StreamPolicy) -> str:
+    """The last chunk of a stream: come back after a random delay in policy.end_retry_ms,
+    so a deploy does not bring every browser back at once."""
     low, high = policy.end_retry_ms
     retry_ms = random.randint(low, high)  # noqa: S311 - spreading reconnects, not a secret  # nosec B311
     return f"retry: {retry_ms}\n: {reason}\n\n"
@@ -226,7 +188,7 @@ def end_streams_on_sigterm() -> None:
     """
     previous = signal.getsignal(signal.SIGTERM)
 
-    def handler(signum, frame) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         streams.close_all()
         if callable(previous):
             previous(signum, frame)
@@ -316,7 +278,8 @@ class EventStream:
         self._client_socket = client_socket
         self.id = uuid.uuid4().hex  # its member in the person's leases
         self._credential = credential
-        self._cursor: str | None = last_event_id  # newest notification the browser has
+        self._last_event_id = last_event_id  # where the browser asked to resume, checked by the view
+        self._cursor = "0-0"  # the newest notification the browser has: open() sets it
         self._registry = registry
         self._policy = policy
         self._clock = clock
@@ -347,11 +310,13 @@ class EventStream:
         """Subscribe before the response starts (raises when Redis does not answer)."""
         # Read before subscribing: anything newer is then replayed or received live.
         newest = notifications_newest_id(user_id=self.user_id) or "0-0"
-        if self._cursor is None or parse_stream_id(self._cursor) > parse_stream_id(newest):
+        resume = self._last_event_id
+        if resume is None or stream_id_or_raise(resume) > stream_id_or_raise(newest):
             # A new browser starts from now. An id past the newest one (the largest id
             # there is, a clock ahead) would replay nothing, then drop every live
             # notification as already seen: it starts from now too.
-            self._cursor = newest
+            resume = newest
+        self._cursor = resume
         self._pubsub = _subscribe(self.user_id)
         metrics.incr("sse.opened")
 
@@ -397,7 +362,10 @@ class EventStream:
 
     # --- the chunks ---
 
-    def _generate(self):
+    def _generate(self) -> Generator[str]:
+        """The stream's chunks until it ends: `retry:`, then replays, live events and
+        keep-alives. Redis going away keeps the stream open: it resubscribes with backoff
+        and jitter, then replays; the `finally` releases everything."""
         policy, clock = self._policy, self._clock
         try:
             now = clock()
@@ -433,7 +401,7 @@ class EventStream:
                 else:
                     wait = min(policy.poll, max(0.0, min(next_keepalive, deadline) - now))
                     try:
-                        chunk = self._replay() if self._replay_needed else self._receive(wait)
+                        chunk = self._replay() if self._replay_needed else self._receive(self._pubsub, wait)
                     except _Ended as exc:
                         metrics.incr("sse.revoked")
                         yield f": {exc.args[0]}\n\n"
@@ -501,8 +469,10 @@ class EventStream:
             metrics.incr("sse.replayed", len(chunks))
         return "".join(chunks)
 
-    def _receive(self, timeout: float) -> str:
-        message = self._pubsub.get_message(timeout=timeout)
+    def _receive(self, pubsub: PubSub, timeout: float) -> str:
+        """The next live event ("" for none within `timeout`); raises _Ended on a control
+        message that revokes this stream's credential."""
+        message = pubsub.get_message(timeout=timeout)
         if message is None:
             return ""
         if message["type"] == "subscribe":
@@ -525,14 +495,11 @@ class EventStream:
             metrics.incr("sse.bad_message")
             logger.warning("Ignoring a malformed notification message %r", message["data"][:200])
             return ""
-        if parse_stream_id(notification["id"]) <= self._cursor_id():
+        if stream_id_or_raise(notification["id"]) <= stream_id_or_raise(self._cursor):
             metrics.incr("sse.duplicate")  # already sent by the replay
             return ""
         self._cursor = notification["id"]
         return format_event(notification)
-
-    def _cursor_id(self) -> StreamId:
-        return parse_stream_id(self._cursor) or (0, 0)
 
 
 def _client_gone(sock: socket.socket | None) -> bool:
@@ -552,6 +519,7 @@ def _client_gone(sock: socket.socket | None) -> bool:
 
 
 def _decode(data: bytes) -> Notification | None:
+    """A published message as a Notification; None for one that is not (never raises)."""
     try:
         payload = json.loads(data)
         notification: Notification = {
@@ -563,13 +531,15 @@ def _decode(data: bytes) -> Notification | None:
         }
     except (ValueError, KeyError, TypeError):
         return None
-    return notification if parse_stream_id(notification["id"]) is not None else None
+    return notification if stream_id_or_none(notification["id"]) is not None else None
 
 
 # --- The response ------------------------------------------------------------------------------
 
 
-def stream_response(request: HttpRequest, *, credential: StreamCredential, last_event_id: str | None) -> HttpResponse:
+def stream_response(
+    request: HttpRequest, *, credential: StreamCredential, last_event_id: str | None
+) -> HttpResponseBase:
     """The SSE response for an authenticated user; 503 when this process is full, 429
     when the person already has their cap of streams open."""
     stream = EventStream(

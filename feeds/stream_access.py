@@ -1,18 +1,10 @@
 """Who may hold a notification stream open: the per-person cap, and revocation.
 
-Per-person cap: every open stream holds a lease in the person's sorted set
-(keys.user_stream_leases), scored by its expiry. One Lua script drops expired leases
-and admits a stream only under the cap, so concurrent opens on any process or host
-admit exactly the cap; a live stream refreshes its lease, a closed one removes it, and
-a crashed process's leases run out by themselves. Beyond the cap the newest stream is
-refused (429): closing the oldest instead would let two tabs evict each other forever.
-
-Revocation: a stream ends when the session or access token it was opened with stops
-being honoured. It re-checks on a timer (StreamPolicy.auth_check, one Redis round
-trip), and the revocation paths publish a control message after commit
-(keys.user_stream_control) that ends the matching streams at once: a logged-out
-session, revoked token families, or a new token epoch (log out everywhere, password
-change). Publishing fails open: the timer still ends the stream within seconds.
+Cap: each open stream holds a lease in keys.user_stream_leases (a ZSET scored by
+expiry), taken by one script only under the cap; beyond it the new stream gets a 429.
+Revocation: a stream re-checks its session or token every StreamPolicy.auth_check, and
+revocations publish on keys.user_stream_control (after commit) to end it at once.
+Publishing fails open: the timed check still ends the stream within seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.signals import user_logged_out
@@ -30,9 +23,9 @@ from redis.commands.core import Script
 
 from accounts import keys as account_keys
 from accounts import revocation, tokens
-from core import metrics
+from accounts.models import User
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import fail_open, get_redis
 from feeds import keys
 
 logger = logging.getLogger(__name__)
@@ -128,7 +121,9 @@ class StreamCredential:
             return True
         if self.claims is not None:
             return self.claims.family in (message.get("families") or ())
-        return bool(self.session_key) and message.get("session") == session_digest(self.session_key)
+        if not self.session_key:
+            return False
+        return message.get("session") == session_digest(self.session_key)
 
 
 def stream_credential(request: HttpRequest) -> StreamCredential | None:
@@ -137,10 +132,11 @@ def stream_credential(request: HttpRequest) -> StreamCredential | None:
     if tokens.bearer_token(request) is not None:
         user, claims = tokens.token_authenticate(request)
         return StreamCredential(user_id=user.pk, epoch=claims.epoch, claims=claims)
-    user = request.user
-    if not user.is_authenticated:
+    if not request.user.is_authenticated:
         return None
-    return StreamCredential(user_id=user.pk, epoch=user.token_epoch, session_key=request.session.session_key)
+    return StreamCredential(
+        user_id=request.user.pk, epoch=request.user.token_epoch, session_key=request.session.session_key
+    )
 
 
 # --- Revocation events -------------------------------------------------------------------
@@ -163,15 +159,14 @@ def streams_revoke_publish(
         message["epoch"] = epoch
     if not message:
         return
-    try:
+    # Fail open: the revocation itself is written; the streams' timed check still ends them.
+    with fail_open("sse.revoke_publish_error", "Stream revocation for user %s not published", user_id, log=logger):
         get_redis("state").publish(keys.user_stream_control(user_id), json.dumps(message, separators=(",", ":")))
-    except UNAVAILABLE_ERRORS as exc:
-        metrics.incr("sse.revoke_publish_error")
-        logger.warning("Stream revocation for user %s not published: %s", user_id, exc)
 
 
 @receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")
-def end_streams_of_session(sender, request: HttpRequest | None, user, **kwargs) -> None:
+def end_streams_of_session(sender: object, request: HttpRequest | None, user: User | None, **kwargs: object) -> None:
+    """On log-out: end the streams opened with this session, after commit."""
     # Sent before Django flushes the session, so the key is still known here; the
     # message names the session, so it holds even if it arrives before the flush.
     session = getattr(request, "session", None)
@@ -181,5 +176,8 @@ def end_streams_of_session(sender, request: HttpRequest | None, user, **kwargs) 
 
 
 @receiver(tokens.credentials_revoked, dispatch_uid="feeds.end_streams_of_tokens")
-def end_streams_of_tokens(sender, user_id: int, families=(), epoch: int | None = None, **kwargs) -> None:
+def end_streams_of_tokens(
+    sender: object, user_id: int, families: Iterable[str] = (), epoch: int | None = None, **kwargs: object
+) -> None:
+    """On revoked token families or a new token epoch: end the streams they opened."""
     streams_revoke_publish(user_id=user_id, families=tuple(families), epoch=epoch)

@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from core.commit import after_commit
-from feeds.services import report_ready_published
+from feeds.services import report_ready_notify
 from jobs.models import Job, Report
 from jobs.queues import REPORT_JOB, REPORT_RETENTION
 from jobs.services import email_enqueue, job_complete, job_enqueue
@@ -103,7 +103,7 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 requested=False,  # the report was the request, and counted as one
             )
             after_commit(
-                report_ready_published,
+                report_ready_notify,
                 user_id=owner.pk,
                 job_id=str(job.pk),
                 download=result["download"],

@@ -14,7 +14,7 @@ from core import metrics
 from core.cacheaside import invalidate_now
 from core.commit import after_commit
 from core.redis import get_redis
-from feeds.services import like_published, timeline_fanout_schedule
+from feeds.services import like_effects_apply, timeline_fanout_schedule
 from posts import keys
 from posts.leaderboard import leaderboard_like_changed, leaderboard_like_queue
 from posts.models import Like, Post
@@ -150,4 +150,4 @@ def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None 
         # like, so they go too; the leaderboard drifts until it expires or is rebuilt.
         drop_author_lists(author_id)
     if liker is not None:  # a like, not an unlike: the liker's activity, the author's notification
-        like_published(liker=liker, post_id=post_id, post_title=title, author_id=author_id)
+        like_effects_apply(liker=liker, post_id=post_id, post_title=title, author_id=author_id)

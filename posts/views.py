@@ -12,7 +12,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
-from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse
+from feeds.selectors import FEED_COUNT_DEFAULT
+from feeds.stream_ids import stream_id_or_raise
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
 from posts.forms import PostForm, ProfileForm
@@ -31,7 +32,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def _cursor(value: str | None) -> str | None:
     try:
-        ms, seq = stream_id_parse(value or "")
+        ms, seq = stream_id_or_raise(value or "")
     except ValueError:
         return None  # none, or a mangled link: the newest page
     return f"{ms}-{seq}"

@@ -48,7 +48,7 @@ def fifty_posts(ada, bob_follows_ada, after_commit) -> list[Post]:
 
 
 @pytest.fixture
-def bob_api(bob) -> APIClient:
+def as_bob_with_token(bob) -> APIClient:
     """Bob with a bearer token: no session to load, one round trip for limiter and denylist."""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.token_pair_issue(user=bob).access}")
@@ -64,12 +64,12 @@ def titles(page: dict) -> list[str]:
     return [item["post"]["title"] for item in page["items"]]
 
 
-def test_a_warm_feed_of_fifty_posts_queries_no_post_and_costs_two_round_trips(fifty_posts, bob_api, settings):
+def test_a_warm_feed_of_fifty_posts_queries_no_post_and_costs_two_round_trips(fifty_posts, as_bob_with_token, settings):
     settings.KESTREL_L1_ENABLED = False  # every post from Redis: the MGET is what is measured
-    first = bob_api.get("/api/feed", {"count": 50})
+    first = as_bob_with_token.get("/api/feed", {"count": 50})
 
     with CaptureQueriesContext(connection) as queries, recording() as trips:
-        second = bob_api.get("/api/feed", {"count": 50})
+        second = as_bob_with_token.get("/api/feed", {"count": 50})
 
     assert second.status_code == 200
     assert second.json() == first.json()
@@ -96,13 +96,13 @@ def l1_caught_up(timeout: float = 10.0) -> bool:
     return True
 
 
-def test_with_the_l1_listening_a_warm_feed_reads_no_post_from_redis(fifty_posts, bob_api):
+def test_with_the_l1_listening_a_warm_feed_reads_no_post_from_redis(fifty_posts, as_bob_with_token):
     assert cacheaside.l1().wait_until_listening(10)
     assert l1_caught_up()  # the posts' own invalidations cannot drop what the next read fills
-    bob_api.get("/api/feed", {"count": 50})
+    as_bob_with_token.get("/api/feed", {"count": 50})
 
     with CaptureQueriesContext(connection) as queries, recording() as trips:
-        response = bob_api.get("/api/feed", {"count": 50})
+        response = as_bob_with_token.get("/api/feed", {"count": 50})
 
     assert len(response.json()["items"]) == 50
     assert post_queries(queries) == []

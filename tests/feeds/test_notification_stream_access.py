@@ -32,13 +32,6 @@ MAX_ID = "18446744073709551615-18446744073709551615"  # the largest id Redis str
 
 
 @pytest.fixture
-def ada_client(ada) -> Client:
-    client = Client()
-    client.force_login(ada)
-    return client
-
-
-@pytest.fixture
 def per_person_cap(settings) -> int:
     settings.KESTREL_SSE_MAX_STREAMS_PER_USER = 3
     return 3
@@ -69,12 +62,10 @@ def ended(reader: SSEReader, containing: str) -> None:
 # --- The per-person cap (finding 5) ----------------------------------------------------------
 
 
-def test_one_person_at_the_cap_is_refused_with_429_while_another_still_gets_a_stream(
-    ada, ada_client, bob, per_person_cap
-):
-    readers = [open_stream(ada_client) for _ in range(per_person_cap)]
+def test_one_person_at_the_cap_is_refused_with_429_while_another_still_gets_a_stream(ada, as_ada, bob, per_person_cap):
+    readers = [open_stream(as_ada) for _ in range(per_person_cap)]
 
-    refused = ada_client.get(STREAM)
+    refused = as_ada.get(STREAM)
     bobs = open_stream(logged_in(bob))
 
     assert refused.status_code == 429
@@ -87,10 +78,10 @@ def test_one_person_at_the_cap_is_refused_with_429_while_another_still_gets_a_st
         reader.close()
 
 
-def test_a_browser_refused_by_the_per_person_cap_is_told_when_to_retry(ada_client, per_person_cap):
-    readers = [open_stream(ada_client) for _ in range(per_person_cap)]
+def test_a_browser_refused_by_the_per_person_cap_is_told_when_to_retry(as_ada, per_person_cap):
+    readers = [open_stream(as_ada) for _ in range(per_person_cap)]
 
-    refused = ada_client.get(STREAM, HTTP_ACCEPT="text/event-stream")
+    refused = as_ada.get(STREAM, HTTP_ACCEPT="text/event-stream")
 
     assert refused.status_code == 429
     assert refused["Content-Type"].startswith("text/event-stream")
@@ -99,33 +90,33 @@ def test_a_browser_refused_by_the_per_person_cap_is_told_when_to_retry(ada_clien
         reader.close()
 
 
-def test_a_closed_stream_frees_its_persons_slot(ada, ada_client, per_person_cap, state_redis):
-    readers = [open_stream(ada_client) for _ in range(per_person_cap)]
-    assert ada_client.get(STREAM).status_code == 429
+def test_a_closed_stream_frees_its_persons_slot(ada, as_ada, per_person_cap, state_redis):
+    readers = [open_stream(as_ada) for _ in range(per_person_cap)]
+    assert as_ada.get(STREAM).status_code == 429
 
     readers[0].close()
 
     assert state_redis.zcard(keys.user_stream_leases(ada.pk)) == per_person_cap - 1
-    again = open_stream(ada_client)
+    again = open_stream(as_ada)
     for reader in [*readers[1:], again]:
         reader.close()
     assert state_redis.zcard(keys.user_stream_leases(ada.pk)) == 0
 
 
-def test_the_leases_of_a_crashed_process_expire_and_free_their_slots(ada, ada_client, per_person_cap, clock):
+def test_the_leases_of_a_crashed_process_expire_and_free_their_slots(ada, as_ada, per_person_cap, clock):
     # A process that died without closing its streams: its leases stay behind.
     for n in range(per_person_cap):
         stream_lease_acquire(user_id=ada.pk, stream_id=f"crashed-{n}", now=clock(), lease=sse.POLICY.lease, cap=9)
-    assert ada_client.get(STREAM).status_code == 429
+    assert as_ada.get(STREAM).status_code == 429
 
     clock.advance(sse.POLICY.lease)
 
-    reader = open_stream(ada_client)
+    reader = open_stream(as_ada)
     reader.close()
 
 
-def test_an_open_stream_keeps_its_lease_alive(ada, ada_client, per_person_cap, clock, state_redis):
-    readers = [open_stream(ada_client) for _ in range(per_person_cap)]
+def test_an_open_stream_keeps_its_lease_alive(ada, as_ada, per_person_cap, clock, state_redis):
+    readers = [open_stream(as_ada) for _ in range(per_person_cap)]
     leases = keys.user_stream_leases(ada.pk)
 
     for _ in range(4):  # well past one lease: each stream refreshes its own
@@ -135,24 +126,24 @@ def test_an_open_stream_keeps_its_lease_alive(ada, ada_client, per_person_cap, c
             lambda e=expected: all(score >= e - 1 for _, score in state_redis.zrange(leases, 0, -1, withscores=True))
         )
 
-    assert ada_client.get(STREAM).status_code == 429
+    assert as_ada.get(STREAM).status_code == 429
     for reader in readers:
         reader.close()
 
 
-def test_a_page_that_left_frees_its_slot_without_waiting_for_a_write(ada, ada_client, per_person_cap, state_redis):
+def test_a_page_that_left_frees_its_slot_without_waiting_for_a_write(ada, as_ada, per_person_cap, state_redis):
     # gunicorn hands the view the client's socket; a page that navigates away closes it.
     server_end, browser_end = socket.socketpair()
     try:
-        reader = open_stream(ada_client, **{"gunicorn.socket": server_end})
-        others = [open_stream(ada_client) for _ in range(per_person_cap - 1)]
+        reader = open_stream(as_ada, **{"gunicorn.socket": server_end})
+        others = [open_stream(as_ada) for _ in range(per_person_cap - 1)]
         reader.next("retry")
 
         browser_end.close()  # the clock stands still: no keep-alive is written
 
         reader.next("end")
         assert wait_until(lambda: state_redis.zcard(keys.user_stream_leases(ada.pk)) == per_person_cap - 1)
-        again = open_stream(ada_client)
+        again = open_stream(as_ada)
         for other in [*others, again]:
             other.close()
     finally:
@@ -253,35 +244,35 @@ def test_the_default_stream_cap_is_half_the_workers_real_threads(settings, monke
 # revocation message can end the stream.
 
 
-def test_site_logout_ends_an_open_stream_at_once(ada, ada_client, django_capture_on_commit_callbacks):
-    reader = open_stream(ada_client)
+def test_site_logout_ends_an_open_stream_at_once(ada, as_ada, django_capture_on_commit_callbacks):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert ada_client.post(reverse("logout")).status_code == 302
+        assert as_ada.post(reverse("logout")).status_code == 302
 
     ended(reader, "session has ended")
     notify(user_id=ada.pk, kind="like", message="after logout")
     assert reader.events == []
 
 
-def test_api_logout_ends_an_open_stream_at_once(ada_client, django_capture_on_commit_callbacks):
-    reader = open_stream(ada_client)
+def test_api_logout_ends_an_open_stream_at_once(as_ada, django_capture_on_commit_callbacks):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert ada_client.post("/api/logout", content_type="application/json").status_code == 200
+        assert as_ada.post("/api/logout", content_type="application/json").status_code == 200
 
     ended(reader, "session has ended")
 
 
-def test_logging_out_one_session_leaves_the_others_streams_open(ada, ada_client, django_capture_on_commit_callbacks):
+def test_logging_out_one_session_leaves_the_others_streams_open(ada, as_ada, django_capture_on_commit_callbacks):
     other = open_stream(logged_in(ada))
-    reader = open_stream(ada_client)
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     with django_capture_on_commit_callbacks(execute=True):
-        ada_client.post("/api/logout", content_type="application/json")
+        as_ada.post("/api/logout", content_type="application/json")
 
     ended(reader, "session has ended")
     sent = notify(user_id=ada.pk, kind="like", message="still here")
@@ -289,25 +280,25 @@ def test_logging_out_one_session_leaves_the_others_streams_open(ada, ada_client,
     other.close()
 
 
-def test_logout_everywhere_ends_every_stream_of_the_person_at_once(ada, ada_client, django_capture_on_commit_callbacks):
+def test_logout_everywhere_ends_every_stream_of_the_person_at_once(ada, as_ada, django_capture_on_commit_callbacks):
     readers = [open_stream(logged_in(ada)), open_stream(Client(), **bearer(access_token(ada)))]
     for reader in readers:
         reader.next("retry")
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert ada_client.post("/api/logout-all", content_type="application/json").status_code == 200
+        assert as_ada.post("/api/logout-all", content_type="application/json").status_code == 200
 
     ended(readers[0], "session has ended")
     ended(readers[1], "token has been revoked")
 
 
-def test_a_password_change_ends_the_persons_open_streams_at_once(ada, ada_client, django_capture_on_commit_callbacks):
+def test_a_password_change_ends_the_persons_open_streams_at_once(ada, as_ada, django_capture_on_commit_callbacks):
     readers = [open_stream(logged_in(ada)), open_stream(Client(), **bearer(access_token(ada)))]
     for reader in readers:
         reader.next("retry")
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = ada_client.post(
+        response = as_ada.post(
             "/api/password", {"old": PASSWORD, "new": "an-Other-pass-43"}, content_type="application/json"
         )
 
@@ -332,12 +323,12 @@ def test_revoking_a_bearer_token_by_logout_ends_its_stream_at_once(ada, django_c
     other.close()
 
 
-def test_a_session_that_ends_without_a_message_ends_its_stream_at_the_next_check(ada_client, state_redis, clock):
-    reader = open_stream(ada_client)
+def test_a_session_that_ends_without_a_message_ends_its_stream_at_the_next_check(as_ada, state_redis, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     # Gone from Redis with nobody publishing anything (expired, deleted by hand).
-    state_redis.delete(account_keys.session(ada_client.session.session_key))
+    state_redis.delete(account_keys.session(as_ada.session.session_key))
     clock.advance(sse.POLICY.auth_check)
 
     ended(reader, "session has ended")
@@ -378,7 +369,7 @@ def test_a_bearer_access_token_opens_a_stream(ada):
         ("", 401, "Missing token"),
     ],
 )
-def test_a_bad_bearer_token_gets_the_apis_answer_and_no_stream(ada, ada_client, token, status, error):
+def test_a_bad_bearer_token_gets_the_apis_answer_and_no_stream(ada, as_ada, token, status, error):
     if token == "revoked":
         token = access_token(ada)
         Client().post("/api/logout", content_type="application/json", **bearer(token))
@@ -388,7 +379,7 @@ def test_a_bad_bearer_token_gets_the_apis_answer_and_no_stream(ada, ada_client, 
         token = tokens.token_pair_issue(user=ada).refresh
 
     # With a valid session cookie beside it: a Bearer request is judged by its token alone.
-    response = ada_client.get(STREAM, **bearer(token))
+    response = as_ada.get(STREAM, **bearer(token))
 
     assert response.status_code == status
     assert response.json() == {"error": error}
@@ -407,10 +398,10 @@ def test_a_bearer_stream_ends_when_its_access_token_expires(ada, clock, settings
 # --- Last-Event-ID at the edges (finding 9) --------------------------------------------------------------
 
 
-def test_the_largest_last_event_id_replays_nothing_and_goes_live(ada, ada_client):
+def test_the_largest_last_event_id_replays_nothing_and_goes_live(ada, as_ada):
     notify(user_id=ada.pk, kind="like", message="before")
 
-    reader = open_stream(ada_client, HTTP_LAST_EVENT_ID=MAX_ID)
+    reader = open_stream(as_ada, HTTP_LAST_EVENT_ID=MAX_ID)
     reader.next("retry")
     sent = notify(user_id=ada.pk, kind="like", message="live")
 
@@ -419,11 +410,11 @@ def test_the_largest_last_event_id_replays_nothing_and_goes_live(ada, ada_client
     reader.close()
 
 
-def test_a_last_event_id_in_the_future_replays_nothing_and_goes_live(ada, ada_client):
+def test_a_last_event_id_in_the_future_replays_nothing_and_goes_live(ada, as_ada):
     notify(user_id=ada.pk, kind="like", message="before")
     a_day_ahead = f"{int(time.time() * 1000) + 86_400_000}-0"
 
-    reader = open_stream(ada_client, data={"lastEventId": a_day_ahead})
+    reader = open_stream(as_ada, data={"lastEventId": a_day_ahead})
     reader.next("retry")
     sent = notify(user_id=ada.pk, kind="like", message="live")
 

@@ -15,22 +15,10 @@ from feeds.notifications import (
     notification_list,
     notifications_mark_read,
     notify,
-    parse_stream_id,
 )
+from feeds.stream_ids import stream_id_or_none
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ada(make_user):
-    return make_user(username="ada")
-
-
-@pytest.fixture
-def api(ada) -> APIClient:
-    client = APIClient()
-    client.force_login(ada)
-    return client
 
 
 @pytest.fixture
@@ -101,10 +89,10 @@ def test_notify_fails_open_when_redis_is_down(ada, redis_down):
 # --- GET /api/notifications, POST /api/notifications/read -------------------------------------------
 
 
-def test_the_list_is_newest_first_with_unread_flags(api, ada):
+def test_the_list_is_newest_first_with_unread_flags(as_ada, ada):
     ids = _send(ada.pk, 3)
 
-    body = api.get("/api/notifications").json()
+    body = as_ada.get("/api/notifications").json()
 
     assert [n["id"] for n in body["notifications"]] == ids[::-1]
     assert [n["message"] for n in body["notifications"]] == ["like #2", "like #1", "like #0"]
@@ -116,12 +104,12 @@ def test_the_list_is_newest_first_with_unread_flags(api, ada):
     assert body["notifications"][0]["kind"] == "like"
 
 
-def test_the_list_pages_with_count_and_before(api, ada):
+def test_the_list_pages_with_count_and_before(as_ada, ada):
     ids = _send(ada.pk, 5)
 
-    first = api.get("/api/notifications?count=2").json()
-    second = api.get(f"/api/notifications?count=2&before={first['next']}").json()
-    third = api.get(f"/api/notifications?count=2&before={second['next']}").json()
+    first = as_ada.get("/api/notifications?count=2").json()
+    second = as_ada.get(f"/api/notifications?count=2&before={first['next']}").json()
+    third = as_ada.get(f"/api/notifications?count=2&before={second['next']}").json()
 
     assert [n["id"] for n in first["notifications"]] == [ids[4], ids[3]]
     assert [n["id"] for n in second["notifications"]] == [ids[2], ids[1]]
@@ -130,8 +118,8 @@ def test_the_list_pages_with_count_and_before(api, ada):
 
 
 @pytest.mark.parametrize("query", ["count=0", "count=101", "count=x", "before=yesterday", "before=1-2-3"])
-def test_bad_list_parameters_are_400(api, query):
-    response = api.get(f"/api/notifications?{query}")
+def test_bad_list_parameters_are_400(as_ada, query):
+    response = as_ada.get(f"/api/notifications?{query}")
 
     assert response.status_code == 400
     assert response.json()["error"] == "Invalid input"
@@ -143,30 +131,30 @@ _REFUSED_BY_REDIS = ["\u0661-\u0660", f"{2**64}-0", "99999999999999999999-0", " 
 
 
 @pytest.mark.parametrize("cursor", _REFUSED_BY_REDIS)
-def test_a_cursor_redis_would_refuse_is_400_not_a_server_error(api, ada, cursor):
+def test_a_cursor_redis_would_refuse_is_400_not_a_server_error(as_ada, ada, cursor):
     _send(ada.pk, 1)
 
-    listed = api.get("/api/notifications", {"before": cursor})
-    marked = api.post("/api/notifications/read", {"upTo": cursor}, format="json")
+    listed = as_ada.get("/api/notifications", {"before": cursor})
+    marked = as_ada.post("/api/notifications/read", {"upTo": cursor}, format="json")
 
     assert (listed.status_code, list(listed.json()["details"])) == (400, ["before"])
     assert (marked.status_code, list(marked.json()["details"])) == (400, ["upTo"])
 
 
 @pytest.mark.parametrize("cursor", _REFUSED_BY_REDIS)
-def test_parse_stream_id_refuses_what_redis_would(cursor):
-    assert parse_stream_id(cursor) is None
+def test_stream_id_or_none_refuses_what_redis_would(cursor):
+    assert stream_id_or_none(cursor) is None
 
 
-def test_parse_stream_id_takes_the_largest_id_redis_does():
-    assert parse_stream_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
+def test_stream_id_or_none_takes_the_largest_id_redis_does():
+    assert stream_id_or_none(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
 
 
 @pytest.mark.parametrize("cursor", ["0-0", "00-000"])
-def test_nothing_comes_before_the_first_possible_id(api, ada, cursor):
+def test_nothing_comes_before_the_first_possible_id(as_ada, ada, cursor):
     _send(ada.pk, 2)
 
-    response = api.get("/api/notifications", {"before": cursor})
+    response = as_ada.get("/api/notifications", {"before": cursor})
 
     assert response.status_code == 200
     assert response.json() == {"notifications": [], "unread": 2, "readUpTo": None, "next": None}
@@ -184,28 +172,28 @@ def test_the_page_shows_the_first_page_for_a_cursor_redis_would_refuse(client, a
 
 
 @pytest.mark.parametrize("query", ["before=", "count=5&count=6", "before=1-0&before=2-0"])
-def test_an_empty_or_repeated_list_parameter_is_400(api, query):
-    response = api.get(f"/api/notifications?{query}")
+def test_an_empty_or_repeated_list_parameter_is_400(as_ada, query):
+    response = as_ada.get(f"/api/notifications?{query}")
 
     assert response.status_code == 400
     assert response.json()["error"] == "Invalid input"
 
 
-def test_marking_read_up_to_an_id(api, ada):
+def test_marking_read_up_to_an_id(as_ada, ada):
     ids = _send(ada.pk, 3)
 
-    response = api.post("/api/notifications/read", {"upTo": ids[1]}, format="json")
+    response = as_ada.post("/api/notifications/read", {"upTo": ids[1]}, format="json")
 
     assert response.status_code == 200
     assert response.json() == {"readUpTo": ids[1], "unread": 1}
-    flags = [n["unread"] for n in api.get("/api/notifications").json()["notifications"]]
+    flags = [n["unread"] for n in as_ada.get("/api/notifications").json()["notifications"]]
     assert flags == [True, False, False]
 
 
-def test_marking_read_without_an_id_marks_everything(api, ada):
+def test_marking_read_without_an_id_marks_everything(as_ada, ada):
     ids = _send(ada.pk, 3)
 
-    response = api.post("/api/notifications/read", {}, format="json")
+    response = as_ada.post("/api/notifications/read", {}, format="json")
 
     assert response.json() == {"readUpTo": ids[-1], "unread": 0}
 
@@ -215,30 +203,30 @@ def test_the_read_marker_never_moves_back_nor_past_the_newest(ada):
     notifications_mark_read(user_id=ada.pk, up_to=ids[2])
 
     assert notifications_mark_read(user_id=ada.pk, up_to=ids[0]) == ids[2]  # another tab, older page
-    future = f"{parse_stream_id(ids[2])[0] + 10_000}-0"
+    future = f"{stream_id_or_none(ids[2])[0] + 10_000}-0"
     newer = notify(user_id=ada.pk, kind="like", message="new")
     assert notifications_mark_read(user_id=ada.pk, up_to=future) == newer  # not ahead of what exists
     assert notification_list(user_id=ada.pk)["unread"] == 0
 
 
-def test_marking_read_with_nothing_to_mark(api):
-    assert api.post("/api/notifications/read", {}, format="json").json() == {"readUpTo": None, "unread": 0}
+def test_marking_read_with_nothing_to_mark(as_ada):
+    assert as_ada.post("/api/notifications/read", {}, format="json").json() == {"readUpTo": None, "unread": 0}
 
 
-def test_a_bad_read_marker_is_400(api):
-    response = api.post("/api/notifications/read", {"upTo": "not-an-id"}, format="json")
+def test_a_bad_read_marker_is_400(as_ada):
+    response = as_ada.post("/api/notifications/read", {"upTo": "not-an-id"}, format="json")
 
     assert response.status_code == 400
     assert "upTo" in response.json()["details"]
 
 
-def test_the_unread_count_stops_at_its_cap(api, ada, state_redis):
+def test_the_unread_count_stops_at_its_cap(as_ada, ada, state_redis):
     pipe = state_redis.pipeline(transaction=False)
     for i in range(150):
         pipe.xadd(keys.user_notifications(ada.pk), {"kind": "like", "message": f"{i}", "data": "{}", "at": ""})
     pipe.execute()
 
-    assert api.get("/api/notifications?count=1").json()["unread"] == 100
+    assert as_ada.get("/api/notifications?count=1").json()["unread"] == 100
 
 
 def test_the_list_needs_a_login():
@@ -246,15 +234,15 @@ def test_the_list_needs_a_login():
     assert APIClient().post("/api/notifications/read", {}, format="json").status_code == 401
 
 
-def test_everyone_sees_only_their_own_list(api, ada, make_user):
+def test_everyone_sees_only_their_own_list(as_ada, ada, make_user):
     bo = make_user(username="bo")
     notify(user_id=bo.pk, kind="like", message="for bo")
 
-    assert api.get("/api/notifications").json()["notifications"] == []
+    assert as_ada.get("/api/notifications").json()["notifications"] == []
 
 
-def test_the_list_answers_503_when_redis_is_down(api, redis_down):
-    response = api.get("/api/notifications")
+def test_the_list_answers_503_when_redis_is_down(as_ada, redis_down):
+    response = as_ada.get("/api/notifications")
 
     assert response.status_code == 503
     assert response["Retry-After"]
@@ -275,10 +263,10 @@ def test_staff_can_notify_anyone(staff_api, ada):
     assert item["message"] == "Maintenance at noon"
 
 
-def test_notify_is_staff_only(api, ada, make_user):
+def test_notify_is_staff_only(as_ada, ada, make_user):
     bo = make_user(username="bo")
 
-    response = api.post("/api/notify", {"userId": bo.pk, "message": "hi"}, format="json")
+    response = as_ada.post("/api/notify", {"userId": bo.pk, "message": "hi"}, format="json")
 
     assert response.status_code == 403
     assert response.json() == {"error": "Only staff can send notifications"}

@@ -158,18 +158,11 @@ def clock(monkeypatch) -> FakeClock:
     assert not [t for t in threading.enumerate() if t.name == "sse-test-reader" and t.is_alive()]
 
 
-@pytest.fixture
-def ada_client(ada) -> Client:
-    client = Client()
-    client.force_login(ada)
-    return client
-
-
 # --- Delivery ------------------------------------------------------------------------------------
 
 
-def test_a_notification_reaches_an_open_stream(ada, ada_client, state_redis):
-    reader = open_stream(ada_client)
+def test_a_notification_reaches_an_open_stream(ada, as_ada, state_redis):
+    reader = open_stream(as_ada)
     assert reader.next("retry").retry == 3000  # first, before anything else
     assert subscribers(state_redis, ada.pk) == 1
 
@@ -186,8 +179,8 @@ def test_a_notification_reaches_an_open_stream(ada, ada_client, state_redis):
     assert len(sse.streams) == 0
 
 
-def test_the_response_is_an_uncached_unbuffered_event_stream(ada_client):
-    reader = open_stream(ada_client)
+def test_the_response_is_an_uncached_unbuffered_event_stream(as_ada):
+    reader = open_stream(as_ada)
 
     assert reader.response["Content-Type"] == "text/event-stream; charset=utf-8"
     assert reader.response["Cache-Control"] == "no-cache"
@@ -195,8 +188,8 @@ def test_the_response_is_an_uncached_unbuffered_event_stream(ada_client):
     reader.close()
 
 
-def test_several_notifications_arrive_in_order(ada, ada_client):
-    reader = open_stream(ada_client)
+def test_several_notifications_arrive_in_order(ada, as_ada):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     sent = [notify(user_id=ada.pk, kind="post", message=f"post {i}") for i in range(5)]
@@ -208,8 +201,8 @@ def test_several_notifications_arrive_in_order(ada, ada_client):
 # --- Replay: Last-Event-ID ---------------------------------------------------------------------
 
 
-def test_a_reconnecting_browser_gets_what_it_missed_with_last_event_id(ada, ada_client, state_redis):
-    reader = open_stream(ada_client)
+def test_a_reconnecting_browser_gets_what_it_missed_with_last_event_id(ada, as_ada, state_redis):
+    reader = open_stream(as_ada)
     first = notify(user_id=ada.pk, kind="like", message="seen")
     assert reader.next_event()["id"] == first
     reader.close()
@@ -218,7 +211,7 @@ def test_a_reconnecting_browser_gets_what_it_missed_with_last_event_id(ada, ada_
     assert subscribers(state_redis, ada.pk) == 0
     missed = [notify(user_id=ada.pk, kind="like", message=f"missed {i}") for i in range(3)]
 
-    again = open_stream(ada_client, HTTP_LAST_EVENT_ID=first)
+    again = open_stream(as_ada, HTTP_LAST_EVENT_ID=first)
     assert [again.next_event()["id"] for _ in missed] == missed
     live = notify(user_id=ada.pk, kind="like", message="live again")
     assert again.next_event()["id"] == live
@@ -226,53 +219,53 @@ def test_a_reconnecting_browser_gets_what_it_missed_with_last_event_id(ada, ada_
     again.close()
 
 
-def test_the_last_event_id_query_parameter_resumes_too(ada, ada_client):
+def test_the_last_event_id_query_parameter_resumes_too(ada, as_ada):
     first = notify(user_id=ada.pk, kind="like", message="one")
     second = notify(user_id=ada.pk, kind="like", message="two")
 
-    reader = open_stream(ada_client, data={"lastEventId": first})
+    reader = open_stream(as_ada, data={"lastEventId": first})
 
     assert reader.next_event()["id"] == second
     reader.close()
 
 
-def test_the_header_wins_over_the_query_parameter(ada, ada_client):
+def test_the_header_wins_over_the_query_parameter(ada, as_ada):
     # A browser reconnecting by itself keeps the URL it started with (?lastEventId=<old>)
     # and sends the newer Last-Event-ID header.
     ids = [notify(user_id=ada.pk, kind="like", message=f"n{i}") for i in range(3)]
 
-    reader = open_stream(ada_client, data={"lastEventId": ids[0]}, HTTP_LAST_EVENT_ID=ids[1])
+    reader = open_stream(as_ada, data={"lastEventId": ids[0]}, HTTP_LAST_EVENT_ID=ids[1])
 
     assert reader.next_event()["id"] == ids[2]
     assert reader.nothing_more()
     reader.close()
 
 
-def test_a_long_absence_is_replayed_in_full(ada, ada_client, state_redis):
+def test_a_long_absence_is_replayed_in_full(ada, as_ada, state_redis):
     first = notify(user_id=ada.pk, kind="like", message="seen")
     missed = [notify(user_id=ada.pk, kind="like", message=f"missed {i}") for i in range(250)]  # > 2 batches
 
-    reader = open_stream(ada_client, HTTP_LAST_EVENT_ID=first)
+    reader = open_stream(as_ada, HTTP_LAST_EVENT_ID=first)
 
     assert [reader.next_event()["id"] for _ in missed] == missed
     reader.close()
 
 
-def test_a_new_browser_without_last_event_id_gets_only_new_notifications(ada, ada_client):
+def test_a_new_browser_without_last_event_id_gets_only_new_notifications(ada, as_ada):
     notify(user_id=ada.pk, kind="like", message="old")
 
-    reader = open_stream(ada_client)
+    reader = open_stream(as_ada)
     new = notify(user_id=ada.pk, kind="like", message="new")
 
     assert reader.next_event()["id"] == new  # the old one would have come first
     reader.close()
 
 
-def test_a_notification_both_replayed_and_published_is_sent_once(ada, ada_client):
+def test_a_notification_both_replayed_and_published_is_sent_once(ada, as_ada):
     first = notify(user_id=ada.pk, kind="like", message="one")
     # Subscribed (the view waits for Redis to confirm) but not yet replayed: the next
     # notification lands in the subscription and in the replay.
-    reader_response = ada_client.get(STREAM, HTTP_LAST_EVENT_ID=first)
+    reader_response = as_ada.get(STREAM, HTTP_LAST_EVENT_ID=first)
     [stream] = sse.streams.open_streams()
     both = notify(user_id=ada.pk, kind="like", message="two")
 
@@ -285,8 +278,8 @@ def test_a_notification_both_replayed_and_published_is_sent_once(ada, ada_client
     reader.close()
 
 
-def test_a_malformed_last_event_id_is_400(ada_client):
-    response = ada_client.get(STREAM, HTTP_LAST_EVENT_ID="yesterday")
+def test_a_malformed_last_event_id_is_400(as_ada):
+    response = as_ada.get(STREAM, HTTP_LAST_EVENT_ID="yesterday")
 
     assert response.status_code == 400
     assert response.json() == {"error": "Last-Event-ID must be a notification id"}
@@ -296,11 +289,11 @@ def test_a_malformed_last_event_id_is_400(ada_client):
 # --- Only one's own events ------------------------------------------------------------------------
 
 
-def test_each_stream_sees_only_its_own_users_notifications(ada, ada_client, make_user):
+def test_each_stream_sees_only_its_own_users_notifications(ada, as_ada, make_user):
     bo = make_user(username="bo")
     bo_client = Client()
     bo_client.force_login(bo)
-    ada_reader, bo_reader = open_stream(ada_client), open_stream(bo_client)
+    ada_reader, bo_reader = open_stream(as_ada), open_stream(bo_client)
 
     for_bo = notify(user_id=bo.pk, kind="follow", message="for bo")
     for_ada = notify(user_id=ada.pk, kind="follow", message="for ada")
@@ -315,31 +308,31 @@ def test_each_stream_sees_only_its_own_users_notifications(ada, ada_client, make
     bo_reader.close()
 
 
-def test_replay_never_includes_another_users_notifications(ada, ada_client, make_user):
+def test_replay_never_includes_another_users_notifications(ada, as_ada, make_user):
     bo = make_user(username="bo")
     mine = notify(user_id=ada.pk, kind="like", message="mine")
     notify(user_id=bo.pk, kind="like", message="not mine")
     also_mine = notify(user_id=ada.pk, kind="like", message="also mine")
 
-    reader = open_stream(ada_client, HTTP_LAST_EVENT_ID=mine)
+    reader = open_stream(as_ada, HTTP_LAST_EVENT_ID=mine)
 
     assert reader.next_event()["id"] == also_mine
     assert reader.nothing_more()
     reader.close()
 
 
-def test_asking_for_someone_elses_stream_is_403(ada_client, make_user):
+def test_asking_for_someone_elses_stream_is_403(as_ada, make_user):
     bo = make_user(username="bo")
 
-    response = ada_client.get(STREAM, {"userId": bo.pk})
+    response = as_ada.get(STREAM, {"userId": bo.pk})
 
     assert response.status_code == 403
     assert response.json() == {"error": "You can only open your own notification stream"}
     assert len(sse.streams) == 0
 
 
-def test_asking_for_ones_own_stream_by_id_is_fine(ada, ada_client):
-    reader = open_stream(ada_client, data={"userId": ada.pk})
+def test_asking_for_ones_own_stream_by_id_is_fine(ada, as_ada):
+    reader = open_stream(as_ada, data={"userId": ada.pk})
     reader.next("retry")
     reader.close()
 
@@ -352,15 +345,15 @@ def test_the_stream_needs_a_login():
     assert len(sse.streams) == 0
 
 
-def test_the_stream_is_get_only(ada_client):
-    assert ada_client.post(STREAM).status_code == 405
+def test_the_stream_is_get_only(as_ada):
+    assert as_ada.post(STREAM).status_code == 405
 
 
-def test_a_stream_ends_soon_after_its_session_does(ada_client, clock):
-    reader = open_stream(ada_client)
+def test_a_stream_ends_soon_after_its_session_does(as_ada, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
-    ada_client.logout()  # deletes the session in Redis
+    as_ada.logout()  # deletes the session in Redis
     clock.advance(sse.POLICY.keepalive)  # the session is checked with each keep-alive
 
     reader.next("comment", containing="session has ended")
@@ -371,8 +364,8 @@ def test_a_stream_ends_soon_after_its_session_does(ada_client, clock):
 # --- Keep-alive, lifetime, the per-process cap, shutdown ------------------------------------------
 
 
-def test_an_idle_stream_sends_keep_alive_comments(ada_client, clock):
-    reader = open_stream(ada_client)
+def test_an_idle_stream_sends_keep_alive_comments(as_ada, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     for _ in range(2):
@@ -381,8 +374,8 @@ def test_an_idle_stream_sends_keep_alive_comments(ada_client, clock):
     reader.close()
 
 
-def test_a_stream_ends_at_its_lifetime_and_says_when_to_come_back(ada_client, clock, state_redis, ada):
-    reader = open_stream(ada_client)
+def test_a_stream_ends_at_its_lifetime_and_says_when_to_come_back(as_ada, clock, state_redis, ada):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     clock.advance(sse.POLICY.max_age)
@@ -395,12 +388,12 @@ def test_a_stream_ends_at_its_lifetime_and_says_when_to_come_back(ada_client, cl
     assert subscribers(state_redis, ada.pk) == 0
 
 
-def test_beyond_the_per_process_cap_the_answer_is_503_with_retry(ada_client, settings):
+def test_beyond_the_per_process_cap_the_answer_is_503_with_retry(as_ada, settings):
     settings.KESTREL_SSE_MAX_STREAMS = 2
-    readers = [open_stream(ada_client), open_stream(ada_client)]
+    readers = [open_stream(as_ada), open_stream(as_ada)]
 
-    browser = ada_client.get(STREAM, HTTP_ACCEPT="text/event-stream")
-    api = ada_client.get(STREAM)
+    browser = as_ada.get(STREAM, HTTP_ACCEPT="text/event-stream")
+    api = as_ada.get(STREAM)
 
     assert browser.status_code == 503
     assert browser["Retry-After"] == "30"
@@ -412,13 +405,13 @@ def test_beyond_the_per_process_cap_the_answer_is_503_with_retry(ada_client, set
     assert metrics.value("sse.rejected") == 2
 
     readers[0].close()  # a slot frees up
-    again = open_stream(ada_client)
+    again = open_stream(as_ada)
     for reader in (readers[1], again):
         reader.close()
 
 
-def test_a_response_never_read_still_frees_its_slot_and_subscription(ada, ada_client, state_redis):
-    response = ada_client.get(STREAM)
+def test_a_response_never_read_still_frees_its_slot_and_subscription(ada, as_ada, state_redis):
+    response = as_ada.get(STREAM)
     assert len(sse.streams) == 1
     assert subscribers(state_redis, ada.pk) == 1
 
@@ -428,8 +421,8 @@ def test_a_response_never_read_still_frees_its_slot_and_subscription(ada, ada_cl
     assert subscribers(state_redis, ada.pk) == 0
 
 
-def test_closing_all_streams_ends_them_and_refuses_new_ones(ada_client):
-    readers = [open_stream(ada_client), open_stream(ada_client)]
+def test_closing_all_streams_ends_them_and_refuses_new_ones(as_ada):
+    readers = [open_stream(as_ada), open_stream(as_ada)]
     for reader in readers:
         reader.next("retry")
 
@@ -439,18 +432,18 @@ def test_closing_all_streams_ends_them_and_refuses_new_ones(ada_client):
         reader.next("comment", containing="server is closing")
         reader.next("end")
     assert wait_until(lambda: len(sse.streams) == 0)
-    assert ada_client.get(STREAM).status_code == 503
+    assert as_ada.get(STREAM).status_code == 503
     for reader in readers:
         reader.close()
 
 
-def test_sigterm_ends_the_streams_then_runs_the_workers_own_handler(ada_client):
+def test_sigterm_ends_the_streams_then_runs_the_workers_own_handler(as_ada):
     received = []
     original = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))  # gunicorn's, here
     try:
         sse.end_streams_on_sigterm()
-        reader = open_stream(ada_client)
+        reader = open_stream(as_ada)
         reader.next("retry")
 
         signal.raise_signal(signal.SIGTERM)
@@ -466,8 +459,8 @@ def test_sigterm_ends_the_streams_then_runs_the_workers_own_handler(ada_client):
 # --- Redis going away ---------------------------------------------------------------------------------
 
 
-def test_a_redis_restart_loses_nothing_the_stream_was_given(ada, ada_client, redis_server, state_redis, clock):
-    reader = open_stream(ada_client)
+def test_a_redis_restart_loses_nothing_the_stream_was_given(ada, as_ada, redis_server, state_redis, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
     before = notify(user_id=ada.pk, kind="like", message="before the restart")
     assert reader.next_event()["id"] == before
@@ -495,8 +488,8 @@ def test_a_redis_restart_loses_nothing_the_stream_was_given(ada, ada_client, red
     reader.close()
 
 
-def test_a_killed_subscription_resubscribes_and_replays(ada, ada_client, state_redis, clock):
-    reader = open_stream(ada_client)
+def test_a_killed_subscription_resubscribes_and_replays(ada, as_ada, state_redis, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
     first = notify(user_id=ada.pk, kind="like", message="first")
     assert reader.next_event()["id"] == first
@@ -513,8 +506,8 @@ def test_a_killed_subscription_resubscribes_and_replays(ada, ada_client, state_r
     reader.close()
 
 
-def test_keep_alives_go_on_while_redis_is_away(ada_client, redis_server, clock):
-    reader = open_stream(ada_client)
+def test_keep_alives_go_on_while_redis_is_away(as_ada, redis_server, clock):
+    reader = open_stream(as_ada)
     reader.next("retry")
 
     redis_server.stop()
@@ -527,8 +520,8 @@ def test_keep_alives_go_on_while_redis_is_away(ada_client, redis_server, clock):
     reader.close()
 
 
-def test_opening_a_stream_while_redis_is_down_is_503(ada_client, redis_down):
-    response = ada_client.get(STREAM)
+def test_opening_a_stream_while_redis_is_down_is_503(as_ada, redis_down):
+    response = as_ada.get(STREAM)
 
     assert response.status_code == 503
     assert response["Retry-After"]
