@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from core import metrics
 from core.http import error_response
+from core.instrumentation import redis_client
 from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable
 from feeds import keys
 from feeds.notifications import Notification, notifications_after, notifications_newest_id
@@ -226,7 +227,7 @@ def _subscriber_client() -> Redis:
                 retry=Retry(NoBackoff(), 0),
                 client_name="kestrel-sse",
             )
-        return Redis(connection_pool=_pool)
+        return redis_client(connection_pool=_pool)  # instrumented like every other client
 
 
 def _subscribe(user_id: int) -> PubSub:

@@ -520,3 +520,16 @@ metrics.incr("cache.hit", 2, family="core_multi", tier="redis")
     assert registry.get_sample_value("kestrel_redis_commands_total", labels) == 50
     assert registry.get_sample_value("kestrel_redis_command_duration_seconds_count", labels) == 50
     assert registry.get_sample_value("kestrel_cache_hit_total", {"family": "core_multi", "tier": "redis"}) == 4
+
+
+def test_the_notification_stream_s_subscription_is_counted_on_the_state_role():
+    """The SSE stream's subscriber has a pool of its own (feeds.sse): its commands are
+    recorded like every other client's."""
+    from feeds import sse
+
+    before = commands("state", "SUBSCRIBE", "feeds:user")
+    pubsub = sse._subscribe(4242)
+    try:
+        assert commands("state", "SUBSCRIBE", "feeds:user") == before + 1
+    finally:
+        pubsub.close()
