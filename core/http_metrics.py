@@ -13,6 +13,7 @@ import bisect
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
@@ -40,6 +41,21 @@ DURATION = Histogram(
 )
 
 
+class RequestLabels(NamedTuple):
+    """kestrel_http_requests_total's labels."""
+
+    route: str
+    method: str
+    status: str  # the status class, "2xx"
+
+
+class DurationLabels(NamedTuple):
+    """kestrel_http_request_duration_seconds's labels."""
+
+    route: str
+    method: str
+
+
 def request_route(request: HttpRequest, status: int) -> str:
     """The URL pattern `request` matched, "/" for the root, UNMATCHED when none did.
 
@@ -62,32 +78,33 @@ class _Requests:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str], int] = {}
-        self._durations: dict[tuple[str, str], list] = {}  # [seconds, count per bucket..., +Inf]
+        self._counts: dict[RequestLabels, int] = {}
+        self._durations: dict[DurationLabels, metrics.Observations] = {}  # in seconds
 
     def record(self, route: str, method: str, status: int, started: float) -> None:
         now = time.perf_counter()
         seconds = now - started
-        bucket = bisect.bisect_left(DURATION_BUCKETS, seconds) + 1
+        bucket = bisect.bisect_left(DURATION_BUCKETS, seconds)
         method = method if method in METHODS else "other"
-        series = (route, method, _STATUS.get(status // 100, "other"))
+        series = RequestLabels(route, method, _STATUS.get(status // 100, "other"))
+        timed = DurationLabels(route, method)
         with self._lock:
             self._counts[series] = self._counts.get(series, 0) + 1
-            slot = self._durations.get((route, method))
+            slot = self._durations.get(timed)
             if slot is None:
-                slot = self._durations[(route, method)] = [0.0] + [0] * (len(DURATION_BUCKETS) + 1)
-            slot[0] += seconds
-            slot[bucket] += 1
+                slot = self._durations[timed] = metrics.Observations(0.0, [0] * (len(DURATION_BUCKETS) + 1))
+            slot.total += seconds
+            slot.buckets[bucket] += 1
         metrics.flush_if_due(now)
 
     def flush(self) -> None:
         with self._lock:
             counts, durations = self._counts, self._durations
             self._counts, self._durations = {}, {}
-        for labels, count in counts.items():
-            REQUESTS.labels(*labels).inc(count)
-        for labels, slot in durations.items():
-            metrics.observe_many(DURATION.labels(*labels), slot[0], slot[1:])
+        for series, count in counts.items():
+            REQUESTS.labels(*series).inc(count)
+        for timed, slot in durations.items():
+            metrics.observe_many(DURATION.labels(*timed), slot.total, slot.buckets)
 
     def forget(self) -> None:
         self._lock = threading.Lock()

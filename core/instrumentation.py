@@ -16,8 +16,9 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias, TypedDict
 
 from django.conf import settings
 from prometheus_client import Counter, Histogram
@@ -26,6 +27,7 @@ from redis.client import Pipeline, PubSub
 from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, SSLConnection
 from redis.exceptions import ResponseError, WatchError
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.typing import EncodableT
 
 from core import metrics
 from core.keys import redact_key
@@ -109,8 +111,16 @@ _CACHE_SIZE = 1024
 # after XREAD's STREAMS.
 KEYLESS_MODE, KEYED_MODE, SCRIPT_MODE, STREAMS_MODE = range(4)
 
-# args[0] -> (label, arguments the name took, key mode, arguments to skip, blocking?)
-_commands: dict[object, tuple[str, int, int, int, bool]] = {}
+# A command as redis-py sends it: its name, then its keys and values.
+CommandArgs: TypeAlias = tuple[EncodableT, ...]
+# What a command's name tells: (label, arguments the name took, key mode, arguments to
+# skip, blocking?). A plain tuple, as is classify()'s answer: both are read on every command.
+Described: TypeAlias = tuple[str, int, int, int, bool]
+# classify()'s answer: (command label, key family of its first key, blocking?)
+Classified: TypeAlias = tuple[str, str, bool]
+
+# args[0] -> what its name tells
+_commands: dict[object, Described] = {}
 _labels: set[str] = set()
 _families: dict[tuple[str, str], str] = {}
 _prefix: str | None = None
@@ -131,7 +141,7 @@ def _text(value: object) -> str | None:
     return None
 
 
-def _describe(name: str, taken: int) -> tuple[str, int, int, int, bool]:
+def _describe(name: str, taken: int) -> Described:
     if name != "OTHER" and name not in _labels:
         if len(_labels) >= MAX_COMMANDS:
             name = "OTHER"
@@ -151,7 +161,7 @@ def _describe(name: str, taken: int) -> tuple[str, int, int, int, bool]:
     return name, taken, KEYED_MODE, KEY_SKIP.get(name, 0), name in BLOCKING
 
 
-def _command(args: tuple) -> tuple[str, int, int, int, bool]:
+def _command(args: CommandArgs) -> Described:
     first = args[0]
     described = _commands.get(first)
     if described is not None:
@@ -197,7 +207,7 @@ def key_family(key: object) -> str:
     return family
 
 
-def classify(args: tuple) -> tuple[str, str, bool]:
+def classify(args: CommandArgs) -> Classified:
     """(command label, key family of its first key, blocking?) of one command."""
     described = _commands.get(args[0])
     if described is None:
@@ -208,20 +218,20 @@ def classify(args: tuple) -> tuple[str, str, bool]:
         if position >= len(args):
             return name, "none", blocking
         key = args[position]
-        if key.__class__ is str:  # the usual case, without a call: a family already seen
+        if type(key) is str:  # the usual case, without a call: a family already seen
             parts = key.split(":", 3)
             if len(parts) > 2 and parts[0] == _prefix:
                 family = _families.get((parts[1], parts[2]))
                 if family is not None:
                     return name, family, blocking
         return name, key_family(key), blocking
-    position, blocking = _key_position(args, described)
-    if position is None:
+    found, blocking = _key_position(args, described)
+    if found is None:
         return name, "none", blocking
-    return name, key_family(args[position]), blocking
+    return name, key_family(args[found]), blocking
 
 
-def _key_position(args: tuple, described: tuple[str, int, int, int, bool]) -> tuple[int | None, bool]:
+def _key_position(args: CommandArgs, described: Described) -> tuple[int | None, bool]:
     """Where the first key of `args` is (None: keyless), and whether the command blocks."""
     name, taken, mode, skip, blocking = described
     if mode == KEYED_MODE:
@@ -246,7 +256,7 @@ def _key_position(args: tuple, described: tuple[str, int, int, int, bool]) -> tu
     return (position if position < len(args) else None), blocking
 
 
-def redacted_command(args: tuple) -> str:
+def redacted_command(args: CommandArgs) -> str:
     """A command as it may be shown or logged: its name and its first key, redacted.
 
     The other arguments are values (a session, a lock's token, a password given to
@@ -271,6 +281,80 @@ def _label(exc: BaseException) -> str:
 
 # --- Recording ----------------------------------------------------------------------
 
+# A series of kestrel_redis_commands_total and of the latency histogram: (role, command,
+# family). A plain tuple, not a NamedTuple: one is built for every command, and a
+# NamedTuple's constructor is a Python call.
+CommandLabels: TypeAlias = tuple[str, str, str]
+
+
+class FailedCommand(NamedTuple):
+    """A command answered with an error or lost on the wire, as record() is told of it."""
+
+    command: str
+    family: str
+    error: str  # the error's class ("ResponseError", "ConnectionError")
+
+
+class ErrorLabels(NamedTuple):
+    """A series of kestrel_redis_command_errors_total."""
+
+    role: str
+    command: str
+    family: str
+    error: str
+
+
+class PipelineLabels(NamedTuple):
+    """A series of kestrel_redis_pipeline_commands."""
+
+    role: str
+    kind: str  # PIPELINE or MULTI
+
+
+@dataclass(slots=True)
+class _Series:
+    """One command series' figures since the last flush: commands, and the latency of
+    its round trips (their seconds, their count per LATENCY_BUCKETS bucket, then +Inf)."""
+
+    commands: int
+    seconds: float
+    buckets: list[int]
+
+
+@dataclass(slots=True)
+class _Totals:
+    """The summary's running totals; round trips and their seconds leave blocking commands out."""
+
+    commands: int = 0
+    errors: int = 0
+    round_trips: int = 0
+    seconds: float = 0.0
+
+
+class SummaryWindow(TypedDict):
+    """The summary line's figures since the previous line."""
+
+    commands: int
+    errors: int
+    error_rate_pct: float
+    avg_ms: float
+    round_trips: int
+    seconds: float
+
+
+class Summary(TypedDict):
+    """The summary line logged every SUMMARY_EVERY commands (kestrel.redis.summary, JSON)."""
+
+    event: str
+    ts: str
+    pid: int
+    commands: int
+    avg_ms: float
+    error_rate_pct: float
+    errors: int
+    round_trips: int
+    window: SummaryWindow
+
 
 class _Recorder:
     """This process's figures since the last flush, and the summary's running totals.
@@ -281,12 +365,11 @@ class _Recorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, str, str], list] = {}
-        self._errors: dict[tuple[str, str, str, str], int] = {}
-        self._pipelines: dict[tuple[str, str], list] = {}
-        # commands, errors, round trips, seconds since start; the same at the last summary
-        self._totals = [0, 0, 0, 0.0]
-        self._last_summary = ([0, 0, 0, 0.0], time.perf_counter())
+        self._series: dict[CommandLabels, _Series] = {}
+        self._errors: dict[ErrorLabels, int] = {}
+        self._pipelines: dict[PipelineLabels, metrics.Observations] = {}  # commands per round trip
+        self._totals = _Totals()
+        self._last_summary = (_Totals(), time.perf_counter())  # the totals at the last summary, and when
         self._next_summary = SUMMARY_EVERY
 
     def forget(self) -> None:
@@ -294,31 +377,31 @@ class _Recorder:
         self._lock = threading.Lock()
         self._series, self._errors, self._pipelines = {}, {}, {}
 
-    def _slot(self, key: tuple[str, str, str]) -> list:
-        """[commands, seconds, count per latency bucket..., +Inf]; the lock is held."""
+    def _slot(self, key: CommandLabels) -> _Series:
+        """The series' figures, created empty; the lock is held."""
         slot = self._series.get(key)
         if slot is None:
-            slot = self._series[key] = [0, 0.0] + [0] * (len(LATENCY_BUCKETS) + 1)
+            slot = self._series[key] = _Series(0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1))
         return slot
 
     def record_one(self, role: str, name: str, family: str, started: float, blocking: bool) -> None:
         """One command answered without error: the hot path, kept short."""
         now = time.perf_counter()
         seconds = now - started
-        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds) + 2
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         with self._lock:
             slot = self._series.get((role, name, family))
             if slot is None:
                 slot = self._slot((role, name, family))
-            slot[0] += 1
-            slot[1] += seconds
-            slot[bucket] += 1
+            slot.commands += 1
+            slot.seconds += seconds
+            slot.buckets[bucket] += 1
             totals = self._totals
-            totals[0] += 1
+            totals.commands += 1
             if not blocking:
-                totals[2] += 1
-                totals[3] += seconds
-            summary = self._summary_locked() if totals[0] >= self._next_summary else None
+                totals.round_trips += 1
+                totals.seconds += seconds
+            summary = self._summary_locked() if totals.commands >= self._next_summary else None
         if summary is not None:
             summary_logger.info(json.dumps(summary, separators=(",", ":")))
         metrics.flush_if_due(now)
@@ -331,64 +414,63 @@ class _Recorder:
         started: float,
         blocking: bool,
         commands: list[tuple[str, str]] | None = None,
-        errors: list[tuple[str, str, str]] | None = None,
+        errors: list[FailedCommand] | None = None,
     ) -> None:
-        """Any round trip: a command, or a pipeline (`commands`) under name PIPELINE/MULTI.
-
-        `errors` holds (command, family, error class) for each command that failed.
-        """
+        """Any round trip: a command, or a pipeline (`commands`: each one's command and
+        family) under name PIPELINE/MULTI. `errors` holds each command that failed."""
         now = time.perf_counter()
         seconds = now - started
-        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds) + 2
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         n_errors = len(errors) if errors else 0
         with self._lock:
             if commands is None:
                 n_commands = 1
-                self._slot((role, name, family))[0] += 1
+                self._slot((role, name, family)).commands += 1
             else:
                 n_commands = len(commands)
                 for command, command_family in commands:
-                    self._slot((role, command, command_family))[0] += 1
-                sizes = self._pipelines.get((role, name))
+                    self._slot((role, command, command_family)).commands += 1
+                kind = PipelineLabels(role, name)
+                sizes = self._pipelines.get(kind)
                 if sizes is None:
-                    sizes = self._pipelines[(role, name)] = [0, 0.0] + [0] * (len(PIPELINE_BUCKETS) + 1)
-                sizes[1] += n_commands
-                sizes[bisect.bisect_left(PIPELINE_BUCKETS, n_commands) + 2] += 1
+                    sizes = self._pipelines[kind] = metrics.Observations(0.0, [0] * (len(PIPELINE_BUCKETS) + 1))
+                sizes.total += n_commands
+                sizes.buckets[bisect.bisect_left(PIPELINE_BUCKETS, n_commands)] += 1
             slot = self._slot((role, name, family))
-            slot[1] += seconds
-            slot[bucket] += 1
-            for key in errors or ():
-                key = (role, *key)
-                self._errors[key] = self._errors.get(key, 0) + 1
+            slot.seconds += seconds
+            slot.buckets[bucket] += 1
+            for failed in errors or ():
+                labels = ErrorLabels(role, failed.command, failed.family, failed.error)
+                self._errors[labels] = self._errors.get(labels, 0) + 1
             totals = self._totals
-            totals[0] += n_commands
-            totals[1] += n_errors
+            totals.commands += n_commands
+            totals.errors += n_errors
             if not blocking:
-                totals[2] += 1
-                totals[3] += seconds
-            summary = self._summary_locked() if totals[0] >= self._next_summary else None
+                totals.round_trips += 1
+                totals.seconds += seconds
+            summary = self._summary_locked() if totals.commands >= self._next_summary else None
         if summary is not None:
             summary_logger.info(json.dumps(summary, separators=(",", ":")))
         metrics.flush_if_due(now)
 
-    def _summary_locked(self) -> dict:
-        commands, errors, round_trips, seconds = self._totals
-        (last_commands, last_errors, last_round_trips, last_seconds), started = self._last_summary
-        w_commands, w_errors = commands - last_commands, errors - last_errors
-        w_round_trips, w_seconds = round_trips - last_round_trips, seconds - last_seconds
+    def _summary_locked(self) -> Summary:
+        totals = self._totals
+        last, started = self._last_summary
+        w_commands, w_errors = totals.commands - last.commands, totals.errors - last.errors
+        w_round_trips, w_seconds = totals.round_trips - last.round_trips, totals.seconds - last.seconds
         now = time.perf_counter()
-        self._last_summary = (list(self._totals), now)
-        self._next_summary = (commands // SUMMARY_EVERY + 1) * SUMMARY_EVERY
+        self._last_summary = (replace(totals), now)
+        self._next_summary = (totals.commands // SUMMARY_EVERY + 1) * SUMMARY_EVERY
         return {
             "event": "redis.commands",
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "pid": os.getpid(),
             # The reference article's three figures, since this process started...
-            "commands": commands,
-            "avg_ms": _ms(seconds, round_trips),
-            "error_rate_pct": _pct(errors, commands),
-            "errors": errors,
-            "round_trips": round_trips,
+            "commands": totals.commands,
+            "avg_ms": _ms(totals.seconds, totals.round_trips),
+            "error_rate_pct": _pct(totals.errors, totals.commands),
+            "errors": totals.errors,
+            "round_trips": totals.round_trips,
             # ...and the same since the previous line.
             "window": {
                 "commands": w_commands,
@@ -405,15 +487,15 @@ class _Recorder:
         with self._lock:
             series, errors, pipelines = self._series, self._errors, self._pipelines
             self._series, self._errors, self._pipelines = {}, {}, {}
-        for labels, slot in series.items():
-            if slot[0]:
-                COMMANDS.labels(*labels).inc(slot[0])
-            if any(slot[2:]):
-                metrics.observe_many(LATENCY.labels(*labels), slot[1], slot[2:])
-        for labels, count in errors.items():
-            ERRORS.labels(*labels).inc(count)
-        for labels, slot in pipelines.items():
-            metrics.observe_many(PIPELINE_SIZE.labels(*labels), slot[1], slot[2:])
+        for command, slot in series.items():
+            if slot.commands:
+                COMMANDS.labels(*command).inc(slot.commands)
+            if any(slot.buckets):
+                metrics.observe_many(LATENCY.labels(*command), slot.seconds, slot.buckets)
+        for failed, count in errors.items():
+            ERRORS.labels(*failed).inc(count)
+        for kind, sizes in pipelines.items():
+            metrics.observe_many(PIPELINE_SIZE.labels(*kind), sizes.total, sizes.buckets)
 
 
 def _ms(seconds: float, round_trips: int) -> float:
@@ -429,6 +511,11 @@ metrics.register(recorder)
 
 
 # --- The client hook ----------------------------------------------------------------
+
+# redis-py leaves execute_command, immediate_execute_command, raise_first_error and some
+# pools' __init__ unannotated. pyproject's untyped_calls_exclude lets typed code call
+# them, but mypy does not apply it to a call through super() or on a subclass
+# (python/mypy#16653, #16651): those calls below carry a named ignore.
 
 
 def _role_of(client_name: str | None) -> str:
@@ -459,14 +546,15 @@ def _not_sent(exc: BaseException) -> bool:
 def _record_failure(role: str, name: str, family: str, started: float, blocking: bool, exc: BaseException) -> None:
     """A single command that raised: an error reply, or lost on the wire."""
     if not _not_sent(exc):
-        recorder.record(role, name, family, started, blocking, errors=[(name, family, _label(exc))])
+        recorder.record(role, name, family, started, blocking, errors=[FailedCommand(name, family, _label(exc))])
 
 
-_MULTI, _EXEC = ("MULTI", "none", False), ("EXEC", "none", False)
+_MULTI: Classified = ("MULTI", "none", False)
+_EXEC: Classified = ("EXEC", "none", False)
 
 
 def _record_batch(
-    role: str, batch: list[tuple[str, str, bool]], transaction: bool, started: float, errors: list | None
+    role: str, batch: list[Classified], transaction: bool, started: float, errors: list[FailedCommand] | None
 ) -> None:
     if len(batch) == 1:  # a pipeline of one command is that command on the wire
         name, family, blocking = batch[0]
@@ -505,12 +593,12 @@ class InstrumentedRedis(Redis):
                     parts = key.split(":", 3)
                     if len(parts) > 2 and parts[0] == _prefix:
                         family = _families.get((parts[1], parts[2]))
-        if family is None:
+        if family is None or described is None:
             name, family, blocking = classify(args)
         else:
-            name, blocking = described[0], described[4]  # type: ignore[index]
+            name, blocking = described[0], described[4]
         try:
-            response = super().execute_command(*args, **options)
+            response = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException as exc:
             _record_failure(self._kestrel_role, name, family, started, blocking, exc)
             raise
@@ -534,6 +622,10 @@ class InstrumentedPipeline(Pipeline):
     its command, a round trip lost on the wire against each of its commands.
     """
 
+    # Pipeline.__init__ sets `transaction`, a bool, over the method Redis.transaction,
+    # which is all redis-py's annotations tell of that name.
+    transaction: bool  # type: ignore[assignment]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kestrel_role = _pool_role(self.connection_pool)
@@ -542,7 +634,7 @@ class InstrumentedPipeline(Pipeline):
         started = time.perf_counter()
         name, family, blocking = classify(args)
         try:
-            response = super().immediate_execute_command(*args, **options)
+            response = super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException as exc:
             _record_failure(self._kestrel_role, name, family, started, blocking, exc)
             raise
@@ -567,26 +659,27 @@ class InstrumentedPipeline(Pipeline):
             raise
         offset = 1 if transaction else 0
         errors = [
-            (batch[index + offset][0], batch[index + offset][1], _label(item))
+            FailedCommand(batch[index + offset][0], batch[index + offset][1], _label(item))
             for index, item in enumerate(response)
             if isinstance(item, ResponseError)
         ]
         _record_batch(self._kestrel_role, batch, transaction, started, errors or None)
         if errors and raise_on_error:
-            self.raise_first_error(stack, response)
+            self.raise_first_error(stack, response)  # type: ignore[no-untyped-call]
         return response
 
-    def _kestrel_failed(self, batch: list, transaction: bool, started: float, exc: BaseException) -> None:
+    def _kestrel_failed(self, batch: list[Classified], transaction: bool, started: float, exc: BaseException) -> None:
         if _not_sent(exc):
             return
         cause = exc.__context__ if isinstance(exc, WatchError) else exc
+        errors: list[FailedCommand] | None
         if cause is None:  # EXEC answered nil (a watched key changed): not an error
             errors = None
         elif isinstance(cause, ResponseError):  # the block refused as a whole (EXECABORT)
             name, family = ("MULTI", "none") if transaction else batch[0][:2]
-            errors = [(name, family, _label(cause))]
+            errors = [FailedCommand(name, family, _label(cause))]
         else:  # lost on the wire: every command of the round trip
-            errors = [(name, family, _label(cause)) for name, family, _ in batch]
+            errors = [FailedCommand(name, family, _label(cause)) for name, family, _ in batch]
         _record_batch(self._kestrel_role, batch, transaction, started, errors)
 
 
@@ -604,7 +697,7 @@ class InstrumentedPubSub(PubSub):
         started = time.perf_counter()
         name, family, blocking = classify(args)
         try:
-            super().execute_command(*args)
+            super().execute_command(*args)  # type: ignore[no-untyped-call]
         except BaseException as exc:
             _record_failure(self._kestrel_role, name, family, started, blocking, exc)
             raise
@@ -641,7 +734,7 @@ class InstrumentedConnectionMixin:
         try:
             result = super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except BaseException as exc:
-            errors = [("CONNECT", "none", _label(exc))]
+            errors = [FailedCommand("CONNECT", "none", _label(exc))]
             recorder.record(self._kestrel_role, "CONNECT", "none", started, True, errors=errors)
             _mark_recorded(exc)
             raise
@@ -693,7 +786,7 @@ class InstrumentedBlockingConnectionPool(BlockingConnectionPool):
     """BlockingConnectionPool whose connections record CONNECT (see above)."""
 
     def __init__(self, connection_class: type = Connection, **kwargs: Any) -> None:
-        super().__init__(connection_class=instrumented(connection_class), **kwargs)
+        super().__init__(connection_class=instrumented(connection_class), **kwargs)  # type: ignore[no-untyped-call]
 
 
 class InstrumentedSentinelConnectionPool(SentinelConnectionPool):
@@ -705,4 +798,6 @@ class InstrumentedSentinelConnectionPool(SentinelConnectionPool):
         given = kwargs.pop("connection_class", None)
         tls = kwargs.pop("ssl", False) or (given is not None and issubclass(given, SSLConnection))
         managed = SentinelManagedSSLConnection if tls else SentinelManagedConnection
-        super().__init__(service_name, sentinel_manager, connection_class=instrumented(managed), **kwargs)
+        super().__init__(  # type: ignore[no-untyped-call]
+            service_name, sentinel_manager, connection_class=instrumented(managed), **kwargs
+        )

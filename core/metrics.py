@@ -16,9 +16,10 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, disable_created_metrics, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics, multiprocess
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,16 @@ def sample_value(name: str, labels: dict[str, str] | None = None) -> float | Non
     return registry().get_sample_value(name, labels or {})
 
 
-def observe_many(child: Any, total: float, buckets: Sequence[int]) -> None:
+@dataclass(slots=True)
+class Observations:
+    """A histogram child's observations not yet flushed: their sum, and their count per
+    bucket (one per upper bound, not cumulative, the last one +Inf), for observe_many."""
+
+    total: float
+    buckets: list[int]
+
+
+def observe_many(child: Histogram, total: float, buckets: Sequence[int]) -> None:
     """Add many observations to a histogram child at once: their sum, count per bucket.
 
     `buckets` holds one count per upper bound, not cumulative, the last one +Inf.
@@ -135,8 +145,7 @@ _counters: dict[str, Counter] = {}
 _labelnames: dict[str, tuple[str, ...]] = {}
 _names: dict[str, str] = {}
 # (name, labels as passed) -> the Counter's child, None when not exported.
-_children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
-_MISSING = object()
+_children: dict[tuple[str, tuple[tuple[str, str], ...]], Counter | None] = {}
 _refused: set[tuple[str, tuple[str, ...]]] = set()
 
 
@@ -162,7 +171,7 @@ def incr(name: str, amount: int = 1, **labels: str) -> None:
         flush_if_due(now)
 
 
-def _child(name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+def _child(name: str, labels: tuple[tuple[str, str], ...]) -> Counter | None:
     """The Counter child a series counts into; created (and registered) on first use."""
     exported = exported_name(name)
     given = dict(labels)
@@ -195,8 +204,9 @@ class _Counts:
                 return
             pending, _pending = _pending, {}
         for series, amount in pending.items():
-            child = _children.get(series, _MISSING)
-            if child is _MISSING:
+            if series in _children:
+                child = _children[series]
+            else:
                 child = _children[series] = _child(*series)
             if child is not None:
                 child.inc(amount)

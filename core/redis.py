@@ -303,6 +303,7 @@ class RoleOptions(TypedDict):
     """A role's django-redis OPTIONS (connection_pool_options); the last three only behind Sentinel."""
 
     CLIENT_CLASS: str
+    REDIS_CLIENT_CLASS: str
     SERIALIZER: str
     SOCKET_CONNECT_TIMEOUT: float
     SOCKET_TIMEOUT: float
