@@ -28,7 +28,7 @@ from accounts.models import User
 from core import metrics
 from core.commit import after_commit
 from core.ratelimit.guard import Credential
-from core.redis import get_redis, is_unavailable
+from core.redis import fail_open, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -385,14 +385,12 @@ def token_epoch_publish(*, user_id: int, epoch: int) -> None:
     the database, whose epoch refuses the old tokens and sessions; only the rate
     limiter keeps counting them as their user until the next bump. Logged and counted.
     """
-    try:
+    # Fails open although on the state role: the database already holds the bump.
+    with fail_open(
+        "tokens.epoch_publish_error", "Token epoch %s of user %s not mirrored to Redis", epoch, user_id, log=logger
+    ):
         _epoch_publish_script()(
             keys=[keys.user_token_epoch(user_id)],
             args=[epoch, keys.longest_token_life() * 1000],
             client=get_redis("state"),
         )
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        metrics.incr("tokens.epoch_publish_error")
-        logger.warning("Token epoch %s of user %s not mirrored to Redis: %s", epoch, user_id, exc)

@@ -36,7 +36,7 @@ from rq.job import Job as RQJob
 
 from core import metrics
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import UNAVAILABLE_ERRORS, fail_open, get_redis
 from jobs.models import Job, Report
 from jobs.queues import (
     EMAIL_JOB,
@@ -203,7 +203,15 @@ def job_push(job_id) -> bool:
 def _push(job: Job) -> bool:
     # Straight after commit the caller's row is current: no need to read it back.
     policy = POLICIES[job.kind]
-    try:
+    # The row is committed: the outbox drain pushes it once Redis is back.
+    with fail_open(
+        "jobs.push_failed",
+        "Could not enqueue %s job %s; left in the outbox",
+        job.kind,
+        job.pk,
+        log=logger,
+        kind=job.kind,
+    ) as outcome:
         # commit_mode="auto": this already runs after commit, so enqueue right now.
         queue = django_rq.get_queue(policy.queue, commit_mode="auto")
         # One MULTI for all of RQ's writes: without a pipeline RQ sends two round trips.
@@ -221,10 +229,7 @@ def _push(job: Job) -> bool:
                 pipeline=pipe,
             )
             pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # The row is committed: the outbox drain pushes it once Redis is back.
-        metrics.incr("jobs.push_failed", kind=job.kind)
-        logger.warning("Could not enqueue %s job %s (%s); left in the outbox", job.kind, job.pk, exc)
+    if outcome.failed:
         return False
     metrics.incr("jobs.enqueued", kind=job.kind)
     return True
