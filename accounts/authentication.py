@@ -46,8 +46,8 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
     session this process knows (accounts.sessions). Either way its check rides in the
     limiter's script."""
     if tokens.bearer_token(request) is not None:
-        return tokens.rate_limit_credential(request)
-    return sessions.rate_limit_credential(request)
+        return tokens.bearer_rate_limit_credential(request)
+    return sessions.session_rate_limit_credential(request)
 
 
 def as_api_exception(exc: tokens.TokenError) -> exceptions.APIException:

@@ -28,6 +28,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.db import router
 
 from accounts.models import User
+from accounts.selectors import USER
 from core import cacheaside
 
 # Seconds a user's row stays in a process's memory. Revocation never waits for it (the
@@ -46,7 +47,9 @@ _EPOCH = _COLUMNS.index("token_epoch")
 # Local only (ttl 0): a user row never goes to Redis. Dropped by the "user" family's
 # invalidations too (a profile edit writes name and bio with an UPDATE, no signal).
 AUTH_USER = cacheaside.register(
-    cacheaside.Family("auth_user", str, ttl=0, l1_ttl=USER_L1_TTL, l1_max_entries=USER_L1_MAX, dropped_with=("user",))
+    cacheaside.Family(
+        "auth_user", str, ttl=0, l1_ttl=USER_L1_TTL, l1_max_entries=USER_L1_MAX, dropped_with=(USER.name,)
+    )
 )
 
 

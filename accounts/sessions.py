@@ -4,7 +4,7 @@ Keys: accounts.keys.session, TTL the session's age. A Redis outage raises instea
 reading as "no session"; saving is one atomic SET XX, so a logout racing a request
 cannot resurrect the session. Each process remembers whose a session is (a hint, never
 trusted alone), so that the rate limiter's script reads it with the user's token epoch
-(rate_limit_credential, accounts.revocation), or one MGET when no script runs.
+(session_rate_limit_credential, accounts.revocation), or one MGET when no script runs.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _seen_epoch(data: dict | None, *, user_id: int | None, raw_epoch: bytes | No
         session_epoch_seen(user_id=user_id, epoch=mirrored_epoch(raw_epoch))
 
 
-def rate_limit_credential(request: HttpRequest) -> Credential | None:
+def session_rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a session request is, for the rate limiter, without reading the session first.
 
     Only for a session whose user this process already knows: the request counts as

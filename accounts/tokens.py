@@ -239,7 +239,7 @@ def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tup
     return _token_user(claims, epoch=mirrored_epoch(verdict.generation_value)), claims
 
 
-def rate_limit_credential(request: HttpRequest) -> Credential | None:
+def bearer_rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a bearer request is, for the limiter (accounts.authentication.rate_limit_credential).
 
     Only the signature and claims are checked here (microseconds, no I/O); the guard

@@ -183,8 +183,8 @@ def test_a_follow_commits_while_redis_is_down_and_the_mirror_is_rebuilt_later(
         assert follow_counts(user_id=ada.pk) == {"followers": 1, "following": 0}
         # The sets that missed the write are dropped once Redis answers again.
         assert set(PendingInvalidation.objects.values_list("family", "obj_id")) == {
-            ("followers", str(ada.pk)),
-            ("following", str(bob.pk)),
+            (follow_selectors.FOLLOWERS.name, str(ada.pk)),
+            (follow_selectors.FOLLOWING.name, str(bob.pk)),
         }
     finally:
         redis_server.start()
