@@ -51,7 +51,7 @@ class KestrelAutoSchema(AutoSchema):
         for code, description in self._error_answers().items():
             if code not in responses:
                 # drf-spectacular leaves this method unannotated (its answer is a schema dict).
-                responses[code] = self._get_response_for_code(api_error(description), code)  # type: ignore[no-untyped-call]
+                responses[code] = self._get_response_for_code(api_error(description), code)  # type: ignore[no-untyped-call, unused-ignore]
         # Refused by the web server before Kestrel sees it (gunicorn's limit_request_line,
         # 4094 bytes; a proxy in front has its own), so not in the API's JSON.
         responses.setdefault("414", {"description": "The request line is too long for the web server"})
@@ -59,7 +59,7 @@ class KestrelAutoSchema(AutoSchema):
 
     def _get_serializer_field_meta(self, field: object, direction: Direction) -> dict[str, Any]:
         # drf-spectacular leaves this method unannotated; it answers a schema dict.
-        meta: dict[str, Any] = super()._get_serializer_field_meta(field, direction)  # type: ignore[no-untyped-call]
+        meta: dict[str, Any] = super()._get_serializer_field_meta(field, direction)  # type: ignore[no-untyped-call, unused-ignore]
         if (
             direction != "request"
             or not isinstance(field, serializers.CharField)

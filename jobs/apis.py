@@ -5,17 +5,19 @@ Reports are asked for through posts' POST /api/reports (posts.reports builds the
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import BodySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from jobs import selectors, services
 from jobs.serializers import JobQueuedSerializer, quota_exceeded
 
@@ -39,7 +41,7 @@ class SendEmailApi(APIView):
         request=SendEmailInputSerializer,
         responses={202: JobQueuedSerializer, 429: api_error("You have asked for 10 emails in the last hour, ...")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = SendEmailInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         to = data.validated_data["email"]
@@ -78,7 +80,7 @@ class JobDetailApi(APIView):
             )
         }
     )
-    def get(self, request: Request, job_id) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: UUID) -> Response:
         job = selectors.job_for(job_id=job_id, user=request.user)
         if job is None:
             raise NotFound("Job not found")
@@ -89,7 +91,7 @@ class ReportDownloadApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={(200, "text/csv"): bytes})
-    def get(self, request: Request, job_id):
+    def get(self, request: AuthenticatedRequest, job_id: UUID) -> FileResponse:
         report = selectors.report_for(job_id=job_id, user=request.user)
         if report is None:
             raise NotFound("Report not found (or not ready yet)")

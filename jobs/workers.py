@@ -16,6 +16,7 @@ import threading
 import time
 
 from django.db import close_old_connections
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
@@ -61,12 +62,12 @@ class KestrelWorker(SimpleWorker):
         if self._heartbeats is None:
             self._heartbeats = Heartbeats(self)
             self._heartbeats.start()
-        self._heartbeats.follow(job, execution)
+        self._heartbeats.follow((job, execution))
         succeeded = False
         try:
             succeeded = self.perform_job(job, queue, execution)
         finally:
-            self._heartbeats.follow(None, None)
+            self._heartbeats.follow(None)
             faulthandler.cancel_dump_traceback_later()
             if not succeeded:
                 # A failed job may have broken its connection: the next job gets a checked one.
@@ -98,11 +99,12 @@ class Heartbeats(threading.Thread):
         super().__init__(name="rq-heartbeats", daemon=True)
         self.worker = worker
         self._lock = threading.Lock()  # no beat for a job once follow(None) has returned
-        self._running: tuple[Job, object] | None = None
+        self._running: tuple[Job, Execution] | None = None
 
-    def follow(self, job: Job | None, execution) -> None:
+    def follow(self, running: tuple[Job, Execution] | None) -> None:
+        """Beat for this job and its execution from now on (None: no job runs)."""
         with self._lock:
-            self._running = None if job is None else (job, execution)
+            self._running = running
 
     def run(self) -> None:
         while True:
