@@ -1,8 +1,12 @@
+from typing import Any, cast
+
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
 
-from accounts.models import User
+from accounts.models import EMAIL_MAX_LENGTH, User
 
 
 class EmailAdminAuthenticationForm(AdminAuthenticationForm):
@@ -14,11 +18,12 @@ class EmailAdminAuthenticationForm(AdminAuthenticationForm):
         "invalid_login": "Please enter the correct email and password for a staff account.",
     }
 
-    def __init__(self, request=None, *args, **kwargs):
+    def __init__(self, request: HttpRequest | None = None, *args: Any, **kwargs: Any) -> None:
         super().__init__(request, *args, **kwargs)
-        field = self.fields["username"]
+        # AuthenticationForm's username field is a CharField (its UsernameField).
+        field = cast(forms.CharField, self.fields["username"])
         field.label = "Email"
-        field.max_length = User._meta.get_field("email").max_length
+        field.max_length = EMAIL_MAX_LENGTH
         field.widget.attrs.update(maxlength=str(field.max_length), autocomplete="email")
 
 

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from accounts import tokens
 from accounts.authentication import JWTAuthentication, TokenMissing, as_api_exception
-from accounts.models import User
+from accounts.models import BIO_MAX_LENGTH, EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 from accounts.selectors import (
     follow_counts,
     follower_list,
@@ -36,6 +36,7 @@ from accounts.services import (
 from accounts.validators import validate_username
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 
 # The answers' shapes, for the schema only: the views return the selectors' plain dicts.
 
@@ -66,10 +67,8 @@ class RegisterApi(APIView):
     permission_classes = [AllowAny]
 
     class RegisterInputSerializer(BodySerializer):
-        email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
-        username = serializers.CharField(
-            max_length=User._meta.get_field("username").max_length, validators=[validate_username]
-        )
+        email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
+        username = serializers.CharField(max_length=USERNAME_MAX_LENGTH, validators=[validate_username])
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
     @extend_schema(
@@ -110,7 +109,7 @@ class LoginApi(APIView):
 
 class MeApi(APIView):
     @extend_schema(responses={200: MeSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return Response(user_me(user=request.user))
 
 
@@ -229,7 +228,7 @@ class LogoutAllApi(APIView):
     """POST /api/logout-all: every token and every session of the caller ends, in O(1)."""
 
     @extend_schema(request=None, responses={200: _MessageSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         user_tokens_revoke_all(user=request.user)
         if _bearer_claims(request) is None:
             logout(request)  # this session's hash is stale now anyway; drop its key at once
@@ -259,7 +258,7 @@ class PasswordChangeApi(APIView):
         new = serializers.CharField(max_length=128, trim_whitespace=False)
 
     @extend_schema(request=PasswordInputSerializer, responses={200: _PasswordChangedSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = self.PasswordInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = request.user
@@ -282,8 +281,8 @@ class Conflict(APIException):
 
 
 class ProfileInputSerializer(BodySerializer):
-    name = serializers.CharField(max_length=User._meta.get_field("name").max_length, allow_blank=True)
-    bio = serializers.CharField(max_length=User._meta.get_field("bio").max_length, allow_blank=True)
+    name = serializers.CharField(max_length=NAME_MAX_LENGTH, allow_blank=True)
+    bio = serializers.CharField(max_length=BIO_MAX_LENGTH, allow_blank=True)
 
 
 class UserDetailApi(APIView):
@@ -302,7 +301,7 @@ class UserDetailApi(APIView):
         request=ProfileInputSerializer(partial=True),
         responses={200: ProfileSerializer, 409: api_error("Resource is being updated")},
     )
-    def patch(self, request: Request, user_id: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, user_id: int) -> Response:
         if request.user.pk != user_id:
             if not User.objects.filter(pk=user_id).exists():
                 raise NotFound("User not found")

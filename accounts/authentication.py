@@ -9,6 +9,8 @@ user answers 401 {"error": "Not logged in"} with `WWW-Authenticate: Bearer` (cor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -19,6 +21,9 @@ from rest_framework.request import Request
 from accounts import sessions, tokens
 from accounts.models import User
 from core.ratelimit.guard import Credential
+
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
 
 
 class TokenMissing(exceptions.NotAuthenticated):
@@ -87,7 +92,7 @@ class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.JWTAuthentication"
     name = "bearerAuth"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         return build_bearer_security_scheme_object(
             header_name="Authorization",
             token_prefix=JWTAuthentication.keyword,

@@ -23,9 +23,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.db import router
+from django.http import HttpRequest
 
 from accounts.models import User
 from accounts.selectors import USER
@@ -118,7 +120,14 @@ class EmailBackend(ModelBackend):
     returned (accounts.sessions).
     """
 
-    def authenticate(self, request, username=None, password=None, email=None, **kwargs):
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        email: str | None = None,
+        **kwargs: Any,
+    ) -> User | None:
         address = email if email is not None else username
         if not address or password is None:
             return None
@@ -131,6 +140,6 @@ class EmailBackend(ModelBackend):
             return user
         return None
 
-    def get_user(self, user_id):
+    def get_user(self, user_id: Any) -> User | None:
         user = user_get(user_id=user_id, epoch=_session_epoch_taken(user_id))
         return user if user is not None and self.user_can_authenticate(user) else None

@@ -1,6 +1,6 @@
 from django import forms
 
-from accounts.models import User
+from accounts.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH
 from accounts.validators import validate_username
 
 
@@ -10,9 +10,9 @@ class LoginForm(forms.Form):
 
 
 class SignupForm(forms.Form):
-    email = forms.EmailField(max_length=User._meta.get_field("email").max_length)
+    email = forms.EmailField(max_length=EMAIL_MAX_LENGTH)
     username = forms.CharField(
-        max_length=User._meta.get_field("username").max_length,
+        max_length=USERNAME_MAX_LENGTH,
         validators=[validate_username],
         help_text="Your public handle: letters, digits and ./+/-/_ only.",
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
@@ -45,7 +46,8 @@ class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)
         if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-            request.user = SimpleLazyObject(lambda: _anonymous(request))
+            # Lazy, as Django's own middleware sets it: it becomes an AnonymousUser when used.
+            request.user = cast(AnonymousUser, SimpleLazyObject(lambda: _anonymous(request)))
 
 
 def _anonymous(request: HttpRequest) -> AnonymousUser:

@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
@@ -6,6 +7,12 @@ from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
 from accounts.validators import validate_username
+
+# Column lengths, also the bounds of the forms and the API's serializers.
+USERNAME_MAX_LENGTH = 150
+EMAIL_MAX_LENGTH = 254
+NAME_MAX_LENGTH = 100
+BIO_MAX_LENGTH = 500
 
 
 class User(AbstractUser):
@@ -20,15 +27,15 @@ class User(AbstractUser):
     # only, and a handle must never pass for someone's address.
     username = models.CharField(
         "username",
-        max_length=150,
+        max_length=USERNAME_MAX_LENGTH,
         unique=True,
         help_text="Required. 150 characters or fewer. Letters, digits and ./+/-/_ only.",
         validators=[validate_username],
         error_messages={"unique": "A user with that username already exists."},
     )
-    email = models.EmailField("email address", unique=True)
-    name = models.CharField("display name", max_length=100, blank=True)
-    bio = models.TextField(max_length=500, blank=True)
+    email = models.EmailField("email address", max_length=EMAIL_MAX_LENGTH, unique=True)
+    name = models.CharField("display name", max_length=NAME_MAX_LENGTH, blank=True)
+    bio = models.TextField(max_length=BIO_MAX_LENGTH, blank=True)
     # Fencing number (core.locks) of the last profile edit: an edit whose lock expired
     # before it wrote cannot overwrite a later edit. Internal, never shown.
     profile_fence = models.BigIntegerField(default=0, editable=False)
@@ -61,7 +68,7 @@ class User(AbstractUser):
         if not self._rehashing:
             self._password_replaced = True
 
-    def check_password(self, raw_password: str | None) -> bool:
+    def check_password(self, raw_password: str) -> bool:
         # A right password stored under an outdated hasher is re-hashed and saved from
         # here (set_password, then save): the same password, so nobody is logged out.
         self._rehashing = True
@@ -74,7 +81,7 @@ class User(AbstractUser):
         super().set_unusable_password()
         self._password_replaced = True
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("update_fields") is None and not self._state.adding:
             # A save of an instance loaded before a bump must not write its stale epoch
             # back: that would bring the tokens the bump ended back to life.

@@ -1,5 +1,7 @@
 """Cache invalidation for users: any save or delete, from any code path, and epoch bumps."""
 
+from typing import Any
+
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
@@ -15,7 +17,9 @@ UNCACHED_FIELDS = frozenset({"last_login"})
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
-def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) -> None:
+def drop_cached_profile(
+    sender: type[User], instance: User, update_fields: frozenset[str] | None = None, **kwargs: Any
+) -> None:
     # A save of other columns only (every log-in writes last_login, a password change
     # the password) leaves the cached profile right: dropping it would cost every
     # server's L1 and a database read for nothing. A save without update_fields (a new
@@ -34,7 +38,7 @@ def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) ->
 
 
 @receiver(credentials_revoked, sender=User, dispatch_uid="accounts.user_epoch_bumped")
-def drop_cached_user_row(sender, user_id: int, **kwargs) -> None:
+def drop_cached_user_row(sender: type[User], user_id: int, **kwargs: Any) -> None:
     # An epoch bump is an UPDATE (no post_save). Every request already checks the copy
     # against Redis's mirror of the epoch; this drop also covers a mirror write that
     # failed. Sent after commit.
@@ -47,7 +51,7 @@ NEIGHBOURS_INVALIDATED_MAX = 10_000
 
 
 @receiver(pre_delete, sender=User, dispatch_uid="accounts.user_deleting")
-def drop_neighbours_follow_sets(sender, instance: User, **kwargs) -> None:
+def drop_neighbours_follow_sets(sender: type[User], instance: User, **kwargs: Any) -> None:
     # Before the cascade removes the Follow rows that say who the neighbours are.
     followers = Follow.objects.filter(followee=instance).values_list("follower_id", flat=True)
     followees = Follow.objects.filter(follower=instance).values_list("followee_id", flat=True)

@@ -21,6 +21,7 @@ import smtplib
 import unicodedata
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -32,6 +33,7 @@ from django.core.files.storage import default_storage
 from django.core.mail import BadHeaderError, send_mail
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from redis import Redis
 from rq import Callback, Retry
 from rq.job import Job as RQJob
 
@@ -307,7 +309,13 @@ def jobs_purge(*, now: datetime | None = None, batch: int = PURGE_BATCH) -> dict
     return {"reports": len(expired), "jobs": len(old_jobs)}
 
 
-def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
+def fail_fast_on_permanent_errors(
+    job: RQJob,
+    connection: Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
     """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries.
 
     A job with no retry left is failed for good: its row says so, so that it stops

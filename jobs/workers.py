@@ -14,6 +14,7 @@ import faulthandler
 import logging
 import threading
 import time
+from typing import Any
 
 from django.db import close_old_connections
 from rq.executions import Execution
@@ -36,7 +37,7 @@ class KestrelWorker(SimpleWorker):
     connection_check_interval = 1.0
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # django-rq's commands have no flags for the intervals (and rqworker-pool none for
         # the TTL); RQ's defaults leave a dead worker's job unnoticed for up to ~15 minutes.
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
