@@ -1,3 +1,9 @@
+"""The accounts admin: users, and the admin's log-in by email.
+
+Saving a user here passes through User.save, so a password set or a deactivation
+in the admin ends the person's tokens and sessions like any other door.
+"""
+
 from typing import Any, cast
 
 from django import forms
@@ -32,8 +38,10 @@ admin.site.login_form = EmailAdminAuthenticationForm
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    """Django's user admin; adding a user asks for the email they will log in with."""
+
     list_display = ["username", "email", "is_staff", "date_joined"]
-    # The email is how the person will log in: an account added without one could not.
+    # An account added without an email could never log in.
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("email", "username", "usable_password", "password1", "password2")}),
     )

@@ -1,6 +1,8 @@
-"""Session and token log-in APIs (the reference article's part 3), public profiles, and who follows whom.
+"""The accounts API: sign-up, session and token log-in and log-out, passwords, profiles, follow lists.
 
-Following and unfollowing are feeds' (feeds.apis.UserFollowApi): their effects are all feeds'.
+Thin: the work is in accounts.services, selectors and tokens. Token and session state
+is on the state role and fails closed (503). Following and unfollowing are feeds'
+(feeds.apis.UserFollowApi).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ _MessageSerializer = inline_serializer("Message", {"message": serializers.CharFi
 
 
 class RegisterApi(APIView):
+    """POST /api/register {"email", "username", "password"}: 201, logged in with a session."""
+
     permission_classes = [AllowAny]
 
     class RegisterInputSerializer(BodySerializer):
@@ -87,6 +91,8 @@ class RegisterApi(APIView):
 
 
 class LoginApi(APIView):
+    """POST /api/login {"email", "password"}: a session; 401 for wrong credentials."""
+
     permission_classes = [AllowAny]
 
     class LoginInputSerializer(BodySerializer):
@@ -108,6 +114,8 @@ class LoginApi(APIView):
 
 
 class MeApi(APIView):
+    """GET /api/me: who the session or bearer token is (user_me)."""
+
     @extend_schema(responses={200: MeSerializer})
     def get(self, request: AuthenticatedRequest) -> Response:
         return Response(user_me(user=request.user))
@@ -150,7 +158,7 @@ class _BodyTokenApi(APIView):
 
 
 class TokenApi(_BodyTokenApi):
-    """POST /api/token: an email (or username) and password for an access and a refresh token."""
+    """POST /api/token {"email", "password"}: an access and a refresh token, never stored on the way."""
 
     @extend_schema(
         request=LoginApi.LoginInputSerializer,
@@ -276,6 +284,8 @@ class PasswordChangeApi(APIView):
 
 
 class Conflict(APIException):
+    """409: another edit of the same resource holds its lock."""
+
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict"
 
@@ -286,7 +296,8 @@ class ProfileInputSerializer(BodySerializer):
 
 
 class UserDetailApi(APIView):
-    """The reference article's cache-aside example: GET /api/users/{id}, PATCH invalidates."""
+    """GET /api/users/{id}: a public profile (cache-aside); PATCH: edit one's own, under the
+    profile lock (409 while another edit runs); the cached copy is dropped after commit."""
 
     permission_classes = [IsAuthenticatedOrReadOnly]
 
@@ -313,7 +324,7 @@ class UserDetailApi(APIView):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         except ProfileBeingUpdated:
-            raise Conflict("Resource is being updated") from None  # the article's 409
+            raise Conflict("Resource is being updated") from None
         return Response(user_to_profile(user))
 
 

@@ -34,12 +34,16 @@ class TokenMissing(exceptions.NotAuthenticated):
 
 
 class TokenInvalid(exceptions.APIException):
+    """403: not a token Kestrel issued and still honours (tokens.InvalidToken)."""
+
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = "Invalid token"
     default_code = "token_invalid"
 
 
 class TokenRevoked(exceptions.APIException):
+    """403: a genuine token that was revoked (tokens.RevokedToken)."""
+
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = "Token revoked"
     default_code = "token_revoked"
@@ -56,6 +60,7 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
 
 
 def as_api_exception(exc: tokens.TokenError) -> exceptions.APIException:
+    """The API's answer to a refused token: 403 "Token revoked" or 403 "Invalid token"."""
     return TokenRevoked() if isinstance(exc, tokens.RevokedToken) else TokenInvalid()
 
 

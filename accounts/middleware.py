@@ -1,3 +1,10 @@
+"""Kestrel's session and authentication middleware: Django's, with Redis outages and
+anonymous requests handled.
+
+The session store is the state role: a session that cannot be saved is a 503, never a
+silent log-out. A request without a session cookie reads no session at all.
+"""
+
 from __future__ import annotations
 
 import logging

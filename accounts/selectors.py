@@ -25,13 +25,14 @@ from core.redis import fail_open, get_redis
 
 logger = logging.getLogger(__name__)
 
+# Public profiles: L1 5 s, Redis keys.USER_TTL, a missing user keys.USER_MISSING_TTL.
 USER = cacheaside.register(
     cacheaside.Family("user", keys.user_profile, ttl=keys.USER_TTL, missing_ttl=keys.USER_MISSING_TTL, l1_ttl=5.0)
 )
 
 
 def user_me(*, user: User) -> dict:
-    """What /api/me returns: the article's userId and email, plus the handle."""
+    """What /api/me returns: {"userId", "email", "username", "isStaff"}."""
     return {"userId": user.pk, "email": user.email, "username": user.username, "isStaff": user.is_staff}
 
 
@@ -41,6 +42,7 @@ PROFILE_FIELDS = frozenset({"username", "name", "bio", "date_joined", "is_active
 
 
 def user_to_profile(user: User) -> dict:
+    """The public profile of `user` as the API shows it, and as the "user" family caches it."""
     return {
         "id": user.pk,
         "username": user.username,
@@ -51,7 +53,11 @@ def user_to_profile(user: User) -> dict:
 
 
 def user_profile(*, user_id: int) -> dict | None:
-    """A public profile (cache-aside: L1, Redis, then the database), None if no such user."""
+    """A public profile, None if there is no such active user.
+
+    Cache-aside (core.cacheaside): this process's L1, then Redis (keys.user_profile,
+    USER_TTL, cache role), then the database. Fails open to the database.
+    """
     return cacheaside.get_or_load(USER, user_id, lambda: _load_profile(user_id))
 
 
@@ -70,10 +76,6 @@ def _load_profiles(user_ids: list[int]) -> dict[int, dict]:
     return {user.pk: user_to_profile(user) for user in User.objects.filter(pk__in=user_ids, is_active=True)}
 
 
-def user_by_username(*, username: str) -> User | None:
-    return User.objects.filter(username__iexact=username, is_active=True).first()
-
-
 def user_rate_limit_account(*, user_id: int, user: User | None = None) -> str | None:
     """settings.KESTREL_RATE_LIMIT_USER_ACCOUNT: the account the log-in limits count a
     signed-in person under on a password change: their email, as their log-ins name it.
@@ -88,10 +90,9 @@ def user_rate_limit_account(*, user_id: int, user: User | None = None) -> str | 
 
 # --- The follow graph -----------------------------------------------------------------
 #
-# accounts.Follow is the truth; the cache role holds a mirror: per user a SET of follower
-# ids and one of followee ids, each with a marker member (keys.FOLLOW_SET_MARKER) so that
-# a built empty set still exists. A missing set is rebuilt here under a lease; follows
-# update built sets after commit (accounts.services.follow_mirror_update). Reads fail open.
+# accounts.Follow is the truth; the cache role mirrors it per user in two SETs, each with
+# a marker member so that a built empty set exists. Missing sets are rebuilt here under a
+# lease; follows update built sets after commit (accounts.services.follow_mirror_update).
 
 FOLLOWERS = cacheaside.register(cacheaside.Family("followers", keys.user_followers, ttl=keys.FOLLOW_SET_TTL))
 FOLLOWING = cacheaside.register(cacheaside.Family("following", keys.user_following, ttl=keys.FOLLOW_SET_TTL))

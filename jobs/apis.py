@@ -1,6 +1,7 @@
-"""Job API: the reference article's POST /api/send-email, job status, and report downloads.
+"""Job API: POST /api/send-email, a job's status, and report downloads (owner or staff only).
 
 Reports are asked for through posts' POST /api/reports (posts.reports builds them).
+A quota refusal is a 429 with Retry-After (jobs.serializers.quota_exceeded).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class SendEmailInputSerializer(BodySerializer):
 
 
 class SendEmailApi(APIView):
+    """POST /api/send-email {"email", "subject", "message"}: 202 with the job's id.
+
+    Anyone may email themselves, only staff others; 429 past the email quota.
+    """
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -58,6 +64,8 @@ class SendEmailApi(APIView):
 
 
 class JobDetailApi(APIView):
+    """GET /api/jobs/{id}: the job's status (jobs.selectors.job_status); 404 if not the caller's."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -88,6 +96,8 @@ class JobDetailApi(APIView):
 
 
 class ReportDownloadApi(APIView):
+    """GET /api/reports/{job id}: the report's CSV file; 404 if not the caller's or not built yet."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={(200, "text/csv"): bytes})

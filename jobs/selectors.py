@@ -82,6 +82,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
 
 
 def report_for(*, job_id: UUID, user: _User) -> Report | None:
+    """The report of job `job_id` if `user` may download it (its owner or staff), else None."""
     report = Report.objects.filter(pk=job_id).first()
     if report is None or not (user.is_staff or report.owner_id == user.pk):
         return None
@@ -89,4 +90,5 @@ def report_for(*, job_id: UUID, user: _User) -> Report | None:
 
 
 def reports_of(*, user: _User, limit: int = 10) -> list[Job]:
+    """The user's last `limit` report jobs, newest first (the reports page)."""
     return list(Job.objects.filter(owner=user, kind=Job.Kind.REPORT).order_by("-created_at")[:limit])

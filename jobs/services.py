@@ -1,17 +1,9 @@
-"""Writes of the jobs app: enqueue through the outbox, send email, mark jobs done.
+"""Writes of the jobs app: enqueue through the outbox, hold people to quotas, send email, mark jobs done.
 
-Every job starts as a `Job` row written in the caller's transaction. After commit the
-job is pushed to RQ with the row's id as its RQ id, and nothing more is written: once a
-minute `outbox_drain` marks the rows RQ holds, in one UPDATE, and pushes the ones it
-does not (Redis was away, the process died between commit and push). So a rollback
-enqueues nothing, a commit always ends up enqueued, and a job pushed twice is harmless:
-job functions act once per row (`completed_at`).
-
-Jobs a person asks for are held to their quota (jobs.queues.QUOTAS) here, whichever
-door the request came through. The rows are the count, and the count and the new row
-are one transaction that holds the owner's row lock (PostgreSQL's SELECT ... FOR
-UPDATE; SQLite's IMMEDIATE transactions take the database's write lock at BEGIN), so
-concurrent requests of one person are counted one after another and never both admitted.
+Every job starts as a `Job` row in the caller's transaction and is pushed to RQ (state
+role) after commit, the row's id as its RQ id; `outbox_drain` pushes what a push missed
+(Redis away: the push fails open, counted as jobs.push_failed). Job functions act once
+per row (`completed_at`). A person's quota is counted from the rows, under their row lock.
 """
 
 from __future__ import annotations
@@ -351,6 +343,11 @@ def job_complete(*, job_id: UUID | str, result: dict[str, Any]) -> bool:
 
 
 def email_send(*, job_id: UUID | str) -> dict[str, Any]:
+    """Send job `job_id`'s email unless a run already did, then mark the job done.
+
+    A refused address or a bad header fails the job at once (PermanentJobError); other
+    errors propagate and RQ retries with backoff (jobs.queues.POLICIES).
+    """
     payload = job_payload_to_run(job_id=job_id)
     if payload is None:
         return {"sent": False, "reason": "already sent"}

@@ -17,6 +17,7 @@ from jobs import selectors, services
 
 @login_required
 def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """/reports: the person's recent report jobs with their status."""
     jobs = selectors.reports_of(user=request.user)
     return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
 
@@ -24,6 +25,7 @@ def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def email_me(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /reports/email-me: queue a test email to oneself (held to the email quota)."""
     try:
         services.email_enqueue(
             to=request.user.email,

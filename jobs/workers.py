@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 
 class KestrelWorker(SimpleWorker):
+    """RQ's SimpleWorker with heartbeats from a thread, a hard-timeout watchdog, Django's
+    connection checks between jobs, and core.batching's buffers flushed after each job."""
+
     hard_timeout_grace = HARD_TIMEOUT_GRACE
     # Seconds between Django's connection checks while jobs follow each other (and always
     # after a failed job): run before every job, the health check's SELECT 1 was one more
