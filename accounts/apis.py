@@ -1,6 +1,8 @@
-"""Session and token log-in APIs (the reference article's part 3), public profiles, and who follows whom.
+"""The accounts API: sign-up, session and token log-in and log-out, passwords, profiles, follow lists.
 
-Following and unfollowing are feeds' (feeds.apis.UserFollowApi): their effects are all feeds'.
+Thin: the work is in accounts.services, selectors and tokens. Token and session state
+is on the state role and fails closed (503). Following and unfollowing are feeds'
+(feeds.apis.UserFollowApi).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rest_framework.views import APIView
 
 from accounts import tokens
 from accounts.authentication import JWTAuthentication, TokenMissing, as_api_exception
-from accounts.models import User
+from accounts.models import BIO_MAX_LENGTH, EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 from accounts.selectors import (
     follow_counts,
     follower_list,
@@ -36,6 +38,7 @@ from accounts.services import (
 from accounts.validators import validate_username
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 
 # The answers' shapes, for the schema only: the views return the selectors' plain dicts.
 
@@ -63,13 +66,13 @@ _MessageSerializer = inline_serializer("Message", {"message": serializers.CharFi
 
 
 class RegisterApi(APIView):
+    """POST /api/register {"email", "username", "password"}: 201, logged in with a session."""
+
     permission_classes = [AllowAny]
 
     class RegisterInputSerializer(BodySerializer):
-        email = serializers.EmailField(max_length=User._meta.get_field("email").max_length)
-        username = serializers.CharField(
-            max_length=User._meta.get_field("username").max_length, validators=[validate_username]
-        )
+        email = serializers.EmailField(max_length=EMAIL_MAX_LENGTH)
+        username = serializers.CharField(max_length=USERNAME_MAX_LENGTH, validators=[validate_username])
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
     @extend_schema(
@@ -88,6 +91,8 @@ class RegisterApi(APIView):
 
 
 class LoginApi(APIView):
+    """POST /api/login {"email", "password"}: a session; 401 for wrong credentials."""
+
     permission_classes = [AllowAny]
 
     class LoginInputSerializer(BodySerializer):
@@ -109,8 +114,10 @@ class LoginApi(APIView):
 
 
 class MeApi(APIView):
+    """GET /api/me: who the session or bearer token is (user_me)."""
+
     @extend_schema(responses={200: MeSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return Response(user_me(user=request.user))
 
 
@@ -151,7 +158,7 @@ class _BodyTokenApi(APIView):
 
 
 class TokenApi(_BodyTokenApi):
-    """POST /api/token: an email (or username) and password for an access and a refresh token."""
+    """POST /api/token {"email", "password"}: an access and a refresh token, never stored on the way."""
 
     @extend_schema(
         request=LoginApi.LoginInputSerializer,
@@ -229,7 +236,7 @@ class LogoutAllApi(APIView):
     """POST /api/logout-all: every token and every session of the caller ends, in O(1)."""
 
     @extend_schema(request=None, responses={200: _MessageSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         user_tokens_revoke_all(user=request.user)
         if _bearer_claims(request) is None:
             logout(request)  # this session's hash is stale now anyway; drop its key at once
@@ -259,7 +266,7 @@ class PasswordChangeApi(APIView):
         new = serializers.CharField(max_length=128, trim_whitespace=False)
 
     @extend_schema(request=PasswordInputSerializer, responses={200: _PasswordChangedSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = self.PasswordInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = request.user
@@ -277,17 +284,20 @@ class PasswordChangeApi(APIView):
 
 
 class Conflict(APIException):
+    """409: another edit of the same resource holds its lock."""
+
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict"
 
 
 class ProfileInputSerializer(BodySerializer):
-    name = serializers.CharField(max_length=User._meta.get_field("name").max_length, allow_blank=True)
-    bio = serializers.CharField(max_length=User._meta.get_field("bio").max_length, allow_blank=True)
+    name = serializers.CharField(max_length=NAME_MAX_LENGTH, allow_blank=True)
+    bio = serializers.CharField(max_length=BIO_MAX_LENGTH, allow_blank=True)
 
 
 class UserDetailApi(APIView):
-    """The reference article's cache-aside example: GET /api/users/{id}, PATCH invalidates."""
+    """GET /api/users/{id}: a public profile (cache-aside); PATCH: edit one's own, under the
+    profile lock (409 while another edit runs); the cached copy is dropped after commit."""
 
     permission_classes = [IsAuthenticatedOrReadOnly]
 
@@ -302,7 +312,7 @@ class UserDetailApi(APIView):
         request=ProfileInputSerializer(partial=True),
         responses={200: ProfileSerializer, 409: api_error("Resource is being updated")},
     )
-    def patch(self, request: Request, user_id: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, user_id: int) -> Response:
         if request.user.pk != user_id:
             if not User.objects.filter(pk=user_id).exists():
                 raise NotFound("User not found")
@@ -314,7 +324,7 @@ class UserDetailApi(APIView):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         except ProfileBeingUpdated:
-            raise Conflict("Resource is being updated") from None  # the article's 409
+            raise Conflict("Resource is being updated") from None
         return Response(user_to_profile(user))
 
 

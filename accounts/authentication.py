@@ -9,6 +9,8 @@ user answers 401 {"error": "Not logged in"} with `WWW-Authenticate: Bearer` (cor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -20,6 +22,9 @@ from accounts import sessions, tokens
 from accounts.models import User
 from core.ratelimit.guard import Credential
 
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
+
 
 class TokenMissing(exceptions.NotAuthenticated):
     """401: this endpoint needs a token and the request has none."""
@@ -29,12 +34,16 @@ class TokenMissing(exceptions.NotAuthenticated):
 
 
 class TokenInvalid(exceptions.APIException):
+    """403: not a token Kestrel issued and still honours (tokens.InvalidToken)."""
+
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = "Invalid token"
     default_code = "token_invalid"
 
 
 class TokenRevoked(exceptions.APIException):
+    """403: a genuine token that was revoked (tokens.RevokedToken)."""
+
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = "Token revoked"
     default_code = "token_revoked"
@@ -46,11 +55,12 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
     session this process knows (accounts.sessions). Either way its check rides in the
     limiter's script."""
     if tokens.bearer_token(request) is not None:
-        return tokens.rate_limit_credential(request)
-    return sessions.rate_limit_credential(request)
+        return tokens.bearer_rate_limit_credential(request)
+    return sessions.session_rate_limit_credential(request)
 
 
 def as_api_exception(exc: tokens.TokenError) -> exceptions.APIException:
+    """The API's answer to a refused token: 403 "Token revoked" or 403 "Invalid token"."""
     return TokenRevoked() if isinstance(exc, tokens.RevokedToken) else TokenInvalid()
 
 
@@ -87,7 +97,7 @@ class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.JWTAuthentication"
     name = "bearerAuth"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         return build_bearer_security_scheme_object(
             header_name="Authorization",
             token_prefix=JWTAuthentication.keyword,

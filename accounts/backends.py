@@ -1,21 +1,10 @@
 """Who an authenticated request is: log-in by email, and the request's user from this
-process's memory (an L1 of users) rather than a database query per request.
+process's memory (AUTH_USER, an L1 of user rows: never Redis) instead of a query.
 
-The user L1 holds each user's row (every column, password hash included, so it never
-leaves the process: no Redis tier) for USER_L1_TTL seconds. A copy is used only when
-it is known to be current:
-- revocation (log out everywhere, a password change, a deactivation) bumps the user's
-  token epoch, which Redis mirrors (keys.user_token_epoch) and every authenticated
-  request reads in the round trip it makes anyway (the rate limiter's script, the
-  session read, the token's guard): a copy older than that epoch is loaded again
-  before the session hash or the token's epoch is checked against it, in every
-  process at once, whatever pub/sub does;
-- every other change to a user row (staff rights, email) drops the copy in every
-  process through the invalidation bus (accounts.signals), as the profile cache is;
-- a request that read no epoch (a session this process meets for the first time)
-  loads the row from the database.
-Each request gets its own User built from the copy: a view that changes request.user
-changes nothing shared.
+A copy is used only while it is at least at the token epoch the request read from
+Redis anyway (keys.user_token_epoch); other changes to a row drop it in every process
+through the invalidation bus (accounts.signals). A request that read no epoch loads
+the row from the database. Each request gets its own User built from the copy.
 """
 
 from __future__ import annotations
@@ -23,18 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.db import router
+from django.http import HttpRequest
 
 from accounts.models import User
+from accounts.selectors import USER
 from core import cacheaside
 
-# Seconds a user's row stays in a process's memory. Revocation never waits for it (the
-# epoch check); it bounds how long a change only the invalidation bus carries (staff
-# rights, an email) can outlive a lost message, which the bus makes rare: a subscriber
-# that loses its connection clears the L1. Long enough that a person's clicks and an
-# API client's polling hit the copy; a database read every 30 s per user per process.
+# Seconds a user's row stays in a process's memory: how long a change only the bus
+# carries (staff rights, an email) can outlive a lost message. Revocation never waits.
 USER_L1_TTL = 30.0
 # Users per process; past it the least recently seen is dropped and read again.
 USER_L1_MAX = 10_000
@@ -46,7 +35,9 @@ _EPOCH = _COLUMNS.index("token_epoch")
 # Local only (ttl 0): a user row never goes to Redis. Dropped by the "user" family's
 # invalidations too (a profile edit writes name and bio with an UPDATE, no signal).
 AUTH_USER = cacheaside.register(
-    cacheaside.Family("auth_user", str, ttl=0, l1_ttl=USER_L1_TTL, l1_max_entries=USER_L1_MAX, dropped_with=("user",))
+    cacheaside.Family(
+        "auth_user", str, ttl=0, l1_ttl=USER_L1_TTL, l1_max_entries=USER_L1_MAX, dropped_with=(USER.name,)
+    )
 )
 
 
@@ -104,18 +95,21 @@ def _session_epoch_taken(user_id: int) -> int | None:
 
 
 class EmailBackend(ModelBackend):
-    """Log in with an email address, any case; never with a username.
+    """Log in with an email address, any case; never with a username (a public handle).
 
-    A username is a public handle anyone can choose, so matching it too would let a
-    handle spelled as someone's address stand in for their email. The admin's log-in
-    form posts the email as "username" (USERNAME_FIELD stays the handle), read here
-    as the email it is.
-
-    A session's user comes from user_get, checked against the epoch its session read
-    returned (accounts.sessions).
+    The admin's log-in form posts the email as "username" (USERNAME_FIELD stays the
+    handle), read here as the email it is. A session's user comes from user_get, checked
+    against the epoch its session read returned (accounts.sessions).
     """
 
-    def authenticate(self, request, username=None, password=None, email=None, **kwargs):
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        email: str | None = None,
+        **kwargs: Any,
+    ) -> User | None:
         address = email if email is not None else username
         if not address or password is None:
             return None
@@ -128,6 +122,6 @@ class EmailBackend(ModelBackend):
             return user
         return None
 
-    def get_user(self, user_id):
+    def get_user(self, user_id: Any) -> User | None:
         user = user_get(user_id=user_id, epoch=_session_epoch_taken(user_id))
         return user if user is not None and self.user_can_authenticate(user) else None

@@ -1,4 +1,9 @@
-"""Redis keys of the accounts app."""
+"""Redis keys of the accounts app: every one is built here, and nowhere else.
+
+Each builder's docstring names the Redis type, the role and the TTL. State role:
+sessions, the token denylists, token epochs and the profile lock. Cache role: public
+profiles and the follow graph's mirror.
+"""
 
 from django.conf import settings
 
@@ -25,12 +30,7 @@ def user_profile(user_id: int) -> str:
 
 # --- The follow graph's mirror (cache role) ---------------------------------------------
 #
-# Cache role, not state: the database is the source of truth and a lost set costs one
-# rebuild, so these sets are evictable copies. The cache role's failure policy fits
-# them too: reads fail open to the database, and a write that cannot reach Redis drops
-# the sets through the invalidation outbox (core.PendingInvalidation), so no set stays
-# wrong after an outage. On the state role they would take non-evicting memory for
-# data the database already holds, and a missed write would leave them wrong for good.
+# Evictable copies of accounts.Follow: a lost set costs one rebuild.
 
 FOLLOW_SET_TTL = 24 * 60 * 60  # seconds: bounds any drift (a deleted account) to a day
 FOLLOW_SET_MARKER = "-"  # a member no user id can be: a built set of nobody still exists
@@ -72,10 +72,8 @@ def user_profile_lock(user_id: int) -> str:
 
 # --- JSON Web Tokens (state role, accounts.tokens) ---------------------------------------
 #
-# State role, never the cache role: an evicted denylist entry is a revoked token
-# working again. Every key has a TTL no shorter than the life of the tokens it refuses,
-# after which there is nothing left for it to refuse. A token's own text is never
-# stored: only its id (jti), its family id and its owner's epoch.
+# State role: an evicted denylist entry would be a revoked token working again. Each
+# key outlives the tokens it refuses; a token's own text is never stored.
 
 REVOKED_MARGIN = 30  # seconds added to every TTL below: web hosts' clocks may differ this much
 
@@ -86,8 +84,8 @@ def longest_token_life() -> int:
 
 
 def jwt_revoked(jti: str) -> str:
-    """STRING ("logout" | "rotated"), state role, TTL the token's remaining life + REVOKED_MARGIN:
-    the denylist entry of one token, by its id (the reference article's blacklist, without the token)."""
+    """STRING ("logout", or the id of the refresh that spent it), state role, TTL the token's
+    remaining life + REVOKED_MARGIN: the denylist entry of one token, by its id."""
     return key("accounts", "jwt", jti, "revoked")
 
 
@@ -101,11 +99,7 @@ def user_token_epoch(user_id: int) -> str:
     """STRING (integer), state role, TTL longest_token_life() from the last bump: the user's token
     epoch, mirrored from User.token_epoch so the per-request check needs no database read.
 
-    A TTL, although the epoch is durable state: it exists to refuse tokens issued under an
-    earlier epoch, and once the longest token life has passed since the bump none of
-    those is alive. The database column stays the truth, checked whenever a process
-    loads the user (accounts.backends: at most USER_L1_TTL after the last load, and at
-    once when the invalidation bus drops its copy, as every bump does), so a lost or
-    expired mirror cannot bring a token back.
+    Expiry loses nothing: past the TTL no token of an earlier epoch is alive, and the
+    database column stays the truth whenever a process loads the user (accounts.backends).
     """
     return key("accounts", "user", user_id, "token_epoch")

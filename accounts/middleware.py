@@ -1,6 +1,14 @@
+"""Kestrel's session and authentication middleware: Django's, with Redis outages and
+anonymous requests handled.
+
+The session store is the state role: a session that cannot be saved is a 503, never a
+silent log-out. A request without a session cookie reads no session at all.
+"""
+
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
@@ -45,7 +53,8 @@ class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)
         if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-            request.user = SimpleLazyObject(lambda: _anonymous(request))
+            # Lazy, as Django's own middleware sets it: it becomes an AnonymousUser when used.
+            request.user = cast(AnonymousUser, SimpleLazyObject(lambda: _anonymous(request)))
 
 
 def _anonymous(request: HttpRequest) -> AnonymousUser:

@@ -1,4 +1,12 @@
+"""The accounts app's tables: the user (log-in by email, a public handle, a token epoch) and follows.
+
+Every door that writes a password or deactivates someone passes through User.save,
+which ends the person's tokens and sessions in the same transaction
+(accounts.services.user_tokens_revoke_all, imported there on purpose).
+"""
+
 from collections.abc import Iterator
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
@@ -6,6 +14,12 @@ from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
 from accounts.validators import validate_username
+
+# Column lengths, also the bounds of the forms and the API's serializers.
+USERNAME_MAX_LENGTH = 150
+EMAIL_MAX_LENGTH = 254
+NAME_MAX_LENGTH = 100
+BIO_MAX_LENGTH = 500
 
 
 class User(AbstractUser):
@@ -16,28 +30,24 @@ class User(AbstractUser):
     by the database so that two concurrent sign-ups cannot both win.
     """
 
-    # AbstractUser's field, with a validator that refuses "@": people log in by email
-    # only, and a handle must never pass for someone's address.
+    # AbstractUser's field, with a validator that refuses "@": a handle must never pass
+    # for someone's address.
     username = models.CharField(
         "username",
-        max_length=150,
+        max_length=USERNAME_MAX_LENGTH,
         unique=True,
         help_text="Required. 150 characters or fewer. Letters, digits and ./+/-/_ only.",
         validators=[validate_username],
         error_messages={"unique": "A user with that username already exists."},
     )
-    email = models.EmailField("email address", unique=True)
-    name = models.CharField("display name", max_length=100, blank=True)
-    bio = models.TextField(max_length=500, blank=True)
-    # Fencing number (core.locks) of the last profile edit: an edit whose lock expired
-    # before it wrote cannot overwrite a later edit. Internal, never shown.
+    email = models.EmailField("email address", max_length=EMAIL_MAX_LENGTH, unique=True)
+    name = models.CharField("display name", max_length=NAME_MAX_LENGTH, blank=True)
+    bio = models.TextField(max_length=BIO_MAX_LENGTH, blank=True)
+    # Fencing number (core.locks) of the last profile edit. Internal, never shown.
     profile_fence = models.BigIntegerField(default=0, editable=False)
-    # "Log out everywhere" (accounts.services.user_tokens_revoke_all): every JSON Web
-    # Token carries the epoch it was issued under and is refused once this has moved
-    # past it; the session hash below mixes it in, so sessions end too. The database
-    # holds the truth (Redis mirrors it for the per-request check, accounts.keys.
-    # user_token_epoch): losing Redis can never bring a revoked token back. Only ever
-    # written by an UPDATE ... SET token_epoch = token_epoch + 1.
+    # Tokens issued under an earlier epoch are refused, and sessions end (the session
+    # hash mixes it in). The truth, which Redis mirrors (keys.user_token_epoch); only
+    # ever written by an UPDATE ... SET token_epoch = token_epoch + 1.
     token_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
@@ -46,13 +56,9 @@ class User(AbstractUser):
             models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
         ]
 
-    # Every way a password changes (the API, the admin, `manage.py changepassword`, a
-    # shell's set_password() and save()) ends the person's tokens and sessions here, in
-    # the save that writes it, so that no door can forget to; set by set_password and
-    # set_unusable_password, consumed by that save. So does every save that writes
-    # is_active=False: a deactivation ends them as exactly as a password change, in
-    # every process at once (the epoch is checked on every request), not when a cached
-    # copy of the user expires. (QuerySet.update(is_active=False) writes no epoch: use save.)
+    # Set by set_password and set_unusable_password, consumed by the save that writes the
+    # password: that save ends the person's tokens and sessions, so no door can forget to.
+    # So does a save that writes is_active=False (QuerySet.update writes no epoch).
     _password_replaced = False
     _rehashing = False
 
@@ -61,7 +67,7 @@ class User(AbstractUser):
         if not self._rehashing:
             self._password_replaced = True
 
-    def check_password(self, raw_password: str | None) -> bool:
+    def check_password(self, raw_password: str) -> bool:
         # A right password stored under an outdated hasher is re-hashed and saved from
         # here (set_password, then save): the same password, so nobody is logged out.
         self._rehashing = True
@@ -74,7 +80,10 @@ class User(AbstractUser):
         super().set_unusable_password()
         self._password_replaced = True
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; one that writes a new password or is_active=False also bumps the token epoch
+        in the same transaction (user_tokens_revoke_all). Saving an existing row never
+        writes token_epoch: without update_fields it writes every other loaded column."""
         if kwargs.get("update_fields") is None and not self._state.adding:
             # A save of an instance loaded before a bump must not write its stale epoch
             # back: that would bring the tokens the bump ended back to life.
@@ -100,13 +109,13 @@ class User(AbstractUser):
         if writes_password:
             self._password_replaced = False
 
-    # Django ends every session whose stored hash no longer matches this one (on each
-    # request, in django.contrib.auth.get_user). Mixing in the token epoch makes "log out
-    # everywhere" end the person's sessions as well as their tokens, at no extra cost.
     def get_session_auth_hash(self) -> str:
+        """Django's session hash with the token epoch mixed in: a bump ends every session,
+        as Django ends a session whose stored hash no longer matches (auth.get_user)."""
         return self._with_token_epoch(super().get_session_auth_hash())
 
     def get_session_auth_fallback_hash(self) -> Iterator[str]:
+        """The hashes under SECRET_KEY_FALLBACKS, with the token epoch mixed in as above."""
         for password_hash in super().get_session_auth_fallback_hash():
             yield self._with_token_epoch(password_hash)
 

@@ -1,30 +1,38 @@
-"""Reads of the accounts app."""
+"""Reads of the accounts app: public profiles, the follow graph, who a request counts as.
+
+Profiles are cache-aside (core.cacheaside, family "user"); the follow graph is read
+from its Redis mirror (sets on the cache role), rebuilt from accounts.Follow when
+missing. Cache role throughout: every read fails open to the database.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
-from redis.exceptions import WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from accounts import keys
 from accounts.models import Follow, User
 from core import cacheaside, metrics
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.batching import chunks
+from core.rebuild import Lease, rebuild
+from core.redis import fail_open, get_redis
 
 logger = logging.getLogger(__name__)
 
+# Public profiles: L1 5 s, Redis keys.USER_TTL, a missing user keys.USER_MISSING_TTL.
 USER = cacheaside.register(
     cacheaside.Family("user", keys.user_profile, ttl=keys.USER_TTL, missing_ttl=keys.USER_MISSING_TTL, l1_ttl=5.0)
 )
 
 
 def user_me(*, user: User) -> dict:
-    """What /api/me returns: the article's userId and email, plus the handle."""
+    """What /api/me returns: {"userId", "email", "username", "isStaff"}."""
     return {"userId": user.pk, "email": user.email, "username": user.username, "isStaff": user.is_staff}
 
 
@@ -34,6 +42,7 @@ PROFILE_FIELDS = frozenset({"username", "name", "bio", "date_joined", "is_active
 
 
 def user_to_profile(user: User) -> dict:
+    """The public profile of `user` as the API shows it, and as the "user" family caches it."""
     return {
         "id": user.pk,
         "username": user.username,
@@ -44,7 +53,11 @@ def user_to_profile(user: User) -> dict:
 
 
 def user_profile(*, user_id: int) -> dict | None:
-    """A public profile (cache-aside: L1, Redis, then the database), None if no such user."""
+    """A public profile, None if there is no such active user.
+
+    Cache-aside (core.cacheaside): this process's L1, then Redis (keys.user_profile,
+    USER_TTL, cache role), then the database. Fails open to the database.
+    """
     return cacheaside.get_or_load(USER, user_id, lambda: _load_profile(user_id))
 
 
@@ -63,10 +76,6 @@ def _load_profiles(user_ids: list[int]) -> dict[int, dict]:
     return {user.pk: user_to_profile(user) for user in User.objects.filter(pk__in=user_ids, is_active=True)}
 
 
-def user_by_username(*, username: str) -> User | None:
-    return User.objects.filter(username__iexact=username, is_active=True).first()
-
-
 def user_rate_limit_account(*, user_id: int, user: User | None = None) -> str | None:
     """settings.KESTREL_RATE_LIMIT_USER_ACCOUNT: the account the log-in limits count a
     signed-in person under on a password change: their email, as their log-ins name it.
@@ -81,14 +90,9 @@ def user_rate_limit_account(*, user_id: int, user: User | None = None) -> str | 
 
 # --- The follow graph -----------------------------------------------------------------
 #
-# The database (accounts.Follow) is the truth; Redis holds a mirror on the cache role:
-# per user, a SET of follower ids and a SET of followee ids, each with a marker member
-# so that a built set of nobody still exists (Redis deletes empty sets) and a missing
-# key always means "rebuild". Writes keep built sets current after commit
-# (accounts.services); a missing set is rebuilt here, under a lease that those writes
-# delete, so a rebuild whose database read predates a follow never stores its result.
-#
-# Failure policy: cache role, so every read fails open to the database.
+# accounts.Follow is the truth; the cache role mirrors it per user in two SETs, each with
+# a marker member so that a built empty set exists. Missing sets are rebuilt here under a
+# lease; follows update built sets after commit (accounts.services.follow_mirror_update).
 
 FOLLOWERS = cacheaside.register(cacheaside.Family("followers", keys.user_followers, ttl=keys.FOLLOW_SET_TTL))
 FOLLOWING = cacheaside.register(cacheaside.Family("following", keys.user_following, ttl=keys.FOLLOW_SET_TTL))
@@ -97,24 +101,28 @@ FOLLOWING = cacheaside.register(cacheaside.Family("following", keys.user_followi
 
 SADD_CHUNK = 1_000  # members per SADD when a rebuild stores a big set
 _MARKER = keys.FOLLOW_SET_MARKER.encode()
+_GRAPH_UNAVAILABLE = "Cache role unavailable reading the follow graph; using the database"
 
 
 @dataclass(frozen=True)
 class _Mirror:
+    """One side of the follow graph's mirror: its family (key builder, TTL), the key
+    builder of its rebuild lease, and the ids its set holds, as a database query."""
+
     family: cacheaside.Family
-    lease: Callable[[int], str]
-    ids: Callable[[int], QuerySet]  # the ids the set holds, from the database
+    lease_key: Callable[[int], str]
+    ids: Callable[[int], QuerySet[Follow, int]]
 
     def key(self, user_id: int) -> str:
         return self.family.key(user_id)
 
 
-_FOLLOWERS = _Mirror(
+_FOLLOWERS_MIRROR = _Mirror(
     FOLLOWERS,
     keys.user_followers_rebuild,
     lambda user_id: Follow.objects.filter(followee_id=user_id).values_list("follower_id", flat=True),
 )
-_FOLLOWING = _Mirror(
+_FOLLOWING_MIRROR = _Mirror(
     FOLLOWING,
     keys.user_following_rebuild,
     lambda user_id: Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True),
@@ -125,35 +133,42 @@ def follow_exists(*, follower_id: int, followee_id: int) -> bool:
     """Whether `follower_id` follows `followee_id`: one SMISMEMBER on the follower's set.
 
     The follower's set, not the followee's: people follow hundreds, the popular are
-    followed by millions, and a rebuild costs what the set holds.
+    followed by millions, and a rebuild costs what the set holds. Fails open to the
+    database (cache role).
     """
     if follower_id == followee_id:
         return False
     client = get_redis("cache")
-    try:
-        built, member = client.smismember(_FOLLOWING.key(follower_id), [keys.FOLLOW_SET_MARKER, followee_id])
+    ids: set[int] | None = None
+    # Cache role: the database answers; the page is slower, not wrong.
+    with fail_open("cache.error", _GRAPH_UNAVAILABLE, log=logger, family=FOLLOWING.name):
+        built, member = client.smismember(_FOLLOWING_MIRROR.key(follower_id), [keys.FOLLOW_SET_MARKER, followee_id])
         if built:
             metrics.incr("cache.hit", family=FOLLOWING.name, tier="redis")
             return bool(member)
-        ids = _rebuild(client, _FOLLOWING, follower_id)
-    except UNAVAILABLE_ERRORS as exc:
-        _fail_open(FOLLOWING, exc)
-        ids = None
+        ids = _rebuild(client, _FOLLOWING_MIRROR, follower_id)
     if ids is None:
         return Follow.objects.filter(follower_id=follower_id, followee_id=followee_id).exists()
     return followee_id in ids
 
 
-def follow_counts(*, user_id: int) -> dict:
-    """{"followers": n, "following": m}: two SCARDs in one round trip (minus the markers)."""
+def follow_counts(*, user_id: int) -> dict[str, int]:
+    """{"followers": n, "following": m}: two SCARDs in one round trip (minus the markers).
+
+    A missing set is rebuilt; fails open to COUNT queries (cache role).
+    """
     client = get_redis("cache")
     counts: dict[str, int] = {}
-    try:
+    # Cache role: the database answers; the page is slower, not wrong.
+    with fail_open("cache.error", _GRAPH_UNAVAILABLE, log=logger, family=FOLLOWERS.name):
         pipe = client.pipeline(transaction=False)
-        pipe.scard(_FOLLOWERS.key(user_id))
-        pipe.scard(_FOLLOWING.key(user_id))
+        pipe.scard(_FOLLOWERS_MIRROR.key(user_id))
+        pipe.scard(_FOLLOWING_MIRROR.key(user_id))
         stored = pipe.execute()
-        for name, mirror, cardinality in (("followers", _FOLLOWERS, stored[0]), ("following", _FOLLOWING, stored[1])):
+        for name, mirror, cardinality in (
+            ("followers", _FOLLOWERS_MIRROR, stored[0]),
+            ("following", _FOLLOWING_MIRROR, stored[1]),
+        ):
             if cardinality:  # a built set always holds its marker: 0 means missing
                 metrics.incr("cache.hit", family=mirror.family.name, tier="redis")
                 counts[name] = cardinality - 1
@@ -161,58 +176,54 @@ def follow_counts(*, user_id: int) -> dict:
             ids = _rebuild(client, mirror, user_id)
             if ids is not None:
                 counts[name] = len(ids)
-    except UNAVAILABLE_ERRORS as exc:
-        _fail_open(FOLLOWERS, exc)
     if "followers" not in counts:
-        counts["followers"] = _FOLLOWERS.ids(user_id).count()
+        counts["followers"] = _FOLLOWERS_MIRROR.ids(user_id).count()
     if "following" not in counts:
-        counts["following"] = _FOLLOWING.ids(user_id).count()
+        counts["following"] = _FOLLOWING_MIRROR.ids(user_id).count()
     return counts
 
 
 def follower_ids(*, user_id: int) -> list[int]:
-    """Every follower id of `user_id` in one SMEMBERS: for the few followers of most people.
+    """Every follower id of `user_id`, sorted, in one SMEMBERS: for most people's few followers.
 
-    A big set in one reply blocks Redis and the caller; `follower_id_batches` scans it.
+    A big set in one reply blocks Redis and the caller: follower_id_batches scans it.
+    Fails open to the database (cache role).
     """
     client = get_redis("cache")
-    try:
-        members = client.smembers(_FOLLOWERS.key(user_id))
+    ids: set[int] | None = None
+    # Cache role: the database answers; the page is slower, not wrong.
+    with fail_open("cache.error", _GRAPH_UNAVAILABLE, log=logger, family=FOLLOWERS.name):
+        members = client.smembers(_FOLLOWERS_MIRROR.key(user_id))
         if members:
             metrics.incr("cache.hit", family=FOLLOWERS.name, tier="redis")
             return sorted(int(member) for member in members if member != _MARKER)
-        ids = _rebuild(client, _FOLLOWERS, user_id)
-    except UNAVAILABLE_ERRORS as exc:
-        _fail_open(FOLLOWERS, exc)
-        ids = None
-    return sorted(ids if ids is not None else _FOLLOWERS.ids(user_id))
+        ids = _rebuild(client, _FOLLOWERS_MIRROR, user_id)
+    return sorted(ids if ids is not None else _FOLLOWERS_MIRROR.ids(user_id))
 
 
 def follower_id_batches(*, user_id: int, size: int) -> Iterator[list[int]]:
     """Every follower id of `user_id` once, in lists of at most `size`.
 
-    From the mirror by SSCAN (COUNT `size`): a million followers never travel in one
-    reply, and Redis answers other clients between the calls. SSCAN may return a member
-    twice (the set can rehash between calls), so ids already yielded are skipped.
+    From the mirror by SSCAN (COUNT `size`), skipping the ids SSCAN repeats; after a
+    rebuild, from the ids it loaded; with Redis away, from the database by keyset pages.
     """
     client = get_redis("cache")
-    try:
-        built = client.exists(_FOLLOWERS.key(user_id))
-        ids = None if built else _rebuild(client, _FOLLOWERS, user_id)
-    except UNAVAILABLE_ERRORS as exc:
-        _fail_open(FOLLOWERS, exc)
-        built, ids = False, None
+    built, ids = False, None
+    # Cache role: the database answers; the fan-out is slower, not wrong.
+    with fail_open("cache.error", _GRAPH_UNAVAILABLE, log=logger, family=FOLLOWERS.name):
+        built = bool(client.exists(_FOLLOWERS_MIRROR.key(user_id)))
+        ids = None if built else _rebuild(client, _FOLLOWERS_MIRROR, user_id)
 
     if built:
         metrics.incr("cache.hit", family=FOLLOWERS.name, tier="redis")
-        yield from _scan_batches(client, _FOLLOWERS.key(user_id), size)
+        yield from _scan_batches(client, _FOLLOWERS_MIRROR.key(user_id), size)
     elif ids is not None:
-        yield from _chunks(sorted(ids), size)
+        yield from map(list, chunks(sorted(ids), size))
     else:
         yield from _database_batches(user_id, size)
 
 
-def _scan_batches(client, key: str, size: int) -> Iterator[list[int]]:
+def _scan_batches(client: Redis, key: str, size: int) -> Iterator[list[int]]:
     seen: set[int] = set()
     pending: list[int] = []
     cursor = 0
@@ -249,48 +260,32 @@ def _database_batches(user_id: int, size: int) -> Iterator[list[int]]:
         last = rows[-1][0]
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _rebuild(client: Redis, mirror: _Mirror, user_id: int) -> set[int] | None:
+    """Store `user_id`'s set from the database (core.rebuild, under the mirror's lease).
 
-
-def _rebuild(client, mirror: _Mirror, user_id: int) -> set[int] | None:
-    """Store `user_id`'s set from the database; the ids stored, or None if not stored.
-
-    None when another process holds the rebuild lease (it is reading the same rows) or
-    when a follow changed the set during our read: the follow deleted the lease we
-    WATCH, and our copy may predate it. Either way the caller answers from the
-    database and a later read rebuilds.
+    The ids stored, or None when another process holds the lease or a follow deleted
+    it during the read (our copy may predate that follow): the caller then asks the
+    database. Redis errors propagate to the caller's fail_open.
     """
-    set_key, lease_key = mirror.key(user_id), mirror.lease(user_id)
     metrics.incr("cache.miss", family=mirror.family.name)
-    if not client.set(lease_key, uuid.uuid4().hex, nx=True, px=keys.FOLLOW_REBUILD_LEASE_MS):
-        metrics.incr("cache.wait", family=mirror.family.name)
-        return None
-    try:
-        with client.pipeline(transaction=True) as pipe:
-            pipe.watch(lease_key)
-            ids = set(mirror.ids(user_id).iterator(chunk_size=10_000))
-            pipe.multi()
-            pipe.delete(set_key)
-            pipe.sadd(set_key, keys.FOLLOW_SET_MARKER)
-            for chunk in _chunks(sorted(ids), SADD_CHUNK):
-                pipe.sadd(set_key, *chunk)
-            # Jittered, so sets built together (after a restart) are not rebuilt together.
-            pipe.expire(set_key, round(keys.FOLLOW_SET_TTL * random.uniform(0.9, 1.1)))  # noqa: S311 - jitter, not crypto  # nosec B311
-            pipe.delete(lease_key)
-            pipe.execute()
-    except WatchError:
-        metrics.incr("cache.rebuild_raced", family=mirror.family.name)
-        return None
-    metrics.incr("cache.load", family=mirror.family.name)
-    return ids
+    set_key = mirror.key(user_id)
 
+    def store(pipe: Pipeline, ids: set[int]) -> None:
+        pipe.delete(set_key)
+        pipe.sadd(set_key, keys.FOLLOW_SET_MARKER)
+        for chunk in chunks(sorted(ids), SADD_CHUNK):
+            pipe.sadd(set_key, *chunk)
+        # Jittered, so sets built together (after a restart) are not rebuilt together.
+        pipe.expire(set_key, round(keys.FOLLOW_SET_TTL * random.uniform(0.9, 1.1)))  # noqa: S311 - jitter, not crypto  # nosec B311
 
-def _fail_open(family: cacheaside.Family, exc: Exception) -> None:
-    # Cache role: fail open. The database answers; the page is slower, not wrong.
-    metrics.incr("cache.error", family=family.name)
-    logger.warning("Cache role unavailable reading the follow graph; using the database: %s", exc)
+    rebuilt = rebuild(
+        client,
+        family=mirror.family.name,
+        load=lambda: set(mirror.ids(user_id).iterator(chunk_size=10_000)),
+        store=store,
+        lease=Lease(mirror.lease_key(user_id), ttl_ms=keys.FOLLOW_REBUILD_LEASE_MS),
+    )
+    return rebuilt.value if rebuilt.stored else None
 
 
 def _follow_page(rows: QuerySet, *, who: str, count: int, before: int | None) -> dict:

@@ -1,4 +1,9 @@
-"""Writes of the accounts app."""
+"""Writes of the accounts app: sign-up, passwords, log out everywhere, profiles, the follow mirror.
+
+Cache invalidations and Redis mirrors run after commit. The profile lock is on the
+state role and fails closed (503); the follow graph's mirror is on the cache role and
+a write it misses drops the sets instead (core.cacheaside's invalidation outbox).
+"""
 
 from __future__ import annotations
 
@@ -24,11 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 def user_create(*, email: str, username: str, password: str, is_staff: bool = False) -> User:
-    """Create a user; ValidationError (per field) on a taken email or username or a weak password.
+    """Create a user and queue their welcome mail after commit.
 
-    Uniqueness is checked first for a friendly message, and enforced by the
-    database's case-insensitive constraints for the race where two sign-ups for the
-    same address arrive together.
+    ValidationError (per field) on a taken email or username, in any case, or a weak
+    password; the database's case-insensitive constraints settle two sign-ups racing.
     """
     email = User.objects.normalize_email(email).strip().lower()
     username = username.strip()
@@ -69,13 +73,12 @@ def user_create(*, email: str, username: str, password: str, is_staff: bool = Fa
 
 
 def user_tokens_revoke_all(*, user: User) -> int:
-    """Log out everywhere: every token of the user is refused from now on, in O(1).
+    """Log out everywhere: every token and session of the user is refused from now on, in O(1).
 
-    Bumps the user's token epoch (every token carries the epoch it was issued under)
-    in the database, which every authenticated request checks, and, after commit, in
-    its Redis mirror, which the per-request script checks. Through the session hash
-    (User.get_session_auth_hash) every session of the user ends too. Returns the new
-    epoch, also set on `user`.
+    Bumps User.token_epoch in the database (the truth) and, after commit, its Redis
+    mirror (keys.user_token_epoch) and the credentials_revoked signal. Sessions end
+    through the session hash, which mixes the epoch in. Returns the new epoch, also
+    set on `user`.
     """
     with transaction.atomic():
         # An UPDATE, never a save() of a possibly stale row: two concurrent bumps both count.
@@ -88,10 +91,10 @@ def user_tokens_revoke_all(*, user: User) -> int:
 
 
 def user_change_password(*, user: User, old_password: str, new_password: str) -> User:
-    """Change a password; ValidationError per field ("old", "new"). Logs the user out
-    everywhere (every token and every session; User.save does it for every password
-    change): whoever knew the old password, or held a token, is out. The caller keeps
-    its own session with update_session_auth_hash.
+    """Change a password; ValidationError per field ("old", "new").
+
+    The save logs the user out everywhere (User.save does for every password change);
+    the caller keeps its own session with update_session_auth_hash.
     """
     if not user.check_password(old_password):
         raise ValidationError({"old": ["Your current password is not correct."]})
@@ -111,10 +114,10 @@ class ProfileBeingUpdated(Exception):
 def user_update_profile(*, user: User, name: str | None = None, bio: str | None = None) -> User:
     """Change the public profile; ValidationError per field, ProfileBeingUpdated while another edit runs.
 
-    One edit per profile at a time (the reference article's lock: no waiting, the API
-    answers 409), and the write is fenced: an edit that stalled past the lock's TTL
-    cannot overwrite a later one. Call it outside a transaction, so that the lock
-    covers the commit. The cache is dropped after commit.
+    One edit per profile at a time, without waiting (keys.user_profile_lock, state role,
+    fails closed), fenced so that an edit that outlived its lock cannot overwrite a later
+    one. Call it outside a transaction, so that the lock covers the commit. The cached
+    profile is dropped after commit.
     """
     values: dict[str, str] = {}
     if name is not None:
@@ -144,8 +147,7 @@ def user_update_profile(*, user: User, name: str | None = None, bio: str | None 
 
 # --- The follow graph's Redis mirror -----------------------------------------------------
 #
-# Follows and unfollows are feeds' actions (feeds.services.follow_create, follow_delete),
-# which call this after commit: the sets are accounts' cache of the graph (accounts.selectors).
+# Follows are feeds' writes (feeds.services), which call this after commit.
 
 
 _MIRROR_UPDATE_LUA = """
@@ -173,7 +175,11 @@ def _mirror_update_script() -> Script:
 
 
 def follow_mirror_update(*, follower_id: int, followee_id: int, added: bool) -> None:
-    """Apply a committed follow (or unfollow) to both Redis sets: one script, one round trip."""
+    """Apply a committed follow (or unfollow) to both Redis sets: one script, one round trip.
+
+    Only built sets change, and both rebuild leases are deleted. Cache role: if Redis
+    does not answer, both sets are dropped instead (invalidate_now, its outbox).
+    """
     try:
         _mirror_update_script()(
             keys=[

@@ -4,13 +4,14 @@ Keys: accounts.keys.session, TTL the session's age. A Redis outage raises instea
 reading as "no session"; saving is one atomic SET XX, so a logout racing a request
 cannot resurrect the session. Each process remembers whose a session is (a hint, never
 trusted alone), so that the rate limiter's script reads it with the user's token epoch
-(rate_limit_credential, accounts.revocation), or one MGET when no script runs.
+(session_rate_limit_credential, accounts.revocation), or one MGET when no script runs.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -23,6 +24,9 @@ from accounts import keys, revocation
 from accounts.backends import mirrored_epoch, session_epoch_seen
 from core.l1 import MISS, LocalCache
 from core.ratelimit.guard import Credential, GuardVerdict
+
+if TYPE_CHECKING:
+    from django_redis.cache import RedisCache
 
 # Sessions per process whose user is remembered; past it the least recently used is
 # forgotten, and its next request reads the session in a round trip of its own again.
@@ -62,28 +66,33 @@ class SessionStore(CacheSessionStore):
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
-        self.store = caches[settings.SESSION_CACHE_ALIAS]
+        # django-redis's RedisCache (settings.CACHES): its raw client and SET XX are used here.
+        self.store: RedisCache = caches[settings.SESSION_CACHE_ALIAS]
 
     @property
     def cache_key(self) -> str:
-        return keys.session(self._get_or_create_session_key())
+        # SessionBase's own helper, which the stubs leave out.
+        return keys.session(self._get_or_create_session_key())  # type: ignore[attr-defined]
 
-    def redis_key(self) -> str:
-        """The key Redis holds this session under, as the cache backend writes it."""
-        return self.store.make_key(keys.session(self.session_key))
+    def redis_key(self, session_key: str) -> str:
+        """The key Redis holds session `session_key` under, as the cache backend writes it."""
+        return str(self.store.make_key(keys.session(session_key)))
 
     def is_loaded(self) -> bool:
         return hasattr(self, "_session_cache")
 
-    def load(self) -> dict:
-        user_id = session_user_hint(self.session_key) if self.session_key else None
-        if user_id is None:
+    def load(self) -> dict[str, Any]:
+        session_key = self.session_key
+        user_id = session_user_hint(session_key) if session_key else None
+        if not session_key or user_id is None:
             session_data = self.store.get(self.cache_key)
             _seen_epoch(session_data, user_id=None, raw_epoch=None)
         else:
             # A session whose user this process knows: its user's token epoch in the
             # same round trip (keys on one primary, as the limiter's script assumes).
-            raw, raw_epoch = self.store.client.get_client().mget([self.redis_key(), keys.user_token_epoch(user_id)])
+            raw, raw_epoch = self.store.client.get_client().mget(
+                [self.redis_key(session_key), keys.user_token_epoch(user_id)]
+            )
             session_data = None if raw is None else self.store.client.decode(raw)
             _seen_epoch(session_data, user_id=user_id, raw_epoch=raw_epoch)
         if session_data is not None:
@@ -115,12 +124,15 @@ class SessionStore(CacheSessionStore):
         self.preload(data)
 
     def exists(self, session_key: str | None) -> bool:
-        return bool(session_key) and self.store.has_key(keys.session(session_key))
+        if not session_key:
+            return False
+        return bool(self.store.has_key(keys.session(session_key)))
 
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
-        data = self._get_session(no_load=must_create)
+        # SessionBase's own helper, which the stubs leave out.
+        data = self._get_session(no_load=must_create)  # type: ignore[attr-defined]
         if must_create:
             if not self.store.add(self.cache_key, data, self.get_expiry_age()):
                 raise CreateError
@@ -150,7 +162,7 @@ def _seen_epoch(data: dict | None, *, user_id: int | None, raw_epoch: bytes | No
         session_epoch_seen(user_id=user_id, epoch=mirrored_epoch(raw_epoch))
 
 
-def rate_limit_credential(request: HttpRequest) -> Credential | None:
+def session_rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a session request is, for the rate limiter, without reading the session first.
 
     Only for a session whose user this process already knows: the request counts as
@@ -163,10 +175,11 @@ def rate_limit_credential(request: HttpRequest) -> Credential | None:
     store = getattr(request, "session", None)
     if not isinstance(store, SessionStore) or not store.session_key or store.is_loaded():
         return None
-    user_id = session_user_hint(store.session_key)
+    session_key = store.session_key
+    user_id = session_user_hint(session_key)
     if user_id is None:
         return None
-    guard = revocation.session_guard(redis_key=store.redis_key(), user_id=user_id)
+    guard = revocation.session_guard(redis_key=store.redis_key(session_key), user_id=user_id)
     return Credential(
         user_id=user_id, guard=guard, on_verdict=functools.partial(store.preload_verdict, user_id=user_id)
     )

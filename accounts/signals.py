@@ -1,4 +1,10 @@
-"""Cache invalidation for users: any save or delete, from any code path, and epoch bumps."""
+"""Cache invalidation for users: any save or delete, from any code path, and epoch bumps.
+
+Receivers only invalidate (core.cacheaside.invalidate, after commit): the public
+profile ("user"), the user row each process keeps (AUTH_USER) and follow sets.
+"""
+
+from typing import Any
 
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
@@ -15,16 +21,15 @@ UNCACHED_FIELDS = frozenset({"last_login"})
 
 @receiver(post_save, sender=User, dispatch_uid="accounts.user_saved")
 @receiver(post_delete, sender=User, dispatch_uid="accounts.user_deleted")
-def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) -> None:
-    # A save of other columns only (every log-in writes last_login, a password change
-    # the password) leaves the cached profile right: dropping it would cost every
-    # server's L1 and a database read for nothing. A save without update_fields (a new
-    # user) and a delete always drop it. Either way the message drops the user's row
-    # that authentication keeps in each process (AUTH_USER, dropped with USER too),
-    # which holds every column.
-    # A log-in's save of last_login alone drops nothing: no request decides anything
-    # on it, so a copy with the previous value is as good.
-    # After commit (inside invalidate), never inside the transaction.
+def drop_cached_profile(
+    sender: type[User], instance: User, update_fields: frozenset[str] | None = None, **kwargs: Any
+) -> None:
+    """Drop the cached profile when a column it shows may have changed (or the user went),
+    else only the user row each process keeps; a save of last_login alone drops nothing.
+
+    A save without update_fields and a delete always drop the profile, and with it the
+    AUTH_USER copies (dropped_with).
+    """
     if update_fields is not None and set(update_fields) <= UNCACHED_FIELDS:
         return
     if update_fields is not None and not PROFILE_FIELDS.intersection(update_fields):
@@ -34,10 +39,9 @@ def drop_cached_profile(sender, instance: User, update_fields=None, **kwargs) ->
 
 
 @receiver(credentials_revoked, sender=User, dispatch_uid="accounts.user_epoch_bumped")
-def drop_cached_user_row(sender, user_id: int, **kwargs) -> None:
-    # An epoch bump is an UPDATE (no post_save). Every request already checks the copy
-    # against Redis's mirror of the epoch; this drop also covers a mirror write that
-    # failed. Sent after commit.
+def drop_cached_user_row(sender: type[User], user_id: int, **kwargs: Any) -> None:
+    """After an epoch bump (an UPDATE: no post_save), drop every process's copy of the user
+    row: this also covers a mirror write that failed."""
     invalidate(AUTH_USER.name, user_id)
 
 
@@ -47,8 +51,9 @@ NEIGHBOURS_INVALIDATED_MAX = 10_000
 
 
 @receiver(pre_delete, sender=User, dispatch_uid="accounts.user_deleting")
-def drop_neighbours_follow_sets(sender, instance: User, **kwargs) -> None:
-    # Before the cascade removes the Follow rows that say who the neighbours are.
+def drop_neighbours_follow_sets(sender: type[User], instance: User, **kwargs: Any) -> None:
+    """Before a user is deleted, drop their follow sets and up to NEIGHBOURS_INVALIDATED_MAX
+    of each neighbour's set that names them (pre_delete: the cascade removes the rows)."""
     followers = Follow.objects.filter(followee=instance).values_list("follower_id", flat=True)
     followees = Follow.objects.filter(follower=instance).values_list("followee_id", flat=True)
     for user_id in followers[:NEIGHBOURS_INVALIDATED_MAX]:

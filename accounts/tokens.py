@@ -28,7 +28,7 @@ from accounts.models import User
 from core import metrics
 from core.commit import after_commit
 from core.ratelimit.guard import Credential
-from core.redis import get_redis, is_unavailable
+from core.redis import fail_open, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class RevokedToken(TokenError):
 
 @dataclass(frozen=True)
 class Claims:
+    """A decoded token's claims, each checked for shape (token_decode): its user, its
+    id (jti), ACCESS or REFRESH, its times, the epoch it was issued under, its family."""
+
     user_id: int
     jti: str
     type: str  # ACCESS | REFRESH
@@ -71,6 +74,8 @@ class Claims:
 
 @dataclass(frozen=True)
 class TokenPair:
+    """An access and a refresh token of one family, with their lifetimes in seconds."""
+
     access: str
     refresh: str
     access_lifetime: int  # seconds
@@ -239,7 +244,7 @@ def token_authenticate(request: HttpRequest, *, now: float | None = None) -> tup
     return _token_user(claims, epoch=mirrored_epoch(verdict.generation_value)), claims
 
 
-def rate_limit_credential(request: HttpRequest) -> Credential | None:
+def bearer_rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a bearer request is, for the limiter (accounts.authentication.rate_limit_credential).
 
     Only the signature and claims are checked here (microseconds, no I/O); the guard
@@ -338,12 +343,11 @@ credentials_revoked = Signal()
 
 
 def tokens_revoke(*, claims: list[Claims], now: float | None = None) -> None:
-    """Log out: each token's id on the denylist for its remaining life, and its family
-    (every token of that log-in) with it. One round trip whatever the number of tokens.
+    """Log out: each token's id on the denylist (keys.jwt_revoked) for its remaining life
+    plus REVOKED_MARGIN, and its family (keys.jwt_family_revoked) with it.
 
-    The article's TTL (the token's remaining life) plus a margin for clock skew: past
-    it, the token is refused as expired anyway. Raises if Redis does not answer: a
-    logout that did not happen must not look as if it did.
+    One round trip whatever the number of tokens. State role, fails closed: raises if
+    Redis does not answer, so a logout that did not happen never looks as if it did.
     """
     now = _now(now)
     pipe = get_redis("state").pipeline(transaction=False)
@@ -377,22 +381,19 @@ def _epoch_publish_script() -> Script:
 
 
 def token_epoch_publish(*, user_id: int, epoch: int) -> None:
-    """Mirror a committed epoch bump into Redis, for the per-request check.
+    """Mirror a committed epoch bump into Redis (keys.user_token_epoch), for the per-request check.
 
-    Called after commit. If Redis does not answer, the bump still stands: the database
-    holds it, every process's copy of the user is dropped through the invalidation bus
-    (accounts.signals, its outbox if the cache role is down too) and read again from
-    the database, whose epoch refuses the old tokens and sessions; only the rate
-    limiter keeps counting them as their user until the next bump. Logged and counted.
+    Called after commit; the script only ever raises the mirror. Fails open (counted as
+    tokens.epoch_publish_error, logged): the database holds the bump, and every process
+    reloads the user from it once the invalidation bus drops its copy.
     """
-    try:
+    # Fails open although on the state role: the database already holds the bump, which
+    # refuses the old tokens and sessions wherever the user is loaded from it.
+    with fail_open(
+        "tokens.epoch_publish_error", "Token epoch %s of user %s not mirrored to Redis", epoch, user_id, log=logger
+    ):
         _epoch_publish_script()(
             keys=[keys.user_token_epoch(user_id)],
             args=[epoch, keys.longest_token_life() * 1000],
             client=get_redis("state"),
         )
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        metrics.incr("tokens.epoch_publish_error")
-        logger.warning("Token epoch %s of user %s not mirrored to Redis: %s", epoch, user_id, exc)

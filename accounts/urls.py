@@ -1,3 +1,5 @@
+"""The accounts app's URLs: site pages (site_urlpatterns) and API (api_urlpatterns), mounted by config.urls."""
+
 from django.urls import path
 
 import core.converters  # noqa: F401 - registers the <id:...> converter

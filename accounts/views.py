@@ -19,6 +19,7 @@ from accounts.services import user_create
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """/signup: the form; a valid one creates the account (user_create), logs in, goes home."""
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -36,6 +37,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
+    """/login: log in by email; then to `next` if it is on this site, else home."""
     form = LoginForm(request.POST or None)
     next_url = request.POST.get("next") or request.GET.get("next") or ""
     if request.method == "POST" and form.is_valid():
@@ -52,6 +54,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
+    """/logout (POST only): end the session and go home."""
     logout(request)
     messages.info(request, "You have been logged out.")
     return redirect("home")

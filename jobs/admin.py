@@ -1,3 +1,5 @@
+"""The jobs admin: job rows and report files; RQ's own dashboard (/admin/rq/) shows the queues."""
+
 from django.contrib import admin
 
 from jobs.models import Job, Report
@@ -16,5 +18,7 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
+    """Activity report files, one per report job."""
+
     list_display = ["job", "owner", "created_at"]
     raw_id_fields = ["owner", "job"]

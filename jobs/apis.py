@@ -1,21 +1,24 @@
-"""Job API: the reference article's POST /api/send-email, job status, and report downloads.
+"""Job API: POST /api/send-email, a job's status, and report downloads (owner or staff only).
 
 Reports are asked for through posts' POST /api/reports (posts.reports builds them).
+A quota refusal is a 429 with Retry-After (jobs.serializers.quota_exceeded).
 """
 
 from __future__ import annotations
+
+from uuid import UUID
 
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import BodySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from jobs import selectors, services
 from jobs.serializers import JobQueuedSerializer, quota_exceeded
 
@@ -33,13 +36,18 @@ class SendEmailInputSerializer(BodySerializer):
 
 
 class SendEmailApi(APIView):
+    """POST /api/send-email {"email", "subject", "message"}: 202 with the job's id.
+
+    Anyone may email themselves, only staff others; 429 past the email quota.
+    """
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
         request=SendEmailInputSerializer,
         responses={202: JobQueuedSerializer, 429: api_error("You have asked for 10 emails in the last hour, ...")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = SendEmailInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         to = data.validated_data["email"]
@@ -56,6 +64,8 @@ class SendEmailApi(APIView):
 
 
 class JobDetailApi(APIView):
+    """GET /api/jobs/{id}: the job's status (jobs.selectors.job_status); 404 if not the caller's."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -78,7 +88,7 @@ class JobDetailApi(APIView):
             )
         }
     )
-    def get(self, request: Request, job_id) -> Response:
+    def get(self, request: AuthenticatedRequest, job_id: UUID) -> Response:
         job = selectors.job_for(job_id=job_id, user=request.user)
         if job is None:
             raise NotFound("Job not found")
@@ -86,10 +96,12 @@ class JobDetailApi(APIView):
 
 
 class ReportDownloadApi(APIView):
+    """GET /api/reports/{job id}: the report's CSV file; 404 if not the caller's or not built yet."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={(200, "text/csv"): bytes})
-    def get(self, request: Request, job_id):
+    def get(self, request: AuthenticatedRequest, job_id: UUID) -> FileResponse:
         report = selectors.report_for(job_id=job_id, user=request.user)
         if report is None:
             raise NotFound("Report not found (or not ready yet)")

@@ -6,6 +6,7 @@ from jobs import services
 
 
 def send_email(job_id: str) -> dict:
+    """The email job (jobs.queues.POLICIES): send job `job_id`'s mail once."""
     return services.email_send(job_id=job_id)
 
 

@@ -1,3 +1,5 @@
+"""The jobs app's tables: Job (the outbox and durable record of every job) and Report (a built file)."""
+
 import uuid
 
 from django.conf import settings

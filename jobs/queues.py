@@ -31,6 +31,9 @@ WORKER_QUEUES: list[str] = [PERIODIC, EMAIL, REPORTS, DEFAULT]
 
 @dataclass(frozen=True)
 class JobPolicy:
+    """How one kind of job runs: its queue and function, its retries and backoff, and how
+    long RQ keeps its result and its failure."""
+
     queue: str
     func: str  # dotted path of the job function (jobs/jobs.py, or the jobs.py of the app it works for)
     retries: int  # attempts after the first
@@ -100,11 +103,8 @@ QUOTAS: dict[str, Quota] = {
     EMAIL_JOB: Quota(per_window=10),
 }
 
-# Retention (jobs.services.jobs_purge, scheduled by jobs/cron.py). A report is read the
-# day it is built; a week covers a holiday, and the file on disk, with everything the
-# person wrote, should not outlive its use. Job rows hold addresses and message text:
-# a month keeps them past RQ's own records (failure_ttl, 7 days) for anyone looking
-# into a complaint, then they go. Rows never pushed to RQ stay: they are work not done.
+# Retention (jobs.services.jobs_purge, scheduled by jobs/cron.py): files and rows that
+# hold what people wrote go once used; rows never pushed to RQ stay (work not done).
 REPORT_RETENTION = 7 * 24 * 60 * 60  # s, from the report's creation: its file, its row and its job row
 JOB_RETENTION = 30 * 24 * 60 * 60  # s, from the job's creation: a pushed job's row
 PURGE_BATCH = 500  # reports, then job rows, deleted per run at most (a run stays short)

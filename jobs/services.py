@@ -1,17 +1,9 @@
-"""Writes of the jobs app: enqueue through the outbox, send email, mark jobs done.
+"""Writes of the jobs app: enqueue through the outbox, hold people to quotas, send email, mark jobs done.
 
-Every job starts as a `Job` row written in the caller's transaction. After commit the
-job is pushed to RQ with the row's id as its RQ id, and nothing more is written: once a
-minute `outbox_drain` marks the rows RQ holds, in one UPDATE, and pushes the ones it
-does not (Redis was away, the process died between commit and push). So a rollback
-enqueues nothing, a commit always ends up enqueued, and a job pushed twice is harmless:
-job functions act once per row (`completed_at`).
-
-Jobs a person asks for are held to their quota (jobs.queues.QUOTAS) here, whichever
-door the request came through. The rows are the count, and the count and the new row
-are one transaction that holds the owner's row lock (PostgreSQL's SELECT ... FOR
-UPDATE; SQLite's IMMEDIATE transactions take the database's write lock at BEGIN), so
-concurrent requests of one person are counted one after another and never both admitted.
+Every job starts as a `Job` row in the caller's transaction and is pushed to RQ (state
+role) after commit, the row's id as its RQ id; `outbox_drain` pushes what a push missed
+(Redis away: the push fails open, counted as jobs.push_failed). Job functions act once
+per row (`completed_at`). A person's quota is counted from the rows, under their row lock.
 """
 
 from __future__ import annotations
@@ -20,23 +12,26 @@ import logging
 import smtplib
 import unicodedata
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import django_rq
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.mail import BadHeaderError, send_mail
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from redis import Redis
 from rq import Callback, Retry
 from rq.job import Job as RQJob
 
 from core import metrics
 from core.commit import after_commit
-from core.redis import UNAVAILABLE_ERRORS, get_redis
+from core.redis import UNAVAILABLE_ERRORS, fail_open, get_redis
 from jobs.models import Job, Report
 from jobs.queues import (
     EMAIL_JOB,
@@ -50,6 +45,10 @@ from jobs.queues import (
 )
 from jobs.selectors import job_payload_to_run
 
+if TYPE_CHECKING:
+    # settings.AUTH_USER_MODEL as django-stubs resolves it (core.types): jobs imports no app.
+    from django.contrib.auth.models import _User
+
 logger = logging.getLogger(__name__)
 
 OUTBOX_GRACE = timedelta(seconds=30)  # a row this old and still unpushed missed its on_commit push
@@ -60,10 +59,9 @@ _JOB_INSERT_SQL = (
     "INSERT INTO jobs_job (id, kind, owner_id, payload, created_at, requested, "
     "enqueued_at, completed_at, failed_at, result) VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL)"
 )
-_JOB_INSERT_FIELDS = [
-    _JOB_META.get_field(name) for name in ("id", "kind", "owner", "payload", "created_at", "requested")
-]
-_JOB_EMPTY_FIELDS = [_JOB_META.get_field(name) for name in ("enqueued_at", "completed_at", "failed_at", "result")]
+_JOB_COLUMNS = {field.name: field for field in _JOB_META.concrete_fields}
+_JOB_INSERT_FIELDS = [_JOB_COLUMNS[name] for name in ("id", "kind", "owner", "payload", "created_at", "requested")]
+_JOB_EMPTY_FIELDS = [_JOB_COLUMNS[name] for name in ("enqueued_at", "completed_at", "failed_at", "result")]
 # A person's jobs of a kind in the quota window, and those still in flight (jobs_job_quota).
 _QUOTA_SQL = (
     "SELECT COUNT(CASE WHEN created_at >= %s THEN 1 END), "
@@ -88,18 +86,20 @@ class QuotaExceeded(Exception):
 # --- Enqueueing ------------------------------------------------------------------------
 
 
-def job_enqueue(*, kind: str, owner: AbstractBaseUser | None, payload: dict, requested: bool = False, now=None) -> Job:
+def job_enqueue(
+    *, kind: str, owner: _User | None, payload: dict[str, Any], requested: bool = False, now: datetime | None = None
+) -> Job:
     """Record the job now; push it to RQ once the surrounding transaction commits.
 
     `requested`: a person asked for it, so it counts toward the owner's quota, and
     QuotaExceeded is raised (nothing recorded) when the quota is used up.
     """
-    quota = QUOTAS.get(kind) if requested and owner is not None else None
+    counted = owner if requested and kind in QUOTAS else None  # whose quota this job counts toward
     # The count and the row are one transaction; a row alone is one statement, which needs
     # no transaction of its own (BEGIN and COMMIT would cost it as much again on SQLite).
-    with transaction.atomic() if quota is not None else nullcontext():
-        if quota is not None:
-            _quota_check(kind=kind, owner=owner, now=now or timezone.now())
+    with transaction.atomic() if counted is not None else nullcontext():
+        if counted is not None:
+            _quota_check(kind=kind, owner=counted, now=now or timezone.now())
         job = Job(kind=kind, owner=owner, payload=payload, requested=requested)
         _job_insert(job)
         after_commit(_push, job)
@@ -116,7 +116,7 @@ def _job_insert(job: Job) -> None:
     job._state.db = connection.alias
 
 
-def _quota_check(*, kind: str, owner: AbstractBaseUser, now) -> None:
+def _quota_check(*, kind: str, owner: _User, now: datetime) -> None:
     """Raise QuotaExceeded if `owner` may not ask for another `kind` job now. Call it in
     the transaction that records the job: it takes the owner's row lock."""
     quota = QUOTAS[kind]
@@ -151,7 +151,10 @@ def _quota_check(*, kind: str, owner: AbstractBaseUser, now) -> None:
             .values_list("created_at", flat=True)
             .first()
         )
-        retry_after = max(1, int((oldest + timedelta(seconds=QUOTA_WINDOW) - now).total_seconds()) + 1)
+        # None only if the counted rows went meanwhile: then a slot is free already.
+        retry_after = (
+            1 if oldest is None else max(1, int((oldest + timedelta(seconds=QUOTA_WINDOW) - now).total_seconds()) + 1)
+        )
         label = "reports" if kind == REPORT_JOB else "emails" if kind == EMAIL_JOB else f"{kind} jobs"
         raise QuotaExceeded(
             f"You have asked for {quota.per_window} {label} in the last hour, the most Kestrel allows; "
@@ -181,7 +184,7 @@ def email_subject_errors(subject: str) -> list[str]:
 
 
 def email_enqueue(
-    *, to: str, subject: str, body: str, owner: AbstractBaseUser | None, requested: bool = True, now=None
+    *, to: str, subject: str, body: str, owner: _User | None, requested: bool = True, now: datetime | None = None
 ) -> Job:
     """Queue an email; ValidationError ({"subject": [...]}) for a subject that cannot be a header.
 
@@ -194,7 +197,7 @@ def email_enqueue(
     return job_enqueue(kind=EMAIL_JOB, owner=owner, payload=payload, requested=requested, now=now)
 
 
-def job_push(job_id) -> bool:
+def job_push(*, job_id: UUID | str) -> bool:
     """Hand a recorded job to RQ (again). False if there is no such row or Redis is away."""
     job = Job.objects.filter(pk=job_id).first()
     return job is not None and _push(job)
@@ -203,7 +206,15 @@ def job_push(job_id) -> bool:
 def _push(job: Job) -> bool:
     # Straight after commit the caller's row is current: no need to read it back.
     policy = POLICIES[job.kind]
-    try:
+    # The row is committed: the outbox drain pushes it once Redis is back.
+    with fail_open(
+        "jobs.push_failed",
+        "Could not enqueue %s job %s; left in the outbox",
+        job.kind,
+        job.pk,
+        log=logger,
+        kind=job.kind,
+    ) as outcome:
         # commit_mode="auto": this already runs after commit, so enqueue right now.
         queue = django_rq.get_queue(policy.queue, commit_mode="auto")
         # One MULTI for all of RQ's writes: without a pipeline RQ sends two round trips.
@@ -221,16 +232,13 @@ def _push(job: Job) -> bool:
                 pipeline=pipe,
             )
             pipe.execute()
-    except UNAVAILABLE_ERRORS as exc:
-        # The row is committed: the outbox drain pushes it once Redis is back.
-        metrics.incr("jobs.push_failed", kind=job.kind)
-        logger.warning("Could not enqueue %s job %s (%s); left in the outbox", job.kind, job.pk, exc)
+    if outcome.failed:
         return False
     metrics.incr("jobs.enqueued", kind=job.kind)
     return True
 
 
-def outbox_drain(*, now=None, batch: int = 500) -> int:
+def outbox_drain(*, now: datetime | None = None, batch: int = 500) -> int:
     """Mark the rows RQ holds as enqueued and push those it does not; returns how many it pushed.
 
     Rows younger than OUTBOX_GRACE are left to their own push after commit. Per batch:
@@ -264,7 +272,7 @@ def outbox_drain(*, now=None, batch: int = 500) -> int:
             return pushed
 
 
-def jobs_purge(*, now=None, batch: int = PURGE_BATCH) -> dict:
+def jobs_purge(*, now: datetime | None = None, batch: int = PURGE_BATCH) -> dict[str, int]:
     """Delete what is past its retention (jobs.queues): reports (file, then rows) and old job rows.
 
     Idempotent and bounded: at most `batch` reports and `batch` job rows a run, oldest
@@ -293,7 +301,13 @@ def jobs_purge(*, now=None, batch: int = PURGE_BATCH) -> dict:
     return {"reports": len(expired), "jobs": len(old_jobs)}
 
 
-def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, traceback) -> None:
+def fail_fast_on_permanent_errors(
+    job: RQJob,
+    connection: Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
     """RQ on_failure callback: runs before RQ decides to retry; a permanent error uses up the retries.
 
     A job with no retry left is failed for good: its row says so, so that it stops
@@ -312,7 +326,7 @@ def fail_fast_on_permanent_errors(job, connection, exc_type, exc_value, tracebac
 # --- The work itself ----------------------------------------------------------------------
 
 
-def job_complete(*, job_id, result: dict) -> bool:
+def job_complete(*, job_id: UUID | str, result: dict[str, Any]) -> bool:
     """Mark the job done; False if another run already did (RQ runs a job at least once).
 
     One conditional UPDATE whose row count says whether this run completed the job, in
@@ -328,7 +342,12 @@ def job_complete(*, job_id, result: dict) -> bool:
         return cursor.rowcount == 1
 
 
-def email_send(*, job_id) -> dict:
+def email_send(*, job_id: UUID | str) -> dict[str, Any]:
+    """Send job `job_id`'s email unless a run already did, then mark the job done.
+
+    A refused address or a bad header fails the job at once (PermanentJobError); other
+    errors propagate and RQ retries with backoff (jobs.queues.POLICIES).
+    """
     payload = job_payload_to_run(job_id=job_id)
     if payload is None:
         return {"sent": False, "reason": "already sent"}

@@ -1,3 +1,5 @@
+"""The jobs app's URLs: API (api_urlpatterns) and the reports page (site_urlpatterns)."""
+
 from django.urls import path
 
 from jobs import apis, views

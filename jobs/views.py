@@ -7,22 +7,25 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.types import AuthenticatedHttpRequest
 from jobs import selectors, services
 
 
 @login_required
-def reports(request: HttpRequest) -> HttpResponse:
+def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """/reports: the person's recent report jobs with their status."""
     jobs = selectors.reports_of(user=request.user)
     return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
 
 
 @login_required
 @require_POST
-def email_me(request: HttpRequest) -> HttpResponse:
+def email_me(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /reports/email-me: queue a test email to oneself (held to the email quota)."""
     try:
         services.email_enqueue(
             to=request.user.email,

@@ -14,8 +14,10 @@ import faulthandler
 import logging
 import threading
 import time
+from typing import Any
 
 from django.db import close_old_connections
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 
 class KestrelWorker(SimpleWorker):
+    """RQ's SimpleWorker with heartbeats from a thread, a hard-timeout watchdog, Django's
+    connection checks between jobs, and core.batching's buffers flushed after each job."""
+
     hard_timeout_grace = HARD_TIMEOUT_GRACE
     # Seconds between Django's connection checks while jobs follow each other (and always
     # after a failed job): run before every job, the health check's SELECT 1 was one more
@@ -35,7 +40,7 @@ class KestrelWorker(SimpleWorker):
     connection_check_interval = 1.0
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # django-rq's commands have no flags for the intervals (and rqworker-pool none for
         # the TTL); RQ's defaults leave a dead worker's job unnoticed for up to ~15 minutes.
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
@@ -61,12 +66,12 @@ class KestrelWorker(SimpleWorker):
         if self._heartbeats is None:
             self._heartbeats = Heartbeats(self)
             self._heartbeats.start()
-        self._heartbeats.follow(job, execution)
+        self._heartbeats.follow((job, execution))
         succeeded = False
         try:
             succeeded = self.perform_job(job, queue, execution)
         finally:
-            self._heartbeats.follow(None, None)
+            self._heartbeats.follow(None)
             faulthandler.cancel_dump_traceback_later()
             if not succeeded:
                 # A failed job may have broken its connection: the next job gets a checked one.
@@ -98,11 +103,12 @@ class Heartbeats(threading.Thread):
         super().__init__(name="rq-heartbeats", daemon=True)
         self.worker = worker
         self._lock = threading.Lock()  # no beat for a job once follow(None) has returned
-        self._running: tuple[Job, object] | None = None
+        self._running: tuple[Job, Execution] | None = None
 
-    def follow(self, job: Job | None, execution) -> None:
+    def follow(self, running: tuple[Job, Execution] | None) -> None:
+        """Beat for this job and its execution from now on (None: no job runs)."""
         with self._lock:
-            self._running = None if job is None else (job, execution)
+            self._running = running
 
     def run(self) -> None:
         while True:

@@ -70,6 +70,8 @@ def state_redis():
 
 @pytest.fixture
 def make_user(db):
+    """make_user(email=, username=, password=, **extra): a new person through user_create
+    (as a sign-up makes one), person<n>@example.com and password a-Strong-pass-42 unless given."""
     from accounts.services import user_create
 
     counter = iter(range(1, 10_000))
@@ -115,11 +117,13 @@ def run_jobs():
 
 @pytest.fixture
 def ada(make_user):
+    """ada@example.com, handle "ada", the default password; not staff."""
     return make_user(email="ada@example.com", username="ada")
 
 
 @pytest.fixture
 def bob(make_user):
+    """bob@example.com, handle "bob", the default password; not staff."""
     return make_user(email="bob@example.com", username="bob")
 
 
@@ -139,4 +143,5 @@ def as_ada(ada):
 
 @pytest.fixture
 def as_bob(bob):
+    """An API client with Bob's session."""
     return _logged_in(bob)

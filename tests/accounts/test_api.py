@@ -63,9 +63,7 @@ def test_register_rejects_bad_input_and_writes_nothing(api, payload, field):
     ("email", "username", "field"),
     [("ADA@example.com", "someone", "email"), ("other@example.com", "ADA", "username")],
 )
-def test_register_refuses_a_taken_email_or_username_in_any_case(api, make_user, email, username, field):
-    make_user(email="ada@example.com", username="ada")
-
+def test_register_refuses_a_taken_email_or_username_in_any_case(api, ada, email, username, field):
     response = api.post("/api/register", {"email": email, "username": username, "password": PASSWORD}, format="json")
 
     assert response.status_code == 400

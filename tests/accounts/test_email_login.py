@@ -39,8 +39,7 @@ def log_in_everywhere(identifier: str, password: str = PASSWORD) -> dict[str, bo
 # --- A username is never an email address ----------------------------------------------
 
 
-def test_a_username_equal_to_someones_email_is_refused_by_every_way_to_make_one(make_user, staff_ada):
-    make_user(email="bob@example.com", username="bob")
+def test_a_username_equal_to_someones_email_is_refused_by_every_way_to_make_one(bob, staff_ada):
     superuser = Client()
     User.objects.filter(pk=staff_ada.pk).update(is_superuser=True)
     superuser.force_login(staff_ada)

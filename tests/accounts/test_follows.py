@@ -14,6 +14,7 @@ from accounts import selectors as follow_selectors
 from accounts.models import Follow, User
 from accounts.selectors import follow_counts, follow_exists, follower_id_batches, follower_ids
 from accounts.services import follow_mirror_update
+from core import metrics
 from core.cacheaside import replay_pending_invalidations
 from core.models import PendingInvalidation
 from feeds.services import follow_create, follow_delete
@@ -117,7 +118,7 @@ def test_a_rebuild_that_raced_a_follow_stores_nothing(bob, ada, cache_redis, mon
     # The rebuild reads the database (nobody follows ada yet); before it stores, a
     # follow commits and updates the mirror, which deletes the rebuild lease. The
     # rebuild must not store its older read over that follow.
-    real = follow_selectors._FOLLOWERS.ids
+    real = follow_selectors._FOLLOWERS_MIRROR.ids
     raced: list[bool] = []
 
     def read_then_race(user_id):
@@ -130,12 +131,24 @@ def test_a_rebuild_that_raced_a_follow_stores_nothing(bob, ada, cache_redis, mon
         return stale
 
     racing = follow_selectors._Mirror(follow_selectors.FOLLOWERS, keys.user_followers_rebuild, read_then_race)
-    monkeypatch.setattr(follow_selectors, "_FOLLOWERS", racing)
+    monkeypatch.setattr(follow_selectors, "_FOLLOWERS_MIRROR", racing)
 
     assert follow_counts(user_id=ada.pk)["followers"] == 1  # answered from the database
 
     assert not cache_redis.exists(keys.user_followers(ada.pk))  # nothing stale stored
     assert follower_ids(user_id=ada.pk) == [bob.pk]  # the next read rebuilds, follow included
+
+
+def test_a_rebuild_another_process_holds_answers_from_the_database_and_stores_nothing(
+    bob, ada, cache_redis, django_capture_on_commit_callbacks
+):
+    follow(bob, ada, django_capture_on_commit_callbacks)
+    cache_redis.set(keys.user_followers_rebuild(ada.pk), "another process", px=keys.FOLLOW_REBUILD_LEASE_MS)
+
+    assert follower_ids(user_id=ada.pk) == [bob.pk]
+
+    assert not cache_redis.exists(keys.user_followers(ada.pk))
+    assert metrics.value("cache.rebuild_busy", family=follow_selectors.FOLLOWERS.name) == 1
 
 
 def test_a_big_follower_set_is_scanned_in_batches_each_id_once(ada, cache_redis):
@@ -170,8 +183,8 @@ def test_a_follow_commits_while_redis_is_down_and_the_mirror_is_rebuilt_later(
         assert follow_counts(user_id=ada.pk) == {"followers": 1, "following": 0}
         # The sets that missed the write are dropped once Redis answers again.
         assert set(PendingInvalidation.objects.values_list("family", "obj_id")) == {
-            ("followers", str(ada.pk)),
-            ("following", str(bob.pk)),
+            (follow_selectors.FOLLOWERS.name, str(ada.pk)),
+            (follow_selectors.FOLLOWING.name, str(bob.pk)),
         }
     finally:
         redis_server.start()

@@ -56,9 +56,7 @@ def test_login_with_bad_credentials_shows_a_message(client, make_user):
     assert settings.SESSION_COOKIE_NAME not in client.cookies
 
 
-def test_login_redirects_home_where_the_user_is_greeted(client, make_user):
-    make_user(email="ada@example.com", username="ada")
-
+def test_login_redirects_home_where_the_user_is_greeted(client, ada):
     response = client.post("/login", {"email": "ada@example.com", "password": PASSWORD}, follow=True)
 
     assert response.redirect_chain == [("/", 302)]

@@ -22,11 +22,6 @@ PASSWORD = "a-Strong-pass-42"
 NEW_PASSWORD = "a-New-strong-pass-43"
 
 
-@pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
 def bearer(access: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")

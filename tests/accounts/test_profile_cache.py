@@ -6,7 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts import keys
-from accounts.selectors import user_profile
+from accounts.backends import AUTH_USER
+from accounts.selectors import USER, user_profile
 
 pytestmark = pytest.mark.django_db
 
@@ -71,5 +72,5 @@ def test_a_log_in_publishes_no_invalidation(ada, django_capture_on_commit_callba
         response = APIClient().post("/api/login", {"email": ada.email, "password": PASSWORD}, format="json")
 
     assert response.status_code == 200
-    assert metrics.value("cache.invalidation", family="user") == 0
-    assert metrics.value("cache.invalidation", family="auth_user") == 0
+    assert metrics.value("cache.invalidation", family=USER.name) == 0
+    assert metrics.value("cache.invalidation", family=AUTH_USER.name) == 0

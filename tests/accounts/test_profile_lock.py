@@ -17,12 +17,8 @@ from core.redis import UNAVAILABLE_ERRORS
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits, seen by every thread's connection
 
 
-@pytest.fixture
-def ada(make_user) -> User:
-    return make_user(email="ada@example.com", username="ada")
-
-
-def _client_for(user: User) -> APIClient:
+def session_of_its_own(user: User) -> APIClient:
+    """A new API client logged in as `user`: another tab, with a session of its own."""
     client = APIClient()
     client.force_login(user)
     return client
@@ -44,7 +40,7 @@ def test_two_concurrent_edits_of_a_profile_one_wins_and_the_other_gets_409(ada, 
 
     def edit(label: str, bio: str) -> None:
         try:
-            responses[label] = _client_for(ada).patch(f"/api/users/{ada.pk}", {"bio": bio}, format="json")
+            responses[label] = session_of_its_own(ada).patch(f"/api/users/{ada.pk}", {"bio": bio}, format="json")
         finally:
             connection.close()
 
@@ -68,11 +64,10 @@ def test_two_concurrent_edits_of_a_profile_one_wins_and_the_other_gets_409(ada, 
     assert metrics.value("lock.contended", lock="user:*:profile") == 1
 
 
-def test_an_edit_after_the_first_finished_succeeds_and_is_shown_at_once(ada):
-    client = _client_for(ada)
-    assert client.patch(f"/api/users/{ada.pk}", {"bio": "one"}, format="json").status_code == 200
+def test_an_edit_after_the_first_finished_succeeds_and_is_shown_at_once(ada, as_ada):
+    assert as_ada.patch(f"/api/users/{ada.pk}", {"bio": "one"}, format="json").status_code == 200
 
-    response = client.patch(f"/api/users/{ada.pk}", {"name": "Ada L."}, format="json")
+    response = as_ada.patch(f"/api/users/{ada.pk}", {"name": "Ada L."}, format="json")
 
     assert response.status_code == 200
     assert APIClient().get(f"/api/users/{ada.pk}").json()["name"] == "Ada L."  # the cache was dropped
@@ -80,7 +75,7 @@ def test_an_edit_after_the_first_finished_succeeds_and_is_shown_at_once(ada):
     assert (ada.name, ada.bio) == ("Ada L.", "one")
 
 
-def test_an_edit_overtaken_by_a_later_lock_holder_is_refused_with_409(ada, state_redis, monkeypatch):
+def test_an_edit_overtaken_by_a_later_lock_holder_is_refused_with_409(ada, as_ada, state_redis, monkeypatch):
     # This edit's lock "expires" before its UPDATE; a later holder has already written.
     real_fenced_update = services.fenced_update
 
@@ -93,7 +88,7 @@ def test_an_edit_overtaken_by_a_later_lock_holder_is_refused_with_409(ada, state
 
     monkeypatch.setattr(services, "fenced_update", overtaken)
 
-    response = _client_for(ada).patch(f"/api/users/{ada.pk}", {"bio": "the stalled edit"}, format="json")
+    response = as_ada.patch(f"/api/users/{ada.pk}", {"bio": "the stalled edit"}, format="json")
 
     assert response.status_code == 409
     ada.refresh_from_db()

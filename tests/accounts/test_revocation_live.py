@@ -25,6 +25,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 
+from accounts.backends import AUTH_USER
 from devstack.web import http_request
 from tests.live import LiveKestrel, live_kestrel
 
@@ -132,7 +133,7 @@ def statuses(results: list[tuple[int, int]]) -> set[int]:
 
 
 _USER_L1_HITS = re.compile(
-    r'^kestrel_cache_hit_total\{(?=[^}]*family="auth_user")(?=[^}]*tier="l1")[^}]*\} (\S+)$', re.M
+    rf'^kestrel_cache_hit_total\{{(?=[^}}]*family="{AUTH_USER.name}")(?=[^}}]*tier="l1")[^}}]*\}} (\S+)$', re.M
 )
 
 

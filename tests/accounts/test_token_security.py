@@ -28,16 +28,6 @@ PASSWORD = "a-Strong-pass-42"
 
 
 @pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(email="bob@example.com", username="bob")
-
-
-@pytest.fixture
 def adas(ada) -> tokens.TokenPair:
     return tokens.token_pair_issue(user=ada)
 
@@ -146,12 +136,10 @@ def test_a_refresh_token_is_not_an_access_token_and_vice_versa(adas):
     assert refreshed.json() == {"error": "Invalid token"}
 
 
-def test_a_bad_token_is_refused_even_beside_a_valid_session(ada):
-    api = APIClient()
-    api.force_login(ada)
-    api.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+def test_a_bad_token_is_refused_even_beside_a_valid_session(as_ada):
+    as_ada.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
 
-    response = api.get("/api/me")
+    response = as_ada.get("/api/me")
 
     assert response.status_code == 403
     assert response.json() == {"error": "Invalid token"}

@@ -25,16 +25,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a-Strong-pass-42"
 
 
-@pytest.fixture
-def ada(make_user):
-    return make_user(email="ada@example.com", username="ada")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user(email="bob@example.com", username="bob")
-
-
 def bearer(access: str, **kwargs) -> APIClient:
     client = APIClient(**kwargs)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
@@ -315,24 +305,19 @@ def test_logging_out_one_log_in_leaves_the_others(ada):
     assert refresh(laptop["refresh"]).status_code == 200
 
 
-def test_logout_with_a_session_still_ends_the_session(ada):
-    api = APIClient()
-    api.force_login(ada)
+def test_logout_with_a_session_still_ends_the_session(as_ada):
+    as_ada.post("/api/logout")
 
-    api.post("/api/logout")
-
-    assert api.get("/api/me").status_code == 401
+    assert as_ada.get("/api/me").status_code == 401
 
 
 # --- Log out everywhere ---------------------------------------------------------------------------
 
 
 def test_logout_all_revokes_every_token_and_session_of_the_user_only(
-    ada, bob, state_redis, django_capture_on_commit_callbacks
+    ada, as_ada, bob, state_redis, django_capture_on_commit_callbacks
 ):
     phone, laptop = log_in(), log_in()
-    browser = APIClient()
-    browser.force_login(ada)
     bobs = log_in("bob@example.com")
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -342,7 +327,7 @@ def test_logout_all_revokes_every_token_and_session_of_the_user_only(
     for pair in (phone, laptop):
         assert bearer(pair["access"]).get("/api/me").json() == {"error": "Token revoked"}
         assert refresh(pair["refresh"]).json() == {"error": "Token revoked"}
-    assert browser.get("/api/me").status_code == 401  # the session ended too
+    assert as_ada.get("/api/me").status_code == 401  # the session ended too
     assert bearer(bobs["access"]).get("/api/me").status_code == 200
     ada.refresh_from_db()
     assert ada.token_epoch == 1
@@ -351,16 +336,14 @@ def test_logout_all_revokes_every_token_and_session_of_the_user_only(
     assert bearer(log_in()["access"]).get("/api/me").status_code == 200  # logging in again works
 
 
-def test_logout_all_from_a_session(ada, django_capture_on_commit_callbacks):
+def test_logout_all_from_a_session(as_ada, django_capture_on_commit_callbacks):
     pair = log_in()
-    browser = APIClient()
-    browser.force_login(ada)
 
     with django_capture_on_commit_callbacks(execute=True):
-        out = browser.post("/api/logout-all")
+        out = as_ada.post("/api/logout-all")
 
     assert out.status_code == 200
-    assert browser.get("/api/me").status_code == 401
+    assert as_ada.get("/api/me").status_code == 401
     assert bearer(pair["access"]).get("/api/me").json() == {"error": "Token revoked"}
 
 
@@ -397,11 +380,11 @@ def test_tokens_are_issued_under_the_higher_of_the_database_and_redis_epochs(ada
 # --- Password change ---------------------------------------------------------------------------------
 
 
-def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(ada, django_capture_on_commit_callbacks):
+def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(
+    ada, as_ada, django_capture_on_commit_callbacks
+):
     old = log_in()
     other_device = log_in()
-    browser = APIClient()
-    browser.force_login(ada)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = bearer(old["access"]).post(
@@ -414,7 +397,7 @@ def test_changing_the_password_revokes_every_token_and_returns_a_new_pair(ada, d
     for pair in (old, other_device):
         assert bearer(pair["access"]).get("/api/me").json() == {"error": "Token revoked"}
         assert refresh(pair["refresh"]).json() == {"error": "Token revoked"}
-    assert browser.get("/api/me").status_code == 401
+    assert as_ada.get("/api/me").status_code == 401
     assert bearer(body["access"]).get("/api/me").status_code == 200
     assert User.objects.get(pk=ada.pk).check_password("an-Other-pass-43")
 

@@ -42,51 +42,51 @@ def assert_refused_as_json(response) -> None:
 Door = Callable[[], object]
 
 
-def password_doors(ada) -> dict[str, tuple[Door, Callable]]:
+def password_doors(staff_ada) -> dict[str, tuple[Door, Callable]]:
     """Each door, as one wrong guess at Ada's password, and how it says no."""
     visitor = Client()
     json_api = APIClient()
     signed_in = APIClient()
-    signed_in.force_login(ada)
+    signed_in.force_login(staff_ada)
     admin = Client()
-    admin.force_login(ada)
+    admin.force_login(staff_ada)
     bearer = APIClient()
-    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.token_pair_issue(user=ada).access}")
+    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.token_pair_issue(user=staff_ada).access}")
     form = "application/x-www-form-urlencoded"
     return {
         # The site's form, multipart as the test client sends a dict, and url-encoded as browsers do.
         "site log-in, multipart": (
-            lambda: visitor.post("/login", {"email": ada.email, "password": WRONG}),
+            lambda: visitor.post("/login", {"email": staff_ada.email, "password": WRONG}),
             assert_refused_as_a_page,
         ),
         "site log-in, url-encoded": (
-            lambda: visitor.post("/login", f"email={ada.email}&password={WRONG}", content_type=form),
+            lambda: visitor.post("/login", f"email={staff_ada.email}&password={WRONG}", content_type=form),
             assert_refused_as_a_page,
         ),
         # The admin's form posts the email as "username".
         "admin log-in": (
-            lambda: visitor.post("/admin/login/", {"username": ada.email, "password": WRONG}),
+            lambda: visitor.post("/admin/login/", {"username": staff_ada.email, "password": WRONG}),
             assert_refused_as_a_page,
         ),
         "site sign-up": (
-            lambda: visitor.post("/signup", {"email": ada.email, "username": "ada2", "password": WRONG}),
+            lambda: visitor.post("/signup", {"email": staff_ada.email, "username": "ada2", "password": WRONG}),
             assert_refused_as_a_page,
         ),
         "API log-in": (
-            lambda: json_api.post("/api/login", {"email": ada.email, "password": WRONG}, format="json"),
+            lambda: json_api.post("/api/login", {"email": staff_ada.email, "password": WRONG}, format="json"),
             assert_refused_as_json,
         ),
         "API log-in, url-encoded": (
-            lambda: json_api.post("/api/login", f"email={ada.email}&password={WRONG}", content_type=form),
+            lambda: json_api.post("/api/login", f"email={staff_ada.email}&password={WRONG}", content_type=form),
             assert_refused_as_json,
         ),
         "API token": (
-            lambda: json_api.post("/api/token", {"email": ada.email, "password": WRONG}, format="json"),
+            lambda: json_api.post("/api/token", {"email": staff_ada.email, "password": WRONG}, format="json"),
             assert_refused_as_json,
         ),
         "API sign-up": (
             lambda: json_api.post(
-                "/api/register", {"email": ada.email, "username": "ada2", "password": WRONG}, format="json"
+                "/api/register", {"email": staff_ada.email, "username": "ada2", "password": WRONG}, format="json"
             ),
             assert_refused_as_json,
         ),
@@ -124,14 +124,14 @@ DOOR_NAMES = [
 
 
 @pytest.fixture
-def ada(make_user):
+def staff_ada(make_user):
     # Staff, so that the admin's own password change is a door she can use.
     return make_user(email="ada@example.com", username="ada", is_staff=True)
 
 
 @pytest.mark.parametrize("door", DOOR_NAMES)
-def test_each_password_door_refuses_the_sixth_guess_at_one_account_with_429_and_retry_after(ada, door):
-    guess, assert_refused = password_doors(ada)[door]
+def test_each_password_door_refuses_the_sixth_guess_at_one_account_with_429_and_retry_after(staff_ada, door):
+    guess, assert_refused = password_doors(staff_ada)[door]
 
     allowed = [guess() for _ in range(ACCOUNT_LIMIT)]
     refused = guess()
@@ -141,9 +141,8 @@ def test_each_password_door_refuses_the_sixth_guess_at_one_account_with_429_and_
     assert_refused(refused)
 
 
-def test_guesses_at_one_account_through_different_doors_share_one_budget(ada, make_user):
-    doors = password_doors(ada)
-    bob = make_user(email="bob@example.com", username="bob")
+def test_guesses_at_one_account_through_different_doors_share_one_budget(staff_ada, bob):
+    doors = password_doors(staff_ada)
     spread = [
         "site log-in, multipart",
         "admin log-in",
@@ -161,14 +160,13 @@ def test_guesses_at_one_account_through_different_doors_share_one_budget(ada, ma
     assert someone_else.status_code == 401
 
 
-def test_a_password_change_counts_the_signed_in_person_not_an_account_the_body_names(ada, make_user):
-    bob = make_user(email="bob@example.com", username="bob")
+def test_a_password_change_counts_the_signed_in_person_not_an_account_the_body_names(staff_ada, bob):
     signed_in = APIClient()
-    signed_in.force_login(ada)
+    signed_in.force_login(staff_ada)
 
     for _ in range(ACCOUNT_LIMIT):
         signed_in.post("/api/password", {"old": WRONG, "new": "n3w-Strong-pass", "email": bob.email}, format="json")
-    ada_again = APIClient().post("/api/login", {"email": ada.email, "password": WRONG}, format="json")
+    ada_again = APIClient().post("/api/login", {"email": staff_ada.email, "password": WRONG}, format="json")
     bob_still = APIClient().post("/api/login", {"email": bob.email, "password": WRONG}, format="json")
 
     assert ada_again.status_code == 429
@@ -194,9 +192,8 @@ def assert_limiter_refused(response, policy: str, *, page: bool) -> None:
 
 
 @pytest.fixture
-def bob_both_doors(make_user):
+def bob_both_doors(bob):
     """Bob signed in on the site (a browser) and on the API (a script)."""
-    bob = make_user(email="bob@example.com", username="bob")
     site, api = Client(), APIClient()
     site.force_login(bob)
     api.force_login(bob)
@@ -225,9 +222,9 @@ def test_liking_on_the_site_and_through_the_api_share_one_budget(bob_both_doors,
 
 def test_following_on_the_site_and_through_the_api_share_one_budget(bob_both_doors, make_user):
     bob, site, api = bob_both_doors
-    ada = make_user()
-    follow_on_api = partial(api.post, f"/api/users/{ada.pk}/follow")
-    unfollow_on_site = partial(site.post, f"/users/{ada.pk}/follow", {"action": "unfollow"})
+    someone = make_user()
+    follow_on_api = partial(api.post, f"/api/users/{someone.pk}/follow")
+    unfollow_on_site = partial(site.post, f"/users/{someone.pk}/follow", {"action": "unfollow"})
 
     spend_alternately(unfollow_on_site, follow_on_api, "writes")
 

@@ -146,7 +146,7 @@ def test_a_job_that_runs_twice_sends_one_email(ada, django_capture_on_commit_cal
 def test_a_job_pushed_twice_still_acts_once(ada, run_jobs, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         job = services.email_enqueue(to="ada@example.com", subject="pushed twice", body="", owner=ada)
-    services.job_push(job.pk)  # as the outbox drain would, had it missed the first push
+    services.job_push(job_id=job.pk)  # as the outbox drain would, had it missed the first push
     mail.outbox.clear()
 
     run_jobs("email")
