@@ -40,7 +40,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Literal, cast
 
 from django.conf import settings
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
@@ -48,20 +48,22 @@ from redis import Redis
 from redis.commands.core import Script
 
 from core.batching import Batch, BatchBuffer, apply_once
-from core.cacheaside import invalidate
+from core.cacheaside import Family, invalidate
 from core.commit import after_commit
 from core.ratelimit.identity import client_ip
 from core.redis import get_redis, is_unavailable
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
 from posts.models import Page, Post
+from posts.selectors import PAGE, POST
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["post", "page"]
 
-_MODELS: dict[str, type[models.Model]] = {"post": Post, "page": Page}
+_MODELS: dict[str, type[Post] | type[Page]] = {"post": Post, "page": Page}
 _COUNTER_KEYS: dict[str, Callable[[int], str]] = {"post": keys.post_views, "page": keys.page_views}
+_FAMILIES: dict[str, Family] = {"post": POST, "page": PAGE}  # their cached copies
 
 # Takes counters whole and removes their members from the dirty set in the same atomic
 # step. Doing both together (rather than SPOP first, then take) leaves no moment where
@@ -317,10 +319,9 @@ def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
 def _invalidate_cached_copies(objects: list[tuple[Kind, int]]) -> None:
     # After the commit, so that cached copies are re-read with the new view_count
     # (until then a reader shows the old count plus a smaller pending count: a dip of
-    # one batch for the milliseconds between the take and the invalidation). Families
-    # "post" and "page" are registered by posts.selectors.
+    # one batch for the milliseconds between the take and the invalidation).
     for kind, obj_id in objects:
-        invalidate(kind, obj_id)
+        invalidate(_FAMILIES[kind].name, obj_id)
 
 
 def pending_views(kind: Kind, ids: list[int]) -> dict[int, int]:

@@ -21,12 +21,12 @@ def page_detail(page_id: int) -> str:
     return key("posts", "page", page_id)
 
 
-def user_recent_posts(user_id: int) -> str:
+def user_posts_recent(user_id: int) -> str:
     """LIST of JSON post summaries, newest first, cache role, WRITE_THROUGH_TTL, at most 50."""
     return key("posts", "user", user_id, "recent")
 
 
-def user_stats(user_id: int) -> str:
+def user_posts_stats(user_id: int) -> str:
     """HASH (postCount, likesReceived, built), cache role, WRITE_THROUGH_TTL.
 
     `built` is set only by a rebuild from the database: a hash without it was created

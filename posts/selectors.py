@@ -6,13 +6,16 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.db.models import Q, QuerySet, Sum
-from redis.exceptions import WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from accounts.selectors import user_profile
 from core import cacheaside, metrics
-from core.redis import get_redis, is_unavailable
+from core.rebuild import rebuild
+from core.redis import fail_open, get_redis
 from feeds import selectors as feed_selectors
 from posts import keys
 from posts.models import Like, Page, Post
@@ -25,9 +28,9 @@ POST = cacheaside.register(
 PAGE = cacheaside.register(
     cacheaside.Family("page", keys.page_detail, ttl=keys.POST_TTL, missing_ttl=keys.POST_MISSING_TTL, l1_ttl=5.0)
 )
-# Used only for invalidation: deleting the stats hash (it loses `built`) makes the next
-# read rebuild both the recent list and the stats.
-AUTHOR_LISTS = cacheaside.register(cacheaside.Family("user_posts", keys.user_stats, ttl=keys.WRITE_THROUGH_TTL))
+# An author's recent posts and stats (user_posts_and_stats), registered for invalidation
+# only: deleting the stats hash (it loses `built`) makes the next read rebuild both.
+USER_POSTS = cacheaside.register(cacheaside.Family("user_posts", keys.user_posts_stats, ttl=keys.WRITE_THROUGH_TTL))
 
 
 def post_to_dict(post: Post) -> dict:
@@ -161,45 +164,53 @@ def user_activity_page(
 
 
 def user_recent_posts(*, user_id: int) -> list[dict]:
-    """The author's 50 most recent posts, newest first."""
+    """The author's 50 most recent posts, newest first (post_summary's shape).
+
+    Write-through on the cache role (user_posts_and_stats); fails open to the database.
+    """
     return _write_through(user_id)[0]
 
 
 def user_stats(*, user_id: int) -> dict:
-    """{"postCount", "likesReceived"} of an author."""
+    """{"postCount", "likesReceived"} of an author.
+
+    Write-through on the cache role (user_posts_and_stats); fails open to the database.
+    """
     return _write_through(user_id)[1]
 
 
 def user_posts_and_stats(*, user_id: int) -> tuple[list[dict], dict]:
-    """Both at once, in one round trip (a profile page shows both)."""
+    """An author's recent posts and stats at once, in one round trip (a profile page shows both).
+
+    Read from keys.user_posts_recent and keys.user_posts_stats (cache role,
+    WRITE_THROUGH_TTL), trusted only when the list's length agrees with the stats' count
+    and the stats carry `built`; otherwise rebuilt from the database. Fails open: while
+    the cache role does not answer, both come from the database.
+    """
     return _write_through(user_id)
 
 
 def _write_through(user_id: int) -> tuple[list[dict], dict]:
     client = get_redis("cache")
-    list_key, stats_key = keys.user_recent_posts(user_id), keys.user_stats(user_id)
-    try:
+    list_key, stats_key = keys.user_posts_recent(user_id), keys.user_posts_stats(user_id)
+    # Cache role: these are copies of rows, so a Redis that does not answer costs
+    # queries, never the page.
+    with fail_open(
+        "cache.error", "Cache role unavailable reading user %s posts", user_id, log=logger, family=USER_POSTS.name
+    ):
         pipe = client.pipeline(transaction=False)
         pipe.lrange(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
         pipe.hgetall(stats_key)
         items, stats = pipe.execute()
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        # Cache role: fail open to the database.
-        metrics.incr("cache.error", family="user_posts")
-        logger.warning("Cache role unavailable reading user %s posts: %s", user_id, exc)
-        return _from_db(user_id)
-
-    if b"built" in stats and len(items) == min(int(stats[b"postCount"]), keys.RECENT_POSTS_LIMIT):
-        metrics.incr("cache.hit", family="user_posts", tier="redis")
-        return [json.loads(item) for item in items], _stats_dict(stats)
-
-    metrics.incr("cache.miss", family="user_posts")
-    return _rebuild(client, user_id)
+        if b"built" in stats and len(items) == min(int(stats[b"postCount"]), keys.RECENT_POSTS_LIMIT):
+            metrics.incr("cache.hit", family=USER_POSTS.name, tier="redis")
+            return [json.loads(item) for item in items], _stats_dict(stats)
+        metrics.incr("cache.miss", family=USER_POSTS.name)
+        return _rebuild(client, user_id)
+    return _from_db(user_id)
 
 
-def _stats_dict(stats: dict) -> dict:
+def _stats_dict(stats: dict[bytes, bytes]) -> dict:
     return {"postCount": int(stats.get(b"postCount", 0)), "likesReceived": int(stats.get(b"likesReceived", 0))}
 
 
@@ -211,37 +222,37 @@ def _from_db(user_id: int) -> tuple[list[dict], dict]:
     return recent, stats
 
 
-def _rebuild(client, user_id: int) -> tuple[list[dict], dict]:
-    """Rebuild list and stats from the database, unless a write lands meanwhile.
+USER_POSTS_REBUILD_ATTEMPTS = 3
 
-    Every write-through HINCRBYs the stats hash, so WATCHing it makes EXEC fail if a
-    post was created (or liked) between our database read and our write: we would
-    otherwise store a list without that post. Then we retry, and after three lost
-    races serve the database result uncached.
+
+def _rebuild(client: Redis, user_id: int) -> tuple[list[dict], dict]:
+    """Rebuild an author's list and stats from the database (core.rebuild), and return them.
+
+    WATCHes the stats hash, which every write-through HINCRBYs: a post created or liked
+    during the read aborts the store, and after USER_POSTS_REBUILD_ATTEMPTS lost races
+    the last read is served uncached. Redis errors propagate (the caller fails open).
     """
-    list_key, stats_key = keys.user_recent_posts(user_id), keys.user_stats(user_id)
-    for _ in range(3):
-        try:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.watch(stats_key)
-                recent, stats = _from_db(user_id)
-                pipe.multi()
-                pipe.delete(list_key, stats_key)
-                if recent:
-                    pipe.rpush(list_key, *[json.dumps(item) for item in recent])
-                    pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
-                pipe.hset(stats_key, mapping={**stats, "built": 1})
-                pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
-                pipe.execute()
-                return recent, stats
-        except WatchError:
-            metrics.incr("cache.rebuild_raced", family="user_posts")
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            metrics.incr("cache.error", family="user_posts")
-            return _from_db(user_id)
-    return _from_db(user_id)
+    list_key, stats_key = keys.user_posts_recent(user_id), keys.user_posts_stats(user_id)
+
+    def store(pipe: Pipeline, built: tuple[list[dict], dict]) -> None:
+        recent, stats = built
+        pipe.delete(list_key, stats_key)
+        if recent:
+            pipe.rpush(list_key, *[json.dumps(item) for item in recent])
+            pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
+        pipe.hset(stats_key, mapping={**stats, "built": 1})
+        pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
+
+    rebuilt = rebuild(
+        client,
+        family=USER_POSTS.name,
+        load=lambda: _from_db(user_id),
+        store=store,
+        watch=[stats_key],
+        attempts=USER_POSTS_REBUILD_ATTEMPTS,
+    )
+    # Without a lease every attempt loads: the value is what the last one read.
+    return cast(tuple[list[dict], dict], rebuilt.value)
 
 
 def user_exists(*, user_id: int) -> bool:

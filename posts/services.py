@@ -18,7 +18,7 @@ from feeds.services import like_published, timeline_fanout_schedule
 from posts import keys
 from posts.leaderboard import leaderboard_like_changed, leaderboard_like_queue
 from posts.models import Like, Post
-from posts.selectors import AUTHOR_LISTS, POST, post_summary
+from posts.selectors import POST, USER_POSTS, post_summary
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def write_through_new_post(post: Post) -> None:
     holding only this post, which readers would trust. HINCRBY on a missing hash
     creates one without the `built` marker, which readers rebuild instead of trusting.
     """
-    list_key, stats_key = keys.user_recent_posts(post.author_id), keys.user_stats(post.author_id)
+    list_key, stats_key = keys.user_posts_recent(post.author_id), keys.user_posts_stats(post.author_id)
     pipe = get_redis("cache").pipeline(transaction=True)
     pipe.lpushx(list_key, json.dumps(post_summary(post)))
     pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
@@ -127,14 +127,14 @@ def write_through_new_post(post: Post) -> None:
     if not invalidate_now(POST.name, post.pk, pipe=pipe):
         # Cache role: fail open. The write committed; the outbox drops the post's entry
         # once Redis is back, and the author's list and stats go the same way.
-        metrics.incr("cache.error", family="user_posts")
+        metrics.incr("cache.error", family=USER_POSTS.name)
         logger.warning("Write-through for post %s failed; author's list will be rebuilt", post.pk)
-        drop_author_lists(post.author_id)
+        _user_posts_invalidate(post.author_id)
 
 
-def drop_author_lists(author_id: int) -> None:
+def _user_posts_invalidate(author_id: int) -> None:
     """Make the next read rebuild an author's list and stats (outbox-backed if Redis is away)."""
-    invalidate_now(AUTHOR_LISTS.name, author_id)
+    invalidate_now(USER_POSTS.name, author_id)
 
 
 def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None = None, title: str = "") -> None:
@@ -142,12 +142,12 @@ def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None 
     likeCount changed; the author's likesReceived; the leaderboard), then one state-role
     round trip for a like's activity entry and notification."""
     pipe = get_redis("cache").pipeline(transaction=False)
-    pipe.hincrby(keys.user_stats(author_id), "likesReceived", delta)
-    pipe.expire(keys.user_stats(author_id), keys.WRITE_THROUGH_TTL)
+    pipe.hincrby(keys.user_posts_stats(author_id), "likesReceived", delta)
+    pipe.expire(keys.user_posts_stats(author_id), keys.WRITE_THROUGH_TTL)
     leaderboard_like_queue(pipe, author_id=author_id, delta=delta)
     if not invalidate_now(POST.name, post_id, pipe=pipe):
         # Cache role: fail open. The post's entry is in the outbox; the stats missed this
         # like, so they go too; the leaderboard drifts until it expires or is rebuilt.
-        drop_author_lists(author_id)
+        _user_posts_invalidate(author_id)
     if liker is not None:  # a like, not an unlike: the liker's activity, the author's notification
         like_published(liker=liker, post_id=post_id, post_title=title, author_id=author_id)

@@ -15,7 +15,7 @@ from core.redis import get_redis
 from posts import keys
 from posts.leaderboard import leaderboard_drop
 from posts.models import Page, Post
-from posts.selectors import AUTHOR_LISTS, POST
+from posts.selectors import PAGE, POST, USER_POSTS
 
 
 @receiver(post_save, sender=Post, dispatch_uid="posts.post_saved")
@@ -25,17 +25,17 @@ def post_saved(sender, instance: Post, created: bool, update_fields=None, **kwar
             # Nothing wrote it through: a 404 remembered before it existed goes, and so do
             # its author's list and stats, which the next read rebuilds with it.
             invalidate(POST.name, instance.pk)
-            invalidate(AUTHOR_LISTS.name, instance.author_id)
+            invalidate(USER_POSTS.name, instance.author_id)
         return
-    invalidate("post", instance.pk)
+    invalidate(POST.name, instance.pk)
     if update_fields is None or "title" in update_fields:  # the list shows titles, not content
-        invalidate(AUTHOR_LISTS.name, instance.author_id)
+        invalidate(USER_POSTS.name, instance.author_id)
 
 
 @receiver(post_delete, sender=Post, dispatch_uid="posts.post_deleted")
 def post_deleted(sender, instance: Post, **kwargs) -> None:
-    invalidate("post", instance.pk)
-    invalidate(AUTHOR_LISTS.name, instance.author_id)
+    invalidate(POST.name, instance.pk)
+    invalidate(USER_POSTS.name, instance.author_id)
     # Unique viewers of a post that is gone (pending views are dropped at their next flush).
     after_commit(_drop_viewers, instance.pk)
 
@@ -53,4 +53,4 @@ def author_deleted(sender, instance, **kwargs) -> None:
 @receiver(post_save, sender=Page, dispatch_uid="posts.page_saved")
 @receiver(post_delete, sender=Page, dispatch_uid="posts.page_deleted")
 def page_changed(sender, instance: Page, **kwargs) -> None:
-    invalidate("page", instance.pk)
+    invalidate(PAGE.name, instance.pk)
