@@ -20,11 +20,12 @@ from rest_framework.views import APIView
 from accounts.selectors import user_profile
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from feeds.serializers import ActivityQuerySerializer, FeedQuerySerializer
 from jobs.serializers import JobQueuedSerializer, quota_exceeded
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
-from posts.models import Post
+from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Post
 
 
 def _django_errors(exc: DjangoValidationError) -> serializers.ValidationError:
@@ -65,15 +66,15 @@ class PostViewedSerializer(PostSerializer):
 
 
 class PostInputSerializer(BodySerializer):
-    title = serializers.CharField(max_length=Post._meta.get_field("title").max_length)
-    content = serializers.CharField(max_length=Post._meta.get_field("content").max_length)
+    title = serializers.CharField(max_length=TITLE_MAX_LENGTH)
+    content = serializers.CharField(max_length=CONTENT_MAX_LENGTH)
 
 
 class PostCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=PostInputSerializer, responses={201: PostSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = PostInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -97,7 +98,7 @@ class PostDetailApi(APIView):
         return Response({**post, "views": post["viewCount"] + pending})
 
     @extend_schema(request=PostInputSerializer(partial=True), responses={200: PostSerializer})
-    def patch(self, request: Request, post_id: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, post_id: int) -> Response:
         post = get_object_or_404(Post.objects.select_related("author"), pk=post_id)
         data = PostInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -108,7 +109,7 @@ class PostDetailApi(APIView):
         return Response(selectors.post_to_dict(post))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, post_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, post_id: int) -> Response:
         post = get_object_or_404(Post, pk=post_id)
         services.post_delete(post=post, editor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -127,7 +128,7 @@ class PostLikeApi(APIView):
             409: api_error("You already like this post"),
         },
     )
-    def post(self, request: Request, post_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, post_id: int) -> Response:
         post = get_object_or_404(Post, pk=post_id)
         try:
             services.post_like(post=post, user=request.user)
@@ -138,7 +139,7 @@ class PostLikeApi(APIView):
         return Response({"liked": True, "postId": post_id}, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, post_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, post_id: int) -> Response:
         post = get_object_or_404(Post, pk=post_id)
         try:
             services.post_unlike(post=post, user=request.user)
@@ -263,7 +264,7 @@ class LeaderboardApi(APIView):
 _FeedPageSerializer = inline_serializer(
     "FeedPage",
     {
-        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer}, many=True),
+        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer()}, many=True),
         "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
     },
 )
@@ -292,7 +293,7 @@ class FeedApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(parameters=[FeedQuerySerializer], responses={200: _FeedPageSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(selectors.home_timeline_page(user_id=request.user.pk, **query.validated_data))
@@ -323,7 +324,7 @@ class ReportCreateApi(APIView):
         request=None,
         responses={202: JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         try:
             job = reports.report_enqueue(owner=request.user)
         except QuotaExceeded as exc:

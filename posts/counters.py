@@ -162,7 +162,9 @@ def flush_views() -> bool:
 def _send_views(batch: Batch) -> dict[Hashable, int]:
     """core.batching's send: one script call, then the database flush of counters now due."""
     state = get_redis("state")
+    # The buffer's keys are (kind, id): record_post_view and record_page_view add them.
     objects = cast(list[tuple[Kind, int]], list(batch.counts))
+    viewers = cast(dict[tuple[Kind, int], set[str]], batch.members)
     counters = {_COUNTER_KEYS[kind](obj_id): batch.counts[(kind, obj_id)] for kind, obj_id in objects}
     _, totals = apply_once(
         state,
@@ -170,7 +172,7 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
         seq=batch.seq,
         ttl=keys.VIEW_BATCH_TTL,
         counters=counters,
-        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in batch.members.items()},
+        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in viewers.items()},
         sets={keys.views_dirty(): [_member(kind, obj_id) for kind, obj_id in objects]},
     )
     pending: dict[Hashable, int] = {obj: totals[key] for obj, key in zip(objects, counters, strict=True)}
@@ -243,7 +245,8 @@ def flush_all_views(*, batch: int = 500) -> int:
     budget = state.scard(dirty)
     while budget > 0:
         # SRANDMEMBER only reads: members leave the set inside the take script.
-        members = state.srandmember(dirty, min(batch, budget))
+        # With a count, SRANDMEMBER answers a list of members.
+        members = cast(list[bytes], state.srandmember(dirty, min(batch, budget)))
         if not members:
             break
         budget -= len(members)

@@ -1,14 +1,12 @@
 from django import forms
 
 from accounts.models import User
-from posts.models import Post
+from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH
 
 
 class PostForm(forms.Form):
-    title = forms.CharField(max_length=Post._meta.get_field("title").max_length)
-    content = forms.CharField(
-        max_length=Post._meta.get_field("content").max_length, widget=forms.Textarea(attrs={"rows": 4})
-    )
+    title = forms.CharField(max_length=TITLE_MAX_LENGTH)
+    content = forms.CharField(max_length=CONTENT_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 4}))
 
 
 class ProfileForm(forms.Form):

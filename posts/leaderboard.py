@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from django.db.models import Sum
 from redis.client import Pipeline
@@ -196,7 +196,10 @@ def leaderboard_top(*, count: int) -> list[LeaderboardEntry]:
         log=logger,
         family=LEADERBOARD_FAMILY,
     ) as outcome:
-        stored = get_redis("cache").zrange(keys.leaderboard(), 0, count - 1, withscores=True)
+        # withscores=True: (member, score) pairs.
+        stored = cast(
+            list[tuple[bytes, float]], get_redis("cache").zrange(keys.leaderboard(), 0, count - 1, withscores=True)
+        )
         # Redis has no empty zsets: nothing back means the zset is missing (or nobody
         # has a like yet, in which case the rebuild is one cheap query).
         rows = _from_zset(stored) if stored else _rebuild()[:count]

@@ -1,11 +1,14 @@
 from django.conf import settings
 from django.db import models
 
+TITLE_MAX_LENGTH = 200
+CONTENT_MAX_LENGTH = 10_000
+
 
 class Post(models.Model):
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posts")
-    title = models.CharField(max_length=200)
-    content = models.TextField(max_length=10_000)
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
+    content = models.TextField(max_length=CONTENT_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Denormalised counts. like_count moves with Like rows in the same transaction;

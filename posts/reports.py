@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from typing import cast
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -24,7 +25,7 @@ from core.commit import after_commit
 from feeds.services import report_ready_published
 from jobs.models import Job, Report
 from jobs.queues import REPORT_JOB, REPORT_RETENTION
-from jobs.services import email_enqueue, job_complete, job_enqueue
+from jobs.services import PermanentJobError, email_enqueue, job_complete, job_enqueue
 from posts import counters
 from posts.models import Post
 
@@ -55,8 +56,11 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
     email goes out only with the run that completes the job.
     """
     if job.completed_at is not None:
-        return job.result
+        # job_complete sets completed_at and result in one UPDATE.
+        return cast(dict, job.result)
     owner = job.owner
+    if owner is None:
+        raise PermanentJobError(f"Report job {job.pk} has no owner")
     posts = list(
         Post.objects.filter(author=owner).order_by("-created_at").values("id", "title", "created_at", "like_count")
     )
@@ -88,10 +92,11 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
     stored = default_storage.save(name, ContentFile(out.getvalue().encode()))
     Report.objects.update_or_create(job=job, defaults={"owner": owner, "file": stored, "summary": summary})
 
-    result = {"summary": summary, "download": reverse("api-report-download", args=[job.pk])}
+    download = reverse("api-report-download", args=[job.pk])
+    result = {"summary": summary, "download": download}
     with transaction.atomic():
         if job_complete(job_id=job.pk, result=result):
-            link = settings.KESTREL_SITE_URL.rstrip("/") + result["download"]
+            link = settings.KESTREL_SITE_URL.rstrip("/") + download
             email_enqueue(
                 to=owner.email,
                 subject="Your Kestrel activity report is ready",
@@ -106,7 +111,7 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 report_ready_published,
                 user_id=owner.pk,
                 job_id=str(job.pk),
-                download=result["download"],
+                download=download,
                 summary=summary,
             )
     return result

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
+from core.types import AuthenticatedHttpRequest
 from feeds.selectors import FEED_COUNT_DEFAULT, stream_id_parse
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
@@ -39,7 +40,7 @@ def _cursor(value: str | None) -> str | None:
 
 @login_required
 @require_POST
-def post_compose(request: HttpRequest) -> HttpResponse:
+def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = PostForm(request.POST)
     if form.is_valid():
         try:
@@ -51,7 +52,7 @@ def post_compose(request: HttpRequest) -> HttpResponse:
             return redirect("post-detail", post_id=post.pk)
     else:
         for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
+            messages.error(request, " ".join(map(str, errors)))
     return redirect("home")
 
 
@@ -72,7 +73,7 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def post_like_toggle(request: HttpRequest, post_id: int) -> HttpResponse:
+def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
     post = get_object_or_404(Post, pk=post_id)
     try:
         if request.POST.get("action") == "unlike":
@@ -88,7 +89,7 @@ def post_like_toggle(request: HttpRequest, post_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def post_delete(request: HttpRequest, post_id: int) -> HttpResponse:
+def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
     post = get_object_or_404(Post, pk=post_id)
     try:
         services.post_delete(post=post, editor=request.user)
@@ -105,13 +106,13 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
         raise Http404("No such person")
     is_owner = request.user.is_authenticated and request.user.pk == user_id
     form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
-    can_follow = request.user.is_authenticated and not is_owner
+    follower = request.user if request.user.is_authenticated and not is_owner else None
     posts, stats = selectors.user_posts_and_stats(user_id=user_id)
     context = {
         "person": person,
         "follows": follow_counts(user_id=user_id),
-        "can_follow": can_follow,
-        "is_following": can_follow and follow_exists(follower_id=request.user.pk, followee_id=user_id),
+        "can_follow": follower is not None,
+        "is_following": follower is not None and follow_exists(follower_id=follower.pk, followee_id=user_id),
         "posts": posts,
         "stats": stats,
         "rank": leaderboard.leaderboard_entry(user_id=user_id),
@@ -123,7 +124,7 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def profile_edit(request: HttpRequest) -> HttpResponse:
+def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ProfileForm(request.POST)
     if form.is_valid():
         try:
@@ -136,23 +137,22 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Profile saved.")
     else:
         for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
+            messages.error(request, " ".join(map(str, errors)))
     return redirect("profile", user_id=request.user.pk)
 
 
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    me = leaderboard.leaderboard_entry(user_id=request.user.pk) if request.user.is_authenticated else None
-    context = {
-        "top": leaderboard.leaderboard_top(count=20),
-        "me": me,
-        "around": leaderboard.leaderboard_around(user_id=request.user.pk) if me else [],
-    }
+    me, around = None, []
+    if request.user.is_authenticated:
+        me = leaderboard.leaderboard_entry(user_id=request.user.pk)
+        around = leaderboard.leaderboard_around(user_id=request.user.pk) if me else []
+    context = {"top": leaderboard.leaderboard_top(count=20), "me": me, "around": around}
     return render(request, "posts/leaderboard.html", context)
 
 
 @login_required
 @require_POST
-def report_request(request: HttpRequest) -> HttpResponse:
+def report_request(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The reports page's (jobs.views.reports) "Build my activity report" button."""
     try:
         reports.report_enqueue(owner=request.user)

@@ -52,7 +52,7 @@ class Command(BaseCommand):
             if not Follow.objects.filter(follower=fan, followee=star).exists():
                 follow_create(follower=fan, followee=star)
         for liker, author in LIKES:
-            post = Post.objects.filter(author__username=author).order_by("id").first()
+            post = Post.objects.filter(author__username=author).earliest("id")
             fan = User.objects.get(username=liker)
             if not Like.objects.filter(user=fan, post=post).exists():
                 post_like(post=post, user=fan)
