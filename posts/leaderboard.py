@@ -72,6 +72,11 @@ return {first, redis.call('ZRANGE', KEYS[1], first, rank + radius, 'WITHSCORES')
 
 
 class LeaderboardEntry(TypedDict):
+    """One line of the leaderboard, as the API and the pages show it.
+
+    The API's field names (camelCase); ranks start at 1.
+    """
+
     rank: int  # 1-based
     userId: int  # camelCase: the API's field name
     username: str | None  # None for an account deactivated or deleted since the zset was built
@@ -209,7 +214,10 @@ def leaderboard_top(*, count: int) -> list[LeaderboardEntry]:
 
 
 def leaderboard_entry(*, user_id: int) -> LeaderboardEntry | None:
-    """`user_id`'s own rank and likes; None until one of their posts has a like."""
+    """`user_id`'s own rank and likes; None until one of their posts has a like.
+
+    leaderboard_around with radius 0: one script call, failing open to the database.
+    """
     window = leaderboard_around(user_id=user_id, radius=0)
     return window[0] if window else None
 

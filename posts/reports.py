@@ -33,8 +33,11 @@ REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis wri
 
 
 def report_enqueue(*, owner: User, now=None) -> Job:
-    """Queue an activity report for `owner`; QuotaExceeded when one is already being built
-    or they asked for too many lately (jobs.queues.QUOTAS)."""
+    """Queue an activity report for `owner`: a Job row now, RQ after commit (jobs.services).
+
+    QuotaExceeded when one is already being built or they asked for too many lately
+    (jobs.queues.QUOTAS); nothing is recorded then.
+    """
     return job_enqueue(kind=REPORT_JOB, owner=owner, payload={}, requested=True, now=now)
 
 
@@ -45,7 +48,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(text: str) -> str:
-    """A text cell of a report a spreadsheet shows as text, never runs as a formula."""
+    """A text cell of a report that a spreadsheet shows as text, never runs as a formula.
+
+    A cell starting with one of _FORMULA_STARTS gets a leading quote (OWASP's advice).
+    """
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
@@ -53,7 +59,9 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
     """Write the owner's activity report (CSV: a header, one row per post) and email a link with the totals.
 
     Idempotent: the file name and the Report row are keyed by the job id, and the
-    email goes out only with the run that completes the job.
+    email goes out only with the run that completes the job. Views include the pending
+    ones (state role: a Redis error fails the run, which RQ retries). A job without an
+    owner fails at once (PermanentJobError).
     """
     if job.completed_at is not None:
         # job_complete sets completed_at and result in one UPDATE.

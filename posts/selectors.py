@@ -1,4 +1,10 @@
-"""Reads of the posts app: cache-aside for single objects, write-through lists and stats."""
+"""Reads of the posts app: posts and pages, an author's recent posts and stats, and the
+feeds' streams hydrated with posts.
+
+Posts and pages are cache-aside (core.cacheaside: L1, Redis, database); an author's list
+and stats are written through by posts.services and rebuilt here (core.rebuild). Every
+cache-role read fails open to the database.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +40,11 @@ USER_POSTS = cacheaside.register(cacheaside.Family("user_posts", keys.user_posts
 
 
 def post_to_dict(post: Post) -> dict:
-    """The cached and served shape of a post: a plain dict (no serializer on the hot path)."""
+    """The cached and served shape of a post (apis.PostSerializer documents it).
+
+    A plain dict, built without a serializer: this runs on every cache miss of a post.
+    Needs `post.author` loaded (select_related) for the username.
+    """
     return {
         "id": post.pk,
         "title": post.title,
@@ -48,7 +58,11 @@ def post_to_dict(post: Post) -> dict:
 
 
 def post_summary(post: Post) -> dict:
-    """An entry of an author's recent-posts list."""
+    """An entry of an author's recent-posts list: {"id", "title", "createdAt"}.
+
+    What keys.user_posts_recent holds as JSON, written through by posts.services and
+    rebuilt here.
+    """
     return {"id": post.pk, "title": post.title, "createdAt": post.created_at.isoformat()}
 
 
@@ -56,6 +70,7 @@ def post_detail(*, post_id: int) -> dict | None:
     """One post, cache-aside (L1, Redis, database); None if it does not exist.
 
     viewCount is the flushed count; add the pending views (posts.counters) to show it.
+    Key keys.post_detail (cache role, POST_TTL); fails open to the database.
     """
     return cacheaside.get_or_load(POST, post_id, lambda: _load_post(post_id))
 
@@ -70,6 +85,7 @@ def post_details(*, post_ids: list[int]) -> list[dict | None]:
     """Posts as post_detail gives them, in the order of `post_ids`; None for one that does not exist.
 
     For lists (timelines, activity): the L1, one MGET, and one query for the misses.
+    Fails open to the database, as post_detail.
     """
     return cacheaside.get_many(POST, post_ids, _load_posts)
 
@@ -88,6 +104,11 @@ def _load_post(post_id: int) -> dict | None:
 
 
 def page_detail(*, page_id: int) -> dict | None:
+    """One standing page with its flushed view count; None if it does not exist.
+
+    Cache-aside (L1, Redis, database), key keys.page_detail (cache role, POST_TTL);
+    fails open to the database. Add the pending views (posts.counters) to show them.
+    """
     return cacheaside.get_or_load(PAGE, page_id, lambda: _load_page(page_id))
 
 
@@ -99,16 +120,26 @@ def _load_page(page_id: int) -> dict | None:
 
 
 def post_liked_by(*, post_id: int, user_id: int) -> bool:
+    """Whether `user_id` likes the post: one indexed query (the unique Like row).
+
+    Not cached: only a logged-in reader's own post page asks.
+    """
     return Like.objects.filter(post_id=post_id, user_id=user_id).exists()
 
 
 def post_list_recent(*, limit: int = 20) -> QuerySet[Post]:
-    """The newest posts from everyone, for the home page."""
+    """The newest posts from everyone, for the home page, with their authors.
+
+    A query (lazy: the template runs it); not cached.
+    """
     return Post.objects.select_related("author").order_by("-created_at", "-id")[:limit]
 
 
 def post_with_author(*, post_id: int) -> Post | None:
-    """The post with its author loaded (what a fan-out job needs), None if it is gone."""
+    """The post with its author loaded (what a fan-out job needs), None if it is gone.
+
+    One query, never cached: a job must see the row as it is now.
+    """
     return Post.objects.select_related("author").filter(pk=post_id).first()
 
 
@@ -118,11 +149,12 @@ _MS = timedelta(milliseconds=1)
 def post_list_by_authors(
     *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
 ) -> list[tuple[int, int, datetime]]:
-    """(id, author id, created_at) of the newest `limit` posts by `author_ids` (a list, or a
-    query of ids that becomes a subquery), newest first: what rebuilds a home timeline.
+    """(id, author id, created_at) of the newest `limit` posts by `author_ids`, newest first.
 
-    With `before` (the start of a millisecond, a post id): only posts created before
-    that millisecond, or within it with a smaller id (feeds.selectors' page order).
+    What rebuilds a home timeline. `author_ids` is a list, or a query of ids that
+    becomes a subquery. With `before` (the start of a millisecond, a post id): only
+    posts created before that millisecond, or within it with a smaller id
+    (feeds.selectors' page order). One query.
     """
     posts = Post.objects.filter(author_id__in=author_ids)
     if before:
@@ -139,7 +171,11 @@ def post_list_by_authors(
 def home_timeline_page(
     *, user_id: int, count: int = feed_selectors.FEED_COUNT_DEFAULT, before: str | None = None
 ) -> dict:
-    """{"items": [{"id", "post"}], "next"}: feeds.selectors.timeline_page with its posts."""
+    """{"items": [{"id", "post"}], "next"}: feeds.selectors.timeline_page with its posts.
+
+    Posts come from post_details; a missing timeline is rebuilt from
+    post_list_by_authors. Failure policy: feeds.selectors.timeline_page's.
+    """
     return feed_selectors.timeline_page(
         user_id=user_id,
         count=count,
@@ -152,7 +188,11 @@ def home_timeline_page(
 def user_activity_page(
     *, user_id: int, count: int = feed_selectors.ACTIVITY_COUNT_DEFAULT, before: str | None = None
 ) -> dict:
-    """{"items", "next"}: feeds.selectors.activity_page, leaving out posts that are gone."""
+    """{"items", "next"}: feeds.selectors.activity_page, leaving out posts that are gone.
+
+    The stream is state-role data, the only copy of what it records: a Redis that
+    does not answer is an error (feeds.selectors.activity_page).
+    """
     return feed_selectors.activity_page(user_id=user_id, count=count, before=before, post_details=post_details)
 
 
@@ -256,4 +296,8 @@ def _rebuild(client: Redis, user_id: int) -> tuple[list[dict], dict]:
 
 
 def user_exists(*, user_id: int) -> bool:
+    """Whether `user_id` is an active account, from the profile cache.
+
+    accounts.selectors.user_profile: cache-aside, fails open to the database.
+    """
     return user_profile(user_id=user_id) is not None

@@ -1,5 +1,9 @@
-"""Site pages of the posts app (the home page, posts, profiles, the leaderboard): thin,
-reading the same cached selectors as the API."""
+"""Site pages of the posts app: the home page, posts, profiles, the leaderboard, reports.
+
+Thin: each reads the same cached selectors as the API or calls one service, then
+renders a template or redirects with a message. Pages that change something are POST
+only and behind @login_required (their request is an AuthenticatedHttpRequest).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ from posts.models import Post
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """The home timeline (posts by the people you follow) above everyone's recent posts."""
+    """The home page: the home timeline (posts by the people you follow) above everyone's recent posts.
+
+    The timeline only for a logged-in reader, paged by `?before=<stream id>`; a
+    malformed cursor shows the newest page.
+    """
     timeline = None
     if request.user.is_authenticated:
         timeline = selectors.home_timeline_page(
@@ -41,6 +49,10 @@ def _cursor(value: str | None) -> str | None:
 @login_required
 @require_POST
 def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /posts/new: publish a post (posts.services.post_create) and show it.
+
+    Errors go back to the home page as messages; nothing is written then.
+    """
     form = PostForm(request.POST)
     if form.is_valid():
         try:
@@ -57,6 +69,11 @@ def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
+    """A post's page, counting a view: its views, unique viewers and the reader's like.
+
+    The post is cache-aside (fails open); the view is counted in memory; the unique
+    viewers are read from the state role (as of the last send). 404 for no such post.
+    """
     post = selectors.post_detail(post_id=post_id)
     if post is None:
         raise Http404("No such post")
@@ -74,6 +91,11 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
+    """POST /posts/<id>/like: like the post, or take the like back with action=unlike.
+
+    A double click is harmless (the state asked for is the state it is in); liking
+    one's own post shows an error. Back to the post's page.
+    """
     post = get_object_or_404(Post, pk=post_id)
     try:
         if request.POST.get("action") == "unlike":
@@ -90,6 +112,10 @@ def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpRes
 @login_required
 @require_POST
 def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
+    """POST /posts/<id>/delete: the author deletes their post, then sees their profile.
+
+    Anyone else gets an error message on the post's page; nothing is deleted.
+    """
     post = get_object_or_404(Post, pk=post_id)
     try:
         services.post_delete(post=post, editor=request.user)
@@ -101,6 +127,11 @@ def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse
 
 
 def profile(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A person's page: profile, follow counts, recent posts and stats, leaderboard rank.
+
+    The owner gets the edit form; another logged-in reader, the follow button. Every
+    part comes from a cache that fails open. 404 for no such (active) account.
+    """
     person = user_profile(user_id=user_id)
     if person is None:
         raise Http404("No such person")
@@ -125,6 +156,11 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /profile/edit: save the logged-in person's name and bio, back to their page.
+
+    Validation errors, and a save racing another one (ProfileBeingUpdated), show as
+    messages; nothing is written then.
+    """
     form = ProfileForm(request.POST)
     if form.is_valid():
         try:
@@ -142,6 +178,10 @@ def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
+    """The leaderboard page: the top 20, and for a ranked logged-in reader their window.
+
+    posts.leaderboard, which fails open to the database.
+    """
     me, around = None, []
     if request.user.is_authenticated:
         me = leaderboard.leaderboard_entry(user_id=request.user.pk)
@@ -153,7 +193,11 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def report_request(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The reports page's (jobs.views.reports) "Build my activity report" button."""
+    """POST /reports/new: the reports page's (jobs.views.reports) "Build my activity report" button.
+
+    Queues a report (posts.reports.report_enqueue); a refused quota shows as a message.
+    Back to the reports page, which shows the progress.
+    """
     try:
         reports.report_enqueue(owner=request.user)
     except QuotaExceeded as exc:
