@@ -8,6 +8,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from core import metrics
 from posts import keys
 from posts.models import Post
 from posts.selectors import user_recent_posts, user_stats
@@ -146,6 +147,7 @@ def test_a_rebuild_that_races_a_new_post_does_not_store_a_list_without_it(
     assert titles == ["landed meanwhile", "old"]
     stored = [json.loads(i)["title"] for i in cache_redis.lrange(keys.user_posts_recent(ada.pk), 0, -1)]
     assert stored == ["landed meanwhile", "old"]
+    assert metrics.value("cache.rebuild_raced", family=selectors.USER_POSTS.name) == 1
 
 
 def test_the_api_serves_the_list_and_stats(ada, django_capture_on_commit_callbacks):
