@@ -40,11 +40,8 @@ _MODELS: dict[str, type[Post] | type[Page]] = {"post": Post, "page": Page}
 _COUNTER_KEYS: dict[str, Callable[[int], str]] = {"post": keys.post_views, "page": keys.page_views}
 _FAMILIES: dict[str, Family] = {"post": POST, "page": PAGE}  # their cached copies
 
-# Takes counters whole and removes their members from the dirty set in the same atomic
-# step. Doing both together (rather than SPOP first, then take) leaves no moment where
-# a member is out of the set while its counter still holds views: a flusher dying
-# between an SPOP and its take would strand those views until the next visit to that
-# post. A view arriving after the script re-adds its member, so it is flushed next time.
+# Takes counters whole and removes their members from the dirty set in one atomic step,
+# so no member is ever out of the set while its counter still holds views.
 _TAKE_LUA = """
 -- KEYS: views_dirty, counter_1 .. counter_n   ARGV: member_1 .. member_n ("post:42" names counter_i)
 -- Returns the views taken from each counter, in KEYS order (0 when none were pending).
@@ -150,9 +147,8 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
     )
     pending: dict[Hashable, int] = {obj: totals[key] for obj, key in zip(objects, counters, strict=True)}
     # `>=`, not `==`: a counter given back after a failed flush stays above the
-    # threshold, and every later send of its views retries until one succeeds. Sends
-    # from several processes that all see the threshold race harmlessly: one take gets
-    # the views, the others take 0 and touch no row.
+    # threshold, so every later send retries it. Concurrent takes are harmless: one
+    # gets the views, the others take 0.
     due = [obj for obj in objects if pending[obj] >= VIEW_FLUSH_EVERY]
     if due:
         try:
