@@ -20,11 +20,12 @@ from rest_framework.views import APIView
 from accounts.selectors import user_profile
 from core.api import BodySerializer, QuerySerializer
 from core.schema import api_error
+from core.types import AuthenticatedRequest
 from feeds.serializers import ActivityQuerySerializer, FeedQuerySerializer
 from jobs.serializers import JobQueuedSerializer, quota_exceeded
 from jobs.services import QuotaExceeded
 from posts import counters, leaderboard, reports, selectors, services
-from posts.models import Post
+from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Post
 
 
 def _django_errors(exc: DjangoValidationError) -> serializers.ValidationError:
@@ -65,15 +66,25 @@ class PostViewedSerializer(PostSerializer):
 
 
 class PostInputSerializer(BodySerializer):
-    title = serializers.CharField(max_length=Post._meta.get_field("title").max_length)
-    content = serializers.CharField(max_length=Post._meta.get_field("content").max_length)
+    title = serializers.CharField(max_length=TITLE_MAX_LENGTH)
+    content = serializers.CharField(max_length=CONTENT_MAX_LENGTH)
 
 
 class PostCreateApi(APIView):
+    """POST /api/posts (logged in): posts.services.post_create.
+
+    The post is written through to its author's list and fanned out after commit;
+    see the service for the failure policy.
+    """
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=PostInputSerializer, responses={201: PostSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
+        """Publish a post as the logged-in user.
+
+        201 with the post; 400 with each field's errors.
+        """
         data = PostInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -84,10 +95,20 @@ class PostCreateApi(APIView):
 
 
 class PostDetailApi(APIView):
+    """GET, PATCH, DELETE /api/posts/{id}: reads for anyone, writes for the author.
+
+    A read is cache-aside (fails open to the database) and counts a view in this
+    process's memory, so a state-role outage does not fail it.
+    """
+
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     @extend_schema(responses={200: PostViewedSerializer})
     def get(self, request: Request, post_id: int) -> Response:
+        """A post, with `views`: every view so far, this one included.
+
+        Each read counts as a view. 404 when there is no such post.
+        """
         post = selectors.post_detail(post_id=post_id)
         if post is None:
             raise NotFound("Post not found")
@@ -97,7 +118,11 @@ class PostDetailApi(APIView):
         return Response({**post, "views": post["viewCount"] + pending})
 
     @extend_schema(request=PostInputSerializer(partial=True), responses={200: PostSerializer})
-    def patch(self, request: Request, post_id: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, post_id: int) -> Response:
+        """Edit your post's title or content (either or both).
+
+        200 with the post; 403 unless you wrote it; 400 with each field's errors.
+        """
         post = get_object_or_404(Post.objects.select_related("author"), pk=post_id)
         data = PostInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -108,13 +133,23 @@ class PostDetailApi(APIView):
         return Response(selectors.post_to_dict(post))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, post_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, post_id: int) -> Response:
+        """Delete your post and its likes.
+
+        204; 403 unless you wrote it.
+        """
         post = get_object_or_404(Post, pk=post_id)
         services.post_delete(post=post, editor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PostLikeApi(APIView):
+    """POST, DELETE /api/posts/{id}/like (logged in): posts.services.post_like / post_unlike.
+
+    Cache and stream updates run after commit; see the services for their failure
+    policy.
+    """
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -127,7 +162,11 @@ class PostLikeApi(APIView):
             409: api_error("You already like this post"),
         },
     )
-    def post(self, request: Request, post_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, post_id: int) -> Response:
+        """Like a post.
+
+        201; 409 if you already like it; 400 for your own post.
+        """
         post = get_object_or_404(Post, pk=post_id)
         try:
             services.post_like(post=post, user=request.user)
@@ -138,7 +177,11 @@ class PostLikeApi(APIView):
         return Response({"liked": True, "postId": post_id}, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, post_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, post_id: int) -> Response:
+        """Take your like back.
+
+        204; 404 if you did not like it.
+        """
         post = get_object_or_404(Post, pk=post_id)
         try:
             services.post_unlike(post=post, user=request.user)
@@ -148,6 +191,12 @@ class PostLikeApi(APIView):
 
 
 class UserPostsApi(APIView):
+    """GET /api/users/{id}/posts: posts.selectors.user_recent_posts.
+
+    Write-through on the cache role, failing open to the database; 404 for no such
+    (active) account.
+    """
+
     permission_classes = [AllowAny]
 
     @extend_schema(
@@ -170,12 +219,22 @@ class UserPostsApi(APIView):
         }
     )
     def get(self, request: Request, user_id: int) -> Response:
+        """A person's 50 most recent posts, newest first.
+
+        404 when there is no such person.
+        """
         if not selectors.user_exists(user_id=user_id):
             raise NotFound("User not found")
         return Response({"userId": user_id, "posts": selectors.user_recent_posts(user_id=user_id)})
 
 
 class UserStatsApi(APIView):
+    """GET /api/users/{id}/stats: posts.selectors.user_stats.
+
+    Write-through on the cache role, failing open to the database; 404 for no such
+    (active) account.
+    """
+
     permission_classes = [AllowAny]
 
     @extend_schema(
@@ -191,13 +250,20 @@ class UserStatsApi(APIView):
         }
     )
     def get(self, request: Request, user_id: int) -> Response:
+        """A person's post count and the likes their posts received.
+
+        404 when there is no such person.
+        """
         if not selectors.user_exists(user_id=user_id):
             raise NotFound("User not found")
         return Response({"userId": user_id, **selectors.user_stats(user_id=user_id)})
 
 
 class PageDetailApi(APIView):
-    """The reference article's GET /api/pages/:id: every read is a view."""
+    """GET /api/pages/{id}: a standing page, cache-aside, counting a view in memory.
+
+    The page fails open to the database; the view is sent later by the view buffer.
+    """
 
     permission_classes = [AllowAny]
 
@@ -217,6 +283,10 @@ class PageDetailApi(APIView):
         }
     )
     def get(self, request: Request, page_id: int) -> Response:
+        """A standing page (about, guidelines), with `views`: every read is a view.
+
+        404 when there is no such page.
+        """
         page = selectors.page_detail(page_id=page_id)
         if page is None:
             raise NotFound("Page not found")
@@ -242,10 +312,20 @@ class LeaderboardSerializer(serializers.Serializer):
 
 
 class LeaderboardApi(APIView):
+    """GET /api/leaderboard: posts.leaderboard's top, and the caller's rank and window.
+
+    The leaderboard fails open to the database.
+    """
+
     permission_classes = [AllowAny]
 
     @extend_schema(parameters=[LeaderboardQuerySerializer], responses={200: LeaderboardSerializer})
     def get(self, request: Request) -> Response:
+        """People ranked by the likes their posts received: the top `count`.
+
+        For a logged-in caller also their own entry (`me`, null until ranked) and the
+        entries around it (`aroundMe`).
+        """
         query = LeaderboardQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         body: dict = {"top": leaderboard.leaderboard_top(count=query.validated_data["count"]), "me": None}
@@ -263,7 +343,7 @@ class LeaderboardApi(APIView):
 _FeedPageSerializer = inline_serializer(
     "FeedPage",
     {
-        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer}, many=True),
+        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer()}, many=True),
         "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
     },
 )
@@ -287,24 +367,41 @@ _ActivityPageSerializer = inline_serializer(
 
 
 class FeedApi(APIView):
-    """Posts by the people you follow, newest first."""
+    """GET /api/feed (logged in): posts.selectors.home_timeline_page.
+
+    The timeline is state-role data rebuilt from the database when missing or when
+    Redis does not answer (feeds.selectors.timeline_page).
+    """
 
     permission_classes = [IsAuthenticated]
 
     @extend_schema(parameters=[FeedQuerySerializer], responses={200: _FeedPageSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
+        """Posts by the people you follow, newest first.
+
+        Page with `?before=` (the `next` of the previous page) and `?count=`.
+        """
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(selectors.home_timeline_page(user_id=request.user.pk, **query.validated_data))
 
 
 class UserActivityApi(APIView):
-    """What someone did (posted, liked, followed), newest first: the article's activity feed."""
+    """GET /api/users/{id}/activity: posts.selectors.user_activity_page.
+
+    The stream is the only copy of what it records: a state role that does not answer
+    is a 503. 404 for no such (active) account.
+    """
 
     permission_classes = [AllowAny]
 
     @extend_schema(parameters=[ActivityQuerySerializer], responses={200: _ActivityPageSerializer})
     def get(self, request: Request, user_id: int) -> Response:
+        """What someone did (posted, liked, followed), newest first.
+
+        Page with `?before=` (the `next` of the previous page) and `?count=`; 404 when
+        there is no such person.
+        """
         query = ActivityQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         if user_profile(user_id=user_id) is None:
@@ -316,14 +413,23 @@ class UserActivityApi(APIView):
 
 
 class ReportCreateApi(APIView):
-    # POST /api/reports: the caller's activity report (posts.reports); GET /api/jobs/{id} follows it.
+    """POST /api/reports (logged in): queue the caller's activity report (posts.reports).
+
+    GET /api/jobs/{id} follows it; 429 when the quota (jobs.queues.QUOTAS) refuses.
+    """
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
         request=None,
         responses={202: JobQueuedSerializer, 429: api_error("A report is already being built; ...")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
+        """Build your activity report (a CSV of your posts with their views and likes).
+
+        202 with the job to follow at `status`; 429 while one is being built or after
+        too many.
+        """
         try:
             job = reports.report_enqueue(owner=request.user)
         except QuotaExceeded as exc:

@@ -1,35 +1,10 @@
 """Distributed view counters for posts and pages (the reference article's part 6.3).
 
-A view costs no round trip: each process counts views (and viewers, per post) in memory
-(core.batching) and a background thread sends them every KESTREL_VIEW_FLUSH_INTERVAL
-seconds (default 0.2) in one script call: INCRBY the pending counter, PFADD the new
-viewers to the post's HyperLogLog, SADD its member ("post:42") to the dirty set. Pending
-views move to the database in batches: when a send's INCRBY reply reaches
-VIEW_FLUSH_EVERY (the article's batch write, exact across processes since the reply is
-the shared total), and every minute for every dirty counter (posts.jobs.flush_view_counts,
-jobs/cron.py).
-
-Beyond the article, which writes `count` when `count % 1000 == 0`:
-- the article never resets its counter, so it relies on Redis keeping the running total
-  forever and misses every multiple of 1000 skipped by a concurrent INCR; here the
-  pending views are *taken* from Redis atomically and *added* to the row, so each view
-  reaches the database exactly once and the row alone is the durable total;
-- a counter that never reaches the threshold still reaches the database, on schedule.
-
-Failure policy: the state role holds what no database row has yet, so these keys have no
-TTL and must not be evicted. While it is unavailable the buffer keeps counting (up to
-KESTREL_VIEW_BUFFER_MAX_KEYS posts and pages; beyond, new ones' views are dropped and
-counted) and sends everything once it answers: reads never wait on it. A crash (kill -9)
-of a process loses the views it counted since its last send: about one interval's,
-bounded by the buffer. A stop sends them (SIGTERM to gunicorn or RQ, any normal exit).
-
-Crash window of the database flush: the take happens before the database update
-(take-then-apply). A process dying between the two loses the views of that one batch;
-applying first and taking after would double count them instead, and a count that only
-ever runs slightly low is the lesser harm for a view counter. A database *error* loses
-nothing: the views are given back. (An error reported after the database did commit,
-such as a connection lost while COMMIT's answer was on the wire, would count that batch
-twice; that is as rare as the crash and we accept it.)
+Each process counts views (and a post's viewers) in memory (core.batching) and sends
+them every KESTREL_VIEW_FLUSH_INTERVAL seconds in one script call on the state role
+(pending counter, viewers' HyperLogLog, dirty set; no TTL). Pending views are taken
+atomically and added to the row when a counter reaches VIEW_FLUSH_EVERY and every
+minute. Failure policy: while Redis is away the buffer keeps counting and sends later.
 """
 
 from __future__ import annotations
@@ -40,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Literal, cast
 
 from django.conf import settings
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
@@ -48,26 +23,25 @@ from redis import Redis
 from redis.commands.core import Script
 
 from core.batching import Batch, BatchBuffer, apply_once
-from core.cacheaside import invalidate
+from core.cacheaside import Family, invalidate
 from core.commit import after_commit
 from core.ratelimit.identity import client_ip
 from core.redis import get_redis, is_unavailable
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
 from posts.models import Page, Post
+from posts.selectors import PAGE, POST
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["post", "page"]
 
-_MODELS: dict[str, type[models.Model]] = {"post": Post, "page": Page}
+_MODELS: dict[str, type[Post] | type[Page]] = {"post": Post, "page": Page}
 _COUNTER_KEYS: dict[str, Callable[[int], str]] = {"post": keys.post_views, "page": keys.page_views}
+_FAMILIES: dict[str, Family] = {"post": POST, "page": PAGE}  # their cached copies
 
-# Takes counters whole and removes their members from the dirty set in the same atomic
-# step. Doing both together (rather than SPOP first, then take) leaves no moment where
-# a member is out of the set while its counter still holds views: a flusher dying
-# between an SPOP and its take would strand those views until the next visit to that
-# post. A view arriving after the script re-adds its member, so it is flushed next time.
+# Takes counters whole and removes their members from the dirty set in one atomic step,
+# so no member is ever out of the set while its counter still holds views.
 _TAKE_LUA = """
 -- KEYS: views_dirty, counter_1 .. counter_n   ARGV: member_1 .. member_n ("post:42" names counter_i)
 -- Returns the views taken from each counter, in KEYS order (0 when none were pending).
@@ -94,21 +68,17 @@ return taken
 
 @functools.cache
 def _take_script() -> Script:
-    # Registered once per process; redis-py sends EVALSHA and reloads the script by
+    # Registered once per process: redis-py sends EVALSHA and reloads the script by
     # itself after a Redis restart (NOSCRIPT).
     return get_redis("state").register_script(_TAKE_LUA)
 
 
 def viewer_id(request: HttpRequest) -> str:
-    """Who is looking, for unique-viewer counts: the user, or a keyed hash of the client's address.
+    """Who is looking, for unique-viewer counts: "u:<id>" for a user, else "a:<hash>".
 
-    Only what a client cannot change from one request to the next: a header such as
-    the User-Agent in the hash would let one client count as a new viewer every
-    request. The address is the one the rate limits use (core.ratelimit.client_ip:
-    behind KESTREL_RATE_LIMIT_TRUSTED_PROXIES proxies, IPv6 per /64, so a client
-    cannot rotate through its own block either), and it is keyed by HMAC so addresses
-    stay out of Redis. Viewers sharing an address (an office, a carrier's NAT) count
-    once; that undercount is the price of a count that cannot be inflated.
+    The hash is an HMAC of the client address the rate limits use (core.ratelimit's
+    client_ip), so no address reaches Redis and no header a client controls can make
+    it a new viewer. Viewers behind one address count once.
     """
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
@@ -128,15 +98,12 @@ def _member(kind: str, obj_id: int) -> str:
 
 
 def record_post_view(*, post_id: int, viewer: str) -> int:
-    """Count one view of a post by `viewer` (a user id or a hashed client address); no I/O.
+    """Count one view of a post by `viewer` (viewer_id); in memory, no I/O.
 
     Returns the post's views not yet in its row as this process knows them, this one
-    included: the pending total its last send learned plus its views not sent since.
-    Add it to the view_count read (or cached) just before. An approximation: other
-    processes' views of the last interval are missing until this process sends again,
-    and when another process moves the pending views to the row, they count twice here
-    (at most one batch) until this process's next send of the post corrects it.
-    Call it only for posts that exist: every id gets a key without a TTL.
+    included: add it to the view_count just read. Other processes' views show after
+    this process's next send. Call it only for posts that exist: every id gets a
+    state-role key without a TTL.
     """
     return view_buffer.add(("post", post_id), viewer)
 
@@ -150,17 +117,24 @@ def record_page_view(*, page_id: int, viewer: str) -> int:
 
 
 def flush_views() -> bool:
-    """Send this process's buffered views to Redis now; False if Redis was unavailable (kept).
+    """Send this process's buffered views to Redis now; False if Redis was unavailable.
 
-    The background thread calls it every interval; tests call it instead of waiting.
+    What could not be sent is kept for the next send. The background thread calls it
+    every interval; tests call it instead of waiting.
     """
     return view_buffer.flush()
 
 
 def _send_views(batch: Batch) -> dict[Hashable, int]:
-    """core.batching's send: one script call, then the database flush of counters now due."""
+    """core.batching's send: one apply_once script call, then the database flush of counters now due.
+
+    Returns each counter's pending total after the send, less what the flush moved.
+    A failed flush is logged and leaves the views in Redis for the scheduled flush.
+    """
     state = get_redis("state")
+    # The buffer's keys are (kind, id): record_post_view and record_page_view add them.
     objects = cast(list[tuple[Kind, int]], list(batch.counts))
+    viewers = cast(dict[tuple[Kind, int], set[str]], batch.members)
     counters = {_COUNTER_KEYS[kind](obj_id): batch.counts[(kind, obj_id)] for kind, obj_id in objects}
     _, totals = apply_once(
         state,
@@ -168,14 +142,13 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
         seq=batch.seq,
         ttl=keys.VIEW_BATCH_TTL,
         counters=counters,
-        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in batch.members.items()},
+        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in viewers.items()},
         sets={keys.views_dirty(): [_member(kind, obj_id) for kind, obj_id in objects]},
     )
     pending: dict[Hashable, int] = {obj: totals[key] for obj, key in zip(objects, counters, strict=True)}
     # `>=`, not `==`: a counter given back after a failed flush stays above the
-    # threshold, and every later send of its views retries until one succeeds. Sends
-    # from several processes that all see the threshold race harmlessly: one take gets
-    # the views, the others take 0 and touch no row.
+    # threshold, so every later send retries it. Concurrent takes are harmless: one
+    # gets the views, the others take 0.
     due = [obj for obj in objects if pending[obj] >= VIEW_FLUSH_EVERY]
     if due:
         try:
@@ -204,7 +177,10 @@ view_buffer = BatchBuffer(
 
 
 def _flush_due(members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
-    """The article's batch write, for counters that reached the threshold; the views moved of each."""
+    """The article's batch write, for counters that reached the threshold; the views moved of each.
+
+    Inside a transaction it runs after commit instead (and reports nothing moved yet).
+    """
     if transaction.get_connection().in_atomic_block:
         # Inside the caller's transaction a rollback would undo our UPDATE after the
         # views had left Redis: flush once it has committed (robust: a failure there
@@ -241,7 +217,8 @@ def flush_all_views(*, batch: int = 500) -> int:
     budget = state.scard(dirty)
     while budget > 0:
         # SRANDMEMBER only reads: members leave the set inside the take script.
-        members = state.srandmember(dirty, min(batch, budget))
+        # With a count, SRANDMEMBER answers a list of members.
+        members = cast(list[bytes], state.srandmember(dirty, min(batch, budget)))
         if not members:
             break
         budget -= len(members)
@@ -268,7 +245,11 @@ def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], li
 
 
 def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
-    """Take the members' pending views from Redis and add them to their rows; the views moved of each."""
+    """Take the members' pending views from Redis and add them to their rows; the views moved of each.
+
+    One take script (views_dirty and the counters), then one database transaction; if
+    that fails, for any reason, the views go back to Redis and the error propagates.
+    """
     if not members:
         return {}
     # Sorted so that concurrent flushers lock rows in the same order (no deadlocks).
@@ -317,14 +298,17 @@ def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
 def _invalidate_cached_copies(objects: list[tuple[Kind, int]]) -> None:
     # After the commit, so that cached copies are re-read with the new view_count
     # (until then a reader shows the old count plus a smaller pending count: a dip of
-    # one batch for the milliseconds between the take and the invalidation). Families
-    # "post" and "page" are registered by posts.selectors.
+    # one batch for the milliseconds between the take and the invalidation).
     for kind, obj_id in objects:
-        invalidate(kind, obj_id)
+        invalidate(_FAMILIES[kind].name, obj_id)
 
 
 def pending_views(kind: Kind, ids: list[int]) -> dict[int, int]:
-    """Views of each post (or page) not yet flushed to the database; one MGET."""
+    """Views of each post (or page) not yet flushed to the database, by id.
+
+    One MGET on the state role (keys.post_views / keys.page_views); Redis errors
+    propagate, as everywhere on the state role.
+    """
     counter_key = _COUNTER_KEYS[kind]
     if not ids:
         return {}
@@ -333,5 +317,9 @@ def pending_views(kind: Kind, ids: list[int]) -> dict[int, int]:
 
 
 def post_unique_viewers(post_id: int) -> int:
-    """Distinct viewers of a post, estimated by HyperLogLog (0.81 % standard error)."""
+    """Distinct viewers of a post, estimated by HyperLogLog (0.81 % standard error).
+
+    One PFCOUNT of keys.post_viewers on the state role, as of each process's last
+    send; Redis errors propagate, as everywhere on the state role.
+    """
     return get_redis("state").pfcount(keys.post_viewers(post_id))

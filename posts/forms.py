@@ -1,17 +1,30 @@
+"""Forms of the site's pages: composing a post, editing one's profile.
+
+Limits come from the models, so a form refuses what the model would.
+"""
+
 from django import forms
 
 from accounts.models import User
-from posts.models import Post
+from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH
 
 
 class PostForm(forms.Form):
-    title = forms.CharField(max_length=Post._meta.get_field("title").max_length)
-    content = forms.CharField(
-        max_length=Post._meta.get_field("content").max_length, widget=forms.Textarea(attrs={"rows": 4})
-    )
+    """The home page's compose box (posts.views.post_compose).
+
+    The model validates again in posts.services.post_create.
+    """
+
+    title = forms.CharField(max_length=TITLE_MAX_LENGTH)
+    content = forms.CharField(max_length=CONTENT_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 4}))
 
 
 class ProfileForm(forms.Form):
+    """The profile page's edit form (posts.views.profile_edit).
+
+    accounts.services.user_update_profile validates again.
+    """
+
     name = forms.CharField(max_length=User._meta.get_field("name").max_length, required=False)
     bio = forms.CharField(
         max_length=User._meta.get_field("bio").max_length, required=False, widget=forms.Textarea(attrs={"rows": 3})

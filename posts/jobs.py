@@ -1,4 +1,8 @@
-"""Jobs of the posts app: thin wrappers that call a service (STYLE.md rule 9)."""
+"""Jobs of the posts app, run by RQ workers: thin wrappers that call a service.
+
+Each names its queue and retries in jobs.queues (POLICIES) or jobs/cron.py; the work
+and its failure policy are the service's.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,20 @@ from posts.reports import report_build
 
 
 def flush_view_counts() -> int:
-    """Move pending view counts from Redis to the database; scheduled by jobs/cron.py."""
+    """Move pending view counts from Redis to the database; returns the views moved.
+
+    Scheduled by jobs/cron.py; posts.counters.flush_all_views (a database error gives
+    the batch back and fails the run, the next run retries).
+    """
     return flush_all_views()
 
 
 def build_report(job_id: str) -> dict:
-    """An activity report (jobs.queues REPORT_JOB), with its progress in the RQ job's meta."""
+    """An activity report (jobs.queues REPORT_JOB), with its progress in the RQ job's meta.
+
+    posts.reports.report_build, for the Job row `job_id`; the reports page shows the
+    progress live through GET /api/jobs/{id}.
+    """
     rq_job = get_current_job()
 
     def progress(done: int, total: int) -> None:
@@ -30,5 +42,9 @@ def build_report(job_id: str) -> dict:
 
 
 def fanout_post(job_id: str) -> dict:
-    """A popular author's new post, to every follower's timeline (jobs.queues FANOUT_JOB)."""
+    """A popular author's new post, to every follower's timeline (jobs.queues FANOUT_JOB).
+
+    feeds.services.timeline_fanout_run, given this app's post reader; a post deleted
+    since is skipped there.
+    """
     return timeline_fanout_run(job=Job.objects.get(pk=job_id), post_load=selectors.post_with_author)

@@ -1,4 +1,8 @@
-"""Redis keys and TTLs of the posts app."""
+"""Redis keys and TTLs of the posts app, one builder per key (docs/design.md, "The key grammar").
+
+Cache role: copies of rows, rebuilt from the database (posts, pages, an author's recent
+posts and stats, the leaderboard). State role: view counts not yet in the database.
+"""
 
 from core.keys import key
 
@@ -12,36 +16,53 @@ LEADERBOARD_TTL = 24 * 60 * 60
 
 
 def post_detail(post_id: int) -> str:
-    """STRING (JSON envelope), cache role, POST_TTL: one post as the API shows it."""
+    """One post as the API shows it (posts.selectors.POST, core.cacheaside).
+
+    STRING (JSON envelope), cache role, POST_TTL; a 404 for POST_MISSING_TTL.
+    """
     return key("posts", "post", post_id)
 
 
 def page_detail(page_id: int) -> str:
-    """STRING (JSON envelope), cache role, POST_TTL: one standing page with its flushed view count."""
+    """One standing page with its flushed view count (posts.selectors.PAGE, core.cacheaside).
+
+    STRING (JSON envelope), cache role, POST_TTL; a 404 for POST_MISSING_TTL.
+    """
     return key("posts", "page", page_id)
 
 
-def user_recent_posts(user_id: int) -> str:
-    """LIST of JSON post summaries, newest first, cache role, WRITE_THROUGH_TTL, at most 50."""
+def user_posts_recent(user_id: int) -> str:
+    """An author's recent posts (family "user_posts"), trusted only beside user_posts_stats.
+
+    LIST of JSON post summaries, newest first, at most RECENT_POSTS_LIMIT; cache role,
+    WRITE_THROUGH_TTL.
+    """
     return key("posts", "user", user_id, "recent")
 
 
-def user_stats(user_id: int) -> str:
-    """HASH (postCount, likesReceived, built), cache role, WRITE_THROUGH_TTL.
+def user_posts_stats(user_id: int) -> str:
+    """An author's stats, the key of family "user_posts": deleting it rebuilds the list too.
 
-    `built` is set only by a rebuild from the database: a hash without it was created
-    by a write-through increment on a missing key and is not trusted.
+    HASH (postCount, likesReceived, built), cache role, WRITE_THROUGH_TTL. `built` is
+    set only by a rebuild from the database: a hash without it was created by a
+    write-through increment on a missing key and is not trusted.
     """
     return key("posts", "user", user_id, "stats")
 
 
 def leaderboard() -> str:
-    """ZSET user id -> likes received, cache role, LEADERBOARD_TTL."""
+    """The leaderboard (posts.leaderboard): everyone with likes, ranked.
+
+    ZSET of zero-padded user id -> minus the likes received; cache role, LEADERBOARD_TTL.
+    """
     return key("posts", "leaderboard")
 
 
 def leaderboard_version() -> str:
-    """STRING counter, cache role, LEADERBOARD_TTL: bumped by every like, WATCHed by rebuilds."""
+    """The leaderboard's version: bumped by every like, WATCHed by rebuilds.
+
+    STRING counter, cache role, LEADERBOARD_TTL.
+    """
     return key("posts", "leaderboard", facet="version")
 
 
@@ -54,22 +75,34 @@ VIEW_BATCH_TTL = 24 * 60 * 60
 
 
 def post_views(post_id: int) -> str:
-    """STRING integer, state role, no TTL: views of a post not yet flushed to the database."""
+    """Views of a post not yet flushed to the database (posts.counters).
+
+    STRING integer, state role, no TTL.
+    """
     return key("posts", "post", post_id, "views")
 
 
 def page_views(page_id: int) -> str:
-    """STRING integer, state role, no TTL: views of a page not yet flushed to the database."""
+    """Views of a page not yet flushed to the database (posts.counters).
+
+    STRING integer, state role, no TTL.
+    """
     return key("posts", "page", page_id, "views")
 
 
 def post_viewers(post_id: int) -> str:
-    """HyperLogLog, state role, no TTL (12 KB at most): distinct viewers of a post."""
+    """Distinct viewers of a post (posts.counters.post_unique_viewers).
+
+    HyperLogLog, state role, no TTL (12 KB at most).
+    """
     return key("posts", "post", post_id, "viewers")
 
 
 def views_dirty() -> str:
-    """SET of "post:<id>" / "page:<id>", state role, no TTL: counters with views to flush."""
+    """The counters with views to flush to the database (posts.counters).
+
+    SET of "post:<id>" / "page:<id>", state role, no TTL.
+    """
     return key("posts", "views", facet="dirty")
 
 

@@ -1,33 +1,26 @@
 """The leaderboard: people ranked by the likes their posts received.
 
-A sorted set on the cache role, rebuilt from the database whenever it is missing
-(expired after LEADERBOARD_TTL, evicted, or never built) and kept current in between by
-`leaderboard_like_queue`, which the like service runs after each commit.
-
-Ordering is deterministic: most likes first, and among equal likes the lower user id
-(the earlier account) first. Redis orders equal scores by the member's bytes, so the
-score is *minus* the likes and the member is the user id zero-padded to 12 digits: an
-ascending ZRANGE / ZRANK then reads most likes first and, within a score, ids in
-numeric order. (With score = likes, ZREVRANGE would put the higher id first.) Scores
-are doubles, exact for integers up to 2**53.
-
-Failure policy: the cache role, so every function fails open. Writes log and drop the
-update (the zset drifts until it expires or is rebuilt); reads compute the same
-answer from the database.
+A sorted set on the cache role (keys.leaderboard, LEADERBOARD_TTL), rebuilt from the
+database whenever it is missing and kept current by `leaderboard_like_queue` after
+each like. Most likes first, equal likes by lower user id: the score is minus the
+likes, the member the id zero-padded to 12 digits. Failure policy: every function
+fails open (writes are dropped and the zset drifts until rebuilt; reads use the database).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from django.db.models import Sum
+from redis.client import Pipeline
 from redis.commands.core import Script
-from redis.exceptions import RedisError, WatchError
+from redis.typing import EncodableT
 
 from accounts.selectors import user_profiles
-from core.redis import get_redis, is_unavailable
+from core.rebuild import rebuild
+from core.redis import fail_open, get_redis
 from core.scripts import script_queue
 from posts import keys
 from posts.keys import LEADERBOARD_TTL
@@ -36,9 +29,9 @@ from posts.models import Post
 logger = logging.getLogger(__name__)
 
 REBUILD_ATTEMPTS = 3
-
-# What a failing cache role raises; is_unavailable() tells "not answering" from a bug.
-_REDIS_ERRORS = (RedisError, OSError)
+# The `family` label of the leaderboard's cache metrics (cache.error, cache.rebuilt...).
+# Not a core.cacheaside family: nothing invalidates the zset by id.
+LEADERBOARD_FAMILY = "leaderboard"
 
 _LIKE_CHANGED_LUA = """
 -- KEYS: leaderboard zset, leaderboard version   ARGV: member, delta (likes), ttl (seconds)
@@ -79,6 +72,11 @@ return {first, redis.call('ZRANGE', KEYS[1], first, rank + radius, 'WITHSCORES')
 
 
 class LeaderboardEntry(TypedDict):
+    """One line of the leaderboard, as the API and the pages show it.
+
+    The API's field names (camelCase); ranks start at 1.
+    """
+
     rank: int  # 1-based
     userId: int  # camelCase: the API's field name
     username: str | None  # None for an account deactivated or deleted since the zset was built
@@ -100,76 +98,88 @@ def _member(user_id: int) -> str:
 
 
 def leaderboard_like_changed(*, author_id: int, delta: int) -> None:
-    """Apply a like (+1) or unlike (-1) on one of `author_id`'s posts; call after commit."""
-    try:
+    """Apply a like (+1) or unlike (-1) on one of `author_id`'s posts; call after commit.
+
+    One script call on the cache role: bumps keys.leaderboard_version and, when the
+    zset exists, moves the author's score. Fails open (logged, counted as cache.error).
+    """
+    # The like is committed; only the ranking misses it, until the zset expires
+    # (LEADERBOARD_TTL) or is rebuilt.
+    with fail_open(
+        "cache.error",
+        "Leaderboard update for user %s skipped: cache Redis unavailable",
+        author_id,
+        log=logger,
+        family=LEADERBOARD_FAMILY,
+    ):
         _like_changed_script()(
             keys=[keys.leaderboard(), keys.leaderboard_version()],
             args=[_member(author_id), delta, LEADERBOARD_TTL],
             client=get_redis("cache"),
         )
-    except _REDIS_ERRORS as exc:
-        if not is_unavailable(exc):
-            raise
-        # Fail open: the like is committed; only the ranking misses it, until the zset
-        # expires (LEADERBOARD_TTL) or is rebuilt.
-        logger.warning("Leaderboard update for user %s skipped: cache Redis unavailable", author_id)
 
 
-def leaderboard_like_queue(pipe, *, author_id: int, delta: int) -> None:
-    """What leaderboard_like_changed does, queued in a caller's cache-role pipeline (a like's
-    other cache updates go in the same round trip); the caller owns the failure policy."""
-    args = [_member(author_id), delta, LEADERBOARD_TTL]
+def leaderboard_like_queue(pipe: Pipeline, *, author_id: int, delta: int) -> None:
+    """What leaderboard_like_changed does, queued in a caller's cache-role pipeline.
+
+    A like's other cache updates go in the same round trip; the caller owns the
+    failure policy.
+    """
+    args: list[EncodableT] = [_member(author_id), delta, LEADERBOARD_TTL]
     script_queue(pipe, _like_changed_script(), [([keys.leaderboard(), keys.leaderboard_version()], args)])
 
 
 def leaderboard_rebuild() -> None:
-    """Rebuild the zset from the database (at most REBUILD_ATTEMPTS tries)."""
-    try:
+    """Rebuild the zset from the database now (at most REBUILD_ATTEMPTS tries).
+
+    Fails open: while the cache role does not answer, readers compute the ranking from
+    the database and the next one rebuilds.
+    """
+    # Nothing waits on the zset: readers answer from the database without it.
+    with fail_open(
+        "cache.error", "Leaderboard rebuild skipped: cache Redis unavailable", log=logger, family=LEADERBOARD_FAMILY
+    ):
         _rebuild()
-    except _REDIS_ERRORS as exc:
-        if not is_unavailable(exc):
-            raise
-        logger.warning("Leaderboard rebuild skipped: cache Redis unavailable")
 
 
 def _rebuild() -> list[tuple[int, int]]:
-    """Store the database's ranking in the zset; returns that ranking (all of it).
+    """Store the database's ranking in the zset (core.rebuild); returns that ranking, all of it.
 
-    WATCH the version, read the database, then replace the zset in MULTI/EXEC. A like
-    committed after our read bumps the version before EXEC (EXEC aborts: we read again)
-    or after it (its delta applies to the zset we stored). Without the WATCH, a rebuild
-    could overwrite the increment of a like that landed during its read.
+    WATCHes keys.leaderboard_version, which every like bumps: a like committed during
+    the read aborts the store (then it reads again), one committed after it applies to
+    the stored zset. Redis errors propagate.
     """
-    board, version = keys.leaderboard(), keys.leaderboard_version()
-    rows: list[tuple[int, int]] = []
-    with get_redis("cache").pipeline() as pipe:
-        for _attempt in range(REBUILD_ATTEMPTS):
-            try:
-                pipe.watch(version)
-                rows = _likes_by_author()
-                pipe.multi()
-                pipe.delete(board)
-                if rows:
-                    pipe.zadd(board, {_member(user_id): -likes for user_id, likes in rows})
-                    pipe.expire(board, LEADERBOARD_TTL)
-                pipe.execute()
-                return rows
-            except WatchError:
-                continue
-    # Likes kept landing: leave the zset missing; the caller answers from `rows`,
-    # which was right as of its read, and the next reader tries again.
-    logger.info("Leaderboard rebuild gave up after %s attempts (likes kept arriving)", REBUILD_ATTEMPTS)
-    return rows
+    board = keys.leaderboard()
+
+    def store(pipe: Pipeline, rows: list[tuple[int, int]]) -> None:
+        pipe.delete(board)
+        if rows:
+            pipe.zadd(board, {_member(user_id): -likes for user_id, likes in rows})
+            pipe.expire(board, LEADERBOARD_TTL)
+
+    rebuilt = rebuild(
+        get_redis("cache"),
+        family=LEADERBOARD_FAMILY,
+        load=_likes_by_author,
+        store=store,
+        watch=[keys.leaderboard_version()],
+        attempts=REBUILD_ATTEMPTS,
+    )
+    if not rebuilt.stored:
+        # Likes kept landing: leave the zset missing; the caller answers from the last
+        # read, which was right as of that read, and the next reader tries again.
+        logger.info("Leaderboard rebuild gave up after %s attempts (likes kept arriving)", REBUILD_ATTEMPTS)
+    return rebuilt.value or []
 
 
 def _likes_by_author(*, limit: int | None = None) -> list[tuple[int, int]]:
     """(user id, likes received) of everyone with likes, in leaderboard order."""
     ranking = (
         Post.objects.values("author_id")
-        .annotate(likes=Sum("like_count"))
-        .filter(likes__gt=0)
-        .order_by("-likes", "author_id")
-        .values_list("author_id", "likes")
+        .annotate(likes_received=Sum("like_count"))  # not `likes`: Post's relation to its Like rows
+        .filter(likes_received__gt=0)
+        .order_by("-likes_received", "author_id")
+        .values_list("author_id", "likes_received")
     )
     if limit is not None:
         ranking = ranking[:limit]
@@ -177,24 +187,37 @@ def _likes_by_author(*, limit: int | None = None) -> list[tuple[int, int]]:
 
 
 def leaderboard_top(*, count: int) -> list[LeaderboardEntry]:
-    """The first `count` people of the leaderboard."""
+    """The first `count` people of the leaderboard, most likes first.
+
+    One ZRANGE; a missing zset is rebuilt from the database on the way. Fails open:
+    while the cache role does not answer, the ranking comes from the database.
+    """
     if count <= 0:
         return []
-    try:
-        stored = get_redis("cache").zrange(keys.leaderboard(), 0, count - 1, withscores=True)
+    # Cache role: the zset is a copy of what the database sums.
+    with fail_open(
+        "cache.error",
+        "Leaderboard read from the database: cache Redis unavailable",
+        log=logger,
+        family=LEADERBOARD_FAMILY,
+    ) as outcome:
+        # withscores=True: (member, score) pairs.
+        stored = cast(
+            list[tuple[bytes, float]], get_redis("cache").zrange(keys.leaderboard(), 0, count - 1, withscores=True)
+        )
         # Redis has no empty zsets: nothing back means the zset is missing (or nobody
         # has a like yet, in which case the rebuild is one cheap query).
         rows = _from_zset(stored) if stored else _rebuild()[:count]
-    except _REDIS_ERRORS as exc:
-        if not is_unavailable(exc):
-            raise
-        logger.warning("Leaderboard read from the database: cache Redis unavailable")
+    if outcome.failed:
         rows = _likes_by_author(limit=count)
     return _entries(rows, first_rank=1)
 
 
 def leaderboard_entry(*, user_id: int) -> LeaderboardEntry | None:
-    """`user_id`'s own rank and likes; None until one of their posts has a like."""
+    """`user_id`'s own rank and likes; None until one of their posts has a like.
+
+    leaderboard_around with radius 0: one script call, failing open to the database.
+    """
     window = leaderboard_around(user_id=user_id, radius=0)
     return window[0] if window else None
 
@@ -202,10 +225,18 @@ def leaderboard_entry(*, user_id: int) -> LeaderboardEntry | None:
 def leaderboard_around(*, user_id: int, radius: int = 2) -> list[LeaderboardEntry]:
     """The "around me" window: `user_id`'s entry and `radius` entries either side of it.
 
-    Fewer at either end of the board; empty when the person has no likes yet.
+    Fewer at either end of the board; empty when the person has no likes yet. One
+    script call (rank and range together); a missing zset is rebuilt. Fails open to
+    the database, as leaderboard_top.
     """
     radius = max(radius, 0)
-    try:
+    # Cache role: the zset is a copy of what the database sums.
+    with fail_open(
+        "cache.error",
+        "Leaderboard read from the database: cache Redis unavailable",
+        log=logger,
+        family=LEADERBOARD_FAMILY,
+    ):
         found = _window_script()(keys=[keys.leaderboard()], args=[_member(user_id), radius], client=get_redis("cache"))
         if found is None:
             return _window(_rebuild(), user_id=user_id, radius=radius)
@@ -213,11 +244,7 @@ def leaderboard_around(*, user_id: int, radius: int = 2) -> list[LeaderboardEntr
             return []
         first, stored = found
         return _entries(_from_zset(_pairs(stored)), first_rank=first + 1)
-    except _REDIS_ERRORS as exc:
-        if not is_unavailable(exc):
-            raise
-        logger.warning("Leaderboard read from the database: cache Redis unavailable")
-        return _window(_likes_by_author(), user_id=user_id, radius=radius)
+    return _window(_likes_by_author(), user_id=user_id, radius=radius)
 
 
 def _window(rows: list[tuple[int, int]], *, user_id: int, radius: int) -> list[LeaderboardEntry]:
@@ -251,8 +278,11 @@ def _entries(rows: list[tuple[int, int]], *, first_rank: int) -> list[Leaderboar
 
 
 def leaderboard_drop() -> None:
-    """Forget the sorted set so the next read rebuilds it (a member left, say). Fails open."""
-    try:
+    """Forget the sorted set so the next read rebuilds it (a member left, say).
+
+    Fails open: if the cache role does not answer, the zset keeps the member until it
+    expires (LEADERBOARD_TTL); readers show a deleted account without a name.
+    """
+    # A stale entry for a gone account is shown nameless, never an error.
+    with fail_open("cache.error", "Could not drop the leaderboard", log=logger, family=LEADERBOARD_FAMILY):
         get_redis("cache").delete(keys.leaderboard())
-    except _REDIS_ERRORS as exc:
-        logger.warning("Could not drop the leaderboard: %s", exc)

@@ -1,11 +1,26 @@
+"""Posts, likes and standing pages: the rows the posts app's caches copy.
+
+like_count and view_count are denormalised counts; the caches (posts.selectors) and
+Redis counters (posts.counters) are rebuilt from these rows.
+"""
+
 from django.conf import settings
 from django.db import models
 
+TITLE_MAX_LENGTH = 200
+CONTENT_MAX_LENGTH = 10_000
+
 
 class Post(models.Model):
+    """A post by an author, with its like and flushed view counts.
+
+    Made by posts.services.post_create (site, API, admin, demo data); posts.signals
+    drops its caches on every save and delete, from any code path.
+    """
+
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posts")
-    title = models.CharField(max_length=200)
-    content = models.TextField(max_length=10_000)
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
+    content = models.TextField(max_length=CONTENT_MAX_LENGTH)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Denormalised counts. like_count moves with Like rows in the same transaction;
@@ -28,6 +43,11 @@ class Post(models.Model):
 
 
 class Like(models.Model):
+    """One person's like of one post (at most one: posts_like_once).
+
+    Created and deleted with Post.like_count in one transaction (posts.services).
+    """
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="likes")
     post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="likes")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -40,8 +60,11 @@ class Like(models.Model):
 
 
 class Page(models.Model):
-    """A standing page of the site (about, guidelines), with a view counter: the
-    reference article's `/api/pages/:id`."""
+    """A standing page of the site (about, guidelines), with a view counter.
+
+    The reference article's `/api/pages/:id`: every read is a view (posts.counters);
+    view_count holds the views flushed from Redis.
+    """
 
     slug = models.SlugField(max_length=50, unique=True)
     title = models.CharField(max_length=200)

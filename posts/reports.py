@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from typing import cast
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -24,7 +25,7 @@ from core.commit import after_commit
 from feeds.services import report_ready_notify
 from jobs.models import Job, Report
 from jobs.queues import REPORT_JOB, REPORT_RETENTION
-from jobs.services import email_enqueue, job_complete, job_enqueue
+from jobs.services import PermanentJobError, email_enqueue, job_complete, job_enqueue
 from posts import counters
 from posts.models import Post
 
@@ -32,8 +33,11 @@ REPORT_PROGRESS_STEPS = 10  # progress updates per report (each is one Redis wri
 
 
 def report_enqueue(*, owner: User, now=None) -> Job:
-    """Queue an activity report for `owner`; QuotaExceeded when one is already being built
-    or they asked for too many lately (jobs.queues.QUOTAS)."""
+    """Queue an activity report for `owner`: a Job row now, RQ after commit (jobs.services).
+
+    QuotaExceeded when one is already being built or they asked for too many lately
+    (jobs.queues.QUOTAS); nothing is recorded then.
+    """
     return job_enqueue(kind=REPORT_JOB, owner=owner, payload={}, requested=True, now=now)
 
 
@@ -44,7 +48,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(text: str) -> str:
-    """A text cell of a report a spreadsheet shows as text, never runs as a formula."""
+    """A text cell of a report that a spreadsheet shows as text, never runs as a formula.
+
+    A cell starting with one of _FORMULA_STARTS gets a leading quote (OWASP's advice).
+    """
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
@@ -52,11 +59,16 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
     """Write the owner's activity report (CSV: a header, one row per post) and email a link with the totals.
 
     Idempotent: the file name and the Report row are keyed by the job id, and the
-    email goes out only with the run that completes the job.
+    email goes out only with the run that completes the job. Views include the pending
+    ones (state role: a Redis error fails the run, which RQ retries). A job without an
+    owner fails at once (PermanentJobError).
     """
     if job.completed_at is not None:
-        return job.result
+        # job_complete sets completed_at and result in one UPDATE.
+        return cast(dict, job.result)
     owner = job.owner
+    if owner is None:
+        raise PermanentJobError(f"Report job {job.pk} has no owner")
     posts = list(
         Post.objects.filter(author=owner).order_by("-created_at").values("id", "title", "created_at", "like_count")
     )
@@ -88,10 +100,11 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
     stored = default_storage.save(name, ContentFile(out.getvalue().encode()))
     Report.objects.update_or_create(job=job, defaults={"owner": owner, "file": stored, "summary": summary})
 
-    result = {"summary": summary, "download": reverse("api-report-download", args=[job.pk])}
+    download = reverse("api-report-download", args=[job.pk])
+    result = {"summary": summary, "download": download}
     with transaction.atomic():
         if job_complete(job_id=job.pk, result=result):
-            link = settings.KESTREL_SITE_URL.rstrip("/") + result["download"]
+            link = settings.KESTREL_SITE_URL.rstrip("/") + download
             email_enqueue(
                 to=owner.email,
                 subject="Your Kestrel activity report is ready",
@@ -106,7 +119,7 @@ def report_build(*, job: Job, progress: Callable[[int, int], None] = lambda done
                 report_ready_notify,
                 user_id=owner.pk,
                 job_id=str(job.pk),
-                download=result["download"],
+                download=download,
                 summary=summary,
             )
     return result

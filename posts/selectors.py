@@ -1,4 +1,10 @@
-"""Reads of the posts app: cache-aside for single objects, write-through lists and stats."""
+"""Reads of the posts app: posts and pages, an author's recent posts and stats, and the
+feeds' streams hydrated with posts.
+
+Posts and pages are cache-aside (core.cacheaside: L1, Redis, database); an author's list
+and stats are written through by posts.services and rebuilt here (core.rebuild). Every
+cache-role read fails open to the database.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,16 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.db.models import Q, QuerySet, Sum
-from redis.exceptions import WatchError
+from redis import Redis
+from redis.client import Pipeline
 
 from accounts.selectors import user_profile
 from core import cacheaside, metrics
-from core.redis import get_redis, is_unavailable
+from core.rebuild import rebuild
+from core.redis import fail_open, get_redis
 from feeds import selectors as feed_selectors
 from posts import keys
 from posts.models import Like, Page, Post
@@ -25,13 +34,17 @@ POST = cacheaside.register(
 PAGE = cacheaside.register(
     cacheaside.Family("page", keys.page_detail, ttl=keys.POST_TTL, missing_ttl=keys.POST_MISSING_TTL, l1_ttl=5.0)
 )
-# Used only for invalidation: deleting the stats hash (it loses `built`) makes the next
-# read rebuild both the recent list and the stats.
-AUTHOR_LISTS = cacheaside.register(cacheaside.Family("user_posts", keys.user_stats, ttl=keys.WRITE_THROUGH_TTL))
+# An author's recent posts and stats (user_posts_and_stats), registered for invalidation
+# only: deleting the stats hash (it loses `built`) makes the next read rebuild both.
+USER_POSTS = cacheaside.register(cacheaside.Family("user_posts", keys.user_posts_stats, ttl=keys.WRITE_THROUGH_TTL))
 
 
 def post_to_dict(post: Post) -> dict:
-    """The cached and served shape of a post: a plain dict (no serializer on the hot path)."""
+    """The cached and served shape of a post (apis.PostSerializer documents it).
+
+    A plain dict, built without a serializer: this runs on every cache miss of a post.
+    Needs `post.author` loaded (select_related) for the username.
+    """
     return {
         "id": post.pk,
         "title": post.title,
@@ -45,7 +58,11 @@ def post_to_dict(post: Post) -> dict:
 
 
 def post_summary(post: Post) -> dict:
-    """An entry of an author's recent-posts list."""
+    """An entry of an author's recent-posts list: {"id", "title", "createdAt"}.
+
+    What keys.user_posts_recent holds as JSON, written through by posts.services and
+    rebuilt here.
+    """
     return {"id": post.pk, "title": post.title, "createdAt": post.created_at.isoformat()}
 
 
@@ -53,6 +70,7 @@ def post_detail(*, post_id: int) -> dict | None:
     """One post, cache-aside (L1, Redis, database); None if it does not exist.
 
     viewCount is the flushed count; add the pending views (posts.counters) to show it.
+    Key keys.post_detail (cache role, POST_TTL); fails open to the database.
     """
     return cacheaside.get_or_load(POST, post_id, lambda: _load_post(post_id))
 
@@ -67,6 +85,7 @@ def post_details(*, post_ids: list[int]) -> list[dict | None]:
     """Posts as post_detail gives them, in the order of `post_ids`; None for one that does not exist.
 
     For lists (timelines, activity): the L1, one MGET, and one query for the misses.
+    Fails open to the database, as post_detail.
     """
     return cacheaside.get_many(POST, post_ids, _load_posts)
 
@@ -85,6 +104,11 @@ def _load_post(post_id: int) -> dict | None:
 
 
 def page_detail(*, page_id: int) -> dict | None:
+    """One standing page with its flushed view count; None if it does not exist.
+
+    Cache-aside (L1, Redis, database), key keys.page_detail (cache role, POST_TTL);
+    fails open to the database. Add the pending views (posts.counters) to show them.
+    """
     return cacheaside.get_or_load(PAGE, page_id, lambda: _load_page(page_id))
 
 
@@ -96,16 +120,26 @@ def _load_page(page_id: int) -> dict | None:
 
 
 def post_liked_by(*, post_id: int, user_id: int) -> bool:
+    """Whether `user_id` likes the post: one indexed query (the unique Like row).
+
+    Not cached: only a logged-in reader's own post page asks.
+    """
     return Like.objects.filter(post_id=post_id, user_id=user_id).exists()
 
 
 def post_list_recent(*, limit: int = 20) -> QuerySet[Post]:
-    """The newest posts from everyone, for the home page."""
+    """The newest posts from everyone, for the home page, with their authors.
+
+    A query (lazy: the template runs it); not cached.
+    """
     return Post.objects.select_related("author").order_by("-created_at", "-id")[:limit]
 
 
 def post_with_author(*, post_id: int) -> Post | None:
-    """The post with its author loaded (what a fan-out job needs), None if it is gone."""
+    """The post with its author loaded (what a fan-out job needs), None if it is gone.
+
+    One query, never cached: a job must see the row as it is now.
+    """
     return Post.objects.select_related("author").filter(pk=post_id).first()
 
 
@@ -115,11 +149,12 @@ _MS = timedelta(milliseconds=1)
 def post_list_by_authors(
     *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
 ) -> list[tuple[int, int, datetime]]:
-    """(id, author id, created_at) of the newest `limit` posts by `author_ids` (a list, or a
-    query of ids that becomes a subquery), newest first: what rebuilds a home timeline.
+    """(id, author id, created_at) of the newest `limit` posts by `author_ids`, newest first.
 
-    With `before` (the start of a millisecond, a post id): only posts created before
-    that millisecond, or within it with a smaller id (feeds.selectors' page order).
+    What rebuilds a home timeline. `author_ids` is a list, or a query of ids that
+    becomes a subquery. With `before` (the start of a millisecond, a post id): only
+    posts created before that millisecond, or within it with a smaller id
+    (feeds.selectors' page order). One query.
     """
     posts = Post.objects.filter(author_id__in=author_ids)
     if before:
@@ -136,7 +171,11 @@ def post_list_by_authors(
 def home_timeline_page(
     *, user_id: int, count: int = feed_selectors.FEED_COUNT_DEFAULT, before: str | None = None
 ) -> dict:
-    """{"items": [{"id", "post"}], "next"}: feeds.selectors.timeline_page with its posts."""
+    """{"items": [{"id", "post"}], "next"}: feeds.selectors.timeline_page with its posts.
+
+    Posts come from post_details; a missing timeline is rebuilt from
+    post_list_by_authors. Failure policy: feeds.selectors.timeline_page's.
+    """
     return feed_selectors.timeline_page(
         user_id=user_id,
         count=count,
@@ -149,7 +188,11 @@ def home_timeline_page(
 def user_activity_page(
     *, user_id: int, count: int = feed_selectors.ACTIVITY_COUNT_DEFAULT, before: str | None = None
 ) -> dict:
-    """{"items", "next"}: feeds.selectors.activity_page, leaving out posts that are gone."""
+    """{"items", "next"}: feeds.selectors.activity_page, leaving out posts that are gone.
+
+    The stream is state-role data, the only copy of what it records: a Redis that
+    does not answer is an error (feeds.selectors.activity_page).
+    """
     return feed_selectors.activity_page(user_id=user_id, count=count, before=before, post_details=post_details)
 
 
@@ -161,45 +204,53 @@ def user_activity_page(
 
 
 def user_recent_posts(*, user_id: int) -> list[dict]:
-    """The author's 50 most recent posts, newest first."""
+    """The author's 50 most recent posts, newest first (post_summary's shape).
+
+    Write-through on the cache role (user_posts_and_stats); fails open to the database.
+    """
     return _write_through(user_id)[0]
 
 
 def user_stats(*, user_id: int) -> dict:
-    """{"postCount", "likesReceived"} of an author."""
+    """{"postCount", "likesReceived"} of an author.
+
+    Write-through on the cache role (user_posts_and_stats); fails open to the database.
+    """
     return _write_through(user_id)[1]
 
 
 def user_posts_and_stats(*, user_id: int) -> tuple[list[dict], dict]:
-    """Both at once, in one round trip (a profile page shows both)."""
+    """An author's recent posts and stats at once, in one round trip (a profile page shows both).
+
+    Read from keys.user_posts_recent and keys.user_posts_stats (cache role,
+    WRITE_THROUGH_TTL), trusted only when the list's length agrees with the stats' count
+    and the stats carry `built`; otherwise rebuilt from the database. Fails open: while
+    the cache role does not answer, both come from the database.
+    """
     return _write_through(user_id)
 
 
 def _write_through(user_id: int) -> tuple[list[dict], dict]:
     client = get_redis("cache")
-    list_key, stats_key = keys.user_recent_posts(user_id), keys.user_stats(user_id)
-    try:
+    list_key, stats_key = keys.user_posts_recent(user_id), keys.user_posts_stats(user_id)
+    # Cache role: these are copies of rows, so a Redis that does not answer costs
+    # queries, never the page.
+    with fail_open(
+        "cache.error", "Cache role unavailable reading user %s posts", user_id, log=logger, family=USER_POSTS.name
+    ):
         pipe = client.pipeline(transaction=False)
         pipe.lrange(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
         pipe.hgetall(stats_key)
         items, stats = pipe.execute()
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        # Cache role: fail open to the database.
-        metrics.incr("cache.error", family="user_posts")
-        logger.warning("Cache role unavailable reading user %s posts: %s", user_id, exc)
-        return _from_db(user_id)
-
-    if b"built" in stats and len(items) == min(int(stats[b"postCount"]), keys.RECENT_POSTS_LIMIT):
-        metrics.incr("cache.hit", family="user_posts", tier="redis")
-        return [json.loads(item) for item in items], _stats_dict(stats)
-
-    metrics.incr("cache.miss", family="user_posts")
-    return _rebuild(client, user_id)
+        if b"built" in stats and len(items) == min(int(stats[b"postCount"]), keys.RECENT_POSTS_LIMIT):
+            metrics.incr("cache.hit", family=USER_POSTS.name, tier="redis")
+            return [json.loads(item) for item in items], _stats_dict(stats)
+        metrics.incr("cache.miss", family=USER_POSTS.name)
+        return _rebuild(client, user_id)
+    return _from_db(user_id)
 
 
-def _stats_dict(stats: dict) -> dict:
+def _stats_dict(stats: dict[bytes, bytes]) -> dict:
     return {"postCount": int(stats.get(b"postCount", 0)), "likesReceived": int(stats.get(b"likesReceived", 0))}
 
 
@@ -211,38 +262,42 @@ def _from_db(user_id: int) -> tuple[list[dict], dict]:
     return recent, stats
 
 
-def _rebuild(client, user_id: int) -> tuple[list[dict], dict]:
-    """Rebuild list and stats from the database, unless a write lands meanwhile.
+USER_POSTS_REBUILD_ATTEMPTS = 3
 
-    Every write-through HINCRBYs the stats hash, so WATCHing it makes EXEC fail if a
-    post was created (or liked) between our database read and our write: we would
-    otherwise store a list without that post. Then we retry, and after three lost
-    races serve the database result uncached.
+
+def _rebuild(client: Redis, user_id: int) -> tuple[list[dict], dict]:
+    """Rebuild an author's list and stats from the database (core.rebuild), and return them.
+
+    WATCHes the stats hash, which every write-through HINCRBYs: a post created or liked
+    during the read aborts the store, and after USER_POSTS_REBUILD_ATTEMPTS lost races
+    the last read is served uncached. Redis errors propagate (the caller fails open).
     """
-    list_key, stats_key = keys.user_recent_posts(user_id), keys.user_stats(user_id)
-    for _ in range(3):
-        try:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.watch(stats_key)
-                recent, stats = _from_db(user_id)
-                pipe.multi()
-                pipe.delete(list_key, stats_key)
-                if recent:
-                    pipe.rpush(list_key, *[json.dumps(item) for item in recent])
-                    pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
-                pipe.hset(stats_key, mapping={**stats, "built": 1})
-                pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
-                pipe.execute()
-                return recent, stats
-        except WatchError:
-            metrics.incr("cache.rebuild_raced", family="user_posts")
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            metrics.incr("cache.error", family="user_posts")
-            return _from_db(user_id)
-    return _from_db(user_id)
+    list_key, stats_key = keys.user_posts_recent(user_id), keys.user_posts_stats(user_id)
+
+    def store(pipe: Pipeline, built: tuple[list[dict], dict]) -> None:
+        recent, stats = built
+        pipe.delete(list_key, stats_key)
+        if recent:
+            pipe.rpush(list_key, *[json.dumps(item) for item in recent])
+            pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
+        pipe.hset(stats_key, mapping={**stats, "built": 1})
+        pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
+
+    rebuilt = rebuild(
+        client,
+        family=USER_POSTS.name,
+        load=lambda: _from_db(user_id),
+        store=store,
+        watch=[stats_key],
+        attempts=USER_POSTS_REBUILD_ATTEMPTS,
+    )
+    # Without a lease every attempt loads: the value is what the last one read.
+    return cast(tuple[list[dict], dict], rebuilt.value)
 
 
 def user_exists(*, user_id: int) -> bool:
+    """Whether `user_id` is an active account, from the profile cache.
+
+    accounts.selectors.user_profile: cache-aside, fails open to the database.
+    """
     return user_profile(user_id=user_id) is not None

@@ -1,4 +1,9 @@
-"""Writes of the posts app. Redis side effects run after commit, never inside it."""
+"""Writes of the posts app: posts and likes, and their effects on caches and streams.
+
+Each write commits in the database first; its Redis side effects (write-through,
+invalidation, the leaderboard, feeds' fan-out and notifications) run after commit.
+Cache-role effects fail open: what could not be written is invalidated instead.
+"""
 
 from __future__ import annotations
 
@@ -18,17 +23,23 @@ from feeds.services import like_effects_apply, timeline_fanout_schedule
 from posts import keys
 from posts.leaderboard import leaderboard_like_changed, leaderboard_like_queue
 from posts.models import Like, Post
-from posts.selectors import AUTHOR_LISTS, POST, post_summary
+from posts.selectors import POST, USER_POSTS, post_summary
 
 logger = logging.getLogger(__name__)
 
 
 class AlreadyLiked(Exception):
-    pass
+    """post_like: the person already likes this post (the unique Like row exists).
+
+    Nothing was written; the API answers 409.
+    """
 
 
 class NotLiked(Exception):
-    pass
+    """post_unlike: the person does not like this post (no Like row).
+
+    Nothing was written; the API answers 404.
+    """
 
 
 def post_create(*, author: User, title: str, content: str) -> Post:
@@ -51,7 +62,12 @@ def post_create(*, author: User, title: str, content: str) -> Post:
 
 
 def post_update(*, post: Post, editor: User, title: str | None = None, content: str | None = None) -> Post:
-    """Edit a post; an edit that changes nothing writes nothing, so no cached copy goes."""
+    """Edit a post's title or content; PermissionDenied unless `editor` wrote it.
+
+    ValidationError for what the model refuses. An edit that changes nothing writes
+    nothing, so no cached copy goes; otherwise posts.signals drops the post's entry
+    (and, for a new title, its author's list) after commit.
+    """
     _ensure_author(post, editor)
     changes = {
         field: value.strip()
@@ -68,6 +84,11 @@ def post_update(*, post: Post, editor: User, title: str | None = None, content: 
 
 
 def post_delete(*, post: Post, editor: User) -> None:
+    """Delete a post and its likes; PermissionDenied unless `editor` wrote it.
+
+    After commit: posts.signals drops its caches, and the leaderboard loses its likes
+    (leaderboard_like_changed, which fails open).
+    """
     _ensure_author(post, editor)
     post_id, author_id, likes = post.pk, post.author_id, post.like_count
     with transaction.atomic():
@@ -83,7 +104,12 @@ def _ensure_author(post: Post, user: User) -> None:
 
 
 def post_like(*, post: Post, user: User) -> None:
-    """Like a post once. AlreadyLiked if done before; ValidationError for one's own post."""
+    """Like a post once. AlreadyLiked if done before; ValidationError for one's own post.
+
+    The Like row and the post's like_count move in one transaction. After commit, one
+    cache-role round trip (post entry, author's stats, leaderboard; fails open) and the
+    like's activity entry and notification (feeds.services).
+    """
     if post.author_id == user.pk:
         raise ValidationError("You cannot like your own post.")
     with transaction.atomic():
@@ -97,6 +123,11 @@ def post_like(*, post: Post, user: User) -> None:
 
 
 def post_unlike(*, post: Post, user: User) -> None:
+    """Take a like back; NotLiked if there was none.
+
+    The Like row and like_count move in one transaction; after commit the same cache
+    updates as post_like, with -1 (no activity entry or notification).
+    """
     with transaction.atomic():
         deleted, _ = Like.objects.filter(user=user, post=post).delete()
         if not deleted:
@@ -109,15 +140,14 @@ def post_unlike(*, post: Post, user: User) -> None:
 
 
 def write_through_new_post(post: Post) -> None:
-    """After a post commits, one MULTI/EXEC on the cache role: the article's write-through of
-    its author's list and stats, which move together, and the invalidation of the post's
-    own entry (a 404 may have been cached before it existed).
+    """After a post commits, one MULTI/EXEC on the cache role: the write-through of its
+    author's list and stats, and the invalidation of the post's own (maybe 404) entry.
 
-    LPUSHX, not LPUSH: on a missing list (expired, evicted) LPUSH would create a list
-    holding only this post, which readers would trust. HINCRBY on a missing hash
-    creates one without the `built` marker, which readers rebuild instead of trusting.
+    LPUSHX, not LPUSH: a missing list stays missing rather than hold only this post.
+    HINCRBY on a missing hash makes one without `built`, which readers rebuild. Fails
+    open: if Redis does not answer, the author's list and stats are invalidated instead.
     """
-    list_key, stats_key = keys.user_recent_posts(post.author_id), keys.user_stats(post.author_id)
+    list_key, stats_key = keys.user_posts_recent(post.author_id), keys.user_posts_stats(post.author_id)
     pipe = get_redis("cache").pipeline(transaction=True)
     pipe.lpushx(list_key, json.dumps(post_summary(post)))
     pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
@@ -127,27 +157,34 @@ def write_through_new_post(post: Post) -> None:
     if not invalidate_now(POST.name, post.pk, pipe=pipe):
         # Cache role: fail open. The write committed; the outbox drops the post's entry
         # once Redis is back, and the author's list and stats go the same way.
-        metrics.incr("cache.error", family="user_posts")
+        metrics.incr("cache.error", family=USER_POSTS.name)
         logger.warning("Write-through for post %s failed; author's list will be rebuilt", post.pk)
-        drop_author_lists(post.author_id)
+        _user_posts_invalidate(post.author_id)
 
 
-def drop_author_lists(author_id: int) -> None:
-    """Make the next read rebuild an author's list and stats (outbox-backed if Redis is away)."""
-    invalidate_now(AUTHOR_LISTS.name, author_id)
+def _user_posts_invalidate(author_id: int) -> None:
+    """Make the next read rebuild an author's list and stats (family USER_POSTS).
+
+    Outbox-backed: an invalidation Redis did not take is replayed once it answers.
+    """
+    invalidate_now(USER_POSTS.name, author_id)
 
 
 def _after_like(post_id: int, author_id: int, delta: int, *, liker: User | None = None, title: str = "") -> None:
-    """After a like or an unlike commits: one cache-role round trip (the post's entry, whose
-    likeCount changed; the author's likesReceived; the leaderboard), then one state-role
-    round trip for a like's activity entry and notification."""
+    """After a like or an unlike commits: one cache-role round trip, then a like's streams.
+
+    The round trip drops the post's entry (its likeCount changed) and moves the
+    author's likesReceived and the leaderboard; if Redis does not answer, the author's
+    stats are invalidated instead. A like (not an unlike) then adds the liker's activity
+    entry and the author's notification (feeds.services, the state role).
+    """
     pipe = get_redis("cache").pipeline(transaction=False)
-    pipe.hincrby(keys.user_stats(author_id), "likesReceived", delta)
-    pipe.expire(keys.user_stats(author_id), keys.WRITE_THROUGH_TTL)
+    pipe.hincrby(keys.user_posts_stats(author_id), "likesReceived", delta)
+    pipe.expire(keys.user_posts_stats(author_id), keys.WRITE_THROUGH_TTL)
     leaderboard_like_queue(pipe, author_id=author_id, delta=delta)
     if not invalidate_now(POST.name, post_id, pipe=pipe):
         # Cache role: fail open. The post's entry is in the outbox; the stats missed this
         # like, so they go too; the leaderboard drifts until it expires or is rebuilt.
-        drop_author_lists(author_id)
+        _user_posts_invalidate(author_id)
     if liker is not None:  # a like, not an unlike: the liker's activity, the author's notification
         like_effects_apply(liker=liker, post_id=post_id, post_title=title, author_id=author_id)

@@ -15,28 +15,38 @@ from core.redis import get_redis
 from posts import keys
 from posts.leaderboard import leaderboard_drop
 from posts.models import Page, Post
-from posts.selectors import AUTHOR_LISTS, POST
+from posts.selectors import PAGE, POST, USER_POSTS
 
 
 @receiver(post_save, sender=Post, dispatch_uid="posts.post_saved")
 def post_saved(sender, instance: Post, created: bool, update_fields=None, **kwargs) -> None:
+    """On a post's save: drop what it made stale, once the transaction commits.
+
+    A new post from post_create is written through already; one made any other way
+    drops its cached 404 and its author's list. An edit drops the post's entry, and the
+    author's list when the title may have changed.
+    """
     if created:
         if not instance.written_through:
             # Nothing wrote it through: a 404 remembered before it existed goes, and so do
             # its author's list and stats, which the next read rebuilds with it.
             invalidate(POST.name, instance.pk)
-            invalidate(AUTHOR_LISTS.name, instance.author_id)
+            invalidate(USER_POSTS.name, instance.author_id)
         return
-    invalidate("post", instance.pk)
+    invalidate(POST.name, instance.pk)
     if update_fields is None or "title" in update_fields:  # the list shows titles, not content
-        invalidate(AUTHOR_LISTS.name, instance.author_id)
+        invalidate(USER_POSTS.name, instance.author_id)
 
 
 @receiver(post_delete, sender=Post, dispatch_uid="posts.post_deleted")
 def post_deleted(sender, instance: Post, **kwargs) -> None:
-    invalidate("post", instance.pk)
-    invalidate(AUTHOR_LISTS.name, instance.author_id)
-    # Unique viewers of a post that is gone (pending views are dropped at their next flush).
+    """On a post's delete: drop its entry and its author's list, once the transaction commits.
+
+    Its unique-viewer HyperLogLog (state role, no TTL) goes too, after commit; pending
+    views are dropped at their next flush.
+    """
+    invalidate(POST.name, instance.pk)
+    invalidate(USER_POSTS.name, instance.author_id)
     after_commit(_drop_viewers, instance.pk)
 
 
@@ -46,11 +56,18 @@ def _drop_viewers(post_id: int) -> None:
 
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="posts.author_deleted")
 def author_deleted(sender, instance, **kwargs) -> None:
-    # Their likes left with their posts (a cascade sends no per-like delta): rebuild.
+    """On an account's delete: drop the leaderboard after commit, so the next read rebuilds it.
+
+    Their posts' likes left in a cascade, which sends no per-like delta.
+    """
     after_commit(leaderboard_drop)
 
 
 @receiver(post_save, sender=Page, dispatch_uid="posts.page_saved")
 @receiver(post_delete, sender=Page, dispatch_uid="posts.page_deleted")
 def page_changed(sender, instance: Page, **kwargs) -> None:
-    invalidate("page", instance.pk)
+    """On a page's save or delete: drop its cached copy (family PAGE) after commit.
+
+    core.cacheaside.invalidate runs after commit and is outbox-backed.
+    """
+    invalidate(PAGE.name, instance.pk)

@@ -1,3 +1,9 @@
+"""URLs of the posts app: its API (under /api/) and its site pages.
+
+config.urls mounts api_urlpatterns and site_urlpatterns; ids use core.converters'
+<id:...> converter, so a malformed id is a 404.
+"""
+
 from django.urls import path
 
 import core.converters  # noqa: F401 - registers the <id:...> converter

@@ -1,5 +1,9 @@
-"""Site pages of the posts app (the home page, posts, profiles, the leaderboard): thin,
-reading the same cached selectors as the API."""
+"""Site pages of the posts app: the home page, posts, profiles, the leaderboard, reports.
+
+Thin: each reads the same cached selectors as the API or calls one service, then
+renders a template or redirects with a message. Pages that change something are POST
+only and behind @login_required (their request is an AuthenticatedHttpRequest).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
+from core.types import AuthenticatedHttpRequest
 from feeds.selectors import FEED_COUNT_DEFAULT
 from feeds.stream_ids import stream_id_or_raise
 from jobs.services import QuotaExceeded
@@ -21,7 +26,11 @@ from posts.models import Post
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """The home timeline (posts by the people you follow) above everyone's recent posts."""
+    """The home page: the home timeline (posts by the people you follow) above everyone's recent posts.
+
+    The timeline only for a logged-in reader, paged by `?before=<stream id>`; a
+    malformed cursor shows the newest page.
+    """
     timeline = None
     if request.user.is_authenticated:
         timeline = selectors.home_timeline_page(
@@ -40,7 +49,11 @@ def _cursor(value: str | None) -> str | None:
 
 @login_required
 @require_POST
-def post_compose(request: HttpRequest) -> HttpResponse:
+def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /posts/new: publish a post (posts.services.post_create) and show it.
+
+    Errors go back to the home page as messages; nothing is written then.
+    """
     form = PostForm(request.POST)
     if form.is_valid():
         try:
@@ -52,11 +65,16 @@ def post_compose(request: HttpRequest) -> HttpResponse:
             return redirect("post-detail", post_id=post.pk)
     else:
         for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
+            messages.error(request, " ".join(map(str, errors)))
     return redirect("home")
 
 
 def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
+    """A post's page, counting a view: its views, unique viewers and the reader's like.
+
+    The post is cache-aside (fails open); the view is counted in memory; the unique
+    viewers are read from the state role (as of the last send). 404 for no such post.
+    """
     post = selectors.post_detail(post_id=post_id)
     if post is None:
         raise Http404("No such post")
@@ -73,7 +91,12 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def post_like_toggle(request: HttpRequest, post_id: int) -> HttpResponse:
+def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
+    """POST /posts/<id>/like: like the post, or take the like back with action=unlike.
+
+    A double click is harmless (the state asked for is the state it is in); liking
+    one's own post shows an error. Back to the post's page.
+    """
     post = get_object_or_404(Post, pk=post_id)
     try:
         if request.POST.get("action") == "unlike":
@@ -89,7 +112,11 @@ def post_like_toggle(request: HttpRequest, post_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def post_delete(request: HttpRequest, post_id: int) -> HttpResponse:
+def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
+    """POST /posts/<id>/delete: the author deletes their post, then sees their profile.
+
+    Anyone else gets an error message on the post's page; nothing is deleted.
+    """
     post = get_object_or_404(Post, pk=post_id)
     try:
         services.post_delete(post=post, editor=request.user)
@@ -101,18 +128,23 @@ def post_delete(request: HttpRequest, post_id: int) -> HttpResponse:
 
 
 def profile(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A person's page: profile, follow counts, recent posts and stats, leaderboard rank.
+
+    The owner gets the edit form; another logged-in reader, the follow button. Every
+    part comes from a cache that fails open. 404 for no such (active) account.
+    """
     person = user_profile(user_id=user_id)
     if person is None:
         raise Http404("No such person")
     is_owner = request.user.is_authenticated and request.user.pk == user_id
     form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
-    can_follow = request.user.is_authenticated and not is_owner
+    follower = request.user if request.user.is_authenticated and not is_owner else None
     posts, stats = selectors.user_posts_and_stats(user_id=user_id)
     context = {
         "person": person,
         "follows": follow_counts(user_id=user_id),
-        "can_follow": can_follow,
-        "is_following": can_follow and follow_exists(follower_id=request.user.pk, followee_id=user_id),
+        "can_follow": follower is not None,
+        "is_following": follower is not None and follow_exists(follower_id=follower.pk, followee_id=user_id),
         "posts": posts,
         "stats": stats,
         "rank": leaderboard.leaderboard_entry(user_id=user_id),
@@ -124,7 +156,12 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def profile_edit(request: HttpRequest) -> HttpResponse:
+def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /profile/edit: save the logged-in person's name and bio, back to their page.
+
+    Validation errors, and a save racing another one (ProfileBeingUpdated), show as
+    messages; nothing is written then.
+    """
     form = ProfileForm(request.POST)
     if form.is_valid():
         try:
@@ -137,24 +174,31 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Profile saved.")
     else:
         for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
+            messages.error(request, " ".join(map(str, errors)))
     return redirect("profile", user_id=request.user.pk)
 
 
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    me = leaderboard.leaderboard_entry(user_id=request.user.pk) if request.user.is_authenticated else None
-    context = {
-        "top": leaderboard.leaderboard_top(count=20),
-        "me": me,
-        "around": leaderboard.leaderboard_around(user_id=request.user.pk) if me else [],
-    }
+    """The leaderboard page: the top 20, and for a ranked logged-in reader their window.
+
+    posts.leaderboard, which fails open to the database.
+    """
+    me, around = None, []
+    if request.user.is_authenticated:
+        me = leaderboard.leaderboard_entry(user_id=request.user.pk)
+        around = leaderboard.leaderboard_around(user_id=request.user.pk) if me else []
+    context = {"top": leaderboard.leaderboard_top(count=20), "me": me, "around": around}
     return render(request, "posts/leaderboard.html", context)
 
 
 @login_required
 @require_POST
-def report_request(request: HttpRequest) -> HttpResponse:
-    """The reports page's (jobs.views.reports) "Build my activity report" button."""
+def report_request(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /reports/new: the reports page's (jobs.views.reports) "Build my activity report" button.
+
+    Queues a report (posts.reports.report_enqueue); a refused quota shows as a message.
+    Back to the reports page, which shows the progress.
+    """
     try:
         reports.report_enqueue(owner=request.user)
     except QuotaExceeded as exc:

@@ -6,7 +6,7 @@ import pytest
 from django.db.models import F
 
 from accounts.models import User
-from core.redis import get_redis
+from core import metrics
 from posts import keys, leaderboard
 from posts.leaderboard import (
     leaderboard_around,
@@ -18,11 +18,6 @@ from posts.leaderboard import (
 from posts.models import Post
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def cache_redis():
-    return get_redis("cache")
 
 
 @pytest.fixture
@@ -181,6 +176,7 @@ def test_a_rebuild_racing_a_like_does_not_overwrite_the_increment(board, monkeyp
     leaderboard_rebuild()
 
     assert len(reads) == 2  # the first EXEC was aborted by the WATCH
+    assert metrics.value("cache.rebuild_raced", family=leaderboard.LEADERBOARD_FAMILY) == 1
     monkeypatch.undo()
     assert leaderboard_entry(user_id=board["eve"].pk)["likes"] == 2
 
@@ -214,3 +210,5 @@ def test_with_redis_down_the_leaderboard_comes_from_the_database(board, redis_do
     assert ranking(leaderboard_top(count=3)) == [(1, "bea", 9), (2, "ada", 5), (3, "cy", 5)]
     assert leaderboard_entry(user_id=board["dan"].pk)["rank"] == 4
     assert [e["username"] for e in leaderboard_around(user_id=board["eve"].pk, radius=1)] == ["dan", "eve"]
+    # Each of the four calls found the cache role down, and counted it.
+    assert metrics.value("cache.error", family=leaderboard.LEADERBOARD_FAMILY) == 4

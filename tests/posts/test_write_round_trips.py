@@ -155,7 +155,7 @@ def test_a_new_content_drops_the_post_but_not_its_authors_list(ada, cached_post,
         post_update(post=cached_post, editor=ada, content="Changed")
 
     assert not cache_redis.exists(keys.post_detail(cached_post.pk))
-    assert cache_redis.exists(keys.user_recent_posts(ada.pk))
+    assert cache_redis.exists(keys.user_posts_recent(ada.pk))
     assert post_detail(post_id=cached_post.pk)["content"] == "Changed"
 
 
@@ -164,5 +164,5 @@ def test_a_new_title_drops_the_post_and_its_authors_list(ada, cached_post, cache
         post_update(post=cached_post, editor=ada, title="Renamed")
 
     assert not cache_redis.exists(keys.post_detail(cached_post.pk))
-    assert not cache_redis.exists(keys.user_stats(ada.pk))  # the list's marker: rebuilt on read
+    assert not cache_redis.exists(keys.user_posts_stats(ada.pk))  # the list's marker: rebuilt on read
     assert [entry["title"] for entry in user_recent_posts(user_id=ada.pk)] == ["Renamed"]

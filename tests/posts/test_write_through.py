@@ -8,6 +8,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from core import metrics
 from posts import keys
 from posts.models import Post
 from posts.selectors import user_recent_posts, user_stats
@@ -27,15 +28,15 @@ def test_a_new_post_is_pushed_onto_a_built_list_after_commit(ada, cache_redis, d
 
     with django_capture_on_commit_callbacks() as callbacks:
         post = post_create(author=ada, title="two", content="...")
-        assert cache_redis.llen(keys.user_recent_posts(ada.pk)) == 1  # nothing before commit
+        assert cache_redis.llen(keys.user_posts_recent(ada.pk)) == 1  # nothing before commit
     for callback in callbacks:
         callback()
 
-    head = json.loads(cache_redis.lindex(keys.user_recent_posts(ada.pk), 0))
+    head = json.loads(cache_redis.lindex(keys.user_posts_recent(ada.pk), 0))
     assert head["id"] == post.pk
-    assert cache_redis.hget(keys.user_stats(ada.pk), "postCount") == b"2"
-    assert 0 < cache_redis.ttl(keys.user_stats(ada.pk)) <= keys.WRITE_THROUGH_TTL
-    assert 0 < cache_redis.ttl(keys.user_recent_posts(ada.pk)) <= keys.WRITE_THROUGH_TTL
+    assert cache_redis.hget(keys.user_posts_stats(ada.pk), "postCount") == b"2"
+    assert 0 < cache_redis.ttl(keys.user_posts_stats(ada.pk)) <= keys.WRITE_THROUGH_TTL
+    assert 0 < cache_redis.ttl(keys.user_posts_recent(ada.pk)) <= keys.WRITE_THROUGH_TTL
 
 
 def test_reads_come_from_redis_once_built(ada, django_capture_on_commit_callbacks, django_assert_num_queries):
@@ -58,7 +59,7 @@ def test_the_list_keeps_the_fifty_most_recent(ada, cache_redis, django_capture_o
 
     posts = user_recent_posts(user_id=ada.pk)
 
-    assert cache_redis.llen(keys.user_recent_posts(ada.pk)) == 50
+    assert cache_redis.llen(keys.user_posts_recent(ada.pk)) == 50
     assert len(posts) == 50
     assert posts[0]["title"] == "post 54"
     assert user_stats(user_id=ada.pk)["postCount"] == 56
@@ -68,7 +69,7 @@ def test_a_push_onto_a_missing_list_does_not_create_a_partial_one(ada, cache_red
     create(ada, "old", django_capture_on_commit_callbacks)  # never read: no list in Redis
     create(ada, "new", django_capture_on_commit_callbacks)
 
-    assert not cache_redis.exists(keys.user_recent_posts(ada.pk))
+    assert not cache_redis.exists(keys.user_posts_recent(ada.pk))
     assert [p["title"] for p in user_recent_posts(user_id=ada.pk)] == ["new", "old"]
 
 
@@ -78,13 +79,13 @@ def test_missing_keys_are_rebuilt_from_the_database(ada, cache_redis, django_cap
         create(ada, title, django_capture_on_commit_callbacks)
     user_recent_posts(user_id=ada.pk)
     if lost in ("list", "both"):
-        cache_redis.delete(keys.user_recent_posts(ada.pk))  # evicted, expired or a restart
+        cache_redis.delete(keys.user_posts_recent(ada.pk))  # evicted, expired or a restart
     if lost in ("stats", "both"):
-        cache_redis.delete(keys.user_stats(ada.pk))
+        cache_redis.delete(keys.user_posts_stats(ada.pk))
 
     assert [p["title"] for p in user_recent_posts(user_id=ada.pk)] == ["b", "a"]
     assert user_stats(user_id=ada.pk)["postCount"] == 2
-    assert cache_redis.hget(keys.user_stats(ada.pk), "built") == b"1"
+    assert cache_redis.hget(keys.user_posts_stats(ada.pk), "built") == b"1"
 
 
 def test_deleting_a_post_keeps_list_and_stats_correct(ada, django_capture_on_commit_callbacks):
@@ -144,8 +145,9 @@ def test_a_rebuild_that_races_a_new_post_does_not_store_a_list_without_it(
     titles = [p["title"] for p in user_recent_posts(user_id=ada.pk)]
 
     assert titles == ["landed meanwhile", "old"]
-    stored = [json.loads(i)["title"] for i in cache_redis.lrange(keys.user_recent_posts(ada.pk), 0, -1)]
+    stored = [json.loads(i)["title"] for i in cache_redis.lrange(keys.user_posts_recent(ada.pk), 0, -1)]
     assert stored == ["landed meanwhile", "old"]
+    assert metrics.value("cache.rebuild_raced", family=selectors.USER_POSTS.name) == 1
 
 
 def test_the_api_serves_the_list_and_stats(ada, django_capture_on_commit_callbacks):

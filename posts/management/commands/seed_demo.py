@@ -1,4 +1,8 @@
-"""Demo data for `make run`: an admin, a few people and their posts. Safe to run again."""
+"""Demo data for `make run`: an admin, a few people and their posts, follows and likes.
+
+Safe to run again: what exists is left as it is. Everything is made through the
+services, so caches and streams are written as on the site.
+"""
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -30,10 +34,19 @@ FOLLOWS = [("ada", "grace"), ("ada", "linus"), ("grace", "ada"), ("linus", "ada"
 
 
 class Command(BaseCommand):
+    """manage.py seed_demo: the demo data, in one transaction (development only).
+
+    Prints the demo logins and their shared password.
+    """
+
     help = "Create a demo admin, a few demo users and posts (development only)."
 
     @transaction.atomic
     def handle(self, *args, **options):
+        """Create what is missing of PEOPLE, PAGES, FOLLOWS and LIKES, then print the logins.
+
+        In one transaction: a failure leaves nothing half made.
+        """
         if not User.objects.filter(username="admin").exists():
             admin = user_create(email="admin@example.com", username="admin", password=DEMO_PASSWORD, is_staff=True)
             admin.is_superuser = True
@@ -52,7 +65,7 @@ class Command(BaseCommand):
             if not Follow.objects.filter(follower=fan, followee=star).exists():
                 follow_create(follower=fan, followee=star)
         for liker, author in LIKES:
-            post = Post.objects.filter(author__username=author).order_by("id").first()
+            post = Post.objects.filter(author__username=author).earliest("id")
             fan = User.objects.get(username=liker)
             if not Like.objects.filter(user=fan, post=post).exists():
                 post_like(post=post, user=fan)
