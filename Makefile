@@ -56,10 +56,13 @@ security: install
 audit: install
 	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt
 
+## Ruff, the import rules (import-linter contracts in pyproject.toml) and the types (mypy).
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
+	DEBUG=1 $(VENV)/bin/mypy --strict core
+	DEBUG=1 $(VENV)/bin/mypy accounts posts feeds jobs ops config
 
 format: install
 	$(PY) -m ruff check --fix .

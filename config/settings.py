@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from accounts.keys import CREDENTIAL_FAMILIES as ACCOUNT_CREDENTIAL_FAMILIES
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
-from core.redis import connection_pool_options, parse_sentinels
+from core.redis import Role, connection_pool_options, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "kestrel.sqlite3",
+            "NAME": str(VAR_DIR / "kestrel.sqlite3"),
             "CONN_MAX_AGE": DB_CONN_MAX_AGE,
             "CONN_HEALTH_CHECKS": True,
             # A file, not Django's shared in-memory database: tests run real concurrent
@@ -192,7 +192,8 @@ _SENTINELS = {
 REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
 
 
-def _redis_cache(url: str, role: str) -> dict:
+def _redis_cache(url: str, role: Role) -> dict[str, object]:
+    pool = _REDIS_POOL[role]
     return {
         "BACKEND": "core.cache.RedisCache",
         "LOCATION": url,
@@ -200,7 +201,13 @@ def _redis_cache(url: str, role: str) -> dict:
         "KEY_FUNCTION": "core.keys.django_cache_key",
         "TIMEOUT": 300,
         "OPTIONS": connection_pool_options(
-            role=role, sentinels=_SENTINELS[role], sentinel_password=REDIS_SENTINEL_PASSWORD, **_REDIS_POOL[role]
+            role=role,
+            sentinels=_SENTINELS[role],
+            sentinel_password=REDIS_SENTINEL_PASSWORD,
+            connect_timeout=pool["connect_timeout"],
+            socket_timeout=pool["socket_timeout"],
+            max_connections=int(pool["max_connections"]),
+            retries=int(pool["retries"]),
         ),
     }
 

@@ -35,7 +35,7 @@ from redis.retry import Retry
 from core import metrics
 from core.http import error_response
 from core.instrumentation import redis_client
-from core.redis import ROLE_ALIASES, UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable
+from core.redis import UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable, role_options
 from feeds import keys
 from feeds.notifications import Notification, notifications_after, notifications_newest_id
 from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
@@ -240,7 +240,7 @@ def _subscribe(user_id: int) -> PubSub:
     try:
         channels = {keys.user_channel(user_id).encode(), keys.user_stream_control(user_id).encode()}
         pubsub.subscribe(*channels)
-        deadline = time.monotonic() + settings.CACHES[ROLE_ALIASES["state"]]["OPTIONS"]["SOCKET_TIMEOUT"]
+        deadline = time.monotonic() + role_options("state")["SOCKET_TIMEOUT"]
         while (remaining := deadline - time.monotonic()) > 0:
             message = pubsub.get_message(timeout=remaining)
             if message is not None and message["type"] == "subscribe":

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.instrumentation import key_family, redacted_command
 from core.keys import redact_key
-from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
+from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, Role, get_redis
 
 OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
 
@@ -71,13 +71,13 @@ class AuditReport:
         }
 
 
-def run_audit(options: AuditOptions | None = None, *, clients: dict[str, Redis] | None = None) -> AuditReport:
+def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, Redis] | None = None) -> AuditReport:
     options = options or AuditOptions()
     clients = clients or {role: get_redis(role) for role in ROLE_ALIASES}
     report = AuditReport(strict=options.strict)
     add = report.findings.extend
 
-    infos: dict[str, dict] = {}
+    infos: dict[Role, dict] = {}
     for role, client in clients.items():
         try:
             infos[role] = client.info()
@@ -110,7 +110,7 @@ def _db(client: Redis) -> int:
     return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
 
-def _layout(clients: dict[str, Redis], infos: dict[str, dict]) -> list[Finding]:
+def _layout(clients: dict[Role, Redis], infos: dict[Role, dict]) -> list[Finding]:
     same_server = infos["state"].get("run_id") == infos["cache"].get("run_id")
     if same_server and _db(clients["state"]) == _db(clients["cache"]):
         return [
@@ -280,7 +280,7 @@ def _big_keys(role: str, client: Redis, options: AuditOptions) -> list[Finding]:
     ]
 
 
-def _slowlog(clients: dict[str, Redis], infos: dict[str, dict], options: AuditOptions) -> list[Finding]:
+def _slowlog(clients: dict[Role, Redis], infos: dict[Role, dict], options: AuditOptions) -> list[Finding]:
     findings = []
     seen_servers: dict[str, str] = {}
     for role, info in infos.items():

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
 from core import instrumentation, metrics
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
@@ -23,6 +25,9 @@ from ops.keys import ops_samples_key
 from ops.monitoring import rq_snapshot
 
 logger = logging.getLogger(__name__)
+
+# XRANGE/XREVRANGE replies of a client that does not decode: redis-py types every mode at once.
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 SAMPLES_MAXLEN = 1440  # a day at one sample a minute (jobs/cron.py)
 CHART_SAMPLES = 1440  # entries the charts read: the whole stream
@@ -247,7 +252,7 @@ def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
     clients = clients or {role: get_redis(role) for role in ROLE_ALIASES}
     state = clients["state"]
     stream = ops_samples_key()
-    last = state.xrevrange(stream, count=1)
+    last = cast(_Entries, state.xrevrange(stream, count=1))
     previous = {_text(k): float(v) for k, v in last[0][1].items()} if last else {}
     # Each entry keeps the cumulative counters (*_hits, *_total) beside the interval
     # figures, so the next sample can take the difference.
@@ -290,7 +295,7 @@ def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
     }
     entry = {name: str(round(value, 6) if isinstance(value, float) else value) for name, value in fields.items()}
     # Two schedulers sampling together give one short interval, not wrong totals.
-    state.xadd(stream, entry, maxlen=SAMPLES_MAXLEN, approximate=True)
+    state.xadd(stream, cast(dict[FieldT, EncodableT], entry), maxlen=SAMPLES_MAXLEN, approximate=True)
     return entry
 
 
@@ -298,7 +303,7 @@ def ops_series(*, client: Redis | None = None, count: int = CHART_SAMPLES) -> di
     """The sampled series, oldest first: field -> [(unix time, value), ...]."""
     client = client or get_redis("state")
     series: dict[str, list[tuple[float, float]]] = {}
-    for entry_id, values in reversed(client.xrevrange(ops_samples_key(), count=count)):
+    for entry_id, values in reversed(cast(_Entries, client.xrevrange(ops_samples_key(), count=count))):
         when = int(_text(entry_id).split("-", 1)[0]) / 1000
         for name, value in values.items():
             try:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import (
+    BaseRegistry,
     DeferredJobRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # RQ's registries, read with ZCARD: entries past their TTL stay until RQ's own cleanup
 # (KestrelWorker runs it every MAINTENANCE_INTERVAL), which a scrape must not trigger.
-RQ_REGISTRIES = {
+RQ_REGISTRIES: dict[str, type[BaseRegistry]] = {
     "started": StartedJobRegistry,
     "scheduled": ScheduledJobRegistry,
     "deferred": DeferredJobRegistry,
@@ -181,7 +182,7 @@ def jobs_status(client: Redis | None = None) -> dict:
 # --- Scrape-time collector ----------------------------------------------------------
 
 
-def _redis_server_families(roles: dict[str, Redis]) -> tuple[list, set[str]]:
+def _redis_server_families(roles: dict[Role, Redis]) -> tuple[list, set[Role]]:
     """Each role's server figures (INFO and SLOWLOG LEN in one round trip); roles down."""
     up = GaugeMetricFamily("kestrel_redis_up", "1 when the role's Redis answered this scrape.", labels=["role"])
     gauges = {
@@ -232,10 +233,10 @@ def _redis_server_families(roles: dict[str, Redis]) -> tuple[list, set[str]]:
             down.add(role)
             continue
         up.add_metric([role], 1)
-        for name, family in gauges.items():
-            family.add_metric([role], float(info.get(name, 0)))
-        for name, family in counters.items():
-            family.add_metric([role], float(info.get(name, 0)))
+        for name, gauge in gauges.items():
+            gauge.add_metric([role], float(info.get(name, 0)))
+        for name, counter in counters.items():
+            counter.add_metric([role], float(info.get(name, 0)))
         db = client.connection_pool.connection_kwargs.get("db", 0)
         keys.add_metric([role], float((info.get(f"db{db}") or {}).get("keys", 0)))
         slowlog.add_metric([role], float(slowlog_len))
@@ -269,7 +270,7 @@ def _rq_families(client: Redis) -> list:
 class KestrelCollector:
     """What /metrics reads from Redis at scrape time (the roles' servers, RQ)."""
 
-    def __init__(self, roles: dict[str, Redis] | None = None) -> None:
+    def __init__(self, roles: dict[Role, Redis] | None = None) -> None:
         self.roles = roles
 
     def collect(self):
