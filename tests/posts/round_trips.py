@@ -1,10 +1,10 @@
 """Counting Redis round trips as the connections see them.
 
-Every pooled connection of the state and cache roles reports each round trip it
-completes to core.instrumentation's recorder: a single command, or a whole pipeline or
-MULTI/EXEC as one, redis-py's own extras (a SCRIPT EXISTS before a pipeline, a
-reconnect's handshake) included. `recording()` notes those of the calling thread, so
-the L1's invalidation subscriber, on its own thread, is not counted.
+Every client of the state and cache roles reports each round trip it completes to
+core.instrumentation's recorder: a single command, or a whole pipeline or MULTI/EXEC as
+one, redis-py's own extras (a SCRIPT EXISTS before a pipeline) included; a reconnect
+counts as one CONNECT, its handshake inside it. `recording()` notes those of the calling
+thread, so the L1's invalidation subscriber, on its own thread, is not counted.
 """
 
 from __future__ import annotations
