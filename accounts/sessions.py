@@ -165,12 +165,10 @@ def _seen_epoch(data: dict | None, *, user_id: int | None, raw_epoch: bytes | No
 def session_rate_limit_credential(request: HttpRequest) -> Credential | None:
     """Who a session request is, for the rate limiter, without reading the session first.
 
-    Only for a session whose user this process already knows: the request counts as
-    that user if the session still exists, and the limiter's script returns the
-    session's data and the user's token epoch (read, not compared: the session hash
-    decides), handed to the request's store so that authentication reads no Redis.
-    None otherwise (unknown session, or one already loaded): the limiter then loads it
-    as usual. State role, fails closed like any guard.
+    Only for a session whose user this process knows: the limiter's script checks the
+    session exists and returns its data and the user's token epoch, handed to the request's
+    store so authentication reads no Redis. None otherwise (the limiter loads it as usual).
+    State role, fails closed like any guard.
     """
     store = getattr(request, "session", None)
     if not isinstance(store, SessionStore) or not store.session_key or store.is_loaded():

@@ -1,13 +1,9 @@
-"""Request types for views that only a logged-in user reaches.
+"""Request types for views that only a logged-in user reaches (for typing only).
 
-    class PostLikeApi(APIView):
-        permission_classes = [IsAuthenticated]
+    def post(self, request: AuthenticatedRequest, post_id: int) -> Response:
+        services.post_like(post=post, user=request.user)  # a User, not User | AnonymousUser
 
-        def post(self, request: AuthenticatedRequest, post_id: int) -> Response:
-            services.post_like(post=post, user=request.user)  # a User, not User | AnonymousUser
-
-For typing only: Django and DRF still hand the view their own request object. The
-annotation is a promise the view's guard keeps (IsAuthenticated, @login_required);
+The annotation is a promise the view's guard keeps (IsAuthenticated, @login_required);
 a view anyone may call takes Request or HttpRequest and checks is_authenticated.
 """
 

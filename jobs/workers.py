@@ -1,11 +1,9 @@
 """The RQ worker of `manage.py rqworker-pool` and `rqworker` (settings.RQ["WORKER_CLASS"]).
 
-Jobs run in the worker process (RQ's SimpleWorker): forking a child per job costs each
-Kestrel job a new database connection, where this process keeps one (bench/jobqueue.py).
-What the fork protected stays protected: a job that crashes the process takes only this
-process, which its supervisor (the pool, systemd) starts again, and RQ retries the job
-once its heartbeats stop; a job past its timeout that RQ's SIGALRM cannot stop is ended
-by a watchdog that needs no GIL.
+Jobs run in the worker process (RQ's SimpleWorker), keeping one database connection.
+A job that crashes the process takes only this process, which its supervisor starts
+again, and RQ retries the job once its heartbeats stop; a job past its timeout that
+SIGALRM cannot stop is ended by a watchdog that needs no GIL.
 """
 
 from __future__ import annotations

@@ -51,16 +51,10 @@ class Identity:
 
 
 def client_ip(request: HttpRequest, *, trusted_proxies: int = 0) -> str:
-    """The client's address, as a rate-limit bucket.
+    """The client's address, as a rate-limit bucket; IPv6 addresses count per /64.
 
-    With `trusted_proxies` = n > 0 (that many proxies in front of Django, each
-    appending the address it saw to X-Forwarded-For), the n-th entry from the right:
-    everything left of it came from the client and can be forged. With 0 (the
-    default), REMOTE_ADDR only. A header with fewer entries than that did not pass
-    through the proxies, and REMOTE_ADDR is used.
-
-    IPv6 addresses count per /64: one subscriber usually holds a whole /64 and could
-    otherwise rotate through its addresses to reset its limit.
+    With `trusted_proxies` = n > 0, the n-th X-Forwarded-For entry from the right (what is
+    left of it can be forged); with 0, or a header with fewer entries, REMOTE_ADDR.
     """
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if trusted_proxies > 0 else ""
     return _bucket_address(request.META.get("REMOTE_ADDR", ""), forwarded, trusted_proxies)
@@ -113,14 +107,11 @@ _BODY_ERROR_ATTR = "kestrel_body_error"
 
 
 def account_from_body(request: HttpRequest, fields: Sequence[str] = ACCOUNT_FIELDS) -> str | None:
-    """The account a body names (JSON, or a form: url-encoded or multipart), or None.
+    """The account a body names (JSON, or a url-encoded or multipart form), or None.
 
-    Never raises: the view answers a bad body (400), and the request is still counted
-    by address. A form is read through request.POST, the parse the view then reuses,
-    so a form padded with a large file part still names its account. No size cap of
-    our own beyond Django's: a body the view would still parse must never slip past
-    the per-account limit by being large. Reading request.body leaves it readable for
-    DRF (Django keeps a copy).
+    Never raises: the view answers a bad body, and the request still counts by address.
+    A form is read through request.POST, the parse the view reuses; no size cap beyond
+    Django's, so a large body cannot slip past the per-account limit.
     """
     try:
         data = request.POST if request.content_type in _FORM_TYPES else json.loads(request.body)
@@ -151,15 +142,11 @@ def request_identity(
     credential: CredentialFinder | None = None,
     user_account: UserAccount | None = None,
 ) -> Identity:
-    """What `policies` need to know about the request, and no more (no session load,
-    no body parse, unless a policy needs them).
+    """What `policies` need to know about the request, and no more.
 
-    A credential found by `credential(request)` wins over loading the session, and is
-    looked at whenever a policy covers the request so that its guard rides in the same
-    script: the session is then not loaded here at all.
-
-    The account is the one the body names, or, given `user_account` (a door where the
-    account is the signed-in person's), that person's, whatever the body says.
+    A credential found by `credential(request)` wins over the session (which is then not
+    loaded here) and its guard rides in the same script. The account is the one the body
+    names, or on a door where it is the signed-in person's, `user_account`'s.
     """
     needs_account = any(p.scope == "account" for p in policies)
     own_account = user_account if needs_account else None  # a door where the account is the user's

@@ -41,17 +41,10 @@ def _redis_failed(exc: BaseException) -> bool:
 class RateLimitMiddleware:
     """Applies KESTREL_RATE_LIMITS to every request a policy covers.
 
-    Place it right after the AuthenticationMiddleware (Django's or a subclass: it reads
-    request.user) and before any middleware that does real work for the request.
-
-    settings.KESTREL_RATE_LIMIT_CREDENTIAL (a dotted path, optional) names a
-    guard.CredentialFinder: the request counts as the credential's user if its Guard,
-    decided in the same script, passes; the verdict is left on the request
-    (guard.guard_verdict_for_request) and handed to the credential's on_verdict.
-
-    On KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS (default: none) the per-account policies
-    count the signed-in person, whose account KESTREL_RATE_LIMIT_USER_ACCOUNT (a dotted
-    path) names.
+    Place it right after the AuthenticationMiddleware (it reads request.user).
+    KESTREL_RATE_LIMIT_CREDENTIAL names a guard.CredentialFinder whose guard is decided in
+    the same script; KESTREL_RATE_LIMIT_OWN_ACCOUNT_PATHS are doors where the per-account
+    policies count the signed-in person (KESTREL_RATE_LIMIT_USER_ACCOUNT names the account).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -124,16 +117,12 @@ class RateLimitMiddleware:
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
-    """The RateLimit-Policy and RateLimit fields of draft-ietf-httpapi-ratelimit-headers.
+    """The RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers -08 to -11).
 
-    The Structured Fields form of drafts -08 to -11 (the latest, 2026): a List with one
-    Item per policy, named by a String, e.g.
+    One Structured Fields item per policy, named:
         RateLimit-Policy: "api";q=100;w=60, "auth_ip";q=10;w=60
         RateLimit: "api";r=99;t=60, "auth_ip";r=9;t=6
-    (q quota, w window in seconds; r remaining, t seconds within which no more than r
-    can be spent). Draft -07's unnamed "100;w=60" and "limit=100, remaining=99,
-    reset=60" could describe one policy only, and a log-in here spends from three.
-    No "pk" (partition key): it would echo the hashed subject for no client benefit.
+    No "pk": it would echo the hashed subject (docs/design.md, "Rate limits").
     """
     if not decision.results:
         return {}

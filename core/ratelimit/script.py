@@ -82,15 +82,11 @@ class Decision:
 
 
 def rate_limit_key(policy: Policy, subject: str) -> str:
-    """STRING, state role, TTL <= the policy's window (set by the script that writes it):
-    one subject's quota under one policy. Fixed window: "<window start us>:<count>";
-    GCRA: "<theoretical arrival time us>".
+    """STRING, state role, TTL <= the policy's window: one subject's quota under one policy.
 
-    The subject (an address, an email) is keyed by HMAC, so neither addresses nor
-    emails sit in Redis in a form a dictionary attack reverses (a plain SHA-256 of
-    an email or an IPv4 address is). The algorithm is part of the digest: switching a
-    policy's algorithm starts fresh instead of misreading the other's value. Rotating
-    SECRET_KEY resets every limit, which is harmless.
+    Fixed window: "<window start us>:<count>"; GCRA: "<theoretical arrival time us>". The
+    subject is keyed by HMAC (no address or email readable in Redis), with the algorithm in
+    the digest so switching it starts fresh.
     """
     return key("core", "ratelimit", _subject_digest(settings.SECRET_KEY, policy.algorithm, subject), policy.name)
 
