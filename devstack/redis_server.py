@@ -65,7 +65,8 @@ class RedisServer:
     """One redis-server child process on 127.0.0.1.
 
     `extra_config` takes redis.conf directives, e.g. {"maxmemory-policy": "noeviction"}.
-    Persistence is off unless asked for: these servers hold development or test data.
+    Persistence is off unless asked for. Files go to a temporary folder removed by
+    cleanup(), or to `data_dir`, which is kept (`make run`'s AOF under var/redis).
     The same port is kept across stop() and start(), so fault tests can restart it.
     """
 
@@ -77,6 +78,7 @@ class RedisServer:
         binary: str | None = None,
         extra_config: dict[str, str] | None = None,
         startup_timeout: float = 10.0,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -84,7 +86,12 @@ class RedisServer:
         self.extra_config = {"save": "", "appendonly": "no", **(extra_config or {})}
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
-        self._dir = tempfile.mkdtemp(prefix="kestrel-redis-")
+        self._keep_dir = data_dir is not None
+        if data_dir is not None:
+            os.makedirs(data_dir, exist_ok=True)
+            self._dir = os.fspath(data_dir)
+        else:
+            self._dir = tempfile.mkdtemp(prefix="kestrel-redis-")
 
     @property
     def url(self) -> str:
@@ -166,7 +173,8 @@ class RedisServer:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self._keep_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
         return self.start()

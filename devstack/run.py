@@ -9,12 +9,21 @@ all of it; every child also exits with this process, even on SIGKILL.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 
-from devstack.processes import Process, StackError, rq_cron_command, rq_worker_command, run_manage, stop_all
+from devstack.processes import (
+    PROJECT_ROOT,
+    Process,
+    StackError,
+    rq_cron_command,
+    rq_worker_command,
+    run_manage,
+    stop_all,
+)
 from devstack.redis_server import RedisServer, RedisServerError
 from devstack.web import GUNICORN_CONFIG, Gunicorn
 
@@ -23,11 +32,24 @@ def _log(message: str) -> None:
     print(f"[kestrel] {message}", flush=True)
 
 
+ENV_FILE = "devstack.env"
+# Passed on to `make manage`: enough for manage.py to reach the running stack.
+ENV_FILE_NAMES = ("DEBUG", "REDIS_URL", "REDIS_CACHE_URL", "DATABASE_URL", "KESTREL_VAR_DIR", "REDIS_KEY_PREFIX")
+
+
+def _write_env_file(var_dir: Path, env: dict[str, str]) -> None:
+    """var/devstack.env: the running stack's settings, as shell assignments `make manage` sources."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"{name}={shlex.quote(env[name])}\n" for name in ENV_FILE_NAMES if env.get(name)]
+    (var_dir / ENV_FILE).write_text("# Written by `make run` while it runs; removed when it stops.\n" + "".join(lines))
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     port = env.get("PORT", "8000")
+    var_dir = Path(env.get("KESTREL_VAR_DIR") or PROJECT_ROOT / "var")
     redis_server: RedisServer | None = None
     children: list[Process] = []
 
@@ -40,11 +62,20 @@ def main() -> int:
     try:
         if not env.get("REDIS_URL"):
             redis_port = int(env["REDIS_PORT"]) if env.get("REDIS_PORT") else None
-            redis_server = RedisServer(port=redis_port, extra_config={"maxmemory-policy": "noeviction"}).start()
+            # Kept under var/ (AOF, as the state role runs in production), so a restart keeps
+            # sessions, notifications and queued jobs as SQLite keeps users and posts.
+            redis_server = RedisServer(
+                port=redis_port,
+                data_dir=var_dir / "redis",
+                extra_config={"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"},
+            ).start()
             env["REDIS_URL"] = f"{redis_server.url}/0"
             _log(f"Redis ({Path(redis_server.binary).name}) on {redis_server.url}, pid {redis_server.process.pid}")
         else:
             _log("Using REDIS_URL from the environment")
+
+        # What `make manage` needs to reach this stack from a second terminal.
+        _write_env_file(var_dir, env)
 
         # On this terminal: seed_demo prints the demo logins.
         run_manage(env, "migrate", "--noinput", "-v", "0", timeout=None, capture=False)
@@ -91,6 +122,7 @@ def main() -> int:
         stop_all(children)
         if redis_server is not None:
             redis_server.cleanup()
+        (var_dir / ENV_FILE).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -146,3 +147,21 @@ def test_waiting_for_health_fails_at_once_when_the_server_exits(tmp_path):
     with pytest.raises(StackError, match="the web server exited with 0") as failure:
         wait_until_healthy(1, timeout=30, process=server)
     assert "no port for you" in str(failure.value)
+
+
+def test_make_run_leaves_what_a_second_terminal_needs_in_a_file_the_shell_can_source(tmp_path):
+    from devstack.run import ENV_FILE, _write_env_file
+
+    env = {"DEBUG": "1", "REDIS_URL": "redis://127.0.0.1:6399/0", "SECRET_KEY": "never written", "PATH": "/bin"}
+    _write_env_file(tmp_path, env)
+
+    written = subprocess.run(
+        ["sh", "-c", f"set -a; . {tmp_path / ENV_FILE}; set +a; env"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "REDIS_URL=redis://127.0.0.1:6399/0" in written
+    assert "DEBUG=1" in written
+    assert not any(line.startswith("SECRET_KEY=") for line in written)  # only what manage.py needs

@@ -68,3 +68,14 @@ def test_the_server_dies_with_its_parent_even_on_sigkill():
     while answers_ping(port) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not answers_ping(port), f"redis-server {child_pid} outlived its killed parent"
+
+
+def test_a_server_with_a_data_dir_keeps_its_data_across_restarts_on_any_port(tmp_path):
+    """`make run`'s Redis: an AOF under var/redis, so a restart keeps sessions and jobs."""
+    config = {"appendonly": "yes", "appendfsync": "always"}
+    with RedisServer(data_dir=tmp_path / "redis", extra_config=config) as server:
+        redis.Redis(port=server.port).set("kestrel:test:session", "still here")
+    assert (tmp_path / "redis").is_dir()  # cleanup() keeps a data_dir
+
+    with RedisServer(data_dir=tmp_path / "redis", extra_config=config) as again:
+        assert redis.Redis(port=again.port).get("kestrel:test:session") == b"still here"
