@@ -532,9 +532,10 @@ KESTREL_SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
 
 # --- Email ------------------------------------------------------------------------
 
+# While DEBUG, mail is written to EMAIL_FILE_PATH and listed at /ops/mail (ops.mail).
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.filebased.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
 )
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
@@ -543,7 +544,7 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 # Used only by the file-based backend (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
-EMAIL_FILE_PATH = VAR_DIR / "mail"
+EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Kestrel <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

@@ -44,6 +44,32 @@ def _write_env_file(var_dir: Path, env: dict[str, str]) -> None:
     (var_dir / ENV_FILE).write_text("# Written by `make run` while it runs; removed when it stops.\n" + "".join(lines))
 
 
+def _banner(*, port: str, logins: str, log_dir: Path | None, var_dir: Path) -> str:
+    """What to open and how to log in, printed last so it is easy to find again."""
+    site = f"http://127.0.0.1:{port}"
+    logs = (
+        f"{log_dir}/web.log, worker.log, cron.log (LOG_TO_CONSOLE=1 shows them here)" if log_dir else "on this terminal"
+    )
+    lines = [
+        "",
+        "=" * 72,
+        f"  Kestrel is running: {site}/",
+        "",
+        f"  API docs     {site}/api/docs",
+        f"  Admin        {site}/admin/   (jobs: {site}/admin/rq/)",
+        f"  Ops          {site}/ops      (Redis at work; development mail: {site}/ops/mail)",
+        "",
+        *(f"  {line}" for line in logins.strip().splitlines()),
+        "",
+        f"  Logs         {logs}",
+        f"  Mail         {var_dir / 'mail'}",
+        "  manage.py    make manage ARGS=...   (in another terminal)",
+        "  Ctrl-C stops everything.",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
@@ -77,9 +103,17 @@ def main() -> int:
         # What `make manage` needs to reach this stack from a second terminal.
         _write_env_file(var_dir, env)
 
-        # On this terminal: seed_demo prints the demo logins.
         run_manage(env, "migrate", "--noinput", "-v", "0", timeout=None, capture=False)
-        run_manage(env, "seed_demo", timeout=None, capture=False)
+        logins = run_manage(env, "seed_demo", timeout=None)  # shown in the banner, last
+
+        # The children's output (access log, RQ's lines, metrics summaries) goes to files,
+        # so the banner stays the last thing on the terminal; LOG_TO_CONSOLE=1 shows it here.
+        to_console = env.get("LOG_TO_CONSOLE", "").lower() in {"1", "true", "yes", "on"}
+        log_dir = var_dir / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+        def log_file(name: str) -> Path | None:
+            return None if to_console else log_dir / f"{name}.log"
 
         # Bind and graceful timeout through the environment, which config/gunicorn.py
         # reads, so values set in the caller's shell win.
@@ -87,6 +121,7 @@ def main() -> int:
         env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
         web = Gunicorn(
             env=env,
+            log_path=log_file("web"),
             config=GUNICORN_CONFIG,
             bind=env["GUNICORN_BIND"],
             graceful_timeout=None,
@@ -95,13 +130,13 @@ def main() -> int:
         # The pool replaces a worker that a crashing job ended (jobs.workers); each of its
         # workers runs RQ's scheduler and takes Kestrel's intervals from its class.
         processes = int(env.get("WORKER_PROCESSES") or os.cpu_count() or 2)
-        worker = Process("worker", rq_worker_command(pool=processes), env=env)
-        cron = Process("cron scheduler", rq_cron_command(), env=env)
+        worker = Process("worker", rq_worker_command(pool=processes), env=env, log_path=log_file("worker"))
+        cron = Process("cron scheduler", rq_cron_command(), env=env, log_path=log_file("cron"))
         children = [web, worker, cron]
         web.start(timeout=None)  # not waiting for /healthz: the page says what is down
         worker.start()
         cron.start()
-        _log(f"Kestrel is at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
+        print(_banner(port=port, logins=logins, log_dir=None if to_console else log_dir, var_dir=var_dir), flush=True)
 
         while all(child.is_running() for child in children):
             time.sleep(0.5)

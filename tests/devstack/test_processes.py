@@ -165,3 +165,16 @@ def test_make_run_leaves_what_a_second_terminal_needs_in_a_file_the_shell_can_so
     assert "REDIS_URL=redis://127.0.0.1:6399/0" in written
     assert "DEBUG=1" in written
     assert not any(line.startswith("SECRET_KEY=") for line in written)  # only what manage.py needs
+
+
+def test_the_banner_names_every_address_and_login_and_where_the_logs_went(tmp_path):
+    from devstack.run import _banner
+
+    logins = "Demo logins (password for all: kestrel-demo-pass):\n  admin@example.com\n  ada@example.com\n"
+    text = _banner(port="8123", logins=logins, log_dir=tmp_path / "log", var_dir=tmp_path)
+
+    for address in ("/api/docs", "/admin/", "/admin/rq/", "/ops", "/ops/mail"):
+        assert f"http://127.0.0.1:8123{address}" in text
+    assert "kestrel-demo-pass" in text and "ada@example.com" in text
+    assert f"{tmp_path / 'log'}/web.log" in text
+    assert "on this terminal" in _banner(port="8123", logins=logins, log_dir=None, var_dir=tmp_path)
