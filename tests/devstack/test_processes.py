@@ -175,6 +175,7 @@ def test_the_banner_names_every_address_and_login_and_where_the_logs_went(tmp_pa
 
     for address in ("/api/docs", "/admin/", "/admin/rq/", "/ops", "/ops/mail"):
         assert f"http://127.0.0.1:8123{address}" in text
-    assert "kestrel-demo-pass" in text and "ada@example.com" in text
+    assert "kestrel-demo-pass" in text
+    assert "ada@example.com" in text
     assert f"{tmp_path / 'log'}/web.log" in text
     assert "on this terminal" in _banner(port="8123", logins=logins, log_dir=None, var_dir=tmp_path)
