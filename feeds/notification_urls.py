@@ -11,4 +11,5 @@ api_urlpatterns = [
 
 site_urlpatterns = [
     path("notifications", notification_views.notifications, name="notifications"),
+    path("notifications/read", notification_views.notifications_read_all, name="notifications-read"),
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
-from django.shortcuts import render
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from core.types import AuthenticatedHttpRequest
-from feeds.notifications import notification_list, notifications_mark_read
+from feeds.notifications import Notification, notification_list, notifications_mark_read
 from feeds.stream_ids import stream_id_or_none
 
 PAGE_SIZE = 50
@@ -29,6 +30,33 @@ def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
         notifications_mark_read(user_id=request.user.pk, up_to=page["notifications"][0]["id"])
     for notification in page["notifications"]:
         notification["when"] = parse_datetime(notification["at"]) if notification["at"] else None
+        notification["link"] = notification_link(notification)
     response = render(request, "feeds/notifications.html", {"page": page})
     response["Cache-Control"] = "no-store"  # a back button must not show stale unread marks
     return response
+
+
+@login_required
+@require_POST
+def notifications_read_all(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
+    """POST /notifications/read: mark every notification read, then back to the page."""
+    notifications_mark_read(user_id=request.user.pk)
+    return redirect("notifications")
+
+
+# What each kind of notification is about: the page it links to, by URL name.
+_LINKS = {"like": ("post-detail", "postId"), "post": ("post-detail", "postId"), "follow": ("profile", "userId")}
+
+
+def notification_link(notification: Notification) -> str | None:
+    """The page a notification is about (a post, a person, the reports), or None."""
+    if notification["kind"] == "report":
+        return reverse("reports")
+    name, field = _LINKS.get(notification["kind"], (None, None))
+    target = notification["data"].get(field) if field else None
+    if name is None or not isinstance(target, int):
+        return None
+    try:
+        return reverse(name, args=[target])
+    except NoReverseMatch:
+        return None

@@ -87,14 +87,25 @@
     return match ? decodeURIComponent(match[1]) : "";
   }
 
+  // The page a notification is about, as feeds.notification_views.notification_link says.
+  function notificationLink(notification) {
+    var data = notification.data || {};
+    if (notification.kind === "report") return "/reports";
+    if ((notification.kind === "like" || notification.kind === "post") && Number.isInteger(data.postId)) return "/posts/" + data.postId;
+    if (notification.kind === "follow" && Number.isInteger(data.userId)) return "/users/" + data.userId;
+    return null;
+  }
+
   function showOnPage(notification) {
     var empty = list.querySelector(".empty");
     if (empty) empty.remove();
     var item = document.createElement("li");
     item.className = "card compact notification unread";
     item.dataset.id = notification.id;
-    var message = document.createElement("span");
-    message.className = "message";
+    var link = notificationLink(notification);
+    var message = document.createElement(link ? "a" : "span");
+    message.className = "notification-text";
+    if (link) message.href = link;
     message.textContent = notification.message;
     var when = document.createElement("time");
     when.className = "meta";
