@@ -34,6 +34,7 @@ class EmailAdminAuthenticationForm(AdminAuthenticationForm):
 
 
 admin.site.login_form = EmailAdminAuthenticationForm
+admin.site.site_header = admin.site.site_title = admin.site.index_title = "Kestrel administration"
 
 
 @admin.register(User)

@@ -11,10 +11,11 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from accounts.forms import LoginForm, SignupForm
 from accounts.services import user_create
+from core.views import post_only
 
 
 @require_http_methods(["GET", "POST"])
@@ -52,9 +53,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/login.html", {"form": form, "next": next_url}, status=status)
 
 
-@require_POST
+@post_only("home")
 def logout_view(request: HttpRequest) -> HttpResponse:
-    """/logout (POST only): end the session and go home."""
+    """/logout (POST; a GET is sent home): end the session and go home."""
     logout(request)
     messages.info(request, "You have been logged out.")
     return redirect("home")

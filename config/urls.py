@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts.urls import api_urlpatterns as accounts_api
 from accounts.urls import site_urlpatterns as accounts_site
 from core.api import api_not_found
+from core.views import favicon
 from feeds.notification_urls import api_urlpatterns as notifications_api
 from feeds.notification_urls import site_urlpatterns as notifications_site
 from feeds.urls import api_urlpatterns as feeds_api
@@ -42,10 +43,12 @@ urlpatterns = [
     path("", include(feeds_site)),
     path("", include(notifications_site)),
     path("", include("ops.urls")),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
 ]
 
 handler400 = "core.api.json_handler400"
+handler403 = "core.views.json_handler403"
 handler404 = "core.api.json_handler404"
 handler500 = "core.api.json_handler500"

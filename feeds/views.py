@@ -8,15 +8,15 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
 
 from accounts.models import User
 from core.types import AuthenticatedHttpRequest
+from core.views import post_only
 from feeds.services import AlreadyFollowing, NotFollowing, follow_create, follow_delete
 
 
+@post_only("profile")
 @login_required
-@require_POST
 def follow_toggle(request: AuthenticatedHttpRequest, user_id: int) -> HttpResponse:
     """POST from a profile's follow button: follow, or unfollow with action=unfollow, then
     back to the profile. A double click is not an error: the state is the one wanted."""

@@ -9,9 +9,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
 from core.types import AuthenticatedHttpRequest
+from core.views import post_only
 from jobs import selectors, services
 
 
@@ -22,8 +22,8 @@ def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
 
 
+@post_only("reports")
 @login_required
-@require_POST
 def email_me(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /reports/email-me: queue a test email to oneself (held to the email quota)."""
     try:

@@ -11,7 +11,6 @@ import hmac
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import format_html, format_html_join
@@ -20,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client.exposition import choose_encoder
 
+from core.views import staff_required
 from ops.dashboard import ops_dashboard_get
 from ops.health import check_all
 from ops.monitoring import build_registry, jobs_status
@@ -103,9 +103,9 @@ def _charts(series: dict[str, list[tuple[float, float]]]) -> list[dict]:
 
 @never_cache
 @require_GET
-@staff_member_required
+@staff_required
 def ops_dashboard(request: HttpRequest) -> HttpResponse:
-    """Staff only (others are sent to the admin login); never cached: the figures are live."""
+    """Staff only (a visitor is sent to log in, anyone else gets the 403 page); never cached: the figures are live."""
     dashboard = ops_dashboard_get()
     return render(
         request,

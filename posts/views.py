@@ -2,7 +2,8 @@
 
 Thin: each reads the same cached selectors as the API or calls one service, then
 renders a template or redirects with a message. Pages that change something are POST
-only and behind @login_required (their request is an AuthenticatedHttpRequest).
+only (a GET is sent to the page with the button: core.views.post_only) and behind
+@login_required (their request is an AuthenticatedHttpRequest).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
 
 from accounts.selectors import follow_counts, follow_exists, user_profile
 from accounts.services import ProfileBeingUpdated, user_update_profile
 from core.types import AuthenticatedHttpRequest
+from core.views import post_only
 from feeds.selectors import FEED_COUNT_DEFAULT
 from feeds.stream_ids import stream_id_or_raise
 from jobs.services import QuotaExceeded
@@ -47,8 +49,8 @@ def _cursor(value: str | None) -> str | None:
     return f"{ms}-{seq}"
 
 
+@post_only("home")
 @login_required
-@require_POST
 def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /posts/new: publish a post (posts.services.post_create) and show it.
 
@@ -89,8 +91,8 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
     return render(request, "posts/post_detail.html", context)
 
 
+@post_only("post-detail")
 @login_required
-@require_POST
 def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
     """POST /posts/<id>/like: like the post, or take the like back with action=unlike.
 
@@ -110,8 +112,8 @@ def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpRes
     return redirect("post-detail", post_id=post_id)
 
 
+@post_only("post-detail")
 @login_required
-@require_POST
 def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
     """POST /posts/<id>/delete: the author deletes their post, then sees their profile.
 
@@ -154,8 +156,13 @@ def profile(request: HttpRequest, user_id: int) -> HttpResponse:
     return render(request, "posts/profile.html", context)
 
 
+def _own_profile(request: HttpRequest) -> str:
+    # The edit form is on one's own profile; a visitor has none, and goes home.
+    return reverse("profile", args=[request.user.pk]) if request.user.is_authenticated else reverse("home")
+
+
+@post_only(_own_profile)
 @login_required
-@require_POST
 def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /profile/edit: save the logged-in person's name and bio, back to their page.
 
@@ -191,8 +198,8 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     return render(request, "posts/leaderboard.html", context)
 
 
+@post_only("reports")
 @login_required
-@require_POST
 def report_request(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /reports/new: the reports page's (jobs.views.reports) "Build my activity report" button.
 

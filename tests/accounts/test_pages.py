@@ -85,8 +85,9 @@ def test_logout_ends_the_session_in_redis(client, make_user, state_redis):
     assert not state_redis.exists(session_key)
 
 
-def test_logout_is_post_only(client):
-    assert client.get("/logout").status_code == 405
+def test_logout_is_post_only_and_a_get_goes_home(client):
+    assert client.get("/logout")["Location"] == "/"
+    assert client.put("/logout").status_code == 405
 
 
 def test_forms_are_refused_without_the_csrf_token(make_user):

@@ -123,6 +123,20 @@ VISITS = [
         "Ops",
         lambda page: [page.get_by_role("region", name="Queues"), page.get_by_role("region", name="Kestrel's commands")],
     ),
+    Visit(
+        "ops-not-staff",
+        "/ops",
+        "reader",
+        "This page is for staff",
+        lambda page: [page.get_by_role("main").get_by_role("link", name="Back to the home page")],
+    ),
+    Visit(
+        "not-found",
+        "/no/such/page",
+        "reader",
+        "Not found",
+        lambda page: [page.get_by_role("main").get_by_role("link", name="Back to the home page")],
+    ),
 ]
 
 
@@ -247,3 +261,34 @@ def test_an_injected_inline_script_is_refused_and_the_suite_sees_it(new_context,
     assert page.evaluate("() => window.kestrelInjected") is None
     assert any("script-src" in violation for violation in csp_violations), csp_violations
     csp_violations.clear()  # seen and expected: not a failure of this page
+
+
+def test_a_post_only_address_opened_by_get_lands_on_the_page_with_its_button(corner: Corner, new_context) -> None:
+    # A like link pasted into the address bar: the post, with the button that likes it.
+    page = new_context(person=corner.reader).new_page()
+    page.goto(f"/posts/{corner.post_id}/like")
+    expect(page).to_have_url(re.compile(rf"/posts/{corner.post_id}$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Hovering over the meadow")
+    expect(page.get_by_role("button", name="Unlike")).to_be_visible()  # the GET changed nothing
+    assert_accessible(page)
+
+
+def test_a_person_who_is_not_staff_meets_a_403_page_at_ops(corner: Corner, new_context, shoot) -> None:
+    page = new_context(person=corner.reader).new_page()
+    response = page.goto("/ops")
+    assert response is not None
+    assert response.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text("This page is for staff")
+    page.get_by_role("main").get_by_role("link", name="Back to the home page").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Hello, robin!")
+
+
+def test_the_site_has_a_favicon(new_context) -> None:
+    page = new_context().new_page()
+    page.goto("/")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None
+    answer = page.request.get(icon)
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    assert page.request.get("/favicon.ico").url.endswith(icon)  # the same file, by its hashed name

@@ -58,13 +58,13 @@ def test_staff_get_an_ops_link_in_the_navigation(staff_client):
     assert f'href="{reverse("ops")}"' in staff_client.get(reverse("ops")).content.decode()
 
 
-def test_people_who_are_not_staff_are_sent_to_log_in(client, make_user):
+def test_people_who_are_not_staff_get_the_403_page(client, make_user):
     client.force_login(make_user())
 
     response = client.get(reverse("ops"))
 
-    assert response.status_code == 302
-    assert "login" in response["Location"]
+    assert response.status_code == 403
+    assert b"This page is for staff" in response.content
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client):
