@@ -7,9 +7,10 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from core.types import AuthenticatedHttpRequest
+from core.views import post_only
 from feeds.notifications import Notification, notification_list, notifications_mark_read
 from feeds.stream_ids import stream_id_or_none
 
@@ -36,8 +37,8 @@ def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
     return response
 
 
+@post_only("notifications")
 @login_required
-@require_POST
 def notifications_read_all(request: AuthenticatedHttpRequest) -> HttpResponseRedirect:
     """POST /notifications/read: mark every notification read, then back to the page."""
     notifications_mark_read(user_id=request.user.pk)
