@@ -158,7 +158,11 @@ def test_every_answer_outside_2xx_and_3xx_is_a_load_error():
 
 def test_a_view_send_is_named_apart_from_other_scripts():
     from bench.harness import VIEW_SEND, command_name
+    from core.keys import key
+    from posts import keys as post_keys
 
-    assert command_name('EVALSHA "ab12" "3" "kestrel:posts:views:9f3c:batch" "kestrel:posts:post:1:views"') == VIEW_SEND
-    assert command_name('EVALSHA "ab12" "1" "kestrel:core:ratelimit:0a1b:api"') == "evalsha"
-    assert command_name('GET "kestrel:posts:post:1"') == "get"
+    # MONITOR lines as the server prints them, with the keys Kestrel's builders make.
+    view_send = f'EVALSHA "ab12" "3" "{post_keys.view_batches("9f3c")}" "{post_keys.post_views(1)}"'
+    assert command_name(view_send) == VIEW_SEND
+    assert command_name(f'EVALSHA "ab12" "1" "{key("core", "ratelimit", "0a1b", "api")}"') == "evalsha"
+    assert command_name(f'GET "{post_keys.post_detail(1)}"') == "get"
