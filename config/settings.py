@@ -341,9 +341,32 @@ if not 0 < JWT_ACCESS_LIFETIME <= JWT_REFRESH_LIFETIME:
         f"JWT_REFRESH_LIFETIME ({JWT_REFRESH_LIFETIME})"
     )
 
+# The API docs group operations by area: the first segment after /api/ names it
+# (core.schema.KestrelAutoSchema.get_tags); "users/<id>/activity" is part of the feed.
+KESTREL_API_AREAS = {
+    **dict.fromkeys(["register", "login", "logout", "logout-all", "me", "password", "token"], "auth"),
+    **dict.fromkeys(["posts", "pages", "leaderboard"], "posts"),
+    "users": "people",
+    "feed": "feed",
+    "users/activity": "feed",
+    **dict.fromkeys(["notifications", "notify"], "notifications"),
+    **dict.fromkeys(["send-email", "reports", "jobs"], "jobs"),
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kestrel API",
-    "DESCRIPTION": 'Kestrel\'s JSON API. Errors are {"error": "..."}; validation errors add "details".',
+    "DESCRIPTION": (
+        'Kestrel\'s JSON API. Errors are {"error": "..."}; validation errors add "details". '
+        "Log in with `POST /api/token`, then **Authorize** with the access token. [Back to the site](/)"
+    ),
+    # The areas, in the order the docs list them (KESTREL_API_AREAS sorts operations into them).
+    "TAGS": [
+        {"name": "auth", "description": "Sign up, log in and out, tokens, your account"},
+        {"name": "posts", "description": "Posts, likes, pages and the leaderboard"},
+        {"name": "people", "description": "Profiles, follows, followers, a person's posts and stats"},
+        {"name": "feed", "description": "Your home timeline and a person's activity"},
+        {"name": "notifications", "description": "Notifications, read marks and the live stream"},
+        {"name": "jobs", "description": "Emails and reports built in the background, and their status"},
+    ],
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from the installed sidecar package, not a CDN.

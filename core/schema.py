@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.drainage import has_override
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import Direction, OpenApiResponse
@@ -56,6 +57,17 @@ class KestrelAutoSchema(AutoSchema):
         # 4094 bytes; a proxy in front has its own), so not in the API's JSON.
         responses.setdefault("414", {"description": "The request line is too long for the web server"})
         return dict(sorted(responses.items()))
+
+    def get_tags(self) -> list[str]:
+        """The operation's area, from settings.KESTREL_API_AREAS by the first segment after
+        /api/ ("<first>/<last>" first, for a sub-resource filed elsewhere)."""
+        areas: dict[str, str] = getattr(settings, "KESTREL_API_AREAS", {})
+        parts = [part for part in self.path.split("/") if part][1:]
+        for name in ([f"{parts[0]}/{parts[-1]}"] if len(parts) > 1 else []) + parts[:1]:
+            if name in areas:
+                return [areas[name]]
+        tags: list[str] = super().get_tags()
+        return tags
 
     def _get_serializer_field_meta(self, field: object, direction: Direction) -> dict[str, Any]:
         # drf-spectacular leaves this method unannotated; it answers a schema dict.
