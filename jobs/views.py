@@ -5,10 +5,13 @@ Its "Build my activity report" button posts to posts.views.report_request.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.dateparse import parse_datetime
 
 from core.types import AuthenticatedHttpRequest
 from core.views import post_only
@@ -18,8 +21,31 @@ from jobs import selectors, services
 @login_required
 def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
     """/reports: the person's recent report jobs with their status."""
-    jobs = selectors.reports_of(user=request.user)
-    return render(request, "jobs/reports.html", {"jobs": [selectors.job_status(job=job) for job in jobs]})
+    jobs = [selectors.job_status(job=job) for job in selectors.reports_of(user=request.user)]
+    for job in jobs:
+        job["created"] = parse_datetime(job["createdAt"])
+        job["chip"], job["chip_level"] = job_chip(job)
+    return render(request, "jobs/reports.html", {"jobs": jobs})
+
+
+# A job's status as people read it, and the chip's colour (the .level classes).
+_CHIPS = {
+    "queued": ("Queued", "skipped"),
+    "deferred": ("Queued", "skipped"),
+    "scheduled": ("Queued", "skipped"),
+    "started": ("Building", "warning"),
+    "finished": ("Ready", "ok"),
+    "failed": ("Failed", "error"),
+}
+
+
+def job_chip(job: dict[str, Any]) -> tuple[str, str]:
+    """("Building 40 %", "warning"): the chip of a report job; the same words as static/js/reports.js."""
+    label, level = _CHIPS.get(job["status"], ("Expired", "skipped"))
+    progress = job.get("progress") or {}
+    if job["status"] == "started" and progress.get("total"):
+        label = f"{label} {round(100 * progress['done'] / progress['total'])} %"
+    return label, level
 
 
 @post_only("reports")

@@ -204,10 +204,11 @@ def test_a_newcomer_posts_is_followed_and_liked_live_climbs_the_board_and_gets_a
     expect(job).to_have_count(1)
     download_link = job.get_by_role("link", name="Download CSV")
     expect(download_link).to_be_visible(timeout=REPORT_WAIT_MS)
-    expect(job.locator(".status")).to_have_text("finished")
-    expect(job).to_contain_text("1 posts")
-    expect(job).to_contain_text("1 likes")
-    assert job.get_by_role("progressbar", name="Report progress").evaluate("bar => bar.value") == 1
+    expect(job.locator(".status")).to_have_text("Ready")
+    expect(job).to_contain_text("1 post,")  # one post, in the singular
+    expect(job).to_contain_text("1 like")
+    expect(job).not_to_contain_text("1 likes")
+    assert job.get_by_role("progressbar", name="Report progress").evaluate("bar => bar.value") == 100
     assert watched == [], f"the reports page navigated: {watched}"
     assert page.evaluate("() => window.kestrelSameDocument === true"), "the reports page was reloaded"
     seen(page, "report-ready")

@@ -1,33 +1,44 @@
+"""The reports page reads as people expect: status chips, relative times, plurals, Retry."""
+
+from __future__ import annotations
+
 import pytest
 
-from jobs.models import Job
+from jobs.views import job_chip
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_reports_page_queues_a_report_and_shows_it(client, make_user, django_capture_on_commit_callbacks):
-    client.force_login(make_user())
+@pytest.mark.parametrize(
+    ("job", "chip"),
+    [
+        ({"status": "queued"}, ("Queued", "skipped")),
+        ({"status": "started", "progress": {"done": 2, "total": 5}}, ("Building 40 %", "warning")),
+        ({"status": "started", "progress": None}, ("Building", "warning")),
+        ({"status": "finished"}, ("Ready", "ok")),
+        ({"status": "failed"}, ("Failed", "error")),
+        ({"status": "canceled"}, ("Expired", "skipped")),
+    ],
+)
+def test_a_report_job_s_status_reads_as_a_chip(job, chip):
+    assert job_chip(job) == chip
+
+
+def test_a_finished_report_says_ready_in_the_singular_where_it_is_one(
+    ada, as_ada, run_jobs, django_capture_on_commit_callbacks
+):
+    from posts.reports import report_enqueue
+    from posts.services import post_create
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/reports/new", follow=True)
+        post_create(author=ada, title="Only one", content="a single post")
+        report_enqueue(owner=ada)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_jobs("reports")
 
-    assert response.status_code == 200
-    job = Job.objects.get(kind="report")
-    assert f'data-job="{job.pk}"'.encode() in response.content
-    assert b"Build my activity report" in response.content
+    page = as_ada.get("/reports").content.decode()
 
-
-def test_email_me_queues_an_email_to_myself(client, make_user):
-    user = make_user()
-    client.force_login(user)
-
-    client.post("/reports/email-me")
-
-    assert Job.objects.filter(kind="email", owner=user, payload__subject="Hello from Kestrel").exists()
-
-
-def test_the_reports_page_needs_a_login(client):
-    response = client.get("/reports")
-
-    assert response.status_code == 302
-    assert response["Location"].startswith("/login")
+    assert "Ready" in page
+    assert "1 post," in page
+    assert "0 likes" in page
+    assert "just now" in page
