@@ -74,7 +74,7 @@
   function toast(notification) {
     var item = document.createElement("a");
     item.className = "toast";
-    item.href = "/notifications";
+    item.href = notificationLink(notification) || "/notifications"; // what it is about
     item.textContent = notification.message; // text, never HTML
     var box = toastBox();
     while (box.children.length >= MAX_TOASTS) box.firstChild.remove(); // a catch-up shows the newest few

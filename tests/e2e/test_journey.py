@@ -161,6 +161,7 @@ def test_a_newcomer_posts_is_followed_and_liked_live_climbs_the_board_and_gets_a
     # 5. The author's open page shows it live: a toast and the unread count, no reload.
     toast = page.get_by_role("status").get_by_role("link", name=f"@{reader.username} liked “{TITLE}”")
     expect(toast).to_be_visible()
+    expect(toast).to_have_attribute("href", re.compile(r"/posts/\d+$"))  # leads to the post liked
     expect(badge).to_have_text("2 unread")
     expect(badge).to_be_visible()
     assert navigations == [], f"the page navigated: {navigations}"
