@@ -15,8 +15,10 @@ class PostForm(forms.Form):
     The model validates again in posts.services.post_create.
     """
 
-    title = forms.CharField(max_length=TITLE_MAX_LENGTH)
-    content = forms.CharField(max_length=CONTENT_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 4}))
+    title = forms.CharField(label="Title", max_length=TITLE_MAX_LENGTH)
+    content = forms.CharField(
+        label="What's on your mind?", max_length=CONTENT_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 3})
+    )
 
 
 class ProfileForm(forms.Form):

@@ -33,12 +33,17 @@ def home(request: HttpRequest) -> HttpResponse:
     The timeline only for a logged-in reader, paged by `?before=<stream id>`; a
     malformed cursor shows the newest page.
     """
+    return _home(request, compose=PostForm() if request.user.is_authenticated else None)
+
+
+def _home(request: HttpRequest, *, compose: PostForm | None, status: int = 200) -> HttpResponse:
     timeline = None
     if request.user.is_authenticated:
         timeline = selectors.home_timeline_page(
             user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
         )
-    return render(request, "home.html", {"posts": selectors.post_list_recent(limit=20), "timeline": timeline})
+    context = {"posts": selectors.post_list_recent(limit=20), "timeline": timeline, "compose": compose}
+    return render(request, "home.html", context, status=status)
 
 
 def _cursor(value: str | None) -> str | None:
@@ -54,21 +59,19 @@ def _cursor(value: str | None) -> str | None:
 def post_compose(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /posts/new: publish a post (posts.services.post_create) and show it.
 
-    Errors go back to the home page as messages; nothing is written then.
+    A rejected post shows the home page again (400) with the draft as typed and each
+    error beside its field; nothing is written then.
     """
     form = PostForm(request.POST)
     if form.is_valid():
         try:
             post = services.post_create(author=request.user, **form.cleaned_data)
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            form.add_error(None, exc)  # the model's errors, each on its field
         else:
             messages.success(request, "Posted.")
             return redirect("post-detail", post_id=post.pk)
-    else:
-        for errors in form.errors.values():
-            messages.error(request, " ".join(map(str, errors)))
-    return redirect("home")
+    return _home(request, compose=form, status=400)
 
 
 def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
