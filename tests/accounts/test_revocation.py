@@ -11,7 +11,6 @@ from django.test import RequestFactory
 from accounts import keys, revocation, tokens
 from core.ratelimit.guard import Credential
 from core.ratelimit.middleware import RateLimitMiddleware
-from core.redis import get_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -19,21 +18,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def claims(ada) -> tokens.Claims:
     return tokens.token_decode(tokens.token_pair_issue(user=ada).access, type=tokens.ACCESS)
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[str]:
-    """The commands this process sends to the state role from now on."""
-    commands: list[str] = []
-    client = get_redis("state")
-    execute = client.execute_command
-
-    def counting(*args, **options):
-        commands.append(args[0])
-        return execute(*args, **options)
-
-    monkeypatch.setattr(client, "execute_command", counting)
-    return commands
 
 
 def test_a_token_stands_until_its_id_its_family_or_its_owners_epoch_revokes_it(claims, state_redis):

@@ -25,22 +25,6 @@ def _no_hints():
     sessions.forget_user_hints()
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[str]:
-    """The commands this process sends to the state role from now on (sessions and the
-    limiter share its client)."""
-    commands: list[str] = []
-    client = get_redis("state")
-    execute = client.execute_command
-
-    def counting(*args, **options):
-        commands.append(args[0])
-        return execute(*args, **options)
-
-    monkeypatch.setattr(client, "execute_command", counting)
-    return commands
-
-
 def logged_in(user) -> APIClient:
     client = APIClient()
     response = client.post("/api/login", {"email": user.email, "password": PASSWORD}, format="json")

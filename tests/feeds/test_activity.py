@@ -28,11 +28,6 @@ def notified(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def after_commit(django_capture_on_commit_callbacks):
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
 def actions(body: dict) -> list[tuple[str, int]]:
     return [(item["action"], item["targetId"]) for item in body["items"]]
 

@@ -27,11 +27,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def after_commit(django_capture_on_commit_callbacks):
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-@pytest.fixture
 def bob_follows_ada(ada, bob, after_commit):
     with after_commit():
         follow_create(follower=bob, followee=ada)
