@@ -48,18 +48,16 @@ def mail_list(folder: Path, *, limit: int = SHOWN) -> list[Mail]:
         except OSError:
             continue
         for chunk in reversed(chunks):
-            message = email.message_from_bytes(chunk, policy=email.policy.default)
+            message = email.message_from_bytes(chunk, policy=email.policy.default)  # an EmailMessage
             messages.append(_mail(message, sent))
             if len(messages) >= limit:
                 return messages
     return messages
 
 
-def _mail(message: object, sent: datetime) -> Mail:
-    # policy.default parses to EmailMessage, which can pick the body part.
-    part = message.get_body(preferencelist=("plain", "html")) if isinstance(message, EmailMessage) else None
+def _mail(message: EmailMessage, sent: datetime) -> Mail:
+    part = message.get_body(preferencelist=("plain", "html"))
     body = part.get_content() if part is not None else ""
-    message = message if isinstance(message, EmailMessage) else EmailMessage()
     return Mail(
         sent=sent,
         sender=str(message.get("From", "")),
