@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_rq",
+    "django_htmx",  # the htmx script (static), for the site's in-place buttons and "Load older"
     "core",
     "accounts",
     "posts",

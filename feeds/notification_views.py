@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, HttpResponseRedirect
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
 from core.types import AuthenticatedHttpRequest
-from core.views import post_only
+from core.views import post_only, render_list
 from feeds.notifications import Notification, notification_list, notifications_mark_read
 from feeds.stream_ids import stream_id_or_none
 
@@ -32,7 +32,8 @@ def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
     for notification in page["notifications"]:
         notification["when"] = parse_datetime(notification["at"]) if notification["at"] else None
         notification["link"] = notification_link(notification)
-    response = render(request, "feeds/notifications.html", {"page": page})
+    context = {"page": page, "empty": "Nothing older." if before else "No notifications yet."}
+    response = render_list(request, "feeds/notifications.html", "feeds/_notification_items.html", context)
     response["Cache-Control"] = "no-store"  # a back button must not show stale unread marks
     return response
 

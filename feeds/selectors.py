@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Protocol, TypedDict, cast
 
 from redis import Redis
@@ -23,17 +23,13 @@ from core import metrics
 from core.rebuild import Lease, rebuild
 from core.redis import fail_open, get_redis
 from feeds import keys
-from feeds.stream_ids import Entries, stream_id_or_raise
+from feeds.stream_ids import Entries, ms_since_epoch, posts_before
 
 logger = logging.getLogger(__name__)
 
 ACTIVITY_COUNT_DEFAULT = 50
 FEED_COUNT_DEFAULT = 20
 COUNT_MAX = 100
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
 
 # What feeds needs of posts, passed in by the caller (posts.selectors passes its own).
 
@@ -61,10 +57,6 @@ class ActivityItem(TypedDict):
     action: str
     targetId: int  # the API's field name
     timestamp: int
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MS
 
 
 def _xrevrange_max(before: str | None) -> str:
@@ -179,14 +171,10 @@ def _followed_posts(
     query: the followees are a subquery of it.
     """
     followees = Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True)
-    start = None
-    if before:
-        ms, seq = stream_id_or_raise(before)
-        start = (_EPOCH + ms * _MS, seq)
-    rows = posts_by_authors(author_ids=followees, limit=limit, before=start)
+    rows = posts_by_authors(author_ids=followees, limit=limit, before=posts_before(before) if before else None)
     # Sorted by (ms, id), not (created_at, id): two posts in one millisecond must still
     # get increasing ids, or XADD refuses the second.
-    ordered = sorted(((_ms(created), pk, author) for pk, author, created in rows), reverse=True)
+    ordered = sorted(((ms_since_epoch(created), pk, author) for pk, author, created in rows), reverse=True)
     return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
 
 

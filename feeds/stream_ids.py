@@ -9,6 +9,7 @@ API_STREAM_ID (19 digits a part), which its OpenAPI pattern states in full.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 StreamId = tuple[int, int]
 
@@ -53,3 +54,26 @@ def stream_id_or_raise(text: str) -> StreamId:
 def stream_id_text(value: StreamId) -> str:
     """(1712345678901, 0) -> `"1712345678901-0"`: normalised, without leading zeros."""
     return f"{value[0]}-{value[1]}"
+
+
+# A post's place in a list of posts is `<created_at ms>-<post id>`: unique, in the order
+# of the posts, and a stream id, so timelines and the database's pages share one cursor.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def ms_since_epoch(moment: datetime) -> int:
+    """A moment as whole milliseconds since the epoch (what a stream id's first part is)."""
+    return (moment - _EPOCH) // _MS
+
+
+def post_stream_id(created_at: datetime, post_id: int) -> str:
+    """The cursor of a post in any list of posts: `<created_at ms>-<post id>`."""
+    return f"{ms_since_epoch(created_at)}-{post_id}"
+
+
+def posts_before(stream_id: str) -> tuple[datetime, int]:
+    """What `before=<stream id>` means to a query of posts: (the start of that millisecond,
+    the post id), as posts.selectors.post_list_by_authors takes it. ValueError if malformed."""
+    ms, seq = stream_id_or_raise(stream_id)
+    return _EPOCH + ms * _MS, seq

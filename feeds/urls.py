@@ -10,4 +10,6 @@ api_urlpatterns = [
 
 site_urlpatterns = [
     path("users/<id:user_id>/follow", views.follow_toggle, name="follow"),
+    path("users/<id:user_id>/followers", views.followers, name="followers"),
+    path("users/<id:user_id>/following", views.following, name="following"),
 ]

@@ -24,7 +24,7 @@ from core.types import AuthenticatedRequest
 from feeds.serializers import ActivityQuerySerializer, FeedQuerySerializer
 from jobs.serializers import JobQueuedSerializer, quota_exceeded
 from jobs.services import QuotaExceeded
-from posts import counters, leaderboard, reports, selectors, services
+from posts import counters, keys, leaderboard, reports, selectors, services
 from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Post
 
 
@@ -70,14 +70,36 @@ class PostInputSerializer(BodySerializer):
     content = serializers.CharField(max_length=CONTENT_MAX_LENGTH)
 
 
-class PostCreateApi(APIView):
-    """POST /api/posts (logged in): posts.services.post_create.
+# Lists of posts page by stream id (`?before=<id>`, the `next` of the previous page) and
+# take `?count=` from 1 to 100 (feeds.serializers).
+_FeedPageSerializer = inline_serializer(
+    "FeedPage",
+    {
+        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer()}, many=True),
+        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
+    },
+)
 
-    The post is written through to its author's list and fanned out after commit;
+
+class PostsApi(APIView):
+    """GET /api/posts: everyone's posts (posts.selectors.recent_posts_page); POST (logged
+    in): publish one (posts.services.post_create).
+
+    A new post is written through to its author's list and fanned out after commit;
     see the service for the failure policy.
     """
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticatedOrReadOnly]
+
+    @extend_schema(operation_id="posts_list", parameters=[FeedQuerySerializer], responses={200: _FeedPageSerializer})
+    def get(self, request: Request) -> Response:
+        """Everyone's posts, newest first.
+
+        Page with `?before=` (the `next` of the previous page) and `?count=`.
+        """
+        query = FeedQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(selectors.recent_posts_page(**query.validated_data))
 
     @extend_schema(request=PostInputSerializer, responses={201: PostSerializer})
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -190,11 +212,20 @@ class PostLikeApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class UserPostsApi(APIView):
-    """GET /api/users/{id}/posts: posts.selectors.user_recent_posts.
+class UserPostsQuerySerializer(FeedQuerySerializer):
+    count = serializers.IntegerField(
+        min_value=1,
+        max_value=100,
+        default=keys.RECENT_POSTS_LIMIT,
+        help_text=f"1 to 100, default {keys.RECENT_POSTS_LIMIT}",
+    )
 
-    Write-through on the cache role, failing open to the database; 404 for no such
-    (active) account.
+
+class UserPostsApi(APIView):
+    """GET /api/users/{id}/posts: posts.selectors.user_posts_page.
+
+    The first page is written through on the cache role (failing open to the
+    database), older ones are a query; 404 for no such (active) account.
     """
 
     permission_classes = [AllowAny]
@@ -214,18 +245,23 @@ class UserPostsApi(APIView):
                         },
                         many=True,
                     ),
+                    "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
                 },
             )
-        }
+        },
+        parameters=[UserPostsQuerySerializer],
     )
     def get(self, request: Request, user_id: int) -> Response:
-        """A person's 50 most recent posts, newest first.
+        """A person's posts, newest first: the 50 most recent, then older pages.
 
-        404 when there is no such person.
+        Page with `?before=` (the `next` of the previous page) and `?count=`; 404 when
+        there is no such person.
         """
+        query = UserPostsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         if not selectors.user_exists(user_id=user_id):
             raise NotFound("User not found")
-        return Response({"userId": user_id, "posts": selectors.user_recent_posts(user_id=user_id)})
+        return Response({"userId": user_id, **selectors.user_posts_page(user_id=user_id, **query.validated_data)})
 
 
 class UserStatsApi(APIView):
@@ -296,6 +332,9 @@ class PageDetailApi(APIView):
 
 class LeaderboardQuerySerializer(QuerySerializer):
     count = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="1 to 100, default 10")
+    start = serializers.IntegerField(
+        min_value=0, max_value=10**9, default=0, help_text="how many ranks to skip: the `next` of the previous page"
+    )
 
 
 class LeaderboardEntrySerializer(serializers.Serializer):
@@ -307,6 +346,7 @@ class LeaderboardEntrySerializer(serializers.Serializer):
 
 class LeaderboardSerializer(serializers.Serializer):
     top = LeaderboardEntrySerializer(many=True)
+    next = serializers.IntegerField(allow_null=True, help_text="the `start` of the next page")
     me = LeaderboardEntrySerializer(allow_null=True, help_text="the caller's entry; null when anonymous or unranked")
     aroundMe = LeaderboardEntrySerializer(many=True, required=False, help_text="only for a logged-in caller")
 
@@ -321,14 +361,16 @@ class LeaderboardApi(APIView):
 
     @extend_schema(parameters=[LeaderboardQuerySerializer], responses={200: LeaderboardSerializer})
     def get(self, request: Request) -> Response:
-        """People ranked by the likes their posts received: the top `count`.
+        """People ranked by the likes their posts received: `count` of them from rank `start` + 1.
 
         For a logged-in caller also their own entry (`me`, null until ranked) and the
         entries around it (`aroundMe`).
         """
         query = LeaderboardQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        body: dict = {"top": leaderboard.leaderboard_top(count=query.validated_data["count"]), "me": None}
+        count, start = query.validated_data["count"], query.validated_data["start"]
+        top = leaderboard.leaderboard_top(count=count, start=start)
+        body: dict = {"top": top, "next": start + count if len(top) == count else None, "me": None}
         if request.user.is_authenticated:
             body["me"] = leaderboard.leaderboard_entry(user_id=request.user.pk)
             body["aroundMe"] = leaderboard.leaderboard_around(user_id=request.user.pk) if body["me"] else []
@@ -337,16 +379,8 @@ class LeaderboardApi(APIView):
 
 # --- Feeds' streams, with their posts -----------------------------------------------------------
 #
-# Both page by stream id (`?before=<id>`, the `next` of the previous page) and take
-# `?count=` from 1 to 100 (feeds.serializers).
+# Both page as GET /api/posts does.
 
-_FeedPageSerializer = inline_serializer(
-    "FeedPage",
-    {
-        "items": inline_serializer("FeedItem", {"id": serializers.CharField(), "post": PostSerializer()}, many=True),
-        "next": serializers.CharField(allow_null=True, help_text="the `before` of the next page"),
-    },
-)
 _ActivityPageSerializer = inline_serializer(
     "ActivityPage",
     {

@@ -186,13 +186,13 @@ def _likes_by_author(*, limit: int | None = None) -> list[tuple[int, int]]:
     return [(user_id, int(likes)) for user_id, likes in ranking]
 
 
-def leaderboard_top(*, count: int) -> list[LeaderboardEntry]:
-    """The first `count` people of the leaderboard, most likes first.
+def leaderboard_top(*, count: int, start: int = 0) -> list[LeaderboardEntry]:
+    """`count` people of the leaderboard from rank `start` + 1, most likes first.
 
     One ZRANGE; a missing zset is rebuilt from the database on the way. Fails open:
     while the cache role does not answer, the ranking comes from the database.
     """
-    if count <= 0:
+    if count <= 0 or start < 0:
         return []
     # Cache role: the zset is a copy of what the database sums.
     with fail_open(
@@ -201,16 +201,18 @@ def leaderboard_top(*, count: int) -> list[LeaderboardEntry]:
         log=logger,
         family=LEADERBOARD_FAMILY,
     ) as outcome:
-        # withscores=True: (member, score) pairs.
-        stored = cast(
-            list[tuple[bytes, float]], get_redis("cache").zrange(keys.leaderboard(), 0, count - 1, withscores=True)
-        )
-        # Redis has no empty zsets: nothing back means the zset is missing (or nobody
-        # has a like yet, in which case the rebuild is one cheap query).
-        rows = _from_zset(stored) if stored else _rebuild()[:count]
+        # withscores=True: (member, score) pairs. EXISTS in the same round trip tells a
+        # page past the end from a missing zset.
+        pipe = get_redis("cache").pipeline(transaction=False)
+        pipe.zrange(keys.leaderboard(), start, start + count - 1, withscores=True)
+        pipe.exists(keys.leaderboard())
+        stored, exists = cast(tuple[list[tuple[bytes, float]], int], pipe.execute())
+        # Redis has no empty zsets: a missing one is rebuilt (or nobody has a like yet,
+        # in which case the rebuild is one cheap query).
+        rows = _from_zset(stored) if exists else _rebuild()[start : start + count]
     if outcome.failed:
-        rows = _likes_by_author(limit=count)
-    return _entries(rows, first_rank=1)
+        rows = _likes_by_author(limit=start + count)[start:]
+    return _entries(rows, first_rank=start + 1)
 
 
 def leaderboard_entry(*, user_id: int) -> LeaderboardEntry | None:

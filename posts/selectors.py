@@ -23,6 +23,7 @@ from core import cacheaside, metrics
 from core.rebuild import rebuild
 from core.redis import fail_open, get_redis
 from feeds import selectors as feed_selectors
+from feeds.stream_ids import post_stream_id, posts_before, stream_id_or_raise
 from posts import keys
 from posts.models import Like, Page, Post
 
@@ -127,12 +128,65 @@ def post_liked_by(*, post_id: int, user_id: int) -> bool:
     return Like.objects.filter(post_id=post_id, user_id=user_id).exists()
 
 
-def post_list_recent(*, limit: int = 20) -> QuerySet[Post]:
-    """The newest posts from everyone, for the home page, with their authors.
+def post_ids_liked_by(*, user_id: int, post_ids: Iterable[int]) -> set[int]:
+    """Which of `post_ids` `user_id` likes: one indexed query, for a page of post cards."""
+    return set(Like.objects.filter(user_id=user_id, post_id__in=list(post_ids)).values_list("post_id", flat=True))
 
-    A query (lazy: the template runs it); not cached.
+
+def recent_posts_page(*, count: int = feed_selectors.FEED_COUNT_DEFAULT, before: str | None = None) -> dict:
+    """{"items": [{"id", "post"}], "next"}: everyone's posts, newest first, as a feed page.
+
+    The ids from one indexed query (post_list_by_authors), the posts from their cache
+    (post_details); `next` (a stream id, as the home timeline's) is the next page's `before`.
     """
-    return Post.objects.select_related("author").order_by("-created_at", "-id")[:limit]
+    rows = post_list_by_authors(author_ids=None, limit=count, before=posts_before(before) if before else None)
+    cursors = sorted(((post_stream_id(created, pk), pk) for pk, _, created in rows), key=_cursor_order, reverse=True)
+    posts = post_details(post_ids=[pk for _, pk in cursors])
+    items = [{"id": cursor, "post": post} for (cursor, _), post in zip(cursors, posts, strict=True) if post]
+    return {"items": items, "next": cursors[-1][0] if len(rows) == count else None}
+
+
+def _cursor_order(row: tuple[str, int]) -> tuple[int, int]:
+    return stream_id_or_raise(row[0])
+
+
+def user_posts_page(*, user_id: int, count: int = keys.RECENT_POSTS_LIMIT, before: str | None = None) -> dict:
+    """{"posts": [post_summary], "next"}: a page of an author's posts, newest first.
+
+    The first page comes from the written-through recent list (user_posts_and_stats: no
+    query while it is in Redis); older pages, and pages longer than that list, from one
+    indexed query. `next` is the `before` of the next page.
+    """
+    if before is None and count <= keys.RECENT_POSTS_LIMIT:
+        return _first_posts_page(*user_posts_and_stats(user_id=user_id), count=count)
+    return _older_posts_page(user_id, count=count, before=before)
+
+
+def user_profile_posts(*, user_id: int, count: int, before: str | None = None) -> tuple[dict, dict]:
+    """A profile page's user_posts_page and the author's stats, in one round trip for the first page."""
+    recent, stats = user_posts_and_stats(user_id=user_id)
+    if before is None and count <= keys.RECENT_POSTS_LIMIT:
+        return _first_posts_page(recent, stats, count=count), stats
+    return _older_posts_page(user_id, count=count, before=before), stats
+
+
+def _first_posts_page(recent: list[dict], stats: dict, *, count: int) -> dict:
+    page = recent[:count]
+    return {"posts": page, "next": _summary_cursor(page[-1]) if page and stats["postCount"] > len(page) else None}
+
+
+def _older_posts_page(user_id: int, *, count: int, before: str | None) -> dict:
+    rows = Post.objects.filter(author_id=user_id)
+    if before:
+        rows = _older_than(rows, posts_before(before))
+    page = [
+        post_summary(post) for post in rows.order_by("-created_at", "-pk").only("pk", "title", "created_at")[:count]
+    ]
+    return {"posts": page, "next": _summary_cursor(page[-1]) if len(page) == count else None}
+
+
+def _summary_cursor(summary: dict) -> str:
+    return post_stream_id(datetime.fromisoformat(summary["createdAt"]), summary["id"])
 
 
 def post_with_author(*, post_id: int) -> Post | None:
@@ -146,20 +200,26 @@ def post_with_author(*, post_id: int) -> Post | None:
 _MS = timedelta(milliseconds=1)
 
 
+def _older_than(posts: QuerySet[Post], before: tuple[datetime, int]) -> QuerySet[Post]:
+    # Posts before `before` in list order: created before that millisecond, or within it
+    # with a smaller id (what a stream id cursor means; feeds.stream_ids.posts_before).
+    start, seq = before
+    return posts.filter(Q(created_at__lt=start) | Q(created_at__lt=start + _MS, pk__lt=seq))
+
+
 def post_list_by_authors(
-    *, author_ids: Iterable[int], limit: int, before: tuple[datetime, int] | None = None
+    *, author_ids: Iterable[int] | None, limit: int, before: tuple[datetime, int] | None = None
 ) -> list[tuple[int, int, datetime]]:
     """(id, author id, created_at) of the newest `limit` posts by `author_ids`, newest first.
 
-    What rebuilds a home timeline. `author_ids` is a list, or a query of ids that
-    becomes a subquery. With `before` (the start of a millisecond, a post id): only
-    posts created before that millisecond, or within it with a smaller id
-    (feeds.selectors' page order). One query.
+    What rebuilds a home timeline, and pages everyone's posts (`author_ids` None).
+    `author_ids` is a list, or a query of ids that becomes a subquery. With `before`
+    (the start of a millisecond, a post id): only posts created before that
+    millisecond, or within it with a smaller id (feeds.selectors' page order). One query.
     """
-    posts = Post.objects.filter(author_id__in=author_ids)
+    posts = Post.objects.all() if author_ids is None else Post.objects.filter(author_id__in=author_ids)
     if before:
-        start, seq = before
-        posts = posts.filter(Q(created_at__lt=start) | Q(created_at__lt=start + _MS, pk__lt=seq))
+        posts = _older_than(posts, before)
     return list(posts.order_by("-created_at", "-pk").values_list("pk", "author_id", "created_at")[:limit])
 
 

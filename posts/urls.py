@@ -10,7 +10,7 @@ import core.converters  # noqa: F401 - registers the <id:...> converter
 from posts import apis, views
 
 api_urlpatterns = [
-    path("posts", apis.PostCreateApi.as_view(), name="api-posts"),
+    path("posts", apis.PostsApi.as_view(), name="api-posts"),
     path("posts/<id:post_id>", apis.PostDetailApi.as_view(), name="api-post"),
     path("posts/<id:post_id>/like", apis.PostLikeApi.as_view(), name="api-post-like"),
     path("users/<id:user_id>/posts", apis.UserPostsApi.as_view(), name="api-user-posts"),
@@ -29,6 +29,7 @@ site_urlpatterns = [
     path("posts/<id:post_id>/like", views.post_like_toggle, name="post-like"),
     path("posts/<id:post_id>/delete", views.post_delete, name="post-delete"),
     path("users/<id:user_id>", views.profile, name="profile"),
+    path("users/<id:user_id>/activity", views.user_activity, name="user-activity"),
     path("profile/edit", views.profile_edit, name="profile-edit"),
     path("leaderboard", views.leaderboard_page, name="leaderboard"),
     path("reports/new", views.report_request, name="report-request"),

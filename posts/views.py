@@ -8,6 +8,8 @@ only (a GET is sent to the page with the button: core.views.post_only) and behin
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,10 +17,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from accounts.selectors import follow_counts, follow_exists, user_profile
+from accounts.selectors import follow_counts, follow_exists, user_profile, user_profiles
 from accounts.services import ProfileBeingUpdated, user_update_profile
 from core.types import AuthenticatedHttpRequest
-from core.views import post_only
+from core.views import back_to, in_place, login_required_in_place, post_only, render_list
 from feeds.selectors import FEED_COUNT_DEFAULT
 from feeds.stream_ids import stream_id_or_raise
 from jobs.services import QuotaExceeded
@@ -28,22 +30,31 @@ from posts.models import Post
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """The home page: the home timeline (posts by the people you follow) above everyone's recent posts.
+    """The home page: the compose box, then the Following or Everyone tab, paged by "Load older".
 
-    The timeline only for a logged-in reader, paged by `?before=<stream id>`; a
+    Following (a logged-in reader's default) is the home timeline; Everyone (`?tab=everyone`,
+    and all a visitor sees) is everyone's posts. Both page by `?before=<stream id>`; a
     malformed cursor shows the newest page.
     """
     return _home(request, compose=PostForm() if request.user.is_authenticated else None)
 
 
 def _home(request: HttpRequest, *, compose: PostForm | None, status: int = 200) -> HttpResponse:
-    timeline = None
-    if request.user.is_authenticated:
-        timeline = selectors.home_timeline_page(
-            user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=_cursor(request.GET.get("before"))
+    before = _cursor(request.GET.get("before"))
+    if request.user.is_authenticated and request.GET.get("tab") != "everyone":
+        tab = "following"
+        page = selectors.home_timeline_page(user_id=request.user.pk, count=FEED_COUNT_DEFAULT, before=before)
+        empty = (
+            "Nothing here yet: follow people from their profiles, or from Everyone, and their new posts show up here."
         )
-    context = {"posts": selectors.post_list_recent(limit=20), "timeline": timeline, "compose": compose}
-    return render(request, "home.html", context, status=status)
+    else:
+        tab = "everyone"
+        page = selectors.recent_posts_page(count=FEED_COUNT_DEFAULT, before=before)
+        empty = "No posts yet."
+    if before:
+        empty = "No older posts."
+    context = {"page": page, "tab": tab, "empty": empty, "compose": compose, "liked": _liked(request, page["items"])}
+    return render_list(request, "home.html", "posts/_post_items.html", context, status=status)
 
 
 def _cursor(value: str | None) -> str | None:
@@ -52,6 +63,13 @@ def _cursor(value: str | None) -> str | None:
     except ValueError:
         return None  # none, or a mangled link: the newest page
     return f"{ms}-{seq}"
+
+
+def _liked(request: HttpRequest, items: list[dict]) -> set[int]:
+    # Which of a page's posts the reader likes, for their buttons: one query.
+    if not request.user.is_authenticated or not items:
+        return set()
+    return selectors.post_ids_liked_by(user_id=request.user.pk, post_ids=[item["post"]["id"] for item in items])
 
 
 @post_only("home")
@@ -89,20 +107,25 @@ def post_detail(request: HttpRequest, post_id: int) -> HttpResponse:
         "views": post["viewCount"] + pending,
         "unique_viewers": counters.post_unique_viewers(post_id),
         "is_author": request.user.is_authenticated and request.user.pk == post["author"]["id"],
-        "liked": request.user.is_authenticated and selectors.post_liked_by(post_id=post_id, user_id=request.user.pk),
+        "liked": {post_id}
+        if request.user.is_authenticated and selectors.post_liked_by(post_id=post_id, user_id=request.user.pk)
+        else set(),
     }
     return render(request, "posts/post_detail.html", context)
 
 
 @post_only("post-detail")
-@login_required
+@login_required_in_place
 def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse:
     """POST /posts/<id>/like: like the post, or take the like back with action=unlike.
 
-    A double click is harmless (the state asked for is the state it is in); liking
-    one's own post shows an error. Back to the post's page.
+    From htmx, the button and count as they are now (posts/_like.html); without
+    JavaScript, back to the page the button was on (`next`), else the post's page. A
+    double click is harmless (the state asked for is the state it is in); liking one's
+    own post is an error (a 400 beside the button, or a message).
     """
-    post = get_object_or_404(Post, pk=post_id)
+    post = get_object_or_404(Post.objects.select_related("author"), pk=post_id)
+    error = None
     try:
         if request.POST.get("action") == "unlike":
             services.post_unlike(post=post, user=request.user)
@@ -111,8 +134,19 @@ def post_like_toggle(request: AuthenticatedHttpRequest, post_id: int) -> HttpRes
     except (services.AlreadyLiked, services.NotLiked):
         pass  # a double click: the state the person wanted is the state it is in
     except ValidationError as exc:
-        messages.error(request, exc.messages[0])
-    return redirect("post-detail", post_id=post_id)
+        error = exc.messages[0]
+    if in_place(request):
+        post.refresh_from_db(fields=["like_count"])
+        context = {
+            "post": selectors.post_to_dict(post),
+            "liked": {post_id} if selectors.post_liked_by(post_id=post_id, user_id=request.user.pk) else set(),
+            "back": request.POST.get("next", "").split("#")[0],
+            "error": error,
+        }
+        return render(request, "posts/_like.html", context, status=400 if error else 200)
+    if error:
+        messages.error(request, error)
+    return back_to(request, reverse("post-detail", args=[post_id]))
 
 
 @post_only("post-detail")
@@ -133,30 +167,61 @@ def post_delete(request: AuthenticatedHttpRequest, post_id: int) -> HttpResponse
 
 
 def profile(request: HttpRequest, user_id: int) -> HttpResponse:
-    """A person's page: profile, follow counts, recent posts and stats, leaderboard rank.
+    """A person's page: profile, follow counts, posts with "Load older", stats, leaderboard rank.
 
-    The owner gets the edit form; another logged-in reader, the follow button. Every
-    part comes from a cache that fails open. 404 for no such (active) account.
+    The owner gets the edit form; another logged-in reader, the follow button. The first
+    page of posts is the written-through recent list (posts.selectors.user_posts_page),
+    the posts themselves come from their cache; every part fails open. 404 for no such
+    (active) account.
     """
     person = user_profile(user_id=user_id)
     if person is None:
         raise Http404("No such person")
+    before = _cursor(request.GET.get("before"))
+    if in_place(request):  # "Load older": the posts only
+        summaries, stats = selectors.user_posts_page(user_id=user_id, count=FEED_COUNT_DEFAULT, before=before), None
+    else:
+        summaries, stats = selectors.user_profile_posts(user_id=user_id, count=FEED_COUNT_DEFAULT, before=before)
+    posts = selectors.post_details(post_ids=[summary["id"] for summary in summaries["posts"]])
+    page = {"items": [{"post": post} for post in posts if post is not None], "next": summaries["next"]}
+    context: dict[str, Any] = {
+        "page": page,
+        "liked": _liked(request, page["items"]),
+        "empty": "No older posts." if before else "No posts yet.",
+    }
+    if in_place(request):  # "Load older": the posts only
+        return render_list(request, "posts/profile.html", "posts/_post_items.html", context)
     is_owner = request.user.is_authenticated and request.user.pk == user_id
-    form = ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None
     follower = request.user if request.user.is_authenticated and not is_owner else None
-    posts, stats = selectors.user_posts_and_stats(user_id=user_id)
-    context = {
+    context |= {
         "person": person,
         "follows": follow_counts(user_id=user_id),
         "can_follow": follower is not None,
         "is_following": follower is not None and follow_exists(follower_id=follower.pk, followee_id=user_id),
-        "posts": posts,
         "stats": stats,
         "rank": leaderboard.leaderboard_entry(user_id=user_id),
-        "form": form,
+        "form": ProfileForm(initial={"name": person["name"], "bio": person["bio"]}) if is_owner else None,
         "is_owner": is_owner,
     }
-    return render(request, "posts/profile.html", context)
+    return render_list(request, "posts/profile.html", "posts/_post_items.html", context)
+
+
+def user_activity(request: HttpRequest, user_id: int) -> HttpResponse:
+    """/users/<id>/activity: what someone did (posted, liked, followed), newest first, with
+    "Load older" (posts.selectors.user_activity_page). 404 for no such (active) account."""
+    person = user_profile(user_id=user_id)
+    if person is None:
+        raise Http404("No such person")
+    before = _cursor(request.GET.get("before"))
+    page = selectors.user_activity_page(user_id=user_id, count=FEED_COUNT_DEFAULT, before=before)
+    post_ids = [item["targetId"] for item in page["items"] if item["action"] != "followed"]
+    people_ids = [item["targetId"] for item in page["items"] if item["action"] == "followed"]
+    posts = dict(zip(post_ids, selectors.post_details(post_ids=post_ids), strict=True))
+    people = dict(zip(people_ids, user_profiles(user_ids=people_ids), strict=True))
+    for item in page["items"]:
+        item["target"] = (people if item["action"] == "followed" else posts).get(item["targetId"])
+    context = {"person": person, "page": page, "empty": "Nothing older." if before else "Nothing yet."}
+    return render_list(request, "posts/activity.html", "posts/_activity_items.html", context)
 
 
 def _own_profile(request: HttpRequest) -> str:
@@ -188,17 +253,28 @@ def profile_edit(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect("profile", user_id=request.user.pk)
 
 
-def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    """The leaderboard page: the top 20, and for a ranked logged-in reader their window.
+LEADERBOARD_PAGE = 20
 
-    posts.leaderboard, which fails open to the database.
-    """
+
+def leaderboard_page(request: HttpRequest) -> HttpResponse:
+    """The leaderboard page: 20 people at a time ("Load more", `?start=`), and for a ranked
+    logged-in reader their window. posts.leaderboard, which fails open to the database."""
+    try:
+        start = max(int(request.GET.get("start", 0)), 0)
+    except ValueError:
+        start = 0  # a mangled link: the top
+    top = leaderboard.leaderboard_top(count=LEADERBOARD_PAGE, start=start)
     me, around = None, []
     if request.user.is_authenticated:
         me = leaderboard.leaderboard_entry(user_id=request.user.pk)
         around = leaderboard.leaderboard_around(user_id=request.user.pk) if me else []
-    context = {"top": leaderboard.leaderboard_top(count=20), "me": me, "around": around}
-    return render(request, "posts/leaderboard.html", context)
+    context = {
+        "top": top,
+        "next": start + LEADERBOARD_PAGE if len(top) == LEADERBOARD_PAGE else None,
+        "me": me,
+        "around": around,
+    }
+    return render_list(request, "posts/leaderboard.html", "posts/_leaderboard_rows.html", context)
 
 
 @post_only("reports")

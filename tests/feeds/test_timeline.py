@@ -470,22 +470,29 @@ def test_a_post_made_while_redis_is_down_fans_out_once_it_is_back(
 # --- The home page --------------------------------------------------------------------------------
 
 
-def test_the_home_page_shows_the_timeline_above_everyones_posts(client, ada, bob, make_user, follow, publish):
+def test_the_home_page_shows_the_timeline_on_the_following_tab_and_everyone_on_the_other(
+    client, ada, bob, make_user, follow, publish
+):
     carol = make_user(username="carol")
     follow(bob, ada)
     publish(ada, "from ada")
     publish(carol, "from carol")
     client.force_login(bob)
 
-    page = client.get("/").content.decode()
+    following = client.get("/").content.decode()
+    everyone = client.get("/", {"tab": "everyone"}).content.decode()
 
-    timeline = page[page.index("From people you follow") : page.index("Recent posts from everyone")]
-    assert "from ada" in timeline
-    assert "from carol" not in timeline
-    assert 'action="/posts/new"' in page  # the compose form stays
+    assert "From people you follow" in following
+    assert "from ada" in following
+    assert "from carol" not in following
+    assert 'action="/posts/new"' in following  # the compose form stays
+    assert "Recent posts from everyone" in everyone
+    assert "from ada" in everyone
+    assert "from carol" in everyone
+    assert 'aria-current="page">Everyone<' in everyone
 
 
-def test_the_home_page_pages_with_older_links(client, ada, bob, follow, publish, monkeypatch):
+def test_the_home_page_pages_with_load_older_links(client, ada, bob, follow, publish, monkeypatch):
     import posts.views
 
     monkeypatch.setattr(posts.views, "FEED_COUNT_DEFAULT", 1)
@@ -500,9 +507,10 @@ def test_the_home_page_pages_with_older_links(client, ada, bob, follow, publish,
     mangled = client.get("/", {"before": "nonsense"})
 
     assert f"?before={next_cursor}" in first
-    assert "newer" in first.split("Recent posts from everyone")[0]
-    assert "older" in second.split("Recent posts from everyone")[0]
-    assert "newer" not in second.split("Recent posts from everyone")[0]
+    assert "About newer" in first
+    assert "About older" not in first
+    assert "About older" in second
+    assert "About newer" not in second
     assert mangled.status_code == 200
 
 
@@ -512,4 +520,5 @@ def test_anonymous_visitors_see_only_everyones_posts(client, ada, publish):
     page = client.get("/").content.decode()
 
     assert "From people you follow" not in page
+    assert 'aria-label="Posts to show"' not in page  # no tabs: there is nothing to follow yet
     assert "public" in page
