@@ -7,11 +7,15 @@ is on the state role and fails closed (503). Following and unfollowing are feeds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.fields import empty
 from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,6 +36,7 @@ from accounts.services import (
     ProfileBeingUpdated,
     user_change_password,
     user_create,
+    user_signup_errors,
     user_tokens_revoke_all,
     user_update_profile,
 )
@@ -81,13 +86,37 @@ class RegisterApi(APIView):
     )
     def post(self, request: Request) -> Response:
         serializer = self.RegisterInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            raise serializers.ValidationError(_register_errors(serializer))
         try:
             user = user_create(**serializer.validated_data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         login(request, user, backend="accounts.backends.EmailBackend")
         return Response(user_me(user=user), status=status.HTTP_201_CREATED)
+
+
+def _register_errors(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
+    """Every problem of a refused registration at once, as the site's sign-up form reports them.
+
+    A field the serializer refuses keeps the sign-up's own checks (a taken email or
+    username, a weak password) from running, and BodySerializer stops at a value of the
+    wrong JSON type before the other fields' formats. So each field not refused yet is
+    checked on its own, and user_signup_errors checks every field that passed.
+    """
+    refused: dict[str, Any] = dict(serializer.errors)
+    data = serializer.initial_data
+    if not isinstance(data, Mapping):
+        return refused
+    values: dict[str, Any] = dict.fromkeys(serializer.fields.keys())
+    for name, field in serializer.fields.items():
+        if name in refused:
+            continue
+        try:
+            values[name] = field.run_validation(data.get(name, empty))
+        except serializers.ValidationError as exc:
+            refused[name] = exc.detail
+    return {**user_signup_errors(**values), **refused}
 
 
 class LoginApi(APIView):

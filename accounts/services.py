@@ -28,33 +28,52 @@ from jobs.services import email_enqueue
 logger = logging.getLogger(__name__)
 
 
-def user_create(*, email: str, username: str, password: str, is_staff: bool = False) -> User:
-    """Create a user and queue their welcome mail after commit.
+def user_signup_errors(*, email: str | None, username: str | None, password: str | None) -> dict[str, list[str]]:
+    """Every reason a sign-up with these values is refused, by field, all in one pass.
 
-    ValidationError (per field) on a taken email or username, in any case, or a weak
-    password; the database's case-insensitive constraints settle two sign-ups racing.
+    An email or username taken in any case, a value the model refuses, a password the
+    configured AUTH_PASSWORD_VALIDATORS refuse. A value given as None is not checked:
+    the sign-up form and the API pass None for a field their own checks already
+    refused, so one answer still names the other fields' problems.
     """
-    email = User.objects.normalize_email(email).strip().lower()
-    username = username.strip()
-    user = User(email=email, username=username, is_staff=is_staff)
+    user = _unsaved_user(email=email or "", username=username or "")
     errors: dict[str, list[str]] = {}
-    if User.objects.filter(email__iexact=email).exists():
+    if email is not None and User.objects.filter(email__iexact=user.email).exists():
         errors["email"] = ["A user with that email already exists."]
-    if User.objects.filter(username__iexact=username).exists():
+    if username is not None and User.objects.filter(username__iexact=user.username).exists():
         errors["username"] = ["A user with that username already exists."]
+    unchecked = ["password"] + [name for name, value in {"email": email, "username": username}.items() if value is None]
     try:
         # Uniqueness was checked above with friendlier, case-insensitive messages.
-        user.full_clean(exclude=["password"], validate_unique=False, validate_constraints=False)
+        user.full_clean(exclude=unchecked, validate_unique=False, validate_constraints=False)
     except ValidationError as exc:
         for field, messages in exc.message_dict.items():
             errors.setdefault(field, []).extend(messages)
-    try:
-        password_validation.validate_password(password, user)
-    except ValidationError as exc:
-        errors["password"] = list(exc.messages)
+    if password is not None:
+        try:
+            password_validation.validate_password(password, user)
+        except ValidationError as exc:
+            errors["password"] = list(exc.messages)
+    return errors
+
+
+def _unsaved_user(*, email: str, username: str) -> User:
+    # Emails compare in lower case, usernames as typed without the spaces around them.
+    return User(email=User.objects.normalize_email(email).strip().lower(), username=username.strip())
+
+
+def user_create(*, email: str, username: str, password: str, is_staff: bool = False) -> User:
+    """Create a user and queue their welcome mail after commit.
+
+    ValidationError with every problem at once, per field (user_signup_errors); the
+    database's case-insensitive constraints settle two sign-ups racing. Nothing is
+    written when any value is refused.
+    """
+    errors = user_signup_errors(email=email, username=username, password=password)
     if errors:
         raise ValidationError(errors)
-
+    user = _unsaved_user(email=email, username=username)
+    user.is_staff = is_staff
     user.set_password(password)
     try:
         with transaction.atomic():

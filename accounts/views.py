@@ -20,7 +20,11 @@ from core.views import post_only
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """/signup: the form; a valid one creates the account (user_create), logs in, goes home."""
+    """/signup: the form; a valid one creates the account (user_create), logs in, goes home.
+
+    A refused one shows the form again (400) with every error beside its field at once
+    and the email and username as typed; nothing is written then.
+    """
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

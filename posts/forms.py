@@ -1,15 +1,17 @@
 """Forms of the site's pages: composing a post, editing one's profile.
 
-Limits come from the models, so a form refuses what the model would.
+Limits come from the models, so a form refuses what the model would; each text field
+shows its limit as a character counter (core.forms).
 """
 
 from django import forms
 
 from accounts.models import User
+from core.forms import SiteForm
 from posts.models import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH
 
 
-class PostForm(forms.Form):
+class PostForm(SiteForm):
     """The home page's compose box (posts.views.post_compose).
 
     The model validates again in posts.services.post_create.
@@ -21,7 +23,7 @@ class PostForm(forms.Form):
     )
 
 
-class ProfileForm(forms.Form):
+class ProfileForm(SiteForm):
     """The profile page's edit form (posts.views.profile_edit).
 
     accounts.services.user_update_profile validates again.
