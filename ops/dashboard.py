@@ -60,6 +60,7 @@ class RoleFigures:
     ops_per_sec: int = 0
     policy: str = ""
     policy_warning: str = ""
+    run_id: str = ""  # INFO server's: the same on both roles when they share one server
     slowlog: list[dict] = field(default_factory=list)
     latency: list[dict] = field(default_factory=list)
 
@@ -136,9 +137,17 @@ def role_figures(role: str, client: Redis) -> RoleFigures:
         ops_per_sec=int(info.get("instantaneous_ops_per_sec", 0)),
         policy=policy,
         policy_warning=warning,
+        run_id=str(info.get("run_id", "")),
         slowlog=slowlog,
         latency=latency,
     )
+
+
+def one_server(roles: list[RoleFigures]) -> bool:
+    """True when the roles answered from one Redis server (different databases, as in
+    development's `make run`): their INFO figures are then that one server's."""
+    answered = all(figures.up and figures.run_id for figures in roles)
+    return len(roles) > 1 and answered and len({figures.run_id for figures in roles}) == 1
 
 
 # --- Kestrel's own figures ----------------------------------------------------------
@@ -331,6 +340,7 @@ class Dashboard:
     cache: list[dict]
     audit: audit.AuditReport
     generated_at: float
+    one_server: bool  # both roles on one Redis server: the page says their figures are shared
 
 
 def ops_dashboard_get() -> Dashboard:
@@ -361,4 +371,5 @@ def ops_dashboard_get() -> Dashboard:
         cache=cache_metrics(),
         audit=audit.run_audit(DASHBOARD_AUDIT, clients=clients),
         generated_at=time.time(),
+        one_server=one_server(roles),
     )

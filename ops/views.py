@@ -1,8 +1,8 @@
 """The operators' pages: /healthz, /metrics and /ops.
 
 /ops is the staff dashboard of Redis and Kestrel figures, rendered on the server with
-no front-end build: each chart is an <svg> polyline drawn by sparkline() from the
-samples ops.dashboard keeps in a capped stream.
+no front-end build: each chart is an inline <svg> drawn by ops.charts from the samples
+ops.dashboard keeps in a capped stream.
 """
 
 from __future__ import annotations
@@ -13,92 +13,15 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client.exposition import choose_encoder
 
 from core.views import staff_required
+from ops.charts import chart_groups
 from ops.dashboard import ops_dashboard_get
 from ops.health import check_all
 from ops.monitoring import build_registry, jobs_status
-
-# (sample field, chart title, unit); one chart per field, in this order.
-CHARTS = (
-    ("state_used_memory", "State role: memory used", "bytes"),
-    ("cache_used_memory", "Cache role: memory used", "bytes"),
-    ("cache_hit_ratio", "Cache role: hit ratio", "%"),
-    ("state_hit_ratio", "State role: hit ratio", "%"),
-    ("cache_ops_per_sec", "Cache role: ops/s", "ops/s"),
-    ("state_ops_per_sec", "State role: ops/s", "ops/s"),
-    ("cache_evicted", "Cache role: keys evicted a minute", "keys"),
-    ("kestrel_avg_ms", "Kestrel: average command latency", "ms"),
-    ("kestrel_commands", "Kestrel: commands a minute", "commands"),
-    ("kestrel_errors", "Kestrel: command errors a minute", "errors"),
-    ("queue_backlog", "RQ: jobs queued", "jobs"),
-)
-
-
-def sparkline(points, *, width: int = 320, height: int = 64, label: str = "") -> SafeString:
-    """An inline <svg> line chart of [(x, y), ...] (or plain y values), scaled to fit.
-
-    No point: an empty frame saying so. One point: a dot (a line needs two).
-    """
-    values = [point if isinstance(point, tuple) else (index, point) for index, point in enumerate(points)]
-    pad = 3
-    frame = '<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{label}">'
-    if not values:
-        return format_html(
-            frame + '<text x="{x}" y="{y}" text-anchor="middle" class="chart-empty">no samples yet</text></svg>',
-            w=width,
-            h=height,
-            label=label,
-            x=width // 2,
-            y=height // 2,
-        )
-    xs, ys = [float(x) for x, _ in values], [float(y) for _, y in values]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-
-    def place(x: float, y: float) -> tuple[float, float]:
-        px = pad + (x - x0) / (x1 - x0) * (width - 2 * pad) if x1 > x0 else width / 2
-        # A flat series sits in the middle rather than on an edge.
-        py = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad) if y1 > y0 else height / 2
-        return round(px, 1), round(py, 1)
-
-    placed = [place(x, y) for x, y in zip(xs, ys, strict=True)]
-    if len(placed) == 1:
-        (cx, cy) = placed[0]
-        return format_html(
-            frame + '<circle cx="{cx}" cy="{cy}" r="3"/></svg>', w=width, h=height, label=label, cx=cx, cy=cy
-        )
-    coordinates = format_html_join(" ", "{},{}", placed)
-    return format_html(
-        frame + '<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>',
-        w=width,
-        h=height,
-        label=label,
-        points=coordinates,
-    )
-
-
-def _charts(series: dict[str, list[tuple[float, float]]]) -> list[dict]:
-    charts = []
-    for name, title, unit in CHARTS:
-        points = series.get(name, [])
-        ys = [y for _, y in points]
-        charts.append(
-            {
-                "title": title,
-                "unit": unit,
-                "svg": sparkline(points, label=title),
-                "latest": ys[-1] if ys else None,
-                "low": min(ys) if ys else None,
-                "high": max(ys) if ys else None,
-                "samples": len(points),
-            }
-        )
-    return charts
 
 
 @never_cache
@@ -112,7 +35,7 @@ def ops_dashboard(request: HttpRequest) -> HttpResponse:
         "ops/dashboard.html",
         {
             "dashboard": dashboard,
-            "charts": _charts(dashboard.series),
+            "chart_groups": chart_groups(dashboard.series, now=dashboard.generated_at),
             "generated_at": datetime.fromtimestamp(dashboard.generated_at, UTC),
         },
     )

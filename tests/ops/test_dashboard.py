@@ -1,4 +1,4 @@
-"""/ops: the staff dashboard, its samples in a capped stream and its inline-SVG charts."""
+"""/ops: the staff dashboard and its samples in a capped stream (its charts: test_charts.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from core.keys import key
 from core.redis import get_redis
 from ops import dashboard
 from ops.keys import ops_samples_key
-from ops.views import sparkline
 
 pytestmark = pytest.mark.django_db
 
@@ -123,50 +122,6 @@ def test_the_job_samples_and_the_charts_read_the_samples(state_redis):
     series = dashboard.ops_series()
     assert len(series["state_used_memory"]) == 2
     assert series["state_used_memory"][0][0] <= series["state_used_memory"][1][0]
-
-
-# --- Charts --------------------------------------------------------------------------
-
-
-def test_a_series_is_drawn_as_an_svg_polyline():
-    svg = str(sparkline([(0, 1.0), (60, 3.0), (120, 2.0)], width=100, height=50))
-
-    assert svg.startswith("<svg")
-    assert svg.endswith("</svg>")
-    assert "<polyline" in svg
-    points = svg.split('points="', 1)[1].split('"', 1)[0].split(" ")
-    assert len(points) == 3
-    xs = [float(point.split(",")[0]) for point in points]
-    ys = [float(point.split(",")[1]) for point in points]
-    assert xs == sorted(xs)
-    assert min(xs) >= 0
-    assert max(xs) <= 100
-    assert ys[1] < ys[2] < ys[0]  # higher values are drawn higher up
-    assert min(ys) >= 0
-    assert max(ys) <= 50
-
-
-def test_an_empty_series_draws_an_empty_chart():
-    svg = str(sparkline([]))
-
-    assert svg.startswith("<svg")
-    assert "<polyline" not in svg
-    assert "no samples" in svg
-
-
-def test_a_single_sample_is_drawn_as_a_dot():
-    svg = str(sparkline([(5, 42.0)]))
-
-    assert "<circle" in svg
-    assert "<polyline" not in svg
-
-
-def test_a_flat_series_is_drawn_without_dividing_by_zero():
-    assert "<polyline" in str(sparkline([3, 3, 3]))
-
-
-def test_chart_labels_are_escaped():
-    assert "<b>" not in str(sparkline([1, 2], label="<b>"))
 
 
 # --- SLOWLOG -------------------------------------------------------------------------
