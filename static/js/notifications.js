@@ -96,6 +96,12 @@
     return null;
   }
 
+  function fullDate(d) {
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    var month = d.toLocaleString("en-GB", {month: "short"});
+    return d.getDate() + " " + month + " " + d.getFullYear() + ", " + two(d.getHours()) + ":" + two(d.getMinutes());
+  }
+
   function showOnPage(notification) {
     var empty = list.querySelector(".empty");
     if (empty) empty.remove();
@@ -111,6 +117,7 @@
     when.className = "meta";
     when.dateTime = notification.at;
     when.textContent = "just now";
+    when.title = fullDate(new Date(notification.at)); // as the server's time_ago: the full date on hover
     item.append(message, " ", when);
     list.prepend(item);
     // Seen on this page: mark it read, as loading the page would have.
