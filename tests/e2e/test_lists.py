@@ -178,3 +178,39 @@ def test_without_javascript_the_buttons_are_forms_and_load_older_is_a_link(crowd
         page.screenshot(path=artifacts / "lists-no-javascript.png", full_page=True)
     finally:
         context.close()
+
+
+def test_a_refused_click_leaves_the_card_as_it_was_and_says_why(crowd, site, new_context, shoot) -> None:
+    swift = Person("swift")
+    site.create_user(email=swift.email, username=swift.username, password=swift.password)
+    context = new_context(person=swift)
+    page = context.new_page()
+    page.goto("/?tab=everyone")
+    card = page.locator("article.post-card").first
+    title = card.get_by_role("heading").inner_text()
+    like = card.get_by_role("button", name=f"Like {title}")
+
+    # Spend the person's budget for likes and follows (30 at once) from this page, as a
+    # script of theirs could; the next click is refused with a 429.
+    statuses = page.evaluate(
+        """async (form) => {
+          const statuses = [];
+          for (let n = 0; n < 40; n++) {
+            const response = await fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin"});
+            statuses.push(response.status);
+          }
+          return statuses;
+        }""",
+        card.locator("form.like").element_handle(),
+    )
+    assert 429 in statuses, statuses
+    like.click()
+    expect(page.locator("#toasts")).to_contain_text("Too many actions at once: try again in")
+    expect(card.get_by_role("button", name=f"Like {title}")).to_be_visible()  # the card as it was
+    shoot(page, "lists-refused-429")
+
+    # A form whose CSRF cookie is gone (an expired or cleared cookie): a 403, said the same way.
+    page.goto("/?tab=everyone")
+    context.clear_cookies(name="csrftoken")
+    page.locator("article.post-card").first.locator("form.like button").click()
+    expect(page.locator("#toasts")).to_contain_text("That was refused: reload the page and try again.")
