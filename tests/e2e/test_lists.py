@@ -196,7 +196,8 @@ def test_a_refused_click_leaves_the_card_as_it_was_and_says_why(crowd, site, new
         """async (form) => {
           const statuses = [];
           for (let n = 0; n < 40; n++) {
-            const response = await fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin"});
+            const body = new FormData(form);
+            const response = await fetch(form.action, {method: "POST", body, credentials: "same-origin"});
             statuses.push(response.status);
           }
           return statuses;
