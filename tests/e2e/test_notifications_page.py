@@ -17,7 +17,11 @@ def test_a_notification_leads_to_what_it_is_about(corner: Corner, new_context, s
     page = new_context(person=corner.writer).new_page()
     page.goto("/notifications")
     expect(page.get_by_role("heading", level=1)).to_have_text("Notifications")
-    expect(page.get_by_text("just now").first).to_be_visible()
+    # Relative times ("just now", "5 min": the corner was made when the suite started),
+    # with the full date on hover.
+    when = page.locator("li.notification time").first
+    expect(when).to_have_text(re.compile(r"^(just now|\d+ min)$"))
+    expect(when).to_have_attribute("title", re.compile(r"^\d{1,2} \w{3} \d{4}, \d\d:\d\d$"))
     shoot(page, "notifications")
 
     page.get_by_role("link", name=re.compile("liked")).click()
