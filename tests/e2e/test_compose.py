@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.checks import assert_accessible
 from tests.e2e.people import Corner
 
 pytestmark = pytest.mark.e2e
@@ -19,4 +20,5 @@ def test_a_refused_post_keeps_the_draft(corner: Corner, new_context, shoot) -> N
 
     expect(page.get_by_label("What's on your mind?")).to_have_value("A draft worth keeping")
     expect(page.locator("#id_title_error")).to_be_visible()
+    assert_accessible(page)  # the error as shown: its colour, tied to its field
     shoot(page, "compose-refused")

@@ -3,7 +3,8 @@
 The pages are those of a ready-made corner of the site (`corner`): a writer whose post a
 reader follows and liked, and a staff member. Each page names its main controls: Tab
 from the top must reach them with a visible focus ring at every stop, and on a phone
-they, and the navigation, must be on screen and big enough to tap.
+they, and the navigation, must be on screen and big enough to tap. Accessible, at both
+sizes, means Kestrel's own checks and axe-core's WCAG 2 A/AA rules, colour contrast among them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from tests.e2e.checks import (
     assert_accessible,
+    assert_axe_clean,
     assert_no_horizontal_scroll,
     assert_tappable,
     focused,
@@ -245,6 +247,9 @@ def test_an_injected_inline_script_is_refused_and_the_suite_sees_it(new_context,
     # suite's watcher, which every other test relies on, does report it.
     page = new_context().new_page()
     page.goto("/login")
+    # The suite's own axe run comes in through DevTools, not the page: the watcher must
+    # report nothing of it, and still report what follows.
+    assert_axe_clean(page)
     page.evaluate(
         """() => {
           const script = document.createElement("script");
@@ -260,6 +265,7 @@ def test_an_injected_inline_script_is_refused_and_the_suite_sees_it(new_context,
 
     assert page.evaluate("() => window.kestrelInjected") is None
     assert any("script-src" in violation for violation in csp_violations), csp_violations
+    assert all("script-src" in violation for violation in csp_violations), csp_violations  # none from axe
     csp_violations.clear()  # seen and expected: not a failure of this page
 
 
@@ -270,6 +276,25 @@ def test_a_post_only_address_opened_by_get_lands_on_the_page_with_its_button(cor
     expect(page).to_have_url(re.compile(rf"/posts/{corner.post_id}$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Hovering over the meadow")
     expect(page.get_by_role("button", name="Unlike")).to_be_visible()  # the GET changed nothing
+    assert_accessible(page)
+
+
+def test_a_report_the_queue_no_longer_holds_shows_a_legible_chip(site, new_context) -> None:
+    # The grey chip (Queued, Expired) is the one a finished report never shows: a report
+    # job whose RQ job is gone (its Redis lost it) is the state that keeps it on screen.
+    shrike = Person("shrike")
+    site.create_user(email=shrike.email, username=shrike.username, password=shrike.password)
+    site.shell(
+        "from django.utils import timezone\n"
+        "from accounts.models import User\n"
+        "from jobs.models import Job\n"
+        "from jobs.queues import REPORT_JOB\n"
+        "owner = User.objects.get(username='shrike')\n"
+        "Job.objects.create(kind=REPORT_JOB, owner=owner, payload={}, requested=True, enqueued_at=timezone.now())\n"
+    )
+    page = new_context(person=shrike).new_page()
+    page.goto("/reports")
+    expect(page.locator("article.job .status")).to_have_text("Expired")
     assert_accessible(page)
 
 
