@@ -267,15 +267,21 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # them against the templates): the error pages' one-line style (rendered with no
 # request, when the database or Redis may be down), Swagger UI's page style
 # (drf-spectacular's template; its script is a file, SpectacularSwaggerSplitView),
-# and django-rq's admin script that wires the job lists' select-all.
+# django-rq's admin script that wires the job lists' select-all, and the three styles of
+# its pages (/admin/rq/: the queue statistics; the confirmation pages; job and worker details).
 CSP_ERROR_PAGE_STYLE = "'sha256-STwm+esEvhliRgtoZ6eAiYKJSj5dkkKU5WbMMjA6tSU='"
 CSP_SWAGGER_UI_STYLE = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
 CSP_RQ_ADMIN_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
+CSP_RQ_ADMIN_STYLES = [
+    "'sha256-v5MY146GJAjl1QbCe2MklIw9r0xCNOWCEWSPd53tlgQ='",
+    "'sha256-KKjBAGERxCMkpnyRzzx30Ft5uJyWEE4TggCMJ9MJhMw='",
+    "'sha256-3HT4TFoCN6UZR/IBz5IGZ/l8VEv+BIOqCR558/XA3Jg='",
+]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'", CSP_RQ_ADMIN_SCRIPT],
-        "style-src": ["'self'", CSP_ERROR_PAGE_STYLE, CSP_SWAGGER_UI_STYLE],
+        "style-src": ["'self'", CSP_ERROR_PAGE_STYLE, CSP_SWAGGER_UI_STYLE, *CSP_RQ_ADMIN_STYLES],
         "img-src": ["'self'", "data:"],  # data: Swagger UI's icons are SVG data URLs in its CSS
         "connect-src": ["'self'"],
         "font-src": ["'self'"],

@@ -30,6 +30,7 @@ def reports(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 # A job's status as people read it, and the chip's colour (the .level classes).
 _CHIPS = {
+    "pending": ("Queued", "skipped"),  # in the outbox, not yet on the queue
     "queued": ("Queued", "skipped"),
     "deferred": ("Queued", "skipped"),
     "scheduled": ("Queued", "skipped"),

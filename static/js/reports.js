@@ -4,7 +4,8 @@
   const done = new Set(["finished", "failed", "expired", "canceled", "stopped"]);
   // The chip's words and colour, as jobs.views.job_chip says them.
   const chips = {
-    queued: ["Queued", "skipped"], deferred: ["Queued", "skipped"], scheduled: ["Queued", "skipped"],
+    pending: ["Queued", "skipped"], queued: ["Queued", "skipped"],
+    deferred: ["Queued", "skipped"], scheduled: ["Queued", "skipped"],
     started: ["Building", "warning"], finished: ["Ready", "ok"], failed: ["Failed", "error"],
   };
   function chip(body) {

@@ -127,10 +127,13 @@ def test_the_hashed_blocks_of_installed_packages_are_the_ones_allowed():
     swagger = Path(drf_spectacular.__file__).parent / "templates" / "drf_spectacular" / "swagger_ui.html"
     (style,) = INLINE_STYLE.findall(swagger.read_text())
     assert hash_source(style) in policy["style-src"]
-    rq_templates = (Path(django_rq.__file__).parent / "templates").rglob("*.html")
-    rq_scripts = {hash_source(s) for t in rq_templates for s in INLINE_SCRIPT.findall(t.read_text()) if s.strip()}
+    rq_templates = [t.read_text() for t in (Path(django_rq.__file__).parent / "templates").rglob("*.html")]
+    rq_scripts = {hash_source(s) for html in rq_templates for s in INLINE_SCRIPT.findall(html) if s.strip()}
+    rq_styles = {hash_source(s) for html in rq_templates for s in INLINE_STYLE.findall(html) if s.strip()}
     assert rq_scripts
+    assert rq_styles  # the statistics, confirmation and detail pages'
     assert rq_scripts <= set(policy["script-src"])
+    assert rq_styles <= set(policy["style-src"])
 
 
 def test_error_pages_rendered_without_a_request_run_under_the_policy():

@@ -55,3 +55,12 @@ def test_the_admin_passes_the_wcag_rules_djangos_own_css_does_not_break(
     page.goto("/admin/posts/post/add/")
     expect(page.get_by_label("Title")).to_be_visible()
     assert_axe_clean(page)
+
+
+def test_the_queue_pages_run_under_the_content_security_policy(superuser: Person, new_context, shoot) -> None:
+    # django-rq's pages carry inline styles, allowed by their hashes (config/settings.py);
+    # the context's watcher fails the test on any violation.
+    page = new_context(person=superuser).new_page()
+    page.goto("/admin/rq/")
+    expect(page.get_by_role("link", name="reports").first).to_be_visible()
+    shoot(page, "admin-rq")

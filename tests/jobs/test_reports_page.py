@@ -12,6 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     ("job", "chip"),
     [
+        ({"status": "pending"}, ("Queued", "skipped")),  # in the outbox, not yet on the queue
         ({"status": "queued"}, ("Queued", "skipped")),
         ({"status": "started", "progress": {"done": 2, "total": 5}}, ("Building 40 %", "warning")),
         ({"status": "started", "progress": None}, ("Building", "warning")),
