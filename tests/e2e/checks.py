@@ -294,3 +294,12 @@ def watch_csp(context: BrowserContext, violations: list[str]) -> None:
 
 def assert_no_csp_violation(violations: list[str]) -> None:
     assert violations == [], "Content-Security-Policy violations:\n" + "\n".join(violations)
+
+
+def watch_navigations(page: Page) -> list[str]:
+    """Every top-level navigation of `page` from now on (a reload counts), and a marker
+    in the document that any navigation would wipe."""
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
+    page.evaluate("() => { window.kestrelSameDocument = true; }")
+    return navigations

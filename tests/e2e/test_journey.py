@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.e2e.checks import assert_accessible, assert_no_csp_violation
+from tests.e2e.checks import assert_accessible, assert_no_csp_violation, watch_navigations
 from tests.e2e.people import Person, log_in
 from tests.live import LiveKestrel
 
@@ -39,15 +39,6 @@ def wait_for_mail(site: LiveKestrel, to: str, subject: str, timeout: float = 30.
                 return message
         time.sleep(0.1)
     raise AssertionError(f"no mail to {to} about {subject!r} within {timeout:.0f} s; sent: {site.sent_mail()}")
-
-
-def watch_navigations(page: Page) -> list[str]:
-    """Every top-level navigation of `page` from now on (a reload counts), and a marker
-    in the document that any navigation would wipe."""
-    navigations: list[str] = []
-    page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
-    page.evaluate("() => { window.kestrelSameDocument = true; }")
-    return navigations
 
 
 def test_a_newcomer_posts_is_followed_and_liked_live_climbs_the_board_and_gets_a_report(

@@ -10,6 +10,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.checks import watch_navigations
 from tests.e2e.people import Person, log_in
 from tests.live import LiveKestrel
 
@@ -50,13 +51,9 @@ def crowd(site: LiveKestrel) -> dict[str, Person]:
     return {"owl": Person("owl", ids["owl"]), "lark": Person("lark", ids["lark"])}
 
 
-def stay_marker(page: Page) -> None:
-    """A mark on this document: it survives anything but a navigation."""
-    page.evaluate("() => { window.kestrelStayed = true; }")
-
-
-def assert_stayed(page: Page) -> None:
-    assert page.evaluate("() => window.kestrelStayed === true"), "the page was reloaded or left"
+def assert_stayed(page: Page, navigations: list[str]) -> None:
+    assert navigations == [], f"the page navigated: {navigations}"
+    assert page.evaluate("() => window.kestrelSameDocument === true"), "the document was replaced"
 
 
 def load_older_until_done(page: Page, items: str, label: str = "Load older") -> list[int]:
@@ -77,36 +74,36 @@ def test_liking_from_a_feed_card_changes_the_card_in_place(crowd, new_context, s
     page.goto("/")
     card = page.locator("article.post-card", has_text="Owl note 24")
     expect(card.get_by_text("0 likes")).to_be_visible()
-    stay_marker(page)
+    navigations = watch_navigations(page)
 
     card.get_by_role("button", name="Like Owl note 24").click()
 
     expect(card.get_by_role("button", name="Unlike Owl note 24")).to_be_visible()
     expect(card.get_by_text("1 like", exact=True)).to_be_visible()
-    assert_stayed(page)
+    assert_stayed(page, navigations)
     shoot(page, "lists-liked-in-place")
     card.get_by_role("button", name="Unlike Owl note 24").click()
     expect(card.get_by_text("0 likes")).to_be_visible()
-    assert_stayed(page)
+    assert_stayed(page, navigations)
 
 
 def test_following_from_a_profile_and_a_followers_list_in_place(crowd, new_context, shoot) -> None:
     page = new_context(person=crowd["lark"]).new_page()
     page.goto(f"/users/{crowd['owl'].id}/following")
-    stay_marker(page)
+    navigations = watch_navigations(page)
     row = page.locator("li.person", has_text="@fan24")
     row.get_by_role("button", name="Follow @fan24").click()
     expect(row.get_by_role("button", name="Unfollow @fan24")).to_be_visible()
-    assert_stayed(page)
+    assert_stayed(page, navigations)
 
     page.goto(f"/users/{crowd['owl'].id}")
     followers = page.locator("#followers-count")
     expect(followers).to_have_text("56 followers")
-    stay_marker(page)
+    navigations = watch_navigations(page)
     page.get_by_role("button", name="Unfollow @owl").click()
     expect(page.get_by_role("button", name="Follow @owl")).to_be_visible()
     expect(followers).to_have_text("55 followers")
-    assert_stayed(page)
+    assert_stayed(page, navigations)
     page.get_by_role("button", name="Follow @owl").click()
     expect(followers).to_have_text("56 followers")
     shoot(page, "lists-follow-in-place")
@@ -145,7 +142,7 @@ def test_every_list_loads_older_items_in_place(crowd, new_context, shoot, name, 
     who = crowd["owl"] if name == "notifications" else crowd["lark"]
     page = new_context(person=who).new_page()
     page.goto(path.format(owl=crowd["owl"].id))
-    stay_marker(page)
+    navigations = watch_navigations(page)
 
     counts = load_older_until_done(page, items, label)
 
@@ -153,7 +150,7 @@ def test_every_list_loads_older_items_in_place(crowd, new_context, shoot, name, 
     assert counts == sorted(set(counts)), f"{name}: a click did not add items: {counts}"
     if total is not None:
         assert counts[-1] == total, f"{name}: {counts}"
-    assert_stayed(page)
+    assert_stayed(page, navigations)
     # The first new item has the focus the clicked link had: the keyboard goes on from there.
     # (htmx moves it once the new items have settled, a moment after they appear.)
     page.wait_for_function("() => document.activeElement && document.activeElement.matches('[autofocus]')")

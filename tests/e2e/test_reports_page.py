@@ -18,9 +18,8 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.e2e.checks import assert_accessible
+from tests.e2e.checks import assert_accessible, watch_navigations
 from tests.e2e.people import Person
-from tests.e2e.test_journey import watch_navigations
 from tests.live import LiveKestrel
 
 pytestmark = pytest.mark.e2e
