@@ -207,8 +207,17 @@ def test_a_refused_click_leaves_the_card_as_it_was_and_says_why(crowd, site, new
     expect(card.get_by_role("button", name=f"Like {title}")).to_be_visible()  # the card as it was
     shoot(page, "lists-refused-429")
 
-    # A form whose CSRF cookie is gone (an expired or cleared cookie): a 403, said the same way.
+
+def test_a_click_whose_csrf_cookie_is_gone_is_refused_and_says_so(crowd, site, new_context) -> None:
+    petrel = Person("petrel")
+    site.create_user(email=petrel.email, username=petrel.username, password=petrel.password)
+    context = new_context(person=petrel)
+    page = context.new_page()
     page.goto("/?tab=everyone")
-    context.clear_cookies(name="csrftoken")
-    page.locator("article.post-card").first.locator("form.like button").click()
+    card = page.locator("article.post-card").first
+    context.clear_cookies(name="csrftoken")  # an expired or cleared cookie: the form's token no longer matches
+
+    card.locator("form.like button").click()
+
     expect(page.locator("#toasts")).to_contain_text("That was refused: reload the page and try again.")
+    expect(card.get_by_role("button", name=re.compile(r"^Like "))).to_be_visible()  # the card as it was

@@ -156,10 +156,10 @@ def test_a_report_shows_queued_then_its_progress_live(
 def test_a_failed_report_shows_its_error_and_retry_queues_a_new_one(
     site: LiveKestrel, new_context: Callable[..., BrowserContext], shoot: Callable[[Page, str], None]
 ) -> None:
-    shrike = Person("shrike")
-    site.create_user(email=shrike.email, username=shrike.username, password=shrike.password)
-    job_id = hold_report(site, shrike)
-    context = new_context(person=shrike)
+    gyrfalcon = Person("gyrfalcon")
+    site.create_user(email=gyrfalcon.email, username=gyrfalcon.username, password=gyrfalcon.password)
+    job_id = hold_report(site, gyrfalcon)
+    context = new_context(person=gyrfalcon)
     page = context.new_page()
     page.goto("/reports")
     card = page.locator(f'article.job[data-job="{job_id}"]')
@@ -169,7 +169,7 @@ def test_a_failed_report_shows_its_error_and_retry_queues_a_new_one(
     watched = watch_navigations(page)
 
     # Its only attempt fails: the open page shows it without a reload.
-    fail_on_full_disk(site, shrike)
+    fail_on_full_disk(site, gyrfalcon)
     expect(card.locator(".status")).to_have_text("Failed")
     expect(card.locator(".status")).to_have_class("status level error")
     expect(card.locator(".detail")).to_have_text(FULL_DISK_ERROR)
