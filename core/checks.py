@@ -54,7 +54,7 @@ def check_redis_roles(app_configs: Sequence[AppConfig] | None = None, **kwargs: 
             )
             continue
         if role in _EVICTABLE:
-            messages.extend(_check_policy(role, client, redact_url(url)))
+            messages.extend(_check_state_policy(client, redact_url(url), role))
     return messages
 
 
@@ -78,7 +78,8 @@ def check_queue_role(app_configs: Sequence[AppConfig] | None = None, **kwargs: A
     ]
 
 
-def _check_policy(role: Role, client: Redis, url: str) -> list[CheckMessage]:
+def _check_state_policy(client: Redis, url: str, role: Role = "state") -> list[CheckMessage]:
+    """W001 unless the server keeps what the state (or queue) role holds: SAFE_STATE_POLICIES."""
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except ResponseError:

@@ -265,14 +265,14 @@ def role_options(role: Role) -> RoleOptions:
 
 
 def is_cluster_url(url: str) -> bool:
+    """True for a Redis Cluster's URL (CLUSTER_SCHEMES)."""
     return urlsplit(url).scheme in CLUSTER_SCHEMES
 
 
 def same_database(role: Role, other: Role) -> bool:
     """True when two roles are configured as one database: the same URL and Sentinels."""
-    return role_url(role) == role_url(other) and role_options(role).get("SENTINELS") == role_options(other).get(
-        "SENTINELS"
-    )
+    sentinels, other_sentinels = role_options(role).get("SENTINELS"), role_options(other).get("SENTINELS")
+    return role_url(role) == role_url(other) and sentinels == other_sentinels
 
 
 def reported_roles() -> list[Role]:

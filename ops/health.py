@@ -6,6 +6,7 @@ The queue role is probed (redis_queue) only when it is not the state role's data
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connections
@@ -41,7 +42,7 @@ def _ping_database() -> None:
         cursor.execute("SELECT 1")
 
 
-def _ping_redis(role: Role):
+def _ping_redis(role: Role) -> Callable[[], object]:
     return lambda: get_redis(role).ping()
 
 

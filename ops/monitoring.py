@@ -81,11 +81,11 @@ def _text(value) -> str:
 
 
 def rq_snapshot(client: Redis | None = None, *, now: datetime | None = None) -> RQSnapshot:
-    """Every queue of settings.RQ_QUEUES, its registries and workers, in two round trips
-    (from the queue role unless `client` is given).
+    """Every queue of settings.RQ_QUEUES, its registries and workers, in two round trips.
 
-        A worker counts as alive while its key exists: RQ renews it with each heartbeat and
-        lets it expire (worker TTL + 60 s) when the worker dies without unregistering.
+    Read from the queue role unless `client` is given. A worker counts as alive while its
+    key exists: RQ renews it with each heartbeat and lets it expire (worker TTL + 60 s)
+    when the worker dies without unregistering.
     """
     client = client or get_redis("queue")
     now = now or datetime.now(UTC)

@@ -159,6 +159,22 @@ def test_the_ops_dashboard_samples_and_metrics_count_the_queue_servers_jobs(
     assert registry.get_sample_value("kestrel_redis_up", {"role": "queue"}) == 1
 
 
+def test_django_rqs_admin_reads_the_queue_server(
+    client, ada, make_user, queue_server, django_capture_on_commit_callbacks
+):
+    _enqueue_email(ada, django_capture_on_commit_callbacks)
+    staff = make_user(is_staff=True)
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+
+    stats = client.get("/admin/rq/stats.json").json()
+
+    [email] = [queue for queue in stats["queues"] if queue["name"] == "email"]
+    assert email["jobs"] == 1
+    assert email["connection_kwargs"]["port"] == queue_server.port
+
+
 def test_healthz_probes_the_queue_server_and_reads_its_backlog(
     client, ada, queue_server, django_capture_on_commit_callbacks
 ):
