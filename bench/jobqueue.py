@@ -121,7 +121,7 @@ def run(*, jobs: int, setups: list[str], log_dir: Path, seed: int) -> dict:
     from core.redis import get_redis
     from jobs.queues import WORKER_QUEUES
 
-    client = get_redis("state")
+    client = get_redis("queue")  # RQ's server: its jobs, and the commands counted
     enqueuer = Enqueuer(people=jobs + SAMPLE)
     # What the set-up enqueued (the benchmark user's welcome email) goes first, untimed.
     if any(_waiting().values()):

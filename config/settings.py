@@ -151,6 +151,18 @@ def _next_db(url: str) -> str:
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_CACHE_URL = env_str("REDIS_CACHE_URL", "") or _next_db(REDIS_URL)
 
+# The queue role: RQ's jobs, queues, registries and workers (the worker, cron, /admin/rq/
+# and every read of job status or queue figures). It needs a single primary, optionally
+# Sentinel-managed: RQ cannot run on a Redis Cluster (multi-key commands and scripts
+# across slots). Unset, it is the state role's server and database, so the keys and the
+# jobs already queued stay where they are. Set REDIS_QUEUE_URL to give the queues a
+# server of their own, which a cluster REDIS_URL (redis+cluster://, rediss+cluster://)
+# requires: `manage.py check` fails with kestrel.E002 until it is set. It takes the state
+# role's timeouts, retries and pool size (REDIS_CONNECT_TIMEOUT and the rest), and needs
+# the same care: noeviction, AOF.
+_REDIS_QUEUE_URL_SET = env_str("REDIS_QUEUE_URL", "")
+REDIS_QUEUE_URL = _REDIS_QUEUE_URL_SET or REDIS_URL
+
 KESTREL_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "kestrel")
 if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", KESTREL_KEY_PREFIX):
     raise ImproperlyConfigured(f"REDIS_KEY_PREFIX={KESTREL_KEY_PREFIX!r} must match [a-z][a-z0-9_-]{{0,31}}")
@@ -171,13 +183,17 @@ _REDIS_POOL = {
         "retries": env_int("REDIS_CACHE_RETRIES", 1),
     },
 }
+_REDIS_POOL["queue"] = _REDIS_POOL["state"]  # errors are errors there too
 
 
 # Redis Sentinel (failover): host:port of each Sentinel, comma-separated. With them
 # set, the role's URL names the Sentinel service instead of a host, e.g.
 # REDIS_URL=redis://:password@kestrel-state/0. The cache role follows the same
 # Sentinels unless REDIS_CACHE_SENTINELS says otherwise (set it empty for a plain
-# cache server beside a Sentinel-managed state role).
+# cache server beside a Sentinel-managed state role). The queue role follows the state
+# role's Sentinels while REDIS_QUEUE_URL is unset (it is then the state role's database);
+# a REDIS_QUEUE_URL of its own is a plain server unless REDIS_QUEUE_SENTINELS names
+# Sentinels, and then names their service, e.g. redis://:password@kestrel-queue/0.
 def _sentinels(name: str, default: list[str]) -> list[tuple[str, int]]:
     try:
         return parse_sentinels(env_list(name, default))
@@ -189,6 +205,7 @@ _SENTINEL_ADDRESSES = env_list("REDIS_SENTINELS", [])
 _SENTINELS = {
     "state": _sentinels("REDIS_SENTINELS", []),
     "cache": _sentinels("REDIS_CACHE_SENTINELS", _SENTINEL_ADDRESSES),
+    "queue": _sentinels("REDIS_QUEUE_SENTINELS", [] if _REDIS_QUEUE_URL_SET else _SENTINEL_ADDRESSES),
 }
 REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
 
@@ -217,6 +234,12 @@ CACHES = {
     "default": _redis_cache(REDIS_CACHE_URL, "cache"),
     "sessions": _redis_cache(REDIS_URL, "state"),
 }
+# The queue role's connection (core.redis.ROLE_ALIASES), which RQ_QUEUES reaches by
+# USE_REDIS_CACHE: no cache anything uses. While it is the state role's database it is the
+# state role's entry, so one pool and one circuit breaker (django-redis keeps one pool per
+# URL); on a server of its own, it has its own, named kestrel-queue in the command metrics.
+_QUEUE_IS_STATE = REDIS_QUEUE_URL == REDIS_URL and _SENTINELS["queue"] == _SENTINELS["state"]
+CACHES["queues"] = CACHES["sessions"] if _QUEUE_IS_STATE else _redis_cache(REDIS_QUEUE_URL, "queue")
 
 # Cache-aside (core.cacheaside): off switches for benchmarks and debugging.
 KESTREL_CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
@@ -386,10 +409,12 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "feeds.schema.add_notification_stream"],
 }
 
-# --- Jobs (RQ on the state role) ---------------------------------------------------
+# --- Jobs (RQ on the queue role) ---------------------------------------------------
 
+# Through django-redis (USE_REDIS_CACHE), not a URL: the queues then use the queue role's
+# pool with its timeouts, retries, circuit breaker and Sentinels, and its command metrics.
 RQ_QUEUES = {
-    name: {"USE_REDIS_CACHE": "sessions", "DEFAULT_TIMEOUT": timeout} for name, timeout in QUEUE_TIMEOUTS.items()
+    name: {"USE_REDIS_CACHE": "queues", "DEFAULT_TIMEOUT": timeout} for name, timeout in QUEUE_TIMEOUTS.items()
 }
 RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "jobs.workers.KestrelWorker"}
@@ -491,8 +516,9 @@ if env_bool("RATE_LIMIT_ENABLED", True):
         # emails and 6 reports an hour, one report at a time), set just above their sum
         # so that a person meets the quota's precise message first, while a flood
         # through either door is refused here before it reaches a database lock. Fails
-        # closed: the jobs are queued on the same Redis, so a limiter that cannot answer
-        # means a queue that cannot either, and no job goes uncounted.
+        # closed: no job goes uncounted (and unless REDIS_QUEUE_URL moves them, the jobs
+        # are queued on the same Redis, so a limiter that cannot answer means a queue
+        # that cannot either).
         "jobs": {
             "limit": env_int("RATE_LIMIT_JOBS_PER_HOUR", 20),
             "window": 3600,

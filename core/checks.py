@@ -1,7 +1,9 @@
 """System checks for the Redis roles (run by `manage.py check`, runserver, migrate).
 
 - E001: a role's Redis cannot be reached at all (the URL, minus password, is shown).
-- W001: the state role may evict keys: sessions, denylist entries, rate-limit
+- E002: the queue role is a Redis Cluster (REDIS_URL is one and REDIS_QUEUE_URL is
+  unset, or REDIS_QUEUE_URL is one): RQ needs a single primary.
+- W001: the state or queue role may evict keys: sessions, denylist entries, rate-limit
   counters and queued jobs would vanish under memory pressure (docs/design.md, "Redis roles").
 """
 
@@ -15,32 +17,69 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis, redact_url, role_url
+from core.redis import (
+    SAFE_STATE_POLICIES,
+    Role,
+    get_redis,
+    is_cluster_url,
+    redact_url,
+    reported_roles,
+    role_url,
+)
+
+# What each role that must not evict would lose (W001).
+_EVICTABLE = {
+    "state": "sessions, revoked tokens, rate-limit counters and queued jobs",
+    "queue": "queued jobs, their results and the workers' registrations",
+}
 
 
 @register(Tags.caches, deploy=False)
 def check_redis_roles(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for role in ROLE_ALIASES:
-        url = redact_url(role_url(role))
+    for role in reported_roles():
+        url = role_url(role)
+        if role == "queue" and is_cluster_url(url):
+            continue  # check_queue_role says why; a single-server client cannot open the URL
         client = get_redis(role)
         try:
             client.ping()
         except RedisError as exc:
             messages.append(
                 Error(
-                    f"Redis for the {role} role cannot be reached at {url}: {exc}",
-                    hint="Start Redis, or set REDIS_URL / REDIS_CACHE_URL (see README).",
+                    f"Redis for the {role} role cannot be reached at {redact_url(url)}: {exc}",
+                    hint="Start Redis, or set REDIS_URL / REDIS_CACHE_URL / REDIS_QUEUE_URL (see README).",
                     id="kestrel.E001",
                 )
             )
             continue
-        if role == "state":
-            messages.extend(_check_state_policy(client, url))
+        if role in _EVICTABLE:
+            messages.extend(_check_state_policy(client, redact_url(url), role))
     return messages
 
 
-def _check_state_policy(client: Redis, url: str) -> list[CheckMessage]:
+@register(Tags.caches, deploy=False)
+def check_queue_role(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E002: RQ (the queue role) needs a single primary, never a Redis Cluster."""
+    url = role_url("queue")
+    if not is_cluster_url(url):
+        return []
+    if url == role_url("state"):
+        problem = "REDIS_URL is a Redis Cluster and REDIS_QUEUE_URL is not set"
+    else:
+        problem = "REDIS_QUEUE_URL is a Redis Cluster"
+    return [
+        Error(
+            f"{problem} ({redact_url(url)}): the job queues need a single Redis primary, as RQ cannot run on a "
+            "cluster (multi-key commands and scripts across slots).",
+            hint="Set REDIS_QUEUE_URL to a single Redis server, or to a Sentinel service with REDIS_QUEUE_SENTINELS.",
+            id="kestrel.E002",
+        )
+    ]
+
+
+def _check_state_policy(client: Redis, url: str, role: Role = "state") -> list[CheckMessage]:
+    """W001 unless the server keeps what the state (or queue) role holds: SAFE_STATE_POLICIES."""
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except ResponseError:
@@ -52,9 +91,8 @@ def _check_state_policy(client: Redis, url: str) -> list[CheckMessage]:
         return []
     return [
         Warning(
-            f"The state role's Redis at {url} has maxmemory-policy {policy!r} and can evict "
-            "sessions, revoked tokens, rate-limit counters and queued jobs.",
-            hint="Run the state role with `maxmemory-policy noeviction` (and AOF); give the cache its own server.",
+            f"The {role} role's Redis at {url} has maxmemory-policy {policy!r} and can evict {_EVICTABLE[role]}.",
+            hint=f"Run the {role} role with `maxmemory-policy noeviction` (and AOF); give the cache its own server.",
             id="kestrel.W001",
         )
     ]

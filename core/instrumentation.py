@@ -521,7 +521,8 @@ metrics.register(recorder)
 def _role_of(client_name: str | None) -> str:
     # The pools of core.redis name their connections kestrel-<role>; feeds.sse's
     # subscriber pool (kestrel-sse) is on the state role.
-    return {"kestrel-state": "state", "kestrel-cache": "cache", "kestrel-sse": "state"}.get(client_name or "", "other")
+    roles = {"kestrel-state": "state", "kestrel-cache": "cache", "kestrel-queue": "queue", "kestrel-sse": "state"}
+    return roles.get(client_name or "", "other")
 
 
 def _pool_role(pool: Any) -> str:

@@ -1,8 +1,10 @@
 """Redis clients per role, the one place Kestrel gets a connection (docs/design.md, "Redis roles").
 
-`state` (must not evict; errors are errors) and `cache` (evictable copies; callers fail
-open). Both are django-redis connections, so Django's caches, sessions, RQ and the raw
-clients share one pool per role per process, optionally behind Sentinel.
+`state` (must not evict; errors are errors), `cache` (evictable copies; callers fail
+open) and `queue` (RQ's jobs, queues, registries and workers: a single primary, since RQ
+cannot run on Redis Cluster; unless REDIS_QUEUE_URL moves it, the state role's database,
+pool and breaker). Each is a django-redis connection, so Django's caches, sessions, RQ and
+the raw clients share one pool per role per process, optionally behind Sentinel.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from redis.sentinel import Sentinel
 
 from core import metrics
 
-Role = Literal["state", "cache"]
+Role = Literal["state", "cache", "queue"]
 
 T = TypeVar("T")
 
@@ -44,11 +46,16 @@ RETRY_BACKOFF_CAP = 0.5
 # short, since it is also the longest a recovered server goes unused.
 BREAKER_COOLDOWN = 1.0
 
-# The only maxmemory-policy under which the state role keeps what it holds.
+# The only maxmemory-policy under which the state and queue roles keep what they hold.
 SAFE_STATE_POLICIES = frozenset({"noeviction"})
 
-# Django cache alias of each role (settings.CACHES).
-ROLE_ALIASES: dict[Role, str] = {"state": "sessions", "cache": "default"}
+# Django cache alias of each role (settings.CACHES). "queues" is no cache anything uses:
+# it is the queue role's connection, which RQ_QUEUES reaches through USE_REDIS_CACHE.
+ROLE_ALIASES: dict[Role, str] = {"state": "sessions", "cache": "default", "queue": "queues"}
+
+# URL schemes of a Redis Cluster, on which RQ cannot run (multi-key commands and scripts
+# across slots): the queue role needs a single primary.
+CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 
 # Errors that mean "Redis cannot take this now", as opposed to a bad command: not
 # answering, full (OOM under noeviction: the state role refuses writes rather than
@@ -255,6 +262,26 @@ def role_options(role: Role) -> RoleOptions:
     # settings.CACHES is dict[str, dict[str, Any]] in django-stubs; settings.py builds each
     # role's OPTIONS with connection_pool_options.
     return cast(RoleOptions, settings.CACHES[ROLE_ALIASES[role]]["OPTIONS"])
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for a Redis Cluster's URL (CLUSTER_SCHEMES)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def same_database(role: Role, other: Role) -> bool:
+    """True when two roles are configured as one database: the same URL and Sentinels."""
+    sentinels, other_sentinels = role_options(role).get("SENTINELS"), role_options(other).get("SENTINELS")
+    return role_url(role) == role_url(other) and sentinels == other_sentinels
+
+
+def reported_roles() -> list[Role]:
+    """The roles /healthz, /metrics, /ops, redis_audit and the system checks probe one by one.
+
+    The queue role only when it is not the state role's database (its default): that
+    database is reported once, as the state role.
+    """
+    return [role for role in ROLE_ALIASES if role != "queue" or not same_database("queue", "state")]
 
 
 def redact_url(url: str) -> str:

@@ -59,7 +59,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
     if job.completed_at is not None:
         return {**body, "status": "finished", "progress": None, "result": job.result, "error": None}
     try:
-        rq_job = RQJob.fetch(str(job.pk), connection=get_redis("state"))
+        rq_job = RQJob.fetch(str(job.pk), connection=get_redis("queue"))
     except NoSuchJobError:
         status = "pending" if job.enqueued_at is None else "expired"
         return {**body, "status": status, "progress": None, "result": None, "error": None}

@@ -1,6 +1,6 @@
 """Writes of the jobs app: enqueue through the outbox, hold people to quotas, send email, mark jobs done.
 
-Every job starts as a `Job` row in the caller's transaction and is pushed to RQ (state
+Every job starts as a `Job` row in the caller's transaction and is pushed to RQ (queue
 role) after commit, the row's id as its RQ id; `outbox_drain` pushes what a push missed
 (Redis away: the push fails open, counted as jobs.push_failed). Job functions act once
 per row (`completed_at`). A person's quota is counted from the rows, under their row lock.
@@ -253,7 +253,7 @@ def outbox_drain(*, now: datetime | None = None, batch: int = 500) -> int:
         if not rows:
             return pushed
         try:
-            with get_redis("state").pipeline(transaction=False) as pipe:
+            with get_redis("queue").pipeline(transaction=False) as pipe:
                 for job in rows:
                     pipe.exists(RQJob.key_for(str(job.pk)))
                 held = pipe.execute()

@@ -1,8 +1,10 @@
 """Redis best-practice rules, checked against the live servers (manage.py redis_audit).
 
 Rules: reachable, layout (roles on separate servers), cache_ttl (every cache key has a
-TTL, by SCAN), big_keys, eviction (state `noeviction`, cache evicting under a maxmemory),
-persistence (the state role on AOF), slowlog. Each gives one Finding per role: ok,
+TTL, by SCAN), big_keys, eviction (state and queue `noeviction`, cache evicting under a
+maxmemory), persistence (the state and queue roles on AOF), slowlog. The roles are
+core.redis.reported_roles(): the queue role when it is not the state role's database.
+Each gives one Finding per role: ok,
 warning, error or skipped (a managed Redis may forbid CONFIG). A run is broken on any
 error, or any warning under `strict` (docs/design.md, "Redis roles", says why each rule).
 """
@@ -19,19 +21,24 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.instrumentation import key_family, redacted_command
 from core.keys import redact_key
-from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, Role, get_redis
+from core.redis import SAFE_STATE_POLICIES, Role, get_redis, reported_roles
 
 OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
 
 EVICTING_CACHE_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu"}
 EVICTING_CACHE_POLICIES |= {"volatile-random", "volatile-ttl"}  # every cache key has a TTL
 EXAMPLES = 5  # keys or entries shown per finding
+# The roles that must keep what they hold (noeviction, AOF), and what they would lose.
+DURABLE_ROLES = {
+    "state": "sessions, revoked tokens, rate-limit counters, locks and queued jobs",
+    "queue": "queued jobs, their results and the workers' registrations",
+}
 
 
 @dataclass(frozen=True)
 class Finding:
     rule: str
-    role: str  # "state", "cache" or "both"
+    role: str  # "state", "cache", "queue" or "both" (state and cache)
     level: str
     message: str
     details: tuple[str, ...] = ()
@@ -73,7 +80,7 @@ class AuditReport:
 
 def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, Redis] | None = None) -> AuditReport:
     options = options or AuditOptions()
-    clients = clients or {role: get_redis(role) for role in ROLE_ALIASES}
+    clients = clients or {role: get_redis(role) for role in reported_roles()}
     report = AuditReport(strict=options.strict)
     add = report.findings.extend
 
@@ -90,8 +97,9 @@ def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, Redis]
         add(_layout(clients, infos))
     for role in infos:
         add(_eviction(role, infos[role]))
-    if "state" in infos:
-        add(_persistence(clients["state"], infos["state"]))
+    for role in infos:
+        if role in DURABLE_ROLES:
+            add(_persistence(role, clients[role], infos[role]))
     if "cache" in infos:
         add(_cache_ttl(clients["cache"], options))
     for role in infos:
@@ -137,7 +145,7 @@ def _layout(clients: dict[Role, Redis], infos: dict[Role, dict]) -> list[Finding
 def _eviction(role: str, info: dict) -> list[Finding]:
     policy = str(info.get("maxmemory_policy", "unknown"))
     maxmemory = int(info.get("maxmemory", 0) or 0)
-    if role == "state":
+    if role in DURABLE_ROLES:
         if policy in SAFE_STATE_POLICIES:
             return [Finding("eviction", role, OK, f"maxmemory-policy {policy}")]
         return [
@@ -145,8 +153,8 @@ def _eviction(role: str, info: dict) -> list[Finding]:
                 "eviction",
                 role,
                 ERROR,
-                f"The state role has maxmemory-policy {policy!r}: under memory pressure it evicts sessions, "
-                "revoked tokens, rate-limit counters, locks and queued jobs. Use noeviction.",
+                f"The {role} role has maxmemory-policy {policy!r}: under memory pressure it evicts "
+                f"{DURABLE_ROLES[role]}. Use noeviction.",
             )
         ]
     if policy not in EVICTING_CACHE_POLICIES:
@@ -171,24 +179,24 @@ def _eviction(role: str, info: dict) -> list[Finding]:
     return [Finding("eviction", role, OK, f"maxmemory-policy {policy}, maxmemory {maxmemory} bytes")]
 
 
-def _persistence(client: Redis, info: dict) -> list[Finding]:
+def _persistence(role: str, client: Redis, info: dict) -> list[Finding]:
     findings = []
     if str(info.get("rdb_last_bgsave_status", "ok")) != "ok":
         # With stop-writes-on-bgsave-error (the default) Redis then refuses every write.
-        findings.append(Finding("persistence", "state", ERROR, "The state role's last RDB snapshot failed."))
+        findings.append(Finding("persistence", role, ERROR, f"The {role} role's last RDB snapshot failed."))
     if not int(info.get("aof_enabled", 0) or 0):
         findings.append(
             Finding(
                 "persistence",
-                "state",
+                role,
                 WARNING,
-                "The state role does not append to an AOF: a crash loses the sessions, counters and queued "
-                "jobs written since the last snapshot. Use appendonly yes, appendfsync everysec.",
+                f"The {role} role does not append to an AOF: a crash loses the {DURABLE_ROLES[role]} written "
+                "since the last snapshot. Use appendonly yes, appendfsync everysec.",
             )
         )
         return findings
     if str(info.get("aof_last_write_status", "ok")) != "ok":
-        findings.append(Finding("persistence", "state", ERROR, "The state role's last AOF write failed."))
+        findings.append(Finding("persistence", role, ERROR, f"The {role} role's last AOF write failed."))
     try:
         fsync = str(client.config_get("appendfsync").get("appendfsync", "unknown"))
     except ResponseError:
@@ -197,13 +205,13 @@ def _persistence(client: Redis, info: dict) -> list[Finding]:
         findings.append(
             Finding(
                 "persistence",
-                "state",
+                role,
                 WARNING,
-                "The state role's AOF has appendfsync no: the kernel decides when writes reach the disk.",
+                f"The {role} role's AOF has appendfsync no: the kernel decides when writes reach the disk.",
             )
         )
     if not findings:
-        findings.append(Finding("persistence", "state", OK, f"AOF on, appendfsync {fsync}"))
+        findings.append(Finding("persistence", role, OK, f"AOF on, appendfsync {fsync}"))
     return findings
 
 

@@ -5,6 +5,7 @@ For a person looking at the page; on no request path but /ops. Figures come from
 command metrics, cache counters), core.instrumentation (key families), ops.audit. Charts
 need history a live INFO has not: ops.jobs.sample_ops calls ops_sample() once a minute,
 which appends one entry to a capped stream on the state role (ops.keys.ops_samples_key()).
+The roles shown are core.redis.reported_roles(); the queue figures come from the queue role.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core import instrumentation, metrics
-from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis
+from core.redis import SAFE_STATE_POLICIES, get_redis, reported_roles
 from ops import audit
 from ops.keys import ops_samples_key
 from ops.monitoring import rq_snapshot
@@ -100,6 +101,10 @@ def _latency_rows(reply) -> list[dict]:
     ]
 
 
+# What the roles that must not evict would lose (RoleFigures.policy_warning).
+_MUST_NOT_EVICT = {"state": "sessions, locks and queued jobs", "queue": "queued jobs and their results"}
+
+
 def role_figures(role: str, client: Redis) -> RoleFigures:
     """INFO, SLOWLOG GET and LATENCY LATEST of one role, in one round trip; never raises."""
     try:
@@ -119,8 +124,8 @@ def role_figures(role: str, client: Redis) -> RoleFigures:
     used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
     policy = str(info.get("maxmemory_policy", "unknown"))
     warning = ""
-    if role == "state" and policy not in SAFE_STATE_POLICIES:
-        warning = f"The state role can evict ({policy}): sessions, locks and queued jobs may be lost."
+    if role in _MUST_NOT_EVICT and policy not in SAFE_STATE_POLICIES:
+        warning = f"The {role} role can evict ({policy}): {_MUST_NOT_EVICT[role]} may be lost."
     return RoleFigures(
         role=role,
         up=True,
@@ -256,9 +261,9 @@ def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
     Per role: used_memory, hit ratio and evictions in the interval, ops/s, clients.
     Kestrel: commands, average latency (ms) and errors in the interval (this process's
     figures, or every gunicorn worker's when PROMETHEUS_MULTIPROC_DIR is shared).
-    Jobs: the queue backlog. A role that is down is left out of the entry (a gap).
+    Jobs: the queue backlog (queue role). A role that is down is left out of the entry (a gap).
     """
-    clients = clients or {role: get_redis(role) for role in ROLE_ALIASES}
+    clients = clients or {role: get_redis(role) for role in reported_roles()}
     state = clients["state"]
     stream = ops_samples_key()
     last = cast(_Entries, state.xrevrange(stream, count=1))
@@ -300,8 +305,11 @@ def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
         "kestrel_errors_total": totals["errors"],
         "kestrel_seconds_total": round(totals["seconds"], 6),
         "kestrel_round_trips_total": totals["round_trips"],
-        "queue_backlog": rq_snapshot(state).backlog,
     }
+    try:
+        fields["queue_backlog"] = rq_snapshot(clients.get("queue") or get_redis("queue")).backlog
+    except RedisError as exc:
+        logger.warning("ops sample: the queue role's Redis did not answer: %s", exc)
     entry = {name: str(round(value, 6) if isinstance(value, float) else value) for name, value in fields.items()}
     # Two schedulers sampling together give one short interval, not wrong totals.
     state.xadd(stream, cast(dict[FieldT, EncodableT], entry), maxlen=SAMPLES_MAXLEN, approximate=True)
@@ -340,24 +348,27 @@ class Dashboard:
     cache: list[dict]
     audit: audit.AuditReport
     generated_at: float
-    one_server: bool  # both roles on one Redis server: the page says their figures are shared
+    one_server: bool  # every role on one Redis server: the page says their figures are shared
 
 
 def ops_dashboard_get() -> Dashboard:
     """Everything /ops shows; each part fails open, so a role that is down shows as down."""
-    clients = {role: get_redis(role) for role in ROLE_ALIASES}
+    clients = {role: get_redis(role) for role in reported_roles()}
     roles = [role_figures(role, client) for role, client in clients.items()]
-    state_up = any(figures.up for figures in roles if figures.role == "state")
+    up = {figures.role for figures in roles if figures.up}
+    # The queues' server: the queue role's, or the state role's when it is that database.
+    queue_server = "queue" if "queue" in clients else "state"
     series, queues, workers, backlog, queue_error = {}, {}, 0, 0, ""
-    if state_up:
-        try:
+    try:
+        if "state" in up:
             series = ops_series(client=clients["state"])
-            snapshot = rq_snapshot(clients["state"])
+        if queue_server in up:
+            snapshot = rq_snapshot(get_redis("queue"))
             queues, workers, backlog = snapshot.queues, snapshot.workers, snapshot.backlog
-        except RedisError as exc:
-            queue_error = f"{type(exc).__name__}: {exc}"
-    else:
-        queue_error = "the state role is unavailable"
+        else:
+            queue_error = f"the {queue_server} role is unavailable"
+    except RedisError as exc:
+        queue_error = f"{type(exc).__name__}: {exc}"
     commands, totals = command_metrics()
     return Dashboard(
         roles=roles,

@@ -1,13 +1,17 @@
-"""What /healthz reports: can this process reach each Redis role and the database?"""
+"""What /healthz reports: can this process reach each Redis role and the database?
+
+The queue role is probed (redis_queue) only when it is not the state role's database.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connections
 
-from core.redis import get_redis
+from core.redis import Role, get_redis, reported_roles
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,12 @@ def _ping_database() -> None:
         cursor.execute("SELECT 1")
 
 
+def _ping_redis(role: Role) -> Callable[[], object]:
+    return lambda: get_redis(role).ping()
+
+
 def check_all() -> list[Probe]:
     return [
-        _timed("redis_state", lambda: get_redis("state").ping()),
-        _timed("redis_cache", lambda: get_redis("cache").ping()),
+        *(_timed(f"redis_{role}", _ping_redis(role)) for role in reported_roles()),
         _timed("database", _ping_database),
     ]

@@ -3,8 +3,9 @@
 /metrics (Prometheus text, OpenMetrics when asked) joins prometheus-client's default registry
 (core.metrics: Redis commands, HTTP requests, cache and other counters, process figures; under
 gunicorn every worker's, summed from the per-process files) and figures read from Redis at
-scrape time: each role's server (INFO, SLOWLOG length, eviction policy) and RQ (jobs per queue
-and state, oldest queued job, workers alive). Staff or a bearer token may read it (ops.views).
+scrape time: each role's server (INFO, SLOWLOG length, eviction policy; the queue role's only
+when it is not the state role's database) and RQ on the queue role (jobs per queue and state,
+oldest queued job, workers alive). Staff or a bearer token may read it (ops.views).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from rq.utils import utcparse
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from core import metrics
-from core.redis import ROLE_ALIASES, Role, get_redis
+from core.redis import Role, get_redis, reported_roles
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,11 @@ def _text(value) -> str:
 def rq_snapshot(client: Redis | None = None, *, now: datetime | None = None) -> RQSnapshot:
     """Every queue of settings.RQ_QUEUES, its registries and workers, in two round trips.
 
-    A worker counts as alive while its key exists: RQ renews it with each heartbeat and
-    lets it expire (worker TTL + 60 s) when the worker dies without unregistering.
+    Read from the queue role unless `client` is given. A worker counts as alive while its
+    key exists: RQ renews it with each heartbeat and lets it expire (worker TTL + 60 s)
+    when the worker dies without unregistering.
     """
-    client = client or get_redis("state")
+    client = client or get_redis("queue")
     now = now or datetime.now(UTC)
     names = list(settings.RQ_QUEUES)
 
@@ -274,12 +276,14 @@ class KestrelCollector:
         self.roles = roles
 
     def collect(self):
-        roles = self.roles or {role: get_redis(role) for role in ROLE_ALIASES}
+        roles = self.roles or {role: get_redis(role) for role in reported_roles()}
         families, down = _redis_server_families(roles)
         yield from families
-        if "state" in roles and "state" not in down:  # RQ lives on the state role
+        # RQ lives on the queue role: reported apart, or as the state role's database.
+        server: Role = "queue" if "queue" in roles else "state"
+        if server in roles and server not in down:
             try:
-                yield from _rq_families(roles["state"])
+                yield from _rq_families(roles.get("queue") or get_redis("queue"))
             except RedisError as exc:
                 logger.warning("metrics: RQ figures unavailable: %s", exc)
 

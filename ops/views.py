@@ -44,7 +44,7 @@ def ops_dashboard(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when both Redis roles and the database answer, else 503 naming what failed.
+    """200 when the Redis roles and the database answer, else 503 naming what failed.
 
     Touches neither the session nor the user, so it works while Redis is down.
     """
@@ -57,8 +57,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     if not healthy:
         body["failing"] = [probe.name for probe in probes if not probe.ok]
     # Informational: a stopped worker must not pull the web servers out of a load balancer.
-    state_up = any(probe.name == "redis_state" and probe.ok for probe in probes)
-    body["jobs"] = jobs_status() if state_up else {"ok": False, "error": "the state role is unavailable"}
+    # The queues are on the queue role, which is the state role's database unless probed apart.
+    up = {probe.name: probe.ok for probe in probes}
+    role = "queue" if "redis_queue" in up else "state"
+    body["jobs"] = jobs_status() if up[f"redis_{role}"] else {"ok": False, "error": f"the {role} role is unavailable"}
     return JsonResponse(body, status=200 if healthy else 503)
 
 

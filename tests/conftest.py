@@ -13,7 +13,7 @@ from devstack.redis_server import RedisServer
 def _clean_redis(redis_server: RedisServer):
     """Every test starts and ends with both roles empty (as rq's own tests do), and
     with this process's L1, counters and buffered views empty: ids repeat across
-    rolled-back tests."""
+    rolled-back tests. The queue role is the state role's database here."""
     if not redis_server.is_running():
         redis_server.start()
     for role in ("state", "cache"):
@@ -69,6 +69,11 @@ def state_redis():
 
 
 @pytest.fixture
+def queue_redis():
+    return get_redis("queue")
+
+
+@pytest.fixture
 def make_user(db):
     """make_user(email=, username=, password=, **extra): a new person through user_create
     (as a sign-up makes one), person<n>@example.com and password a-Strong-pass-42 unless given."""
@@ -92,8 +97,9 @@ def make_user(db):
 def run_jobs():
     """Run what is queued on the named queues, in this process (a SimpleWorker, burst).
 
-    The worker gets a connection of its own: RQ raises its socket timeout on the pool
-    it is given, which would change the state role's shared pool for later tests.
+    On the queue role's server, with a connection of its own: RQ raises its socket
+    timeout on the pool it is given, which would change the role's shared pool for
+    later tests.
     """
     from django_rq import get_queue
     from redis import Redis
@@ -102,7 +108,7 @@ def run_jobs():
     from core.redis import role_url
 
     def run(*names: str) -> None:
-        connection = Redis.from_url(role_url("state"))
+        connection = Redis.from_url(role_url("queue"))
         try:
             queues = [get_queue(name, connection=connection) for name in names]
             SimpleWorker(queues, connection=connection).work(burst=True)

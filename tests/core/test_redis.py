@@ -31,9 +31,9 @@ def test_connections_have_timeouts_and_retry_with_backoff():
     assert kwargs["client_name"] == "kestrel-state"
 
 
-def test_rq_queues_live_on_the_state_role():
+def test_rq_queues_live_on_the_queue_role():
     for name in ("periodic", "default", "email", "reports"):
-        assert get_queue(name).connection.connection_pool is get_redis("state").connection_pool
+        assert get_queue(name).connection.connection_pool is get_redis("queue").connection_pool
 
 
 def test_clearing_the_cache_never_touches_state_or_other_prefixes(state_redis):

@@ -31,7 +31,7 @@ def queued_ids(name: str) -> list[str]:
 
 
 def rq_job(job: Job) -> RQJob:
-    return RQJob.fetch(str(job.pk), connection=get_redis("state"))
+    return RQJob.fetch(str(job.pk), connection=get_redis("queue"))
 
 
 # --- The API ---------------------------------------------------------------------------

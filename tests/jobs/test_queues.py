@@ -25,7 +25,7 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
     # The cron scheduler enqueues after the backlog, as it does a minute into a busy day.
     scheduler = DjangoCronScheduler()
     scheduler.load_config_from_file("jobs/cron.py")
-    connection = Redis.from_url(role_url("state"))
+    connection = Redis.from_url(role_url("queue"))
     try:
         drain = next(job for job in scheduler.get_jobs() if job.func_name == "jobs.jobs.drain_outbox")
         periodic = drain.enqueue(connection)
@@ -45,7 +45,7 @@ def test_with_a_backlog_of_reports_queued_a_worker_takes_the_periodic_job_first(
 def test_kestrels_worker_has_kestrels_intervals_whichever_command_starts_it():
     """`rqworker-pool` has no --worker-ttl flag and django-rq's commands none for the intervals."""
     # A connection of its own: RQ raises the socket timeout of the pool a worker is given.
-    connection = Redis.from_url(role_url("state"))
+    connection = Redis.from_url(role_url("queue"))
     try:
         worker = KestrelWorker(WORKER_QUEUES, connection=connection)
     finally:
@@ -69,7 +69,7 @@ class CountingWorker(KestrelWorker):
 
 
 def test_jobs_in_quick_succession_share_a_connection_check_and_a_failed_job_is_followed_by_one():
-    connection = Redis.from_url(role_url("state"))
+    connection = Redis.from_url(role_url("queue"))
     try:
         queue = Queue("email", connection=connection)
         CountingWorker.now, CountingWorker.checks = 0.0, 0

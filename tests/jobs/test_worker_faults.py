@@ -58,7 +58,7 @@ class WorkerProcess:
             "worker",
             QUEUE,
             "--url",
-            role_url("state"),
+            role_url("queue"),
             "--path",
             str(ROOT),
             "--worker-class",
@@ -125,7 +125,7 @@ def start_worker(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
 
 @pytest.fixture
 def queue() -> Queue:
-    return Queue(QUEUE, connection=get_redis("state"))
+    return Queue(QUEUE, connection=get_redis("queue"))
 
 
 def wait_for(condition: Callable[[], bool], what: str, *workers: WorkerProcess) -> float:

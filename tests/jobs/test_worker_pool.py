@@ -43,7 +43,7 @@ DETECTION_BOUND = (
 
 @pytest.fixture
 def queue() -> Queue:
-    return Queue(QUEUE, connection=get_redis("state"))
+    return Queue(QUEUE, connection=get_redis("queue"))
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def wait_for(condition: Callable[[], bool], what: str, pool: Process) -> float:
 
 def live_workers() -> list[Worker]:
     """The workers registered on the queue whose process is alive."""
-    return [worker for worker in Worker.all(connection=get_redis("state")) if _alive(worker.pid)]
+    return [worker for worker in Worker.all(connection=get_redis("queue")) if _alive(worker.pid)]
 
 
 def _alive(pid: int | None) -> bool:

@@ -40,7 +40,7 @@ def alive_worker():
 
     On a connection of its own: RQ raises the socket timeout of the pool it is given.
     """
-    connection = Redis.from_url(role_url("state"))
+    connection = Redis.from_url(role_url("queue"))
     worker = Worker([Queue("email", connection=connection)], connection=connection)
     worker.register_birth()
     yield worker
@@ -166,11 +166,11 @@ def test_metrics_keep_every_kestrel_family(client, token):
     assert "_created" not in body
 
 
-def test_metrics_include_queue_depths_failed_jobs_and_workers(client, token, state_redis, alive_worker):
-    email = Queue("email", connection=state_redis)
+def test_metrics_include_queue_depths_failed_jobs_and_workers(client, token, queue_redis, alive_worker):
+    email = Queue("email", connection=queue_redis)
     email.enqueue(noop_job)
     email.enqueue(noop_job)
-    state_redis.zadd(email.failed_job_registry.key, {"a-failed-job": 9_999_999_999})
+    queue_redis.zadd(email.failed_job_registry.key, {"a-failed-job": 9_999_999_999})
 
     body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
 
@@ -193,9 +193,9 @@ def test_metrics_still_answer_while_redis_is_down(client, token, redis_down):
     assert b"kestrel_rq_jobs" not in response.content  # no figures rather than wrong ones
 
 
-def test_each_scrape_reads_redis_afresh(state_redis):
+def test_each_scrape_reads_redis_afresh(queue_redis):
     registry = build_registry()
-    Queue("default", connection=state_redis).enqueue(noop_job)
+    Queue("default", connection=queue_redis).enqueue(noop_job)
 
     assert registry.get_sample_value("kestrel_rq_jobs", {"queue": "default", "state": "queued"}) == 1
 
@@ -203,8 +203,8 @@ def test_each_scrape_reads_redis_afresh(state_redis):
 # --- Jobs in /healthz -----------------------------------------------------------------
 
 
-def test_jobs_status_reports_workers_alive_and_the_backlog(state_redis, alive_worker):
-    Queue("email", connection=state_redis).enqueue(noop_job)
+def test_jobs_status_reports_workers_alive_and_the_backlog(queue_redis, alive_worker):
+    Queue("email", connection=queue_redis).enqueue(noop_job)
 
     status = jobs_status()
 
@@ -216,7 +216,7 @@ def test_jobs_status_reports_workers_alive_and_the_backlog(state_redis, alive_wo
     assert status["queues"]["email"]["oldest_seconds"] >= 0
 
 
-def test_jobs_status_is_not_ok_without_a_live_worker(state_redis):
+def test_jobs_status_is_not_ok_without_a_live_worker(queue_redis):
     status = jobs_status()
 
     assert status["ok"] is False
@@ -224,8 +224,8 @@ def test_jobs_status_is_not_ok_without_a_live_worker(state_redis):
     assert status["problems"] == ["no RQ worker is alive"]
 
 
-def test_a_worker_that_stopped_heartbeating_is_not_alive(state_redis, alive_worker):
-    state_redis.delete(alive_worker.key)  # what its key's TTL does when heartbeats stop
+def test_a_worker_that_stopped_heartbeating_is_not_alive(queue_redis, alive_worker):
+    queue_redis.delete(alive_worker.key)  # what its key's TTL does when heartbeats stop
 
     snapshot = rq_snapshot()
 
@@ -233,9 +233,9 @@ def test_a_worker_that_stopped_heartbeating_is_not_alive(state_redis, alive_work
     assert snapshot.registered_workers == 1
 
 
-def test_jobs_status_flags_a_backlog_over_the_limit(settings, state_redis, alive_worker):
+def test_jobs_status_flags_a_backlog_over_the_limit(settings, queue_redis, alive_worker):
     settings.KESTREL_HEALTH_MAX_BACKLOG = 2
-    email = Queue("email", connection=state_redis)
+    email = Queue("email", connection=queue_redis)
     for _ in range(3):
         email.enqueue(noop_job)
 

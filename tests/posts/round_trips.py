@@ -1,6 +1,6 @@
 """Counting Redis round trips as the connections see them.
 
-Every client of the state and cache roles reports each round trip it completes to
+Every client of the state, cache and queue roles reports each round trip it completes to
 core.instrumentation's recorder: a single command, or a whole pipeline or MULTI/EXEC as
 one, redis-py's own extras (a SCRIPT EXISTS before a pipeline) included; a reconnect
 counts as one CONNECT, its handshake inside it. `recording()` notes those of the calling
@@ -43,7 +43,7 @@ def recording() -> Iterator[RoundTrips]:
 
     def note(role, name, blocking, commands=None) -> None:
         # A connect is not a round trip of the call (the pool's, once per connection).
-        if role in ("state", "cache") and name != "CONNECT" and not blocking and threading.get_ident() == me:
+        if role in ("state", "cache", "queue") and name != "CONNECT" and not blocking and threading.get_ident() == me:
             trips.sent.append((role, name, [command for command, _ in commands] if commands else []))
 
     def recording_record(role, name, family, started, blocking, commands=None, errors=None):

@@ -46,7 +46,7 @@ def test_a_report_job_builds_the_csv_reports_progress_and_emails_a_link(
     status = as_ada.get(f"/api/jobs/{job_id}").json()
     assert status["status"] == "finished"
     assert status["result"]["summary"] == {"posts": 3, "views": 4, "likes": 3}
-    assert RQJob.fetch(job_id, connection=get_redis("state")).meta["progress"] == {"done": 3, "total": 3}
+    assert RQJob.fetch(job_id, connection=get_redis("queue")).meta["progress"] == {"done": 3, "total": 3}
     download = as_ada.get(f"/api/reports/{job_id}")
     assert download.status_code == 200
     rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))

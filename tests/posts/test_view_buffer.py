@@ -182,7 +182,7 @@ def test_a_view_counted_in_a_job_is_sent_when_the_job_ends(state_redis):
     from core.redis import role_url
     from jobs.workers import KestrelWorker
 
-    connection = Redis.from_url(role_url("state"))  # RQ changes its pool's socket timeout
+    connection = Redis.from_url(role_url("queue"))  # RQ changes its pool's socket timeout
     try:
         queue = Queue("views-test", connection=connection)
         job = queue.enqueue(record_a_view, 42)

@@ -17,9 +17,9 @@ _LEVEL_STYLE = {OK: "SUCCESS", WARNING: "WARNING", ERROR: "ERROR", SKIPPED: "NOT
 
 class Command(BaseCommand):
     help = (
-        "Check both Redis roles against Kestrel's rules: TTLs on cache keys (SCAN), big keys (MEMORY USAGE "
-        "on a sample), eviction policy per role, persistence of the state role, SLOWLOG. Exits 1 when a rule "
-        "is broken."
+        "Check each Redis role against Kestrel's rules: TTLs on cache keys (SCAN), big keys (MEMORY USAGE "
+        "on a sample), eviction policy per role, persistence of the state and queue roles, SLOWLOG. Exits 1 "
+        "when a rule is broken."
     )
 
     def add_arguments(self, parser):
