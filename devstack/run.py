@@ -34,7 +34,10 @@ def _log(message: str) -> None:
 
 ENV_FILE = "devstack.env"
 # Passed on to `make manage`: enough for manage.py to reach the running stack.
-ENV_FILE_NAMES = ("DEBUG", "REDIS_URL", "REDIS_CACHE_URL", "DATABASE_URL", "KESTREL_VAR_DIR", "REDIS_KEY_PREFIX")
+ENV_FILE_NAMES = (
+    *("DEBUG", "REDIS_URL", "REDIS_CACHE_URL", "REDIS_QUEUE_URL", "REDIS_QUEUE_SENTINELS"),
+    *("DATABASE_URL", "KESTREL_VAR_DIR", "REDIS_KEY_PREFIX"),
+)
 
 
 def _write_env_file(var_dir: Path, env: dict[str, str]) -> None:
