@@ -32,7 +32,8 @@ manage: install
 run: install
 	$(PY) -m devstack.run
 
-## Only the RQ workers, against REDIS_URL: a pool of WORKER_PROCESSES (default: one per core).
+## Only the RQ workers, against the queue role (REDIS_QUEUE_URL, default REDIS_URL): a pool of
+## WORKER_PROCESSES (default: one per core).
 WORKER_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 worker: install
 	$(PY) manage.py rqworker-pool periodic email reports default --num-workers $(WORKER_PROCESSES)
