@@ -3,6 +3,9 @@
 - E001: a role's Redis cannot be reached at all (the URL, minus password, is shown).
 - W001: the state role may evict keys: sessions, denylist entries, rate-limit
   counters and queued jobs would vanish under memory pressure (docs/design.md, "Redis roles").
+- E002: KESTREL_KEY_PREFIX is not a plain word: a brace in it would become every key's
+  hash tag on Redis Cluster, a colon or glob character would blur the key families
+  (docs/design.md, "The key grammar").
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from core.keys import prefix_ok
 from core.redis import ROLE_ALIASES, SAFE_STATE_POLICIES, get_redis, redact_url, role_url
 
 
@@ -38,6 +43,20 @@ def check_redis_roles(app_configs: Sequence[AppConfig] | None = None, **kwargs: 
         if role == "state":
             messages.extend(_check_state_policy(client, url))
     return messages
+
+
+@register(Tags.caches, deploy=False)
+def check_key_prefix(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    prefix = getattr(settings, "KESTREL_KEY_PREFIX", None)
+    if prefix_ok(prefix):
+        return []
+    return [
+        Error(
+            f"KESTREL_KEY_PREFIX {prefix!r} cannot start Redis keys.",
+            hint="Set REDIS_KEY_PREFIX to a lowercase word (letters, digits, '_' or '-'), at most 32 characters.",
+            id="kestrel.E002",
+        )
+    ]
 
 
 def _check_state_policy(client: Redis, url: str) -> list[CheckMessage]:
