@@ -2,12 +2,22 @@
 
 Each builder's docstring names the Redis type, the role and the TTL. State role:
 sessions, the token denylists, token epochs and the profile lock. Cache role: public
-profiles and the follow graph's mirror.
+profiles and the follow graph's mirror. Every key's hash tag is its own id (core.keys):
+a user's keys share a slot; a session, a token and a token family each have their own,
+since nothing but the id is known when an old name is renamed (redis_rename_keys).
 """
 
 from django.conf import settings
 
-from core.keys import key
+from core.keys import key, tag_the_id
+
+# The state role's families as named before hash tags (manage.py redis_rename_keys).
+RENAMES = (
+    tag_the_id("accounts:session"),
+    tag_the_id("accounts:jwt", "revoked"),
+    tag_the_id("accounts:jwt_family", "revoked"),
+    tag_the_id("accounts:user", "token_epoch"),
+)
 
 # The families below whose id is a credential (a session cookie's value, a token's jti
 # or family): never shown or logged whole (core.keys.redact_key, via settings).
@@ -63,7 +73,7 @@ PROFILE_LOCK_TTL_MS = 5_000  # a profile edit is one UPDATE; 5 s covers a slow d
 
 
 def user_profile_lock(user_id: int) -> str:
-    """Lock name for core.locks (STRING kestrel:core:lock:user:<id>:profile, state role, PROFILE_LOCK_TTL_MS).
+    """Lock name for core.locks (STRING kestrel:core:lock:user:<id>:profile:{locks}, state role, PROFILE_LOCK_TTL_MS).
 
     One edit of a profile at a time; metrics label "user:*:profile".
     """

@@ -23,6 +23,7 @@ from core.cacheaside import invalidate, invalidate_now
 from core.commit import after_commit
 from core.locks import LockNotAcquired, fenced_update, redis_lock
 from core.redis import get_redis, is_unavailable
+from core.scripts import script_queue
 from jobs.services import email_enqueue
 
 logger = logging.getLogger(__name__)
@@ -170,20 +171,15 @@ def user_update_profile(*, user: User, name: str | None = None, bio: str | None 
 
 
 _MIRROR_UPDATE_LUA = """
--- KEYS: [1] the followee's followers set, [2] the follower's following set,
---       [3] and [4] the rebuild leases of those two sets
--- ARGV: [1] follower id, [2] followee id, [3] "1" to follow, "0" to unfollow
--- Only sets that exist change: SADD on a missing set would create one holding just
--- this member, which readers would take for the whole set. Deleting the leases fails
+-- KEYS: [1] one user's follow set (followers or following), [2] that set's rebuild lease
+-- ARGV: [1] the member (the other user's id), [2] "1" to follow, "0" to unfollow
+-- Only a set that exists changes: SADD on a missing set would create one holding just
+-- this member, which readers would take for the whole set. Deleting the lease fails
 -- the EXEC of any rebuild in flight, whose database read may predate this change.
-local add = ARGV[3] == '1'
-local members = {ARGV[1], ARGV[2]}
-for i = 1, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    if add then redis.call('SADD', KEYS[i], members[i]) else redis.call('SREM', KEYS[i], members[i]) end
-  end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[2] == '1' then redis.call('SADD', KEYS[1], ARGV[1]) else redis.call('SREM', KEYS[1], ARGV[1]) end
 end
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2])
 return 1
 """
 
@@ -194,22 +190,25 @@ def _mirror_update_script() -> Script:
 
 
 def follow_mirror_update(*, follower_id: int, followee_id: int, added: bool) -> None:
-    """Apply a committed follow (or unfollow) to both Redis sets: one script, one round trip.
+    """Apply a committed follow (or unfollow) to both Redis sets: one round trip.
 
-    Only built sets change, and both rebuild leases are deleted. Cache role: if Redis
-    does not answer, both sets are dropped instead (invalidate_now, its outbox).
+    Only built sets change, and both rebuild leases are deleted. One script call per
+    user, each on that user's keys (one hash slot): the two sets need not change
+    together, as each is checked against its own rebuild. Cache role: if Redis does
+    not answer, both sets are dropped instead (invalidate_now, its outbox).
     """
+    flag = 1 if added else 0
     try:
-        _mirror_update_script()(
-            keys=[
-                keys.user_followers(followee_id),
-                keys.user_following(follower_id),
-                keys.user_followers_rebuild(followee_id),
-                keys.user_following_rebuild(follower_id),
+        pipe = get_redis("cache").pipeline(transaction=False)
+        script_queue(
+            pipe,
+            _mirror_update_script(),
+            [
+                ([keys.user_followers(followee_id), keys.user_followers_rebuild(followee_id)], [follower_id, flag]),
+                ([keys.user_following(follower_id), keys.user_following_rebuild(follower_id)], [followee_id, flag]),
             ],
-            args=[follower_id, followee_id, 1 if added else 0],
-            client=get_redis("cache"),
         )
+        pipe.execute()
     except Exception as exc:
         if not is_unavailable(exc):
             raise

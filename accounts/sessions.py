@@ -89,7 +89,8 @@ class SessionStore(CacheSessionStore):
             _seen_epoch(session_data, user_id=None, raw_epoch=None)
         else:
             # A session whose user this process knows: its user's token epoch in the
-            # same round trip (keys on one primary, as the limiter's script assumes).
+            # same round trip. Two hash slots (the session's, the user's): one MGET on
+            # one server; Redis Cluster needs it split by slot (docs/design.md, "The key grammar").
             raw, raw_epoch = self.store.client.get_client().mget(
                 [self.redis_key(session_key), keys.user_token_epoch(user_id)]
             )

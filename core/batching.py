@@ -22,6 +22,7 @@ from redis import Redis
 
 from core import metrics
 from core.redis import is_unavailable
+from core.scripts import script_queue
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ atexit.register(flush_all)
 
 # One process's batches, in order: the sequence key holds the highest number applied, so
 # a copy of a batch that already ran (its reply lost to a timeout, re-sent) is skipped.
-# All the keys of a call are on the one primary of the state role (no hash tag needed).
+# The keys of one call share a hash slot (on Redis Cluster a script's keys must): callers
+# split a batch by slot, with one sequence key per slot (posts.keys' view shards).
 _APPLY_LUA = f"""
 -- KEYS: sequence, then counter_1 .. counter_c, then hll_1 .. hll_h, then set_1 .. set_s
 -- ARGV: [1] seq, [2] the sequence key's TTL (s), [3] c, [4] h, [5] s,
@@ -345,6 +347,40 @@ return out
 """
 
 
+@dataclass(frozen=True)
+class Apply:
+    """One apply_once call: `counters` INCRBY their amounts, `hyperloglogs` and `sets` get
+    their members, unless batch `seq` of `sequence_key` (a STRING, `ttl` seconds) ran."""
+
+    sequence_key: str
+    seq: int
+    ttl: int
+    counters: Mapping[str, int]
+    hyperloglogs: Mapping[str, Iterable[str]] = field(default_factory=dict)
+    sets: Mapping[str, Iterable[str]] = field(default_factory=dict)
+
+    def call(self) -> tuple[list[str], list[int | str]]:
+        """The script's (keys, args)."""
+        keys: list[str] = [self.sequence_key, *self.counters]
+        args: list[int | str] = [
+            self.seq,
+            self.ttl,
+            len(self.counters),
+            len(self.hyperloglogs),
+            len(self.sets),
+            *self.counters.values(),
+        ]
+        for group in (self.hyperloglogs, self.sets):
+            for key, members in group.items():
+                members = list(members)
+                keys.append(key)
+                args += [len(members), *members]
+        return keys, args
+
+    def result(self, reply: Sequence[int]) -> tuple[bool, dict[str, int]]:
+        return bool(reply[0]), {key: int(total) for key, total in zip(self.counters, reply[1:], strict=True)}
+
+
 def apply_once(
     client: Redis,
     *,
@@ -361,13 +397,21 @@ def apply_once(
     reports the counters as they are. `sequence_key` (a STRING, `ttl` seconds) belongs
     to one process; its batches must be sent in order, each after the last was answered.
     """
-    hyperloglogs, sets = hyperloglogs or {}, sets or {}
-    keys: list[str] = [sequence_key, *counters]
-    args: list[int | str] = [seq, ttl, len(counters), len(hyperloglogs), len(sets), *counters.values()]
-    for group in (hyperloglogs, sets):
-        for key, members in group.items():
-            members = list(members)
-            keys.append(key)
-            args += [len(members), *members]
-    reply = client.register_script(_APPLY_LUA)(keys=keys, args=args, client=client)
-    return bool(reply[0]), {key: int(total) for key, total in zip(counters, reply[1:], strict=True)}
+    apply = Apply(sequence_key, seq, ttl, counters, hyperloglogs or {}, sets or {})
+    return apply_once_many(client, [apply])[0]
+
+
+def apply_once_many(client: Redis, applies: Sequence[Apply]) -> list[tuple[bool, dict[str, int]]]:
+    """apply_once for each of `applies` (one per hash slot of a batch), in one round trip:
+    one EVALSHA, or several in a pipeline. Each call stands alone: a batch sent again
+    after a lost reply is skipped where it ran and applied where it did not."""
+    if not applies:
+        return []
+    script = client.register_script(_APPLY_LUA)
+    if len(applies) == 1:
+        keys, args = applies[0].call()
+        return [applies[0].result(script(keys=keys, args=args, client=client))]
+    pipe = client.pipeline(transaction=False)
+    script_queue(pipe, script, (apply.call() for apply in applies))
+    replies = pipe.execute()[1:]  # after the SCRIPT LOAD's
+    return [apply.result(reply) for apply, reply in zip(applies, replies, strict=True)]

@@ -117,7 +117,12 @@ def l1() -> L1:
 # --- Reads ---------------------------------------------------------------------------
 
 
-def _lease_key(key: str) -> str:
+def lease_key(key: str) -> str:
+    """STRING (the loader's token), the cache role, LEASE_MS: a load of `key` in flight.
+
+    `key` plus a facet, so it shares the value's hash tag: the scripts and MULTIs below
+    use both in one call, which Redis Cluster allows only within one slot.
+    """
     return f"{key}:lock"
 
 
@@ -163,7 +168,7 @@ def _store_script_for(client: Redis) -> Script:
 
 def _store_if_leased(client: Redis, key: str, token: str, envelope: str, ttl: int) -> bool:
     script = _store_script_for(client)
-    return bool(script(keys=[key, _lease_key(key)], args=[token, envelope, ttl], client=client))
+    return bool(script(keys=[key, lease_key(key)], args=[token, envelope, ttl], client=client))
 
 
 def get_or_load(
@@ -299,7 +304,7 @@ def _refresh_early(
     """XFetch fired: refresh if no one else is (the lease), else keep serving the current value."""
     token = uuid.uuid4().hex
     try:
-        if not client.set(_lease_key(key), token, nx=True, px=LEASE_MS):
+        if not client.set(lease_key(key), token, nx=True, px=LEASE_MS):
             return MISS
     except Exception as exc:
         if not is_unavailable(exc):
@@ -319,12 +324,12 @@ def _load_cold(
         # The lease and a second look at the value in one MULTI: another reader may
         # have stored the value between our GET and now, and then we need no load.
         pipe = client.pipeline(transaction=True)
-        pipe.set(_lease_key(key), token, nx=True, px=LEASE_MS)
+        pipe.set(lease_key(key), token, nx=True, px=LEASE_MS)
         pipe.get(key)
         leased, raw = pipe.execute()
         if raw is not None:
             if leased:
-                client.delete(_lease_key(key))
+                client.delete(lease_key(key))
             return json.loads(raw)["v"], False
     except UNAVAILABLE_ERRORS as exc:
         return _fail_open(fam, exc, loader), False
@@ -344,7 +349,7 @@ def _load_cold(
             # the loader could store and release in between and we would load again.
             pipe = client.pipeline(transaction=True)
             pipe.get(key)
-            pipe.exists(_lease_key(key))
+            pipe.exists(lease_key(key))
             raw, lease_held = pipe.execute()
             if raw is not None:
                 return json.loads(raw)["v"], False
@@ -524,10 +529,10 @@ def _take_leases(
     """
     pipe = client.pipeline(transaction=False)
     for obj_id in missing:
-        pipe.set(_lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
+        pipe.set(lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
         pipe.get(fam.key(obj_id))
     for obj_id in refresh:
-        pipe.set(_lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
+        pipe.set(lease_key(fam.key(obj_id)), token, nx=True, px=LEASE_MS)
     replies = pipe.execute()
     leased: set[Any] = set()
     second_look: dict[Any, CachedDict | None] = {}
@@ -537,7 +542,7 @@ def _take_leases(
         if raw is not None:
             second_look[obj_id] = json.loads(raw)["v"]
             if got_lease:
-                releases.append(_lease_key(fam.key(obj_id)))
+                releases.append(lease_key(fam.key(obj_id)))
         elif got_lease:
             leased.add(obj_id)
     leased.update(obj_id for obj_id, got_lease in zip(refresh, replies[2 * len(missing) :], strict=True) if got_lease)
@@ -561,14 +566,14 @@ def _store_many(
     calls: list[tuple[list[str], list[str | int]]] = []
     for obj_id in to_store:
         key, ttl = fam.key(obj_id), _ttl_for(fam, values[obj_id], rand)
-        calls.append(([key, _lease_key(key)], [token, _envelope(values[obj_id], delta, ttl, clock()), ttl]))
+        calls.append(([key, lease_key(key)], [token, _envelope(values[obj_id], delta, ttl, clock()), ttl]))
     pipe = client.pipeline(transaction=False)
     script_queue(pipe, _store_script_for(client), calls)
     for obj_id in unguarded:
         ttl = _ttl_for(fam, values[obj_id], rand)
         pipe.set(fam.key(obj_id), _envelope(values[obj_id], delta, ttl, clock()), ex=ttl)
-    if releases:
-        pipe.delete(*releases)
+    for release in releases:
+        pipe.delete(release)  # one DEL each: the leases of a list are in as many slots as its ids
     replies = pipe.execute()
     took = replies[1 : 1 + len(to_store)] if to_store else []  # after the SCRIPT LOAD's reply
     return {obj_id for obj_id, stored in zip(to_store, took, strict=True) if stored}
@@ -621,7 +626,7 @@ def _invalidate(fam: Family, obj_id: Any, pipe: Pipeline | None = None) -> bool:
         if pipe is None:
             pipe = get_redis("cache").pipeline(transaction=False)
         if not fam.local_only:
-            pipe.delete(key, _lease_key(key))
+            pipe.delete(key, lease_key(key))
         pipe.publish(invalidation_channel(), message)
         pipe.execute()
     except Exception as exc:

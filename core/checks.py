@@ -5,6 +5,9 @@
   unset, or REDIS_QUEUE_URL is one): RQ needs a single primary.
 - W001: the state or queue role may evict keys: sessions, denylist entries, rate-limit
   counters and queued jobs would vanish under memory pressure (docs/design.md, "Redis roles").
+- E003: KESTREL_KEY_PREFIX is not a plain word: a brace in it would become every key's
+  hash tag on Redis Cluster, a colon or glob character would blur the key families
+  (docs/design.md, "The key grammar").
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from core.keys import prefix_ok
 from core.redis import (
     SAFE_STATE_POLICIES,
     Role,
@@ -74,6 +79,21 @@ def check_queue_role(app_configs: Sequence[AppConfig] | None = None, **kwargs: A
             "cluster (multi-key commands and scripts across slots).",
             hint="Set REDIS_QUEUE_URL to a single Redis server, or to a Sentinel service with REDIS_QUEUE_SENTINELS.",
             id="kestrel.E002",
+        )
+    ]
+
+
+@register(Tags.caches, deploy=False)
+def check_key_prefix(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E003: the key prefix is a plain word (no brace: it would become every key's hash tag)."""
+    prefix = getattr(settings, "KESTREL_KEY_PREFIX", None)
+    if prefix_ok(prefix):
+        return []
+    return [
+        Error(
+            f"KESTREL_KEY_PREFIX {prefix!r} cannot start Redis keys.",
+            hint="Set REDIS_KEY_PREFIX to a lowercase word (letters, digits, '_' or '-'), at most 32 characters.",
+            id="kestrel.E003",
         )
     ]
 

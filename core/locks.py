@@ -23,7 +23,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from core import metrics
-from core.keys import key, safe_id
+from core.keys import Rename, key, safe_id, with_tag
 from core.redis import UNAVAILABLE_ERRORS, Role, get_redis
 
 logger = logging.getLogger(__name__)
@@ -47,19 +47,26 @@ class LockNotAcquired(Exception):
 
 # --- Keys ----------------------------------------------------------------------------
 
+# Every lock key and the fence counter share one hash tag: the acquire script takes a
+# lock and draws from the one counter in one atomic step, and on Redis Cluster a script's
+# keys must share a slot. The counter is global by nature (fencing numbers are ordered
+# across all locks), and locks are taken a few times per edit, never per read, so one
+# slot holds them without becoming a hot spot (docs/design.md, "The key grammar").
+LOCK_TAG = "locks"
+
 
 def lock_key(name: str) -> str:
     """STRING "<owner token>:<fence>", state role, the holder's ttl_ms (always set): who holds lock `name`.
 
     Names are built by code, like "user:7:profile", and stay readable in the key
-    (kestrel:core:lock:user:7:profile) when they are plain segments. Anything else
+    (kestrel:core:lock:user:7:profile:{locks}) when they are plain segments. Anything else
     (free text, long values) is hashed, so no input can add glob characters or make a
     huge key. The entity "lock" is never used by the fence counter ("lock_fence"), so
     no lock name can collide with it.
     """
     if len(name) <= 200 and _READABLE_NAME.match(name):
-        return f"{key('core', 'lock')}:{name}"
-    return key("core", "lock", safe_id(name))
+        return with_tag(f"{key('core', 'lock')}:{name}", LOCK_TAG)
+    return key("core", "lock", safe_id(name), tag=LOCK_TAG)
 
 
 def fence_key() -> str:
@@ -69,7 +76,15 @@ def fence_key() -> str:
     script hands out max(counter + 1, the server's clock in µs), so a counter lost in a
     failover still yields larger numbers (docs/design.md, "Locks with fencing").
     """
-    return key("core", "lock_fence")
+    return key("core", "lock_fence", tag=LOCK_TAG)
+
+
+# The keys as named before hash tags (manage.py redis_rename_keys). The fence counter
+# above all: a lost one would start fencing numbers again from the server's clock.
+RENAMES = (
+    Rename("core:lock", "core:lock:*", lambda old: None if "{" in old else with_tag(old, LOCK_TAG)),
+    Rename("core:lock_fence", "core:lock_fence", lambda old: None if "{" in old else fence_key()),
+)
 
 
 # --- Lua -----------------------------------------------------------------------------

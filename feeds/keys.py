@@ -1,6 +1,17 @@
-"""Redis keys and limits of the feeds app (activity streams, timelines, notifications)."""
+"""Redis keys and limits of the feeds app (activity streams, timelines, notifications).
 
-from core.keys import key
+Hash tags (core.keys): a user's id for every key of that user, so a timeline and its
+rebuild lease, or the notifications and their read marker, share a slot; a
+once-per-window claim takes its recipient's.
+"""
+
+from core.keys import key, tag_the_id
+
+# The state role's families as named before hash tags (manage.py redis_rename_keys). The
+# once-per-window claims (feeds:notified) are left to expire within NOTIFY_ONCE_WINDOW:
+# a like's old name lacks its recipient, and a lost claim costs at most one repeated
+# notification.
+RENAMES = (tag_the_id("feeds:user"),)
 
 # --- Activity streams and home timelines (state role) --------------------------------------
 
@@ -53,11 +64,15 @@ def user_notifications_read(user_id: int) -> str:
 NOTIFY_ONCE_WINDOW = 60 * 60  # s
 
 
-def notified_once(kind: str, actor_id: int, target_id: int) -> str:
+def notified_once(kind: str, actor_id: int, target_id: int, *, recipient_id: int) -> str:
     """STRING "1", state role, NOTIFY_ONCE_WINDOW (SET NX EX): `actor_id`'s `kind`
     notification about `target_id` (a post liked, a person followed) went out; while it
-    lives, the same one is not sent again."""
-    return key("feeds", "notified", f"{kind}.{actor_id}.{target_id}")
+    lives, the same one is not sent again.
+
+    In the recipient's hash slot (tag `recipient_id`): the notification's script claims
+    it and appends to the recipient's user_notifications in one step.
+    """
+    return key("feeds", "notified", f"{kind}.{actor_id}.{target_id}", tag=recipient_id)
 
 
 def user_channel(user_id: int) -> str:

@@ -263,7 +263,7 @@ def follow_effects_apply(*, follower: User, followee: User) -> None:
         notification_queue_once(
             pipe,
             user_id=followee.pk,
-            claim=keys.notified_once("follow", follower.pk, followee.pk),
+            claim=keys.notified_once("follow", follower.pk, followee.pk, recipient_id=followee.pk),
             window=keys.NOTIFY_ONCE_WINDOW,
             kind="follow",
             message=f"@{follower.username} followed you",
@@ -304,7 +304,7 @@ def like_effects_apply(*, liker: User, post_id: int, post_title: str, author_id:
         notification_queue_once(
             pipe,
             user_id=author_id,
-            claim=keys.notified_once("like", liker.pk, post_id),
+            claim=keys.notified_once("like", liker.pk, post_id, recipient_id=author_id),
             window=keys.NOTIFY_ONCE_WINDOW,
             kind="like",
             message=f"@{liker.username} liked “{post_title}”",

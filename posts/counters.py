@@ -1,8 +1,9 @@
 """Distributed view counters for posts and pages (the reference article's part 6.3).
 
 Each process counts views (and a post's viewers) in memory (core.batching) and sends
-them every KESTREL_VIEW_FLUSH_INTERVAL seconds in one script call on the state role
-(pending counter, viewers' HyperLogLog, dirty set; no TTL). Pending views are taken
+them every KESTREL_VIEW_FLUSH_INTERVAL seconds in one round trip on the state role, a
+script call per view shard (pending counter, viewers' HyperLogLog, dirty set; no TTL;
+posts.keys.view_shard). Pending views are taken
 atomically and added to the row when a counter reaches VIEW_FLUSH_EVERY and every
 minute. Failure policy: while Redis is away the buffer keeps counting and sends later.
 """
@@ -22,11 +23,12 @@ from django.utils.crypto import salted_hmac
 from redis import Redis
 from redis.commands.core import Script
 
-from core.batching import Batch, BatchBuffer, apply_once
+from core.batching import Apply, Batch, BatchBuffer, apply_once_many
 from core.cacheaside import Family, invalidate
 from core.commit import after_commit
 from core.ratelimit.identity import client_ip
 from core.redis import get_redis, is_unavailable
+from core.scripts import script_queue
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
 from posts.models import Page, Post
@@ -126,7 +128,8 @@ def flush_views() -> bool:
 
 
 def _send_views(batch: Batch) -> dict[Hashable, int]:
-    """core.batching's send: one apply_once script call, then the database flush of counters now due.
+    """core.batching's send: one apply_once call per view shard (one round trip), then the
+    database flush of counters now due.
 
     Returns each counter's pending total after the send, less what the flush moved.
     A failed flush is logged and leaves the views in Redis for the scheduled flush.
@@ -135,17 +138,25 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
     # The buffer's keys are (kind, id): record_post_view and record_page_view add them.
     objects = cast(list[tuple[Kind, int]], list(batch.counts))
     viewers = cast(dict[tuple[Kind, int], set[str]], batch.members)
-    counters = {_COUNTER_KEYS[kind](obj_id): batch.counts[(kind, obj_id)] for kind, obj_id in objects}
-    _, totals = apply_once(
-        state,
-        sequence_key=keys.view_batches(batch.process),
-        seq=batch.seq,
-        ttl=keys.VIEW_BATCH_TTL,
-        counters=counters,
-        hyperloglogs={keys.post_viewers(obj_id): members for (_, obj_id), members in viewers.items()},
-        sets={keys.views_dirty(): [_member(kind, obj_id) for kind, obj_id in objects]},
-    )
-    pending: dict[Hashable, int] = {obj: totals[key] for obj, key in zip(objects, counters, strict=True)}
+    applies = [
+        Apply(
+            sequence_key=keys.view_batches(batch.process, shard),
+            seq=batch.seq,
+            ttl=keys.VIEW_BATCH_TTL,
+            counters={_COUNTER_KEYS[kind](obj_id): batch.counts[(kind, obj_id)] for kind, obj_id in group},
+            hyperloglogs={
+                keys.post_viewers(obj_id): viewers[(kind, obj_id)]
+                for kind, obj_id in group
+                if (kind, obj_id) in viewers
+            },
+            sets={keys.views_dirty(shard): [_member(kind, obj_id) for kind, obj_id in group]},
+        )
+        for shard, group in _by_shard(objects).items()
+    ]
+    totals: dict[str, int] = {}
+    for _, shard_totals in apply_once_many(state, applies):
+        totals.update(shard_totals)
+    pending: dict[Hashable, int] = {obj: totals[_COUNTER_KEYS[obj[0]](obj[1])] for obj in objects}
     # `>=`, not `==`: a counter given back after a failed flush stays above the
     # threshold, so every later send retries it. Concurrent takes are harmless: one
     # gets the views, the others take 0.
@@ -161,6 +172,14 @@ def _send_views(batch: Batch) -> dict[Hashable, int]:
         for obj, n in moved.items():
             pending[obj] = max(0, pending[obj] - n)
     return pending
+
+
+def _by_shard(objects: Iterable[tuple[Kind, int]]) -> dict[int, list[tuple[Kind, int]]]:
+    """`objects` grouped by view shard (posts.keys.view_shard), in their order."""
+    groups: dict[int, list[tuple[Kind, int]]] = {}
+    for kind, obj_id in objects:
+        groups.setdefault(keys.view_shard(obj_id), []).append((kind, obj_id))
+    return groups
 
 
 view_buffer = BatchBuffer(
@@ -209,26 +228,27 @@ def flush_all_views(*, batch: int = 500) -> int:
     next run retries); earlier batches stay flushed.
     """
     state = get_redis("state")
-    dirty = keys.views_dirty()
     moved = 0
-    # One pass over what is dirty now. Under steady traffic views re-add members as
-    # fast as we flush them; those wait for the next run instead of keeping this one
-    # going for ever.
-    budget = state.scard(dirty)
-    while budget > 0:
-        # SRANDMEMBER only reads: members leave the set inside the take script.
-        # With a count, SRANDMEMBER answers a list of members.
-        members = cast(list[bytes], state.srandmember(dirty, min(batch, budget)))
-        if not members:
-            break
-        budget -= len(members)
-        parsed, unknown = _parse_members(members)
-        if unknown:
-            # Not ours (nothing in Kestrel writes them): drop them, or every run would
-            # sample them again.
-            logger.warning("Dropping unknown members %r of the dirty-views set", unknown)
-            state.srem(dirty, *unknown)
-        moved += sum(_flush(state, parsed).values())
+    for shard in range(keys.VIEW_SHARDS):
+        dirty = keys.views_dirty(shard)
+        # One pass over what is dirty now. Under steady traffic views re-add members as
+        # fast as we flush them; those wait for the next run instead of keeping this one
+        # going for ever.
+        budget = state.scard(dirty)
+        while budget > 0:
+            # SRANDMEMBER only reads: members leave the set inside the take script.
+            # With a count, SRANDMEMBER answers a list of members.
+            members = cast(list[bytes], state.srandmember(dirty, min(batch, budget)))
+            if not members:
+                break
+            budget -= len(members)
+            parsed, unknown = _parse_members(members)
+            if unknown:
+                # Not ours (nothing in Kestrel writes them): drop them, or every run would
+                # sample them again.
+                logger.warning("Dropping unknown members %r of the dirty-views set", unknown)
+                state.srem(dirty, *unknown)
+            moved += sum(_flush(state, parsed).values())
     return moved
 
 
@@ -247,20 +267,26 @@ def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], li
 def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
     """Take the members' pending views from Redis and add them to their rows; the views moved of each.
 
-    One take script (views_dirty and the counters), then one database transaction; if
-    that fails, for any reason, the views go back to Redis and the error propagates.
+    One take script per view shard (its dirty set and counters; one round trip), then one
+    database transaction; if that fails, for any reason, the views go back to Redis and
+    the error propagates.
     """
     if not members:
         return {}
     # Sorted so that concurrent flushers lock rows in the same order (no deadlocks).
     members = sorted(members)
-    counters = [_COUNTER_KEYS[kind](obj_id) for kind, obj_id in members]
-    taken = _take_script()(
-        keys=[keys.views_dirty(), *counters],
-        args=[_member(kind, obj_id) for kind, obj_id in members],
-        client=state,
-    )
-    batch = [(kind, obj_id, int(n)) for (kind, obj_id), n in zip(members, taken, strict=True) if int(n) > 0]
+    groups = _by_shard(members)
+    calls = [
+        (
+            [keys.views_dirty(shard), *(_COUNTER_KEYS[kind](obj_id) for kind, obj_id in group)],
+            [_member(kind, obj_id) for kind, obj_id in group],
+        )
+        for shard, group in groups.items()
+    ]
+    taken: dict[tuple[Kind, int], int] = {}
+    for group, amounts in zip(groups.values(), _take(state, calls), strict=True):
+        taken.update(zip(group, (int(n) for n in amounts), strict=True))
+    batch = [(kind, obj_id, taken[(kind, obj_id)]) for kind, obj_id in members if taken[(kind, obj_id)] > 0]
     if not batch:
         return {}
     try:
@@ -281,18 +307,34 @@ def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, in
     # count (no TTL) is dropped with them.
     gone_posts = [obj_id for kind, obj_id, _, updated in applied if not updated and kind == "post"]
     if gone_posts:
-        state.delete(*(keys.post_viewers(obj_id) for obj_id in gone_posts))
+        with state.pipeline(transaction=False) as pipe:
+            for obj_id in gone_posts:
+                pipe.delete(keys.post_viewers(obj_id))  # one DEL each: they are in several shards
+            pipe.execute()
     _invalidate_cached_copies([(kind, obj_id) for kind, obj_id, _, updated in applied if updated])
     return moved
 
 
+def _take(state: Redis, calls: list[tuple[list[str], list[str]]]) -> list[list[int]]:
+    """The take script once per (keys, args) in `calls`: one EVALSHA, or a pipeline of them."""
+    if len(calls) == 1:
+        (shard_keys, args) = calls[0]
+        return [_take_script()(keys=shard_keys, args=args, client=state)]
+    with state.pipeline(transaction=False) as pipe:
+        script_queue(pipe, _take_script(), calls)
+        return cast(list[list[int]], pipe.execute()[1:])  # after the SCRIPT LOAD's
+
+
 def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
-    # MULTI/EXEC: the views and their dirty members come back together or not at all.
-    with state.pipeline(transaction=True) as pipe:
-        for kind, obj_id, n in batch:
-            pipe.incrby(_COUNTER_KEYS[kind](obj_id), n)
-            pipe.sadd(keys.views_dirty(), _member(kind, obj_id))
-        pipe.execute()
+    # MULTI/EXEC per view shard: the views and their dirty members come back together or
+    # not at all (a counter and its member are always in the same shard).
+    amounts = {(kind, obj_id): n for kind, obj_id, n in batch}
+    for shard, group in _by_shard(amounts).items():
+        with state.pipeline(transaction=True) as pipe:
+            for kind, obj_id in group:
+                pipe.incrby(_COUNTER_KEYS[kind](obj_id), amounts[(kind, obj_id)])
+                pipe.sadd(keys.views_dirty(shard), _member(kind, obj_id))
+            pipe.execute()
 
 
 def _invalidate_cached_copies(objects: list[tuple[Kind, int]]) -> None:

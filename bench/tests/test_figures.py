@@ -162,7 +162,8 @@ def test_a_view_send_is_named_apart_from_other_scripts():
     from posts import keys as post_keys
 
     # MONITOR lines as the server prints them, with the keys Kestrel's builders make.
-    view_send = f'EVALSHA "ab12" "3" "{post_keys.view_batches("9f3c")}" "{post_keys.post_views(1)}"'
+    batch_key = post_keys.view_batches("9f3c", post_keys.view_shard(1))
+    view_send = f'EVALSHA "ab12" "3" "{batch_key}" "{post_keys.post_views(1)}"'
     assert command_name(view_send) == VIEW_SEND
     assert command_name(f'EVALSHA "ab12" "1" "{key("core", "ratelimit", "0a1b", "api")}"') == "evalsha"
     assert command_name(f'GET "{post_keys.post_detail(1)}"') == "get"

@@ -19,7 +19,7 @@ from django.utils.crypto import salted_hmac
 from redis import Redis
 from redis.commands.core import Script
 
-from core.keys import key
+from core.keys import key, tag_the_id
 from core.ratelimit.policies import US_PER_SECOND, Policy
 from core.redis import get_redis
 
@@ -91,6 +91,11 @@ def rate_limit_key(policy: Policy, subject: str) -> str:
     return key("core", "ratelimit", _subject_digest(settings.SECRET_KEY, policy.algorithm, subject), policy.name)
 
 
+# The counters as named before hash tags (manage.py redis_rename_keys): a request spends
+# from the same quota after an upgrade.
+RENAMES = (tag_the_id("core:ratelimit"),)
+
+
 # Every request computes one or more, mostly for the same few thousand subjects.
 @functools.lru_cache(maxsize=4096)
 def _subject_digest(secret: str, algorithm: str, subject: str) -> str:
@@ -100,8 +105,10 @@ def _subject_digest(secret: str, algorithm: str, subject: str) -> str:
 
 # --- The script -------------------------------------------------------------------------
 
-# Keys of one call must share a hash slot on Redis Cluster; Kestrel runs a single
-# primary (with Sentinel), so they need not.
+# One call's keys span up to three subjects (a user, an address, an account), each with
+# its digest as hash tag, and the guard's keys: several hash slots. One server (or a
+# Sentinel-managed primary) runs it as it is; Redis Cluster would refuse it, and no tag
+# can fix that short of one slot for every request (docs/design.md, "The key grammar").
 _CHECK_LUA = """
 -- KEYS: counter_1 .. counter_n   one STRING per policy (core.ratelimit.rate_limit_key)
 --       then the guard's keys, if any: denied_1 .. denied_d, then its generation key

@@ -202,10 +202,10 @@ def test_an_unfollow_the_mirror_missed_drops_both_sets(
     assert follow_exists(follower_id=bob.pk, followee_id=ada.pk)
     assert follow_counts(user_id=ada.pk)["followers"] == 1
 
-    def unreachable(**kwargs):
+    def unreachable(*args, **kwargs):
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(accounts.services, "_mirror_update_script", lambda: unreachable)
+    monkeypatch.setattr(accounts.services, "script_queue", unreachable)  # the mirror's pipeline
     with django_capture_on_commit_callbacks(execute=True):
         follow_delete(follower=bob, followee=ada)
 

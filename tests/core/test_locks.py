@@ -328,14 +328,15 @@ def test_metric_labels_name_the_kind_of_lock_not_the_object():
 
 
 def test_lock_keys_are_readable_for_plain_names_and_hashed_otherwise():
-    assert lock_key("user:7:profile").endswith(":core:lock:user:7:profile")
+    assert lock_key("user:7:profile").endswith(":core:lock:user:7:profile:{locks}")
     odd = lock_key("user:7:profile with spaces*")
     assert ":core:lock:h-" in odd
     assert " " not in odd
     assert "*" not in odd
-    assert lock_key("x" * 300).count(":") == 3
+    assert lock_key("x" * 300).count(":") == 4
+    assert lock_key("job:{x}").count("{") == 1  # a brace in a name is hashed: the tag stays the first
     # No lock name can make a lock key equal to the fence counter's.
-    assert not fence_key().startswith(lock_key("a").removesuffix("a"))
+    assert not fence_key().startswith(lock_key("a").removesuffix("a:{locks}"))
 
 
 # --- Contention between threads --------------------------------------------------------

@@ -72,7 +72,7 @@ def test_after_the_window_a_new_like_notifies_again(ada, bob, post, after_commit
         post_like(post=post, user=bob)
     with after_commit():
         post_unlike(post=post, user=bob)
-    key = keys.notified_once("like", bob.pk, post.pk)
+    key = keys.notified_once("like", bob.pk, post.pk, recipient_id=ada.pk)
     assert keys.NOTIFY_ONCE_WINDOW - 5 <= state_redis.ttl(key) <= keys.NOTIFY_ONCE_WINDOW
 
     state_redis.delete(key)  # what the key's expiry does when the window ends

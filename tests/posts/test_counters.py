@@ -66,6 +66,11 @@ def flush_every(monkeypatch):
     return set_to
 
 
+def dirty_members(state_redis) -> set[bytes]:
+    """Every view shard's dirty members (posts.keys.views_dirty)."""
+    return set().union(*(state_redis.smembers(keys.views_dirty(shard)) for shard in range(keys.VIEW_SHARDS)))
+
+
 def test_a_sent_view_increments_the_pending_count_the_unique_viewers_and_marks_the_post_dirty(post, state_redis):
     assert record_post_view(post_id=post.pk, viewer="u:1") == 1
     assert record_post_view(post_id=post.pk, viewer="u:1") == 2
@@ -76,7 +81,7 @@ def test_a_sent_view_increments_the_pending_count_the_unique_viewers_and_marks_t
 
     assert pending_views("post", [post.pk]) == {post.pk: 3}
     assert post_unique_viewers(post.pk) == 2
-    assert state_redis.smembers(keys.views_dirty()) == {f"post:{post.pk}".encode()}
+    assert dirty_members(state_redis) == {f"post:{post.pk}".encode()}
     assert view_count(post) == 0
 
 
@@ -85,7 +90,8 @@ def test_the_counters_have_no_ttl_on_the_state_role(post, page, state_redis):
     record_page_view(page_id=page.pk, viewer="u:1")
     flush_views()
 
-    for key in (keys.post_views(post.pk), keys.post_viewers(post.pk), keys.page_views(page.pk), keys.views_dirty()):
+    dirty = {keys.views_dirty(keys.view_shard(post.pk)), keys.views_dirty(keys.view_shard(page.pk))}
+    for key in (keys.post_views(post.pk), keys.post_viewers(post.pk), keys.page_views(page.pk), *dirty):
         assert state_redis.ttl(key) == -1, key
 
 
@@ -154,7 +160,7 @@ def test_flush_all_views_moves_every_dirty_counter_and_empties_the_dirty_set(mak
 
     assert [view_count(p) for p in posts] == [1, 2, 3]
     assert view_count(page) == 4
-    assert state_redis.scard(keys.views_dirty()) == 0
+    assert dirty_members(state_redis) == set()
     assert pending_views("post", [p.pk for p in posts]) == {p.pk: 0 for p in posts}
     assert sorted(invalidated) == sorted([("post", p.pk) for p in posts] + [("page", page.pk)])
     assert flush_all_views() == 0
@@ -163,10 +169,10 @@ def test_flush_all_views_moves_every_dirty_counter_and_empties_the_dirty_set(mak
 def test_flush_all_views_drops_members_it_does_not_know(post, state_redis):
     record_post_view(post_id=post.pk, viewer="u:1")
     flush_views()
-    state_redis.sadd(keys.views_dirty(), "comment:1", "post:x")
+    state_redis.sadd(keys.views_dirty(keys.view_shard(post.pk)), "comment:1", "post:x")
 
     assert flush_all_views() == 1
-    assert state_redis.scard(keys.views_dirty()) == 0
+    assert dirty_members(state_redis) == set()
 
 
 def test_a_database_failure_during_flush_gives_the_views_back(post, state_redis, invalidated, monkeypatch):
@@ -183,7 +189,7 @@ def test_a_database_failure_during_flush_gives_the_views_back(post, state_redis,
             flush_all_views()
 
     assert pending_views("post", [post.pk]) == {post.pk: 5}
-    assert state_redis.sismember(keys.views_dirty(), f"post:{post.pk}")
+    assert f"post:{post.pk}".encode() in dirty_members(state_redis)
     assert view_count(post) == 0
     assert invalidated == []
 
@@ -201,7 +207,7 @@ def test_a_failed_database_flush_does_not_fail_the_send_and_keeps_its_views(
         assert flush_views() is True
 
     assert pending_views("post", [post.pk]) == {post.pk: 3}
-    assert state_redis.sismember(keys.views_dirty(), f"post:{post.pk}")
+    assert f"post:{post.pk}".encode() in dirty_members(state_redis)
 
 
 def test_views_of_a_deleted_post_are_dropped_with_its_unique_viewers(post, state_redis, invalidated):
@@ -213,7 +219,7 @@ def test_views_of_a_deleted_post_are_dropped_with_its_unique_viewers(post, state
     assert flush_all_views() == 0
 
     assert not state_redis.exists(keys.post_views(post_id), keys.post_viewers(post_id))
-    assert state_redis.scard(keys.views_dirty()) == 0
+    assert dirty_members(state_redis) == set()
     assert invalidated == []
 
 
@@ -340,7 +346,7 @@ def test_views_racing_the_scheduled_flush_are_each_counted_exactly_once(make_use
     assert view_count(post) + pending_views("post", [post.pk])[post.pk] == THREADS * VIEWS_PER_THREAD
     flush_all_views()
     assert view_count(post) == THREADS * VIEWS_PER_THREAD
-    assert state_redis.scard(keys.views_dirty()) == 0
+    assert dirty_members(state_redis) == set()
 
 
 @pytest.mark.django_db(transaction=True)

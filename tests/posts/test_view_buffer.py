@@ -10,7 +10,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from core import cacheaside, metrics
-from core.batching import apply_once
+from core.batching import Batch, apply_once
 from core.redis import breaker, get_redis
 from posts import counters, keys
 from posts.counters import flush_views, pending_views, post_unique_viewers, record_post_view
@@ -35,12 +35,12 @@ def send_as_another_process(post_id: int, views: int, *, viewers: tuple[str, ...
     counter = keys.post_views(post_id)
     _, totals = apply_once(
         get_redis("state"),
-        sequence_key=keys.view_batches("another-process"),
+        sequence_key=keys.view_batches("another-process", keys.view_shard(post_id)),
         seq=1,
         ttl=keys.VIEW_BATCH_TTL,
         counters={counter: views},
         hyperloglogs={keys.post_viewers(post_id): viewers} if viewers else {},
-        sets={keys.views_dirty(): [f"post:{post_id}"]},
+        sets={keys.views_dirty(keys.view_shard(post_id)): [f"post:{post_id}"]},
     )
     return totals[counter]
 
@@ -168,6 +168,37 @@ def test_beyond_the_buffer_bound_views_of_new_posts_are_dropped_and_counted(make
     assert [pending[p.pk] for p in posts] == [2, 1, 0, 0]
     assert metrics.value("batching.dropped", buffer="views", reason="full") == 2
     assert "views is full" in caplog.text
+
+
+def test_views_of_posts_in_every_shard_go_in_one_round_trip_each_shard_to_its_own_keys(state_redis):
+    ids = list(range(1, 2 * keys.VIEW_SHARDS + 1))  # two posts in each view shard
+    for post_id in ids:
+        record_post_view(post_id=post_id, viewer="u:1")
+
+    with recording() as trips:
+        assert flush_views() is True
+
+    assert trips.names() == [("state", "PIPELINE")]  # a SCRIPT LOAD and one call per shard
+    assert pending_views("post", ids) == {post_id: 1 for post_id in ids}
+    for shard in range(keys.VIEW_SHARDS):
+        assert state_redis.smembers(keys.views_dirty(shard)) == {
+            f"post:{post_id}".encode() for post_id in ids if keys.view_shard(post_id) == shard
+        }
+    sequences = list(state_redis.scan_iter(match=f"{settings.KESTREL_KEY_PREFIX}:posts:views:*:batch:*"))
+    assert len(sequences) == keys.VIEW_SHARDS  # this process's batch number, once per shard
+
+
+def test_a_batch_sent_again_counts_once_in_every_shard(state_redis):
+    ids = list(range(1, keys.VIEW_SHARDS + 1))
+    batch = Batch(process="a-process", seq=1, counts={("post", post_id): 2 for post_id in ids})
+    first = counters._send_views(batch)
+    # Its reply lost to a timeout, the same batch goes again: the shards skip it.
+    assert counters._send_views(batch) == first == {("post", post_id): 2 for post_id in ids}
+    assert pending_views("post", ids) == {post_id: 2 for post_id in ids}
+
+    state_redis.delete(keys.view_batches("a-process", keys.view_shard(ids[0])))  # one shard never saw it
+    counters._send_views(batch)
+    assert pending_views("post", ids) == {post_id: 4 if post_id == ids[0] else 2 for post_id in ids}
 
 
 def record_a_view(post_id: int) -> None:
