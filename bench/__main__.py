@@ -7,6 +7,7 @@
     python -m bench --group jobs          # only the jobs benchmark (repeatable)
     python -m bench --skip feeds --skip protect
     python -m bench load                  # a mixed load of many people against the floor (bench/load.py)
+    python -m bench capacity              # that mix's Redis cost per role, per 1,000 req/s (bench/capacity.py)
 
 Groups (bench.scenarios.GROUPS): http (the floor, the article's naive read of a post,
 GET /api/posts/{id} anonymous, logged in and with a token), writes (POST /api/posts,
@@ -1136,6 +1137,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.load import main as load_main  # its own options: python -m bench load --help
 
         return load_main(argv[1:])
+    if argv[:1] == ["capacity"]:
+        from bench.capacity import main as capacity_main  # its own options: python -m bench capacity --help
+
+        return capacity_main(argv[1:])
     args = parse_args(argv)
     # `kill` or a stopping `make` sends SIGTERM: turn it into an exception so the
     # `finally` blocks stop gunicorn and Redis, as Ctrl-C (KeyboardInterrupt) does.
