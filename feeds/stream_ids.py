@@ -72,8 +72,17 @@ def post_stream_id(created_at: datetime, post_id: int) -> str:
     return f"{ms_since_epoch(created_at)}-{post_id}"
 
 
+# The last millisecond a datetime can hold, less one (a page query adds one): a cursor
+# past it (Redis takes 64-bit milliseconds, Python's datetimes end in 9999) means
+# "before everything", not an overflow.
+_LAST_MS = ms_since_epoch(datetime.max.replace(tzinfo=UTC)) - 1
+
+
 def posts_before(stream_id: str) -> tuple[datetime, int]:
     """What `before=<stream id>` means to a query of posts: (the start of that millisecond,
-    the post id), as posts.selectors.post_list_by_authors takes it. ValueError if malformed."""
+    the post id), as posts.selectors.post_list_by_authors takes it. ValueError if malformed.
+
+    A millisecond past year 9999 is clamped there: every post comes before it.
+    """
     ms, seq = stream_id_or_raise(stream_id)
-    return _EPOCH + ms * _MS, seq
+    return _EPOCH + min(ms, _LAST_MS) * _MS, seq

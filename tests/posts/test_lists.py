@@ -343,3 +343,19 @@ def test_api_leaderboard_pages_by_start(client, ada, bob, make_user, publish):
     assert [e["rank"] for e in first["top"] + second["top"]] == [1, 2]
     assert first["next"] == 1
     assert past == {**past, "top": [], "next": None}
+
+
+def test_a_cursor_past_year_9999_pages_from_the_newest_post_not_a_500(client, ada, publish):
+    # Redis stream ids take 64-bit milliseconds; Python's datetimes end in 9999.
+    publish(ada, "a post")
+    far = "5262056390250330-1026128346153"
+
+    api = client.get("/api/posts", {"before": far})
+    older = client.get(f"/api/users/{ada.pk}/posts", {"before": far})
+    page = client.get("/", {"tab": "everyone", "before": far})
+
+    assert api.status_code == 200
+    assert [item["post"]["title"] for item in api.json()["items"]] == ["a post"]
+    assert [post["title"] for post in older.json()["posts"]] == ["a post"]
+    assert page.status_code == 200
+    assert "a post" in page.content.decode()
