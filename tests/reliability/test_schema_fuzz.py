@@ -88,6 +88,18 @@ BUSINESS_RULE_400 = [
     ("/api/posts/{post_id}/like", "POST"),
     ("/api/users/{user_id}/follow", "POST"),
 ]
+# Public reads: anyone may read anyone's post, profile, posts and stats. schemathesis's
+# object_level_authorization would report Bob reading Ada's post as a bypass; what Bob
+# must not do with them (change them) test_bob_neither_changes_nor_reads_what_is_adas checks.
+PUBLIC_READS = [
+    ("/api/posts/{post_id}", "GET"),
+    ("/api/users/{user_id}", "GET"),
+    ("/api/users/{user_id}/posts", "GET"),
+    ("/api/users/{user_id}/stats", "GET"),
+    ("/api/users/{user_id}/activity", "GET"),
+    ("/api/users/{user_id}/followers", "GET"),
+    ("/api/users/{user_id}/following", "GET"),
+]
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 NEGATIVE_REFUSED = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]
 
@@ -199,6 +211,14 @@ def _config(
                         "checks": {"positive_data_acceptance": {"expected-statuses": [*POSITIVE_ACCEPTED, "400"]}},
                     }
                     for path, method in BUSINESS_RULE_400
+                ),
+                *(
+                    {
+                        "include-path": path,
+                        "include-method": method,
+                        "checks": {"object_level_authorization": {"enabled": False}},
+                    }
+                    for path, method in PUBLIC_READS
                 ),
             ],
         }
