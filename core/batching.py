@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.db import close_old_connections
-from redis import Redis
 
 from core import metrics
-from core.redis import is_unavailable
+from core.redis import RedisClient, is_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +345,7 @@ return out
 
 
 def apply_once(
-    client: Redis,
+    client: RedisClient,
     *,
     sequence_key: str,
     seq: int,

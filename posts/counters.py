@@ -19,14 +19,13 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
-from redis import Redis
 from redis.commands.core import Script
 
 from core.batching import Batch, BatchBuffer, apply_once
 from core.cacheaside import Family, invalidate
 from core.commit import after_commit
 from core.ratelimit.identity import client_ip
-from core.redis import get_redis, is_unavailable
+from core.redis import RedisClient, get_redis, is_unavailable
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
 from posts.models import Page, Post
@@ -244,7 +243,7 @@ def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], li
     return parsed, unknown
 
 
-def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+def _flush(state: RedisClient, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
     """Take the members' pending views from Redis and add them to their rows; the views moved of each.
 
     One take script (views_dirty and the counters), then one database transaction; if
@@ -286,7 +285,7 @@ def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, in
     return moved
 
 
-def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
+def _give_back(state: RedisClient, batch: list[tuple[Kind, int, int]]) -> None:
     # MULTI/EXEC: the views and their dirty members come back together or not at all.
     with state.pipeline(transaction=True) as pipe:
         for kind, obj_id, n in batch:
