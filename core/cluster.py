@@ -93,7 +93,8 @@ def node_connection_class(breaker: Breaker, *, tls: bool) -> type[Connection]:
 
 
 class KestrelClusterPipeline(ClusterPipeline):
-    """redis-py's cluster pipeline: unavailability as ConnectionErrors; DEL of keys in one slot."""
+    """redis-py's cluster pipeline: unavailability as ConnectionErrors; DEL of keys in one
+    slot; PUBLISH and scripts (SCRIPT LOAD, EVALSHA: core.scripts), which it refuses."""
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         try:
@@ -115,6 +116,25 @@ class KestrelClusterPipeline(ClusterPipeline):
         if len(names) > 1 and len({self.keyslot(name) for name in names}) == 1:  # type: ignore[no-untyped-call]
             return self.execute_command("UNLINK", *names)  # type: ignore[no-untyped-call]
         return super().unlink(*names)  # type: ignore[no-untyped-call]
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        """PUBLISH, which redis-py's cluster pipeline refuses: any node sends it to the whole cluster."""
+        return self.execute_command("PUBLISH", channel, message, **kwargs)  # type: ignore[no-untyped-call]
+
+    def evalsha(self, sha: Any, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVALSHA, which redis-py's cluster pipeline refuses: it goes to the node of its keys' slot."""
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)  # type: ignore[no-untyped-call]
+
+    def script_load(self, script: Any) -> Any:
+        """SCRIPT LOAD, which redis-py's cluster pipeline refuses (a pipeline's command goes to one node).
+
+        The script is loaded on every primary now, so that the pipeline's EVALSHAs find it
+        on whichever node their keys live (a round trip per primary, before the pipeline's
+        own); the pipeline's reply in its place is the SHA, as a single server's would be.
+        """
+        primaries = self.get_primaries()  # type: ignore[no-untyped-call]
+        sha = self.parent_execute_command("SCRIPT LOAD", script, target_nodes=primaries)  # type: ignore[no-untyped-call]
+        return self.execute_command("ECHO", sha)  # type: ignore[no-untyped-call]
 
 
 class KestrelCluster(RedisCluster):

@@ -38,6 +38,7 @@ from core.redis import (
     is_unavailable,
     redact_url,
 )
+from core.scripts import script_queue
 from devstack.redis_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,6 +185,29 @@ def test_a_pipeline_deletes_keys_of_one_slot_together(on_cluster):
     pipe.get(same_slot[0])
 
     assert pipe.execute() == [2, None]
+
+
+def test_a_pipeline_carries_scripts_and_publishes_to_subscribers_of_any_node(on_cluster):
+    client = get_redis("cache")
+    script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    keys = _keys_across_slots(6)
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe("kestrel:tests:cluster:channel")
+
+    pipe = client.pipeline(transaction=False)
+    assert script_queue(pipe, script, [([key], [n]) for n, key in enumerate(keys)]) == 6
+    pipe.publish("kestrel:tests:cluster:channel", "hello")
+    replies = pipe.execute()
+
+    assert replies[0] == script.sha.encode()  # SCRIPT LOAD's reply, as on a single server
+    assert replies[1:7] == list(range(6))  # each EVALSHA ran on the node of its key
+    assert [client.get(key) for key in keys] == [str(n).encode() for n in range(6)]
+    deadline, message = time.monotonic() + 5, None
+    while message is None and time.monotonic() < deadline:
+        message = subscriber.get_message(timeout=0.1)
+    subscriber.close()
+    assert message is not None
+    assert message["data"] == b"hello"
 
 
 def _commands(role: str, command: str, family: str) -> float:
