@@ -56,6 +56,15 @@ SINGLE_SERVER_TESTS = {
     "tests/core/test_queue_role.py::test_the_queue_role_is_the_state_roles_pool_and_breaker_by_default": (
         "the default layout: a cluster session gives the queue role a server of its own"
     ),
+    "tests/core/test_queue_role.py::test_the_check_names_the_setting_when_redis_url_is_a_cluster": (
+        "the default layout: a cluster session gives the queue role a server of its own"
+    ),
+    "tests/core/test_redis_down.py::test_healthz_names_both_redis_roles_when_redis_is_down": (
+        "the default layout: a cluster session gives the queue role a server of its own"
+    ),
+    "tests/ops/test_health.py::test_healthz_is_200_when_redis_and_the_database_answer": (
+        "the default layout: a cluster session gives the queue role a server of its own"
+    ),
     "bench/tests/test_figures.py::test_a_count_tells_commands_sent_from_those_a_script_runs_and_counts_round_trips": (
         "a client of the private single server"
     ),
@@ -78,7 +87,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             (why for name, why in SINGLE_SERVER_FIXTURES.items() if name in fixtures), None
         )
         if reason:
-            item.add_marker(pytest.mark.skip(reason=f"single server only: {reason}"))
+            item.add_marker(pytest.mark.skip(reason=f"not in a cluster session: {reason}"))
 
 
 @pytest.fixture(scope="session")
