@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from django.utils.module_loading import import_string
 from django_redis.client import DefaultClient
@@ -43,6 +43,14 @@ def unavailable(exc: RedisClusterException) -> Exception | None:
     if isinstance(exc, SlotNotCoveredError) or isinstance(cause, UNAVAILABLE_ERRORS):
         return ClusterUnavailable(str(exc))
     return None
+
+
+def reraise(exc: RedisClusterException) -> NoReturn:
+    """Raise what `exc` stands for: its ConnectionError (`unavailable`), else `exc` itself."""
+    error = unavailable(exc)
+    if error is None:
+        raise exc
+    raise error from exc
 
 
 class BreakerConnectionMixin:
@@ -100,10 +108,7 @@ class KestrelClusterPipeline(ClusterPipeline):
         try:
             return super().execute(raise_on_error)
         except RedisClusterException as exc:
-            error = unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+            reraise(exc)
 
     def delete(self, *names: Any) -> Any:
         """DEL; redis-py's cluster pipeline refuses several keys even when they share a slot."""
@@ -133,7 +138,10 @@ class KestrelClusterPipeline(ClusterPipeline):
         own); the pipeline's reply in its place is the SHA, as a single server's would be.
         """
         primaries = self.get_primaries()  # type: ignore[no-untyped-call]
-        sha = self.parent_execute_command("SCRIPT LOAD", script, target_nodes=primaries)  # type: ignore[no-untyped-call]
+        try:
+            sha = self.parent_execute_command("SCRIPT LOAD", script, target_nodes=primaries)  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            reraise(exc)
         return self.execute_command("ECHO", sha)  # type: ignore[no-untyped-call]
 
 
@@ -156,10 +164,7 @@ class KestrelCluster(RedisCluster):
         try:
             return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisClusterException as exc:
-            error = unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+            reraise(exc)
 
     def mget(self, keys: Any, *args: Any) -> Any:
         """MGET; keys in several slots are read one slot at a time, pipelined by node."""
@@ -241,10 +246,7 @@ class ClusterConnectionFactory(ConnectionFactory):  # type: ignore[misc]
                 require_full_coverage=False,
             )
         except RedisClusterException as exc:
-            error = unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+            reraise(exc)
         return cluster
 
     def disconnect(self, connection: RedisCluster) -> None:

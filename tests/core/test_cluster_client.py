@@ -253,6 +253,13 @@ def test_a_stopped_cluster_is_unavailable_without_opening_the_breaker(stopped):
     assert time.monotonic() - began < 2  # refused connections fail fast
     assert is_unavailable(raised.value)
     assert not breaker("cache").is_open  # refusals do not open it: a restart answers them
+    pipe = client.pipeline(transaction=False)
+    with pytest.raises(ClusterUnavailable):  # a script's SCRIPT LOAD goes to the primaries at once
+        script_queue(pipe, client.register_script("return 1"), [(["kestrel:tests:cluster:one"], [])])
+    pipe = client.pipeline(transaction=False)
+    pipe.get("kestrel:tests:cluster:one")
+    with pytest.raises(ClusterUnavailable):
+        pipe.execute()
 
 
 def test_the_breaker_opens_when_every_node_hangs_and_closes_after(on_cluster, paused):
