@@ -205,6 +205,15 @@ _clusters: dict[tuple[str, str], tuple[int, RedisCluster]] = {}
 _clusters_lock = threading.Lock()
 
 
+def _new_lock() -> None:
+    # A process forked while another thread built a client must not inherit the lock held.
+    global _clusters_lock
+    _clusters_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
+
+
 # django-redis ships no type information, so its base classes are Any to mypy.
 class ClusterConnectionFactory(ConnectionFactory):  # type: ignore[misc]
     """django-redis's connection factory for a cluster role: one RedisCluster per role and process."""
