@@ -59,6 +59,12 @@ SINGLE_SERVER_TESTS = {
     "tests/core/test_queue_role.py::test_the_check_names_the_setting_when_redis_url_is_a_cluster": (
         "the default layout: a cluster session gives the queue role a server of its own"
     ),
+    "tests/jobs/test_queue_server.py::test_unset_the_queue_role_keeps_everything_on_the_state_server": (
+        "the default layout: a cluster session gives the queue role a server of its own"
+    ),
+    "tests/core/test_instrumentation.py::test_every_client_of_a_role_is_instrumented": (
+        "a single server's client hook (a cluster role's is core.instrumentation.redis_cluster_client)"
+    ),
     "tests/core/test_redis_down.py::test_healthz_names_both_redis_roles_when_redis_is_down": (
         "the default layout: a cluster session gives the queue role a server of its own"
     ),
