@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev manage run worker cron test test-faults e2e reliability security audit lint format migrations-check bench clean
+.PHONY: install install-dev manage run worker cron test test-cluster test-faults e2e reliability security audit lint format migrations-check bench clean
 
 # `make run` needs only the runtime requirements; the test, lint, audit and benchmark
 # tools come with the targets that use them.
@@ -45,6 +45,11 @@ cron: install
 ## The test suite: starts its own private Redis; SQLite unless DATABASE_URL is set.
 test: install-dev
 	$(PY) -m pytest
+
+## The same suite with the cache and state roles each on a private Redis Cluster (three
+## primaries) and the queue role on a private server of its own.
+test-cluster: install-dev
+	KESTREL_TEST_CLUSTER=1 $(PY) -m pytest
 
 ## Only the fault tests (real processes killed, servers stopped); also part of `make test`.
 test-faults: install-dev

@@ -13,15 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
-from redis import Redis
-from redis.client import Pipeline
 
 from accounts import keys
 from accounts.models import Follow, User
 from core import cacheaside, metrics
 from core.batching import chunks
 from core.rebuild import Lease, rebuild
-from core.redis import fail_open, get_redis
+from core.redis import RedisClient, RedisPipeline, fail_open, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +233,7 @@ def follower_id_batches(*, user_id: int, size: int) -> Iterator[list[int]]:
         yield from _database_batches(user_id, size)
 
 
-def _scan_batches(client: Redis, key: str, size: int) -> Iterator[list[int]]:
+def _scan_batches(client: RedisClient, key: str, size: int) -> Iterator[list[int]]:
     seen: set[int] = set()
     pending: list[int] = []
     cursor = 0
@@ -272,7 +270,7 @@ def _database_batches(user_id: int, size: int) -> Iterator[list[int]]:
         last = rows[-1][0]
 
 
-def _rebuild(client: Redis, mirror: _Mirror, user_id: int) -> set[int] | None:
+def _rebuild(client: RedisClient, mirror: _Mirror, user_id: int) -> set[int] | None:
     """Store `user_id`'s set from the database (core.rebuild, under the mirror's lease).
 
     The ids stored, or None when another process holds the lease or a follow deleted
@@ -282,7 +280,7 @@ def _rebuild(client: Redis, mirror: _Mirror, user_id: int) -> set[int] | None:
     metrics.incr("cache.miss", family=mirror.family.name)
     set_key = mirror.key(user_id)
 
-    def store(pipe: Pipeline, ids: set[int]) -> None:
+    def store(pipe: RedisPipeline, ids: set[int]) -> None:
         pipe.delete(set_key)
         pipe.sadd(set_key, keys.FOLLOW_SET_MARKER)
         for chunk in chunks(sorted(ids), SADD_CHUNK):

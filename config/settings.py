@@ -18,7 +18,8 @@ from django.core.exceptions import ImproperlyConfigured
 from accounts.keys import CREDENTIAL_FAMILIES as ACCOUNT_CREDENTIAL_FAMILIES
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from config.secret_key import PUBLIC_KEY_PREFIX, development_secret_key
-from core.redis import Role, connection_pool_options, parse_sentinels
+from core.cluster_url import parse_cluster_url
+from core.redis import Role, connection_pool_options, is_cluster_url, parse_sentinels
 from jobs.queues import QUEUE_TIMEOUTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,7 +150,11 @@ def _next_db(url: str) -> str:
 
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-REDIS_CACHE_URL = env_str("REDIS_CACHE_URL", "") or _next_db(REDIS_URL)
+# The cache and state roles may each be a Redis Cluster: redis+cluster://host:port,host:port
+# (rediss+cluster:// over TLS; core.cluster_url), seed nodes of the cluster. A cluster has
+# no next database: with REDIS_URL a cluster's and REDIS_CACHE_URL unset, the cache role
+# would share the state role's keyspace, which `manage.py check` refuses (kestrel.E004).
+REDIS_CACHE_URL = env_str("REDIS_CACHE_URL", "") or (REDIS_URL if is_cluster_url(REDIS_URL) else _next_db(REDIS_URL))
 
 # The queue role: RQ's jobs, queues, registries and workers (the worker, cron, /admin/rq/
 # and every read of job status or queue figures). It needs a single primary, optionally
@@ -204,14 +209,30 @@ def _sentinels(name: str, default: list[str]) -> list[tuple[str, int]]:
 _SENTINEL_ADDRESSES = env_list("REDIS_SENTINELS", [])
 _SENTINELS = {
     "state": _sentinels("REDIS_SENTINELS", []),
-    "cache": _sentinels("REDIS_CACHE_SENTINELS", _SENTINEL_ADDRESSES),
+    # A cache cluster does not follow the state role's Sentinels: a cluster fails over by itself.
+    "cache": _sentinels("REDIS_CACHE_SENTINELS", [] if is_cluster_url(REDIS_CACHE_URL) else _SENTINEL_ADDRESSES),
     "queue": _sentinels("REDIS_QUEUE_SENTINELS", [] if _REDIS_QUEUE_URL_SET else _SENTINEL_ADDRESSES),
 }
 REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
 
 
+_URL_SETTINGS = {"state": "REDIS_URL", "cache": "REDIS_CACHE_URL", "queue": "REDIS_QUEUE_URL"}
+_SENTINEL_SETTINGS = {"state": "REDIS_SENTINELS", "cache": "REDIS_CACHE_SENTINELS", "queue": "REDIS_QUEUE_SENTINELS"}
+
+
 def _redis_cache(url: str, role: Role) -> dict[str, object]:
     pool = _REDIS_POOL[role]
+    cluster = is_cluster_url(url)
+    if cluster:
+        if _SENTINELS[role]:
+            raise ImproperlyConfigured(
+                f"{_URL_SETTINGS[role]} is a Redis Cluster and {_SENTINEL_SETTINGS[role]} names Sentinels: a cluster "
+                "fails over by itself and takes no Sentinels. Unset one of them."
+            )
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{_URL_SETTINGS[role]}: {exc}") from None
     return {
         "BACKEND": "core.cache.RedisCache",
         "LOCATION": url,
@@ -226,6 +247,7 @@ def _redis_cache(url: str, role: Role) -> dict[str, object]:
             socket_timeout=pool["socket_timeout"],
             max_connections=int(pool["max_connections"]),
             retries=int(pool["retries"]),
+            cluster=cluster,
         ),
     }
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.db import close_old_connections
-from redis import Redis
 
 from core import metrics
-from core.redis import is_unavailable
+from core.redis import RedisClient, is_unavailable
 from core.scripts import script_queue
 
 logger = logging.getLogger(__name__)
@@ -382,7 +381,7 @@ class Apply:
 
 
 def apply_once(
-    client: Redis,
+    client: RedisClient,
     *,
     sequence_key: str,
     seq: int,
@@ -401,7 +400,7 @@ def apply_once(
     return apply_once_many(client, [apply])[0]
 
 
-def apply_once_many(client: Redis, applies: Sequence[Apply]) -> list[tuple[bool, dict[str, int]]]:
+def apply_once_many(client: RedisClient, applies: Sequence[Apply]) -> list[tuple[bool, dict[str, int]]]:
     """apply_once for each of `applies` (one per hash slot of a batch), in one round trip:
     one EVALSHA, or several in a pipeline. Each call stands alone: a batch sent again
     after a lost reply is skipped where it ran and applied where it did not."""

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 from django.conf import settings
-from redis import Redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 
 from core import metrics
 from core.commit import after_commit
 from core.keys import redact_key
 from core.l1 import L1, MISS, LocalCache, Miss
-from core.redis import UNAVAILABLE_ERRORS, get_redis, is_unavailable
+from core.redis import UNAVAILABLE_ERRORS, RedisClient, RedisPipeline, get_redis, is_unavailable
 from core.scripts import script_queue
 
 logger = logging.getLogger(__name__)
@@ -159,14 +157,14 @@ return 0
 _store_script: Script | None = None
 
 
-def _store_script_for(client: Redis) -> Script:
+def _store_script_for(client: RedisClient) -> Script:
     global _store_script
     if _store_script is None:
         _store_script = client.register_script(_STORE_IF_LEASED)
     return _store_script
 
 
-def _store_if_leased(client: Redis, key: str, token: str, envelope: str, ttl: int) -> bool:
+def _store_if_leased(client: RedisClient, key: str, token: str, envelope: str, ttl: int) -> bool:
     script = _store_script_for(client)
     return bool(script(keys=[key, lease_key(key)], args=[token, envelope, ttl], client=client))
 
@@ -279,7 +277,7 @@ def _ttl_for(fam: Family, value: CachedDict | None, rand: Rand) -> int:
 
 
 def _load_and_store(
-    fam: Family, client: Redis, key: str, token: str, loader: Loader, clock: Clock, rand: Rand
+    fam: Family, client: RedisClient, key: str, token: str, loader: Loader, clock: Clock, rand: Rand
 ) -> tuple[CachedDict | None, bool]:
     """Load, then store under the lease. Returns the value and whether Redis took it."""
     value, delta = _timed_load(loader)
@@ -299,7 +297,7 @@ def _load_and_store(
 
 
 def _refresh_early(
-    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+    fam: Family, client: RedisClient, key: str, loader: Loader, clock: Clock, rand: Rand
 ) -> CachedDict | None | Miss:
     """XFetch fired: refresh if no one else is (the lease), else keep serving the current value."""
     token = uuid.uuid4().hex
@@ -315,7 +313,7 @@ def _refresh_early(
 
 
 def _load_cold(
-    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+    fam: Family, client: RedisClient, key: str, loader: Loader, clock: Clock, rand: Rand
 ) -> tuple[CachedDict | None, bool]:
     if not fam.single_flight:
         return _load_and_store_unleased(fam, client, key, loader, clock, rand), False
@@ -363,7 +361,7 @@ def _load_cold(
 
 
 def _load_and_store_unleased(
-    fam: Family, client: Redis, key: str, loader: Loader, clock: Clock, rand: Rand
+    fam: Family, client: RedisClient, key: str, loader: Loader, clock: Clock, rand: Rand
 ) -> CachedDict | None:
     value, delta = _timed_load(loader)
     metrics.incr("cache.load", family=fam.name)
@@ -469,7 +467,7 @@ def _many_from_redis(
 
 def _load_many_leased(
     fam: Family,
-    client: Redis,
+    client: RedisClient,
     missing: list[Any],
     refresh: list[Any],
     load_many: LoadMany,
@@ -520,7 +518,7 @@ def _load_many_leased(
 
 
 def _take_leases(
-    fam: Family, client: Redis, token: str, missing: list[Any], refresh: list[Any]
+    fam: Family, client: RedisClient, token: str, missing: list[Any], refresh: list[Any]
 ) -> tuple[set[Any], dict[Any, CachedDict | None], list[str]]:
     """One round trip: a lease on each miss and each refresh, and a second look at each miss.
 
@@ -551,7 +549,7 @@ def _take_leases(
 
 def _store_many(
     fam: Family,
-    client: Redis,
+    client: RedisClient,
     token: str,
     values: dict[Any, CachedDict | None],
     to_store: list[Any],
@@ -600,7 +598,7 @@ def invalidate(family_name: str, obj_id: Any) -> None:
     after_commit(invalidate_now, family_name, obj_id)
 
 
-def invalidate_now(family_name: str, obj_id: Any, *, pipe: Pipeline | None = None) -> bool:
+def invalidate_now(family_name: str, obj_id: Any, *, pipe: RedisPipeline | None = None) -> bool:
     """DEL the value and its lease and PUBLISH the message, in one round trip.
 
     With `pipe` (a cache-role pipeline holding the caller's own commands), they ride in
@@ -616,7 +614,7 @@ def invalidate_now(family_name: str, obj_id: Any, *, pipe: Pipeline | None = Non
     return False
 
 
-def _invalidate(fam: Family, obj_id: Any, pipe: Pipeline | None = None) -> bool:
+def _invalidate(fam: Family, obj_id: Any, pipe: RedisPipeline | None = None) -> bool:
     key = fam.key(obj_id)
     _drop_from_l1(fam.name, obj_id)
     from core.l1 import invalidation_channel

@@ -24,12 +24,14 @@ from django.conf import settings
 from prometheus_client import Counter, Histogram
 from redis import Redis
 from redis.client import Pipeline, PubSub
+from redis.cluster import ClusterPubSub, RedisCluster, TransactionStrategy
 from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, SSLConnection
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.typing import EncodableT
 
 from core import metrics
+from core.cluster import KestrelCluster, KestrelClusterPipeline
 from core.keys import redact_key
 from core.redis import CircuitOpen
 
@@ -709,6 +711,122 @@ def redis_client(*args: Any, **kwargs: Any) -> Redis:
     """A client for django-redis (REDIS_CLIENT_CLASS): InstrumentedRedis, or redis-py's
     own Redis when KESTREL_REDIS_METRICS_ENABLED is off (no hook at all)."""
     return (InstrumentedRedis if enabled() else Redis)(*args, **kwargs)
+
+
+# --- A cluster role's client (core.cluster) ----------------------------------------
+
+
+class InstrumentedClusterPipeline(KestrelClusterPipeline):
+    """A cluster pipeline or MULTI/EXEC, recorded as InstrumentedPipeline records one.
+
+    redis-py sends a cluster pipeline as one round trip per node, in turn: it is recorded
+    as one, its commands one each. Commands sent at once (WATCH and what follows it in a
+    transaction) are single commands. The queued commands are read from redis-py's
+    execution strategy, the one place a cluster pipeline keeps them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_role = _role_of(self.nodes_manager.connection_kwargs.get("client_name"))
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        queued = len(self)
+        started = time.perf_counter()
+        name, family, blocking = classify(args)
+        try:
+            response = super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisError as exc:  # not RedisClusterException: refused before sending
+            if len(self) == queued:
+                _record_failure(self._kestrel_role, name, family, started, blocking, exc)
+            raise
+        if len(self) == queued:  # sent at once, not queued
+            recorder.record_one(self._kestrel_role, name, family, started, blocking)
+        return response
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        transaction = isinstance(self._execution_strategy, TransactionStrategy)
+        stack = [command.args for command in self._execution_strategy.command_queue]
+        batch = [classify(args) for args in stack]
+        if not batch:
+            return super().execute(raise_on_error)  # nothing to send
+        if transaction:
+            batch = [_MULTI, *batch, _EXEC]
+        started = time.perf_counter()
+        try:
+            # Every reply, errors included, so that each failed command is counted;
+            # the first error is raised below as redis-py would have.
+            response = super().execute(raise_on_error=False)
+        except WatchError:  # EXEC answered nil (a watched key changed): not an error
+            _record_batch(self._kestrel_role, batch, transaction, started, None)
+            raise
+        except RedisError as exc:
+            if not _not_sent(exc):
+                errors = [FailedCommand(name, family, _label(exc)) for name, family, _ in batch]
+                _record_batch(self._kestrel_role, batch, transaction, started, errors)
+            raise
+        offset = 1 if transaction else 0
+        errors = [
+            FailedCommand(batch[index + offset][0], batch[index + offset][1], _label(item))
+            for index, item in enumerate(response)
+            if isinstance(item, Exception)
+        ]
+        _record_batch(self._kestrel_role, batch, transaction, started, errors or None)
+        if errors and raise_on_error:
+            index, first = next((index, item) for index, item in enumerate(response) if isinstance(item, Exception))
+            self.annotate_exception(first, index + 1, stack[index])  # type: ignore[no-untyped-call]
+            raise first
+        return response
+
+
+class InstrumentedClusterPubSub(ClusterPubSub):
+    """A cluster role's pub/sub, its commands counted as InstrumentedPubSub counts them."""
+
+    def __init__(self, redis_cluster: RedisCluster, *args: Any, **kwargs: Any) -> None:
+        super().__init__(redis_cluster, *args, **kwargs)
+        self._kestrel_role = _role_of(redis_cluster.nodes_manager.connection_kwargs.get("client_name"))
+
+    def execute_command(self, *args: Any) -> None:
+        started = time.perf_counter()
+        name, family, blocking = classify(args)
+        try:
+            super().execute_command(*args)  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
+            raise
+        recorder.record_one(self._kestrel_role, name, family, started, blocking)
+
+
+class InstrumentedRedisCluster(KestrelCluster):
+    """A cluster role's client, recording every command as InstrumentedRedis does.
+
+    A command is counted once, whichever nodes it went to (PING to every primary) and
+    however redis-py followed the cluster's redirections; its pipelines and pub/sub too.
+    """
+
+    pipeline_class = InstrumentedClusterPipeline
+    pubsub_class = InstrumentedClusterPubSub
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set first: building the client sends COMMAND (redis-py's key-position table).
+        self._kestrel_role = _role_of(kwargs.get("client_name"))
+        super().__init__(*args, **kwargs)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        name, family, blocking = classify(args)
+        try:
+            response = super().execute_command(*args, **kwargs)
+        except BaseException as exc:
+            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
+            raise
+        recorder.record_one(self._kestrel_role, name, family, started, blocking)
+        return response
+
+
+def redis_cluster_client(**kwargs: Any) -> RedisCluster:
+    """A cluster role's client for core.cluster (REDIS_CLIENT_CLASS): InstrumentedRedisCluster,
+    or KestrelCluster when KESTREL_REDIS_METRICS_ENABLED is off."""
+    return (InstrumentedRedisCluster if enabled() else KestrelCluster)(**kwargs)
 
 
 # --- Opening connections (CONNECT) -------------------------------------------------

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db.models import Model, QuerySet
-from redis import Redis
 from redis.commands.core import Script
 
 from core import metrics
 from core.keys import Rename, key, safe_id, with_tag
-from core.redis import UNAVAILABLE_ERRORS, Role, get_redis
+from core.redis import UNAVAILABLE_ERRORS, RedisClient, Role, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ class Lock:
     Not shared between threads: each thread acquires its own.
     """
 
-    def __init__(self, *, name: str, token: str, fence: int, ttl_ms: int, client: Redis, label: str):
+    def __init__(self, *, name: str, token: str, fence: int, ttl_ms: int, client: RedisClient, label: str):
         self.name = name
         self.key = lock_key(name)
         self.token = token

@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from core import metrics
+from core.redis import RedisClient, RedisPipeline
 
 T = TypeVar("T")
 
@@ -42,11 +41,11 @@ class Rebuilt(Generic[T]):
 
 
 def rebuild(
-    client: Redis,
+    client: RedisClient,
     *,
     family: str,
     load: Callable[[], T],
-    store: Callable[[Pipeline, T], None],
+    store: Callable[[RedisPipeline, T], None],
     watch: Sequence[str] = (),
     lease: Lease | None = None,
     attempts: int = 1,

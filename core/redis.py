@@ -17,23 +17,42 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, NotRequired, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, NotRequired, TypeAlias, TypedDict, TypeVar, cast, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis import ConnectionPool, Redis
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from core import metrics
 
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from core.cluster import KestrelCluster, KestrelClusterPipeline
+
 Role = Literal["state", "cache", "queue"]
+
+# What get_redis returns: a single server's client, or a cluster's for a cache or state
+# role whose URL is a cluster's (core.cluster). Both take the same commands.
+RedisClient: TypeAlias = "Redis | KestrelCluster"
+# What a RedisClient's pipeline() returns.
+RedisPipeline: TypeAlias = "Pipeline | KestrelClusterPipeline"
 
 T = TypeVar("T")
 
@@ -59,7 +78,10 @@ CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 
 # Errors that mean "Redis cannot take this now", as opposed to a bad command: not
 # answering, full (OOM under noeviction: the state role refuses writes rather than
-# evict), or a demoted primary refusing writes until clients follow the failover.
+# evict), or a demoted primary refusing writes until clients follow the failover. On a
+# cluster also: the cluster down or a slot without a primary (a failover under way), a
+# slot being moved (TRYAGAIN, or redirections past redis-py's limit: ClusterError), and
+# no node answering (ClusterUnavailable, a ConnectionError).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -67,11 +89,22 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     ConnectionRefusedError,
     OutOfMemoryError,
     ReadOnlyError,
+    ClusterError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 
 
 class CircuitOpen(RedisConnectionError):
     """The role timed out moments ago and this call was not sent (Breaker)."""
+
+
+class ClusterUnavailable(RedisConnectionError):
+    """No node of a cluster role answered, or no primary serves the key's slot (core.cluster)."""
+
+
+class ClusterUnsupported(RuntimeError):
+    """What was asked needs a single server (or a Sentinel-managed primary), and the role is a Redis Cluster."""
 
 
 class Breaker:
@@ -241,10 +274,23 @@ def fail_open(
         outcome.failed, outcome.error = True, exc
 
 
-def get_redis(role: Role = "state") -> Redis:
-    """The raw redis-py client of a role (bytes in, bytes out), sharing its pool."""
-    # django-redis has no types; DefaultClient's connection is a redis-py Redis.
-    return cast(Redis, get_redis_connection(ROLE_ALIASES[role]))
+@overload
+def get_redis(role: Literal["queue"]) -> Redis: ...
+
+
+@overload
+def get_redis(role: Role = "state") -> RedisClient: ...
+
+
+def get_redis(role: Role = "state") -> RedisClient:
+    """The raw redis-py client of a role (bytes in, bytes out), sharing its pool.
+
+    A RedisCluster when the role's URL is a cluster's (core.cluster: one per role and
+    process); never for the queue role, which check kestrel.E002 keeps on one primary.
+    """
+    # django-redis has no types; its client's connection is a Redis or, through
+    # core.cluster's client class, a RedisCluster.
+    return cast(RedisClient, get_redis_connection(ROLE_ALIASES[role]))
 
 
 def breaker(role: Role) -> Breaker:
@@ -285,15 +331,13 @@ def reported_roles() -> list[Role]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with any password replaced, for messages and logs (a cluster's too: host:port,host:port)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 def parse_sentinels(addresses: list[str]) -> list[tuple[str, int]]:
@@ -327,7 +371,10 @@ class SentinelKwargs(TypedDict):
 
 
 class RoleOptions(TypedDict):
-    """A role's django-redis OPTIONS (connection_pool_options); the last three only behind Sentinel."""
+    """A role's django-redis OPTIONS (connection_pool_options).
+
+    CONNECTION_FACTORY behind Sentinel or on a cluster, the last two only behind Sentinel.
+    """
 
     CLIENT_CLASS: str
     REDIS_CLIENT_CLASS: str
@@ -350,14 +397,21 @@ def connection_pool_options(
     retries: int,
     sentinels: list[tuple[str, int]] | None = None,
     sentinel_password: str = "",
+    cluster: bool = False,
 ) -> RoleOptions:
     """django-redis OPTIONS for a role; settings.py calls this for each CACHES alias.
 
     Timeouts; retries with jittered exponential backoff on connection errors only (never
     on timeouts); the role's circuit breaker; a blocking pool of `max_connections`; and
     Sentinel-managed connections when `sentinels` is given. docs/design.md ("Timeouts,
-    retries and the circuit breaker") says why each is set as it is.
+    retries and the circuit breaker") says why each is set as it is. With `cluster`, the
+    role's URL is a Redis Cluster's: core.cluster's client builds one RedisCluster from
+    the same settings, the pool's per node.
     """
+    if cluster and sentinels:
+        raise ImproperlyConfigured(
+            f"The {role} role's URL is a Redis Cluster, which fails over by itself: it takes no Sentinels."
+        )
     options: RoleOptions = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
         # Django's cache API, get_redis, RQ (django-rq's USE_REDIS_CACHE) and pub/sub all
@@ -396,6 +450,14 @@ def connection_pool_options(
                 "SENTINEL_KWARGS": sentinel_kwargs,
             }
         )
+    if cluster:
+        options.update(
+            {
+                "CLIENT_CLASS": "core.cluster.ClusterClient",
+                "CONNECTION_FACTORY": "core.cluster.ClusterConnectionFactory",
+                "REDIS_CLIENT_CLASS": "core.instrumentation.redis_cluster_client",
+            }
+        )
     return options
 
 
@@ -404,16 +466,23 @@ def dedicated_pool(role: Role, **overrides: object) -> ConnectionPool:
 
     Same URL, timeouts and, behind Sentinel, the same Sentinels as the role's
     django-redis pool; `overrides` replace connection arguments (retries, health checks).
+    A cluster role has no one server to pool: ClusterUnsupported. Its subscribers need
+    the cluster's pub/sub instead (feeds.sse's subscriber does not have it yet).
     """
     from core.instrumentation import InstrumentedConnectionPool, InstrumentedSentinelConnectionPool
 
+    url = role_url(role)
+    if is_cluster_url(url):
+        raise ClusterUnsupported(
+            f"The {role} role is a Redis Cluster ({redact_url(url)}): it has no single server for a dedicated "
+            "pool; subscribe through the cluster client's pubsub() instead"
+        )
     options = role_options(role)
     kwargs: dict[str, object] = {
         "socket_connect_timeout": options["SOCKET_CONNECT_TIMEOUT"],
         "socket_timeout": options["SOCKET_TIMEOUT"],
         **overrides,
     }
-    url = role_url(role)
     if not options.get("SENTINELS"):
         return InstrumentedConnectionPool.from_url(url, **kwargs)
     # The URL's host names the Sentinel service (as django-redis reads it); the

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.typing import EncodableT, KeyT
 
+from core.redis import RedisPipeline
 
-def script_queue(pipe: Pipeline, script: Script, calls: Iterable[tuple[Sequence[KeyT], Sequence[EncodableT]]]) -> int:
+
+def script_queue(
+    pipe: RedisPipeline, script: Script, calls: Iterable[tuple[Sequence[KeyT], Sequence[EncodableT]]]
+) -> int:
     """Queue `script` in `pipe` once per (keys, args) in `calls`; returns how many calls.
 
     Their replies follow the SCRIPT LOAD's (the SHA) in the pipeline's reply list.

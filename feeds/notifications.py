@@ -17,12 +17,11 @@ from collections.abc import Iterator, Sequence
 from typing import TypedDict, cast
 
 from django.utils import timezone
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.typing import EncodableT, KeyT
 
 from core import metrics
-from core.redis import fail_open, get_redis
+from core.redis import RedisPipeline, fail_open, get_redis
 from core.scripts import script_queue
 from feeds import keys
 from feeds.stream_ids import FIRST, LAST, Entries, stream_id_or_none, stream_id_or_raise
@@ -141,7 +140,7 @@ def _prepared(kind: str, message: str, data: dict | None) -> tuple[str, str, str
 
 
 def notifications_queue(
-    pipe: Pipeline, *, user_ids: Sequence[int], kind: str, message: str, data: dict | None = None
+    pipe: RedisPipeline, *, user_ids: Sequence[int], kind: str, message: str, data: dict | None = None
 ) -> None:
     """Add the same notification for many users to a pipeline the caller executes.
 
@@ -161,7 +160,7 @@ def notifications_queue(
 
 
 def notification_queue_once(
-    pipe: Pipeline, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
+    pipe: RedisPipeline, *, user_id: int, claim: str, window: int, kind: str, message: str, data: dict | None = None
 ) -> None:
     """Add to a pipeline one notification that goes out only if `claim` is free (SET NX EX
     `window` in the same script, so of two racing calls exactly one sends).

@@ -14,14 +14,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol, TypedDict, cast
 
-from redis import Redis
-from redis.client import Pipeline
-
 from accounts.models import Follow
 from accounts.selectors import user_profiles
 from core import metrics
 from core.rebuild import Lease, rebuild
-from core.redis import fail_open, get_redis
+from core.redis import RedisClient, RedisPipeline, fail_open, get_redis
 from feeds import keys
 from feeds.stream_ids import Entries, ms_since_epoch, posts_before
 
@@ -149,7 +146,7 @@ def timeline_page(
     return {"items": items, "next": rows[-1][0] if len(rows) == count else None}
 
 
-def _timeline_read(client: Redis, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
+def _timeline_read(client: RedisClient, user_id: int, count: int, before: str | None) -> list[tuple[str, int]] | None:
     """(stream id, post id) newest first; None when the timeline is missing (rebuild it)."""
     pipe = client.pipeline(transaction=True)
     pipe.exists(keys.user_timeline(user_id))
@@ -178,12 +175,12 @@ def _followed_posts(
     return [(f"{ms}-{pk}", pk, author) for ms, pk, author in ordered]
 
 
-def _timeline_rebuild(client: Redis, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
+def _timeline_rebuild(client: RedisClient, user_id: int, posts_by_authors: PostsByAuthors) -> bool:
     """Store `user_id`'s timeline from the database; False if another process holds the
     rebuild lease, or a fan-out or follow change deleted it while we read (core.rebuild)."""
     key = keys.user_timeline(user_id)
 
-    def store(pipe: Pipeline, rows: list[tuple[str, int, int]]) -> None:
+    def store(pipe: RedisPipeline, rows: list[tuple[str, int, int]]) -> None:
         pipe.delete(key)
         # Created empty (XADD then trimmed to nothing in the same command): a
         # timeline with no posts still exists, so "missing" always means "rebuild".

@@ -17,7 +17,6 @@ from typing import Protocol, cast
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from accounts.models import Follow, User
@@ -26,7 +25,7 @@ from accounts.services import follow_mirror_update
 from core import metrics
 from core.batching import chunks
 from core.commit import after_commit
-from core.redis import fail_open, get_redis
+from core.redis import RedisPipeline, fail_open, get_redis
 from feeds import keys
 from feeds.notifications import notification_queue_once, notifications_queue, notify
 from jobs.models import Job
@@ -62,7 +61,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _activity_xadd(pipe: Pipeline, *, user_id: int, action: str, target_id: int) -> None:
+def _activity_xadd(pipe: RedisPipeline, *, user_id: int, action: str, target_id: int) -> None:
     """Queue one activity entry in `pipe`: XADD MAXLEN ~ STREAM_MAXLEN, trimmed in the same command."""
     pipe.xadd(
         keys.user_activity(user_id),

@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from core.instrumentation import key_family, redacted_command
 from core.keys import redact_key
-from core.redis import SAFE_STATE_POLICIES, Role, get_redis, reported_roles
+from core.redis import SAFE_STATE_POLICIES, RedisClient, Role, get_redis, reported_roles
 
 OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
 
@@ -78,7 +78,7 @@ class AuditReport:
         }
 
 
-def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, Redis] | None = None) -> AuditReport:
+def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, RedisClient] | None = None) -> AuditReport:
     options = options or AuditOptions()
     clients = clients or {role: get_redis(role) for role in reported_roles()}
     report = AuditReport(strict=options.strict)
@@ -108,17 +108,21 @@ def run_audit(options: AuditOptions | None = None, *, clients: dict[Role, Redis]
     return report
 
 
-def _where(role: str, client: Redis) -> str:
+def _where(role: str, client: RedisClient) -> str:
+    if isinstance(client, RedisCluster):
+        return f"the {role} role's Redis Cluster"
     kwargs = client.connection_pool.connection_kwargs  # no password in this form
     address = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     return f"the {role} role's Redis at {address}/{kwargs.get('db', 0)}"
 
 
-def _db(client: Redis) -> int:
+def _db(client: RedisClient) -> int:
+    if isinstance(client, RedisCluster):
+        return 0  # a cluster has database 0 only
     return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
 
-def _layout(clients: dict[Role, Redis], infos: dict[Role, dict]) -> list[Finding]:
+def _layout(clients: dict[Role, RedisClient], infos: dict[Role, dict]) -> list[Finding]:
     same_server = infos["state"].get("run_id") == infos["cache"].get("run_id")
     if same_server and _db(clients["state"]) == _db(clients["cache"]):
         return [
@@ -179,7 +183,7 @@ def _eviction(role: str, info: dict) -> list[Finding]:
     return [Finding("eviction", role, OK, f"maxmemory-policy {policy}, maxmemory {maxmemory} bytes")]
 
 
-def _persistence(role: str, client: Redis, info: dict) -> list[Finding]:
+def _persistence(role: str, client: RedisClient, info: dict) -> list[Finding]:
     findings = []
     if str(info.get("rdb_last_bgsave_status", "ok")) != "ok":
         # With stop-writes-on-bgsave-error (the default) Redis then refuses every write.
@@ -215,7 +219,7 @@ def _persistence(role: str, client: Redis, info: dict) -> list[Finding]:
     return findings
 
 
-def _batches(client: Redis, options: AuditOptions, match: str | None, limit: int):
+def _batches(client: RedisClient, options: AuditOptions, match: str | None, limit: int):
     """Keys by SCAN (never KEYS) in batches, at most `limit` in all."""
     batch: list[bytes] = []
     for seen, key in enumerate(client.scan_iter(match=match, count=options.scan_count), start=1):
@@ -229,7 +233,7 @@ def _batches(client: Redis, options: AuditOptions, match: str | None, limit: int
         yield batch
 
 
-def _cache_ttl(client: Redis, options: AuditOptions) -> list[Finding]:
+def _cache_ttl(client: RedisClient, options: AuditOptions) -> list[Finding]:
     scanned = 0
     without_ttl: list[str] = []
     for batch in _batches(client, options, f"{settings.KESTREL_KEY_PREFIX}:*", options.max_keys):
@@ -259,7 +263,7 @@ def _cache_ttl(client: Redis, options: AuditOptions) -> list[Finding]:
     ]
 
 
-def _big_keys(role: str, client: Redis, options: AuditOptions) -> list[Finding]:
+def _big_keys(role: str, client: RedisClient, options: AuditOptions) -> list[Finding]:
     sampled = 0
     big: list[tuple[int, str]] = []
     try:
@@ -288,7 +292,7 @@ def _big_keys(role: str, client: Redis, options: AuditOptions) -> list[Finding]:
     ]
 
 
-def _slowlog(clients: dict[Role, Redis], infos: dict[Role, dict], options: AuditOptions) -> list[Finding]:
+def _slowlog(clients: dict[Role, RedisClient], infos: dict[Role, dict], options: AuditOptions) -> list[Finding]:
     findings = []
     seen_servers: dict[str, str] = {}
     for role, info in infos.items():

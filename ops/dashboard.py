@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
-from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core import instrumentation, metrics
-from core.redis import SAFE_STATE_POLICIES, get_redis, reported_roles
+from core.redis import SAFE_STATE_POLICIES, RedisClient, get_redis, reported_roles
 from ops import audit
 from ops.keys import ops_samples_key
 from ops.monitoring import rq_snapshot
@@ -105,7 +104,7 @@ def _latency_rows(reply) -> list[dict]:
 _MUST_NOT_EVICT = {"state": "sessions, locks and queued jobs", "queue": "queued jobs and their results"}
 
 
-def role_figures(role: str, client: Redis) -> RoleFigures:
+def role_figures(role: str, client: RedisClient) -> RoleFigures:
     """INFO, SLOWLOG GET and LATENCY LATEST of one role, in one round trip; never raises."""
     try:
         pipe = client.pipeline(transaction=False)
@@ -255,7 +254,7 @@ def _delta(current: float, previous: float | None) -> float:
     return current - previous if current >= previous else current
 
 
-def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
+def ops_sample(*, clients: dict[str, RedisClient] | None = None) -> dict[str, str]:
     """Append one sample to the capped stream on the state role; return its fields.
 
     Per role: used_memory, hit ratio and evictions in the interval, ops/s, clients.
@@ -316,7 +315,9 @@ def ops_sample(*, clients: dict[str, Redis] | None = None) -> dict[str, str]:
     return entry
 
 
-def ops_series(*, client: Redis | None = None, count: int = CHART_SAMPLES) -> dict[str, list[tuple[float, float]]]:
+def ops_series(
+    *, client: RedisClient | None = None, count: int = CHART_SAMPLES
+) -> dict[str, list[tuple[float, float]]]:
     """The sampled series, oldest first: field -> [(unix time, value), ...]."""
     client = client or get_redis("state")
     series: dict[str, list[tuple[float, float]]] = {}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 from rq.job import Job
 from rq.queue import Queue
@@ -34,7 +34,7 @@ from rq.utils import utcparse
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from core import metrics
-from core.redis import Role, get_redis, reported_roles
+from core.redis import RedisClient, Role, get_redis, reported_roles
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def rq_snapshot(client: Redis | None = None, *, now: datetime | None = None) -> RQSnapshot:
+def rq_snapshot(client: RedisClient | None = None, *, now: datetime | None = None) -> RQSnapshot:
     """Every queue of settings.RQ_QUEUES, its registries and workers, in two round trips.
 
     Read from the queue role unless `client` is given. A worker counts as alive while its
@@ -137,7 +137,7 @@ def rq_snapshot(client: Redis | None = None, *, now: datetime | None = None) -> 
     return RQSnapshot(queues=queues, workers=len(registered & alive), registered_workers=len(registered))
 
 
-def jobs_status(client: Redis | None = None) -> dict:
+def jobs_status(client: RedisClient | None = None) -> dict:
     """The jobs part of /healthz: workers alive and the queue backlog.
 
     `ok` is false when no worker is alive or more than KESTREL_HEALTH_MAX_BACKLOG jobs
@@ -184,7 +184,7 @@ def jobs_status(client: Redis | None = None) -> dict:
 # --- Scrape-time collector ----------------------------------------------------------
 
 
-def _redis_server_families(roles: dict[Role, Redis]) -> tuple[list, set[Role]]:
+def _redis_server_families(roles: dict[Role, RedisClient]) -> tuple[list, set[Role]]:
     """Each role's server figures (INFO and SLOWLOG LEN in one round trip); roles down."""
     up = GaugeMetricFamily("kestrel_redis_up", "1 when the role's Redis answered this scrape.", labels=["role"])
     gauges = {
@@ -239,14 +239,14 @@ def _redis_server_families(roles: dict[Role, Redis]) -> tuple[list, set[Role]]:
             gauge.add_metric([role], float(info.get(name, 0)))
         for name, counter in counters.items():
             counter.add_metric([role], float(info.get(name, 0)))
-        db = client.connection_pool.connection_kwargs.get("db", 0)
+        db = 0 if isinstance(client, RedisCluster) else client.connection_pool.connection_kwargs.get("db", 0)
         keys.add_metric([role], float((info.get(f"db{db}") or {}).get("keys", 0)))
         slowlog.add_metric([role], float(slowlog_len))
         policy.add_metric([role, str(info.get("maxmemory_policy", "unknown"))], 1)
     return [up, *gauges.values(), *counters.values(), keys, slowlog, policy], down
 
 
-def _rq_families(client: Redis) -> list:
+def _rq_families(client: RedisClient) -> list:
     snapshot = rq_snapshot(client)
     jobs = GaugeMetricFamily("kestrel_rq_jobs", "RQ jobs per queue and state.", labels=["queue", "state"])
     oldest = GaugeMetricFamily(
@@ -272,7 +272,7 @@ def _rq_families(client: Redis) -> list:
 class KestrelCollector:
     """What /metrics reads from Redis at scrape time (the roles' servers, RQ)."""
 
-    def __init__(self, roles: dict[Role, Redis] | None = None) -> None:
+    def __init__(self, roles: dict[Role, RedisClient] | None = None) -> None:
         self.roles = roles
 
     def collect(self):
@@ -295,7 +295,7 @@ class _KestrelFigures:
         return metrics.registry().collect()
 
 
-def build_registry(roles: dict[Role, Redis] | None = None) -> CollectorRegistry:
+def build_registry(roles: dict[Role, RedisClient] | None = None) -> CollectorRegistry:
     """The registry one scrape reads (built per scrape: the Redis figures are live)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_KestrelFigures())

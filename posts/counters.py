@@ -20,14 +20,13 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
-from redis import Redis
 from redis.commands.core import Script
 
 from core.batching import Apply, Batch, BatchBuffer, apply_once_many
 from core.cacheaside import Family, invalidate
 from core.commit import after_commit
 from core.ratelimit.identity import client_ip
-from core.redis import get_redis, is_unavailable
+from core.redis import RedisClient, get_redis, is_unavailable
 from core.scripts import script_queue
 from posts import keys
 from posts.keys import VIEW_FLUSH_EVERY
@@ -264,7 +263,7 @@ def _parse_members(members: Iterable[bytes]) -> tuple[list[tuple[Kind, int]], li
     return parsed, unknown
 
 
-def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
+def _flush(state: RedisClient, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, int], int]:
     """Take the members' pending views from Redis and add them to their rows; the views moved of each.
 
     One take script per view shard (its dirty set and counters; one round trip), then one
@@ -315,7 +314,7 @@ def _flush(state: Redis, members: list[tuple[Kind, int]]) -> dict[tuple[Kind, in
     return moved
 
 
-def _take(state: Redis, calls: list[tuple[list[str], list[str]]]) -> list[list[int]]:
+def _take(state: RedisClient, calls: list[tuple[list[str], list[str]]]) -> list[list[int]]:
     """The take script once per (keys, args) in `calls`: one EVALSHA, or a pipeline of them."""
     if len(calls) == 1:
         (shard_keys, args) = calls[0]
@@ -325,7 +324,7 @@ def _take(state: Redis, calls: list[tuple[list[str], list[str]]]) -> list[list[i
         return cast(list[list[int]], pipe.execute()[1:])  # after the SCRIPT LOAD's
 
 
-def _give_back(state: Redis, batch: list[tuple[Kind, int, int]]) -> None:
+def _give_back(state: RedisClient, batch: list[tuple[Kind, int, int]]) -> None:
     # MULTI/EXEC per view shard: the views and their dirty members come back together or
     # not at all (a counter and its member are always in the same shard).
     amounts = {(kind, obj_id): n for kind, obj_id, n in batch}

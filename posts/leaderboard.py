@@ -14,13 +14,12 @@ import logging
 from typing import TypedDict, cast
 
 from django.db.models import Sum
-from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from accounts.selectors import user_profiles
 from core.rebuild import rebuild
-from core.redis import fail_open, get_redis
+from core.redis import RedisPipeline, fail_open, get_redis
 from core.scripts import script_queue
 from posts import keys
 from posts.keys import LEADERBOARD_TTL
@@ -119,7 +118,7 @@ def leaderboard_like_changed(*, author_id: int, delta: int) -> None:
         )
 
 
-def leaderboard_like_queue(pipe: Pipeline, *, author_id: int, delta: int) -> None:
+def leaderboard_like_queue(pipe: RedisPipeline, *, author_id: int, delta: int) -> None:
     """What leaderboard_like_changed does, queued in a caller's cache-role pipeline.
 
     A like's other cache updates go in the same round trip; the caller owns the
@@ -151,7 +150,7 @@ def _rebuild() -> list[tuple[int, int]]:
     """
     board = keys.leaderboard()
 
-    def store(pipe: Pipeline, rows: list[tuple[int, int]]) -> None:
+    def store(pipe: RedisPipeline, rows: list[tuple[int, int]]) -> None:
         pipe.delete(board)
         if rows:
             pipe.zadd(board, {_member(user_id): -likes for user_id, likes in rows})

@@ -15,13 +15,11 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from django.db.models import Q, QuerySet, Sum
-from redis import Redis
-from redis.client import Pipeline
 
 from accounts.selectors import user_profile
 from core import cacheaside, metrics
 from core.rebuild import rebuild
-from core.redis import fail_open, get_redis
+from core.redis import RedisClient, RedisPipeline, fail_open, get_redis
 from feeds import selectors as feed_selectors
 from feeds.stream_ids import post_stream_id, posts_before, stream_id_or_raise
 from posts import keys
@@ -325,7 +323,7 @@ def _from_db(user_id: int) -> tuple[list[dict], dict]:
 USER_POSTS_REBUILD_ATTEMPTS = 3
 
 
-def _rebuild(client: Redis, user_id: int) -> tuple[list[dict], dict]:
+def _rebuild(client: RedisClient, user_id: int) -> tuple[list[dict], dict]:
     """Rebuild an author's list and stats from the database (core.rebuild), and return them.
 
     WATCHes the stats hash, which every write-through HINCRBYs: a post created or liked
@@ -334,7 +332,7 @@ def _rebuild(client: Redis, user_id: int) -> tuple[list[dict], dict]:
     """
     list_key, stats_key = keys.user_posts_recent(user_id), keys.user_posts_stats(user_id)
 
-    def store(pipe: Pipeline, built: tuple[list[dict], dict]) -> None:
+    def store(pipe: RedisPipeline, built: tuple[list[dict], dict]) -> None:
         recent, stats = built
         pipe.delete(list_key, stats_key)
         if recent:

@@ -3,20 +3,22 @@ from __future__ import annotations
 import pytest
 
 from core import batching, cacheaside, metrics
-from core.redis import breaker, get_redis
+from core.redis import breaker, get_redis, reported_roles
 from devstack.redis_server import RedisServer
+from tests.cluster_session import ClusterSession
 
 # redis_server, the session's private Redis server: the root conftest.py.
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(redis_server: RedisServer):
-    """Every test starts and ends with both roles empty (as rq's own tests do), and
+def _clean_redis(redis_server: RedisServer | ClusterSession):
+    """Every test starts and ends with every role empty (as rq's own tests do), and
     with this process's L1, counters and buffered views empty: ids repeat across
-    rolled-back tests. The queue role is the state role's database here."""
+    rolled-back tests. The queue role is the state role's database, except in a cluster
+    session (a server of its own); on a cluster, FLUSHDB goes to every primary."""
     if not redis_server.is_running():
         redis_server.start()
-    for role in ("state", "cache"):
+    for role in reported_roles():
         breaker(role).reset()  # a test that hung the server leaves it open for a moment
         get_redis(role).flushdb()
     cacheaside.l1().clear()
@@ -26,14 +28,15 @@ def _clean_redis(redis_server: RedisServer):
     cacheaside.l1().clear()
     batching.clear_all()
     if redis_server.is_running():
-        for role in ("state", "cache"):
+        for role in reported_roles():
             breaker(role).reset()
             get_redis(role).flushdb()
 
 
 @pytest.fixture
-def redis_down(redis_server: RedisServer):
-    """Really stop the private Redis server for one test, and start it again after."""
+def redis_down(redis_server: RedisServer | ClusterSession):
+    """Really stop the private Redis server (in a cluster session, every node and the queue
+    server) for one test, and start it again after."""
     redis_server.stop()
     try:
         yield redis_server
@@ -42,8 +45,9 @@ def redis_down(redis_server: RedisServer):
 
 
 @pytest.fixture
-def redis_paused(redis_server: RedisServer):
-    """Freeze the private Redis server (SIGSTOP) for one test: connections hang, data stays."""
+def redis_paused(redis_server: RedisServer | ClusterSession):
+    """Freeze the private Redis server (in a cluster session, every node and the queue server)
+    with SIGSTOP for one test: connections hang, data stays."""
     redis_server.pause()
     try:
         yield redis_server

@@ -137,6 +137,9 @@ class Command(BaseCommand):
         if batch < 1:
             raise CommandError("--batch must be at least 1")
         client = get_redis("state")
+        if not isinstance(client, Redis):
+            # Old names only ever lived on one server: the rename comes before any move to a cluster.
+            raise CommandError("The state role is a Redis Cluster: rename the keys on its single server first.")
         verb = "would be renamed" if dry_run else "renamed"
         for rename in key_renames():
             if isinstance(rename, SplitSet):
