@@ -147,7 +147,7 @@ def key_family(key: str, prefix: str = KEY_PREFIX) -> str:
 
     `kestrel:feeds:user:7:timeline` is `feeds:user:timeline`, `kestrel:posts:post:42`
     `posts:post`, a limiter counter `kestrel:core:ratelimit:<digest>:api`
-    `core:ratelimit:api`, a lease `kestrel:posts:post:42:lock` `posts:post:lock`. After
+    `core:ratelimit:api`, a lease `kestrel:posts:post:{42}:lock` `posts:post:lock`. After
     the entity, a segment without a digit is a facet (`posts:leaderboard:version`), any
     other an id. RQ's keys are `rq:<kind>`; Django's own under the prefix `django`;
     anything else `other`.
@@ -159,7 +159,9 @@ def key_family(key: str, prefix: str = KEY_PREFIX) -> str:
         return "other"
     if parts[1] == "django":
         return "django"
-    return ":".join([parts[1], parts[2], *(part for part in parts[3:] if _FACET.match(part))])
+    # A `{...}` segment is a hash tag (an id, or the slot a key shares with another's).
+    facets = (part for part in parts[3:] if not part.startswith("{") and _FACET.match(part))
+    return ":".join([parts[1], parts[2], *facets])
 
 
 def family_unit(family: str) -> str:

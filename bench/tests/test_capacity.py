@@ -59,7 +59,7 @@ def test_a_family_is_the_key_without_its_prefix_and_id(settings):
     assert key_family(account_keys.jwt_revoked("5b0e7c9a31f44d0c8d1e2f3a4b5c6d7e")) == "accounts:jwt:revoked"
     assert key_family(key("core", "ratelimit", "0a1b2c3d", "api")) == "core:ratelimit:api"
     assert key_family(post_keys.leaderboard_version()) == "posts:leaderboard:version"
-    assert key_family(feed_keys.notified_once("like", 3, 9)) == "feeds:notified"
+    assert key_family(feed_keys.notified_once("like", 3, 9, recipient_id=4)) == "feeds:notified"
     assert key_family("rq:job:0c6f5a0e-2d0b-4c55-9a83-5d1e3f6b7a21") == "rq:job"
     assert key_family("kestrel:django:some-third-party-key") == "django"
     assert key_family("someone-else:app:entity:1") == "other"
