@@ -8,15 +8,7 @@
   var SHOW_MS = 8000;
 
   function say(text) {
-    var box = document.getElementById("toasts");
-    if (!box) {
-      box = document.createElement("div");
-      box.id = "toasts";
-      box.className = "toasts";
-      box.setAttribute("role", "status");
-      box.setAttribute("aria-live", "polite");
-      document.body.appendChild(box);
-    }
+    var box = window.kestrelToastBox();
     var item = document.createElement("p");
     item.className = "toast";
     item.textContent = text;

@@ -58,25 +58,12 @@
     badge.hidden = unread === 0;
   }
 
-  function toastBox() {
-    var box = document.getElementById("toasts");
-    if (!box) {
-      box = document.createElement("div");
-      box.id = "toasts";
-      box.className = "toasts";
-      box.setAttribute("role", "status");
-      box.setAttribute("aria-live", "polite");
-      document.body.appendChild(box);
-    }
-    return box;
-  }
-
   function toast(notification) {
     var item = document.createElement("a");
     item.className = "toast";
     item.href = notificationLink(notification) || "/notifications"; // what it is about
     item.textContent = notification.message; // text, never HTML
-    var box = toastBox();
+    var box = window.kestrelToastBox();
     while (box.children.length >= MAX_TOASTS) box.firstChild.remove(); // a catch-up shows the newest few
     box.appendChild(item);
     setTimeout(function () { item.remove(); }, TOAST_MS);
