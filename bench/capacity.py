@@ -69,11 +69,11 @@ from bench.load import (
     POSTS_EACH,
     RATE_LIMITED,
     TOKEN_LIFETIME,
-    USERS,
     WRITES,
     Planner,
     Request,
     access_log_counts,
+    add_mix_arguments,
     measure_floor,
     run_mix,
     wrk_path,
@@ -919,16 +919,7 @@ def memory_lines(results: dict) -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench capacity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=20, help="length of the timed mix (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="seconds of reads before it (default 3)")
-    parser.add_argument("--floor-seconds", type=int, default=4, help="the DRF floor's run (default 4)")
-    parser.add_argument("--users", type=int, default=USERS, help=f"people, each with a token (default {USERS})")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    parser.add_argument(
-        "--threads", type=int, default=64, help="threads per gthread worker (default 64, config/gunicorn.py's)"
-    )
-    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    add_mix_arguments(parser)
     parser.add_argument("--redis-ops", type=int, default=10_000, help="commands per Redis floor loop (default 10000)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the plan (default: random, printed)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON output (default {DEFAULT_OUTPUT})")

@@ -860,10 +860,10 @@ def comparison(runs: dict[str, dict]) -> str:
     )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
+def add_mix_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mix's length, warm-up, floor run, people and server shape (also `bench capacity`'s)."""
     parser.add_argument("--seconds", type=int, default=20, help="length of the mixed load (default 20)")
-    parser.add_argument("--floor-seconds", type=int, default=4, help="each of the three floor runs (default 4)")
+    parser.add_argument("--floor-seconds", type=int, default=4, help="each floor run (default 4)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of reads before the mix (default 3)")
     parser.add_argument("--users", type=int, default=USERS, help=f"people, each with a token (default {USERS})")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
@@ -872,6 +872,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
+    add_mix_arguments(parser)
     parser.add_argument(
         "--rate-limit",
         choices=["on", "off"],

@@ -686,25 +686,29 @@ class InstrumentedPipeline(Pipeline):
         _record_batch(self._kestrel_role, batch, transaction, started, errors)
 
 
-class InstrumentedPubSub(PubSub):
-    """Pub/sub whose commands (SUBSCRIBE, UNSUBSCRIBE, PING...) are counted; messages are not.
+class _CountedPubSubCommands:
+    """A pub/sub's commands (SUBSCRIBE, UNSUBSCRIBE, PING...) counted under its role; messages
+    are not. Their replies arrive as messages, read later: the time recorded is the sending."""
 
-    Their replies arrive as messages, read later: the time recorded is the sending.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._kestrel_role = _pool_role(self.connection_pool)
+    _kestrel_role: str
 
     def execute_command(self, *args: Any) -> None:
         started = time.perf_counter()
         name, family, blocking = classify(args)
         try:
-            super().execute_command(*args)  # type: ignore[no-untyped-call]
+            super().execute_command(*args)  # type: ignore[misc]  # PubSub or ClusterPubSub, after this in the MRO
         except BaseException as exc:
             _record_failure(self._kestrel_role, name, family, started, blocking, exc)
             raise
         recorder.record_one(self._kestrel_role, name, family, started, blocking)
+
+
+class InstrumentedPubSub(_CountedPubSubCommands, PubSub):
+    """A role's pub/sub, its commands counted (_CountedPubSubCommands)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_role = _pool_role(self.connection_pool)
 
 
 def redis_client(*args: Any, **kwargs: Any) -> Redis:
@@ -778,22 +782,12 @@ class InstrumentedClusterPipeline(KestrelClusterPipeline):
         return response
 
 
-class InstrumentedClusterPubSub(ClusterPubSub):
+class InstrumentedClusterPubSub(_CountedPubSubCommands, ClusterPubSub):
     """A cluster role's pub/sub, its commands counted as InstrumentedPubSub counts them."""
 
     def __init__(self, redis_cluster: RedisCluster, *args: Any, **kwargs: Any) -> None:
         super().__init__(redis_cluster, *args, **kwargs)
         self._kestrel_role = _role_of(redis_cluster.nodes_manager.connection_kwargs.get("client_name"))
-
-    def execute_command(self, *args: Any) -> None:
-        started = time.perf_counter()
-        name, family, blocking = classify(args)
-        try:
-            super().execute_command(*args)  # type: ignore[no-untyped-call]
-        except BaseException as exc:
-            _record_failure(self._kestrel_role, name, family, started, blocking, exc)
-            raise
-        recorder.record_one(self._kestrel_role, name, family, started, blocking)
 
 
 class InstrumentedRedisCluster(KestrelCluster):
