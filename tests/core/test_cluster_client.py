@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
@@ -419,3 +420,8 @@ def test_the_state_role_s_cluster_is_no_cache_role(cluster_caches):
 
     assert [message.id for message in messages] == ["kestrel.E004"]
     assert "REDIS_CACHE_URL is not set" in messages[0].msg
+
+
+def test_renaming_keys_to_the_tagged_grammar_is_refused_on_a_cluster(on_cluster):
+    with pytest.raises(CommandError, match="rename the keys on its single server first"):
+        call_command("redis_rename_keys")
