@@ -84,9 +84,8 @@ def run(*args: str) -> str:
 
 
 @pytest.fixture
-def upgraded_from_old_grammar(single_server, state_redis):
-    """The old grammar's keys, and the keys the command must leave as they are (on one
-    server: old names only ever lived on one, and the command refuses a cluster)."""
+def upgraded_from_old_grammar(state_redis):
+    """The old grammar's keys, and the keys the command must leave as they are."""
     renamed = old_grammar(state_redis)
     for name in LEFT_TO_EXPIRE:
         state_redis.set(name, "1", px=HOUR_MS)
@@ -162,7 +161,7 @@ def test_a_key_whose_new_name_exists_is_skipped_never_overwritten(state_redis, u
     assert "accounts:user        0 renamed, 1 already named so, 1 skipped (the new name exists" in output
 
 
-def test_a_batch_smaller_than_a_family_renames_it_all(single_server, state_redis):
+def test_a_batch_smaller_than_a_family_renames_it_all(state_redis):
     sessions = [f"{n:032x}" for n in range(25)]
     for session in sessions:
         state_redis.set(f"{P}:accounts:session:{session}", "{}", px=HOUR_MS)
@@ -176,8 +175,3 @@ def test_a_batch_smaller_than_a_family_renames_it_all(single_server, state_redis
 def test_a_batch_below_one_is_refused():
     with pytest.raises(CommandError, match="--batch"):
         run("--batch", "0")
-
-
-def test_a_state_role_on_a_cluster_is_refused(cluster_session):
-    with pytest.raises(CommandError, match="rename the keys on its single server first"):
-        run()
