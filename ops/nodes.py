@@ -101,7 +101,9 @@ def _from_shards(client: RedisCluster, shards: list[dict[str, Any]]) -> list[Rol
         primary = ""
         for member in members:
             host = _text(member.get("endpoint") or member.get("ip"))
-            address = f"{host}:{member.get('port') or member.get('tls-port')}"
+            # A TLS client knows a node by its tls-port, which CLUSTER SHARDS gives apart.
+            named = [f"{host}:{member[port]}" for port in ("port", "tls-port") if member.get(port)]
+            address = next((name for name in named if name in known), named[0])
             is_primary = _text(member["role"]) == "master"
             if is_primary:
                 primary = address

@@ -275,6 +275,22 @@ def test_healthz_fails_a_role_while_a_primary_does_not_answer(client, state_prim
     assert body["checks"]["redis_cache"]["ok"] is True
 
 
+def test_healthz_lists_the_nodes_of_a_cluster_that_does_not_answer_from_its_slot_map(client, cluster_session):
+    nodes = addresses(cluster_session.state)
+    cluster_session.state.stop()
+    try:
+        response = client.get("/healthz")
+    finally:
+        cluster_session.state.start()
+
+    state = response.json()["checks"]["redis_state"]
+    assert response.status_code == 503
+    assert state["error"].startswith("ClusterUnavailable: ")
+    assert set(state["nodes"]) == set(nodes)  # no node could give CLUSTER SHARDS: this process's slot map
+    assert [node["ok"] for node in state["nodes"].values()] == [False] * 3
+    assert sorted(node["slots"] for node in state["nodes"].values())[0] == "0-5460"
+
+
 # --- redis_audit -----------------------------------------------------------------------
 
 

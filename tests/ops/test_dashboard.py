@@ -164,9 +164,7 @@ def test_the_slowlog_shows_no_session_id(staff_client, make_user, slowlog_everyt
     assert session_id not in metrics
 
 
-# One server only: on a cluster, the rate limiter's script and the refresh rotation's span
-# slots (docs/design.md, "Hash tags: which keys share a slot"), so no token is issued yet.
-def test_the_slowlog_shows_no_token_id(single_server, staff_client, make_user, slowlog_everything):
+def test_the_slowlog_shows_no_token_id(staff_client, make_user, slowlog_everything):
     make_user(email="tok@example.com", password="a-Strong-pass-42")
     api = APIClient()
     pair = api.post("/api/token", {"email": "tok@example.com", "password": "a-Strong-pass-42"}, format="json").json()
