@@ -165,15 +165,13 @@ def _reach_cluster(role: Role, client: RedisCluster) -> tuple[Finding, list[_Ser
         message = f"{where}: {len(missing)} of {primaries} primaries did not answer ({', '.join(missing)})"
         return Finding("reachable", role, ERROR, message, tuple(lines)), answered
     if not primaries:
-        return Finding("reachable", role, ERROR, f"{where}: no node answered", tuple(lines)), []
+        return Finding("reachable", role, ERROR, f"{where} names no primary", tuple(lines)), []
     replicas = len(lines) - primaries
     message = f"{where} answers: {primaries} primaries, {replicas} replica{'s' if replicas != 1 else ''}"
     return Finding("reachable", role, OK, message, tuple(lines)), answered
 
 
-def _where(role: str, client: RedisClient) -> str:
-    if isinstance(client, RedisCluster):
-        return f"the {role} role's Redis Cluster"
+def _where(role: str, client: Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs  # no password in this form
     address = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     return f"the {role} role's Redis at {address}/{kwargs.get('db', 0)}"
