@@ -18,7 +18,7 @@ from core.keys import key
 from core.redis import reported_roles
 from ops import audit
 from ops.audit import ERROR, OK, WARNING, AuditOptions, run_audit
-from tests.ops.conftest import role_servers
+from tests.clients import role_servers
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from core.keys import key
 from core.redis import get_redis
 from ops import dashboard
 from ops.keys import ops_samples_key
-from tests.ops.conftest import role_servers
+from tests.clients import role_servers
 
 pytestmark = pytest.mark.django_db
 
