@@ -107,9 +107,20 @@ class KestrelClusterPipeline(ClusterPipeline):
     parsed; DEL of keys in one slot; PUBLISH and scripts (SCRIPT LOAD, EVALSHA:
     core.scripts), which it refuses."""
 
+    # The SHA that script_load queues in its place is an ECHO, keyless: any node answers
+    # it, also when redis-py sends a failed pipeline's commands again one by one.
+    COMMAND_FLAGS = {**ClusterPipeline.COMMAND_FLAGS, "ECHO": RedisCluster.RANDOM}
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kestrel_sources: dict[str, Any] = {}  # SHA -> source, from script_load
+
+    def _get_command_keys(self, *args: Any) -> Any:
+        """A command's keys, for routing it: a script's from its own arguments, where redis-py's
+        pipeline would ask a node (COMMAND GETKEYS, a round trip per call)."""
+        if str(args[0]).upper() in ("EVAL", "EVALSHA"):
+            return list(args[3 : 3 + int(args[2])])
+        return super()._get_command_keys(*args)  # type: ignore[no-untyped-call]
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         strategy = self._execution_strategy

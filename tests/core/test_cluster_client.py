@@ -213,6 +213,30 @@ def test_a_pipeline_carries_scripts_and_publishes_to_subscribers_of_any_node(on_
     assert message["data"] == b"hello"
 
 
+def _calls_on_primaries(client: RedisCluster) -> dict[str, int]:
+    """Every primary's INFO commandstats, summed: what the servers ran, by command."""
+    calls: dict[str, int] = {}
+    for node in client.get_primaries():
+        for name, stats in client.get_redis_connection(node).info("commandstats").items():
+            calls[name] = calls.get(name, 0) + stats["calls"]
+    return calls
+
+
+def test_a_pipelines_scripts_are_routed_without_asking_a_node_for_their_keys(on_cluster):
+    client = get_redis("cache")
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    before = _calls_on_primaries(client)
+
+    pipe = client.pipeline(transaction=False)
+    script_queue(pipe, script, [([key], []) for key in _keys_across_slots(20)])
+    pipe.execute()
+
+    ran = {name: n - before.get(name, 0) for name, n in _calls_on_primaries(client).items()}
+    assert ran.get("cmdstat_eval") == 20
+    assert ran.get("cmdstat_incr") == 20
+    assert ran.get("cmdstat_command|getkeys", 0) == 0  # redis-py's pipeline would ask once per script
+
+
 def _commands(role: str, command: str, family: str) -> float:
     metrics.flush()
     labels = {"role": role, "command": command, "family": family}
