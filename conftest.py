@@ -25,6 +25,11 @@ CLUSTER = os.environ.get("KESTREL_TEST_CLUSTER", "") == "1"
 
 _server: RedisServer | ClusterSession | None = None
 
+ROUND_TRIPS = (
+    "counts one server's round trips; a cluster's differ where keys span slots (docs/design.md, "
+    '"Hash tags"; tests/core/test_ratelimit.py checks the limiter\'s on a cluster)'
+)
+
 # Tests of a single server's client, pool or layout, skipped in a cluster session: what
 # each checks has no meaning there, or tests/core/test_cluster_client.py checks it of the
 # cluster client. By node id, then by the fixture that builds the single-server client.
@@ -77,6 +82,31 @@ SINGLE_SERVER_TESTS = {
     "bench/tests/test_figures.py::test_a_count_includes_what_the_requests_left_to_a_background_flush": (
         "a client of the private single server"
     ),
+    "tests/posts/test_write_round_trips.py::test_a_new_post_to_a_hundred_followers_costs_two_round_trips": (
+        ROUND_TRIPS + " (the new post's invalidation goes apart from its author's MULTI)"
+    ),
+    "tests/feeds/test_lists_from_cache.py::test_a_warm_feed_of_fifty_posts_queries_no_post_and_costs_two_round_trips": (
+        ROUND_TRIPS
+    ),
+    "tests/feeds/test_lists_from_cache.py::test_with_the_l1_listening_a_warm_feed_reads_no_post_from_redis": (
+        ROUND_TRIPS
+    ),
+    "tests/accounts/test_revocation.py::test_the_limiters_verdict_on_the_same_token_is_reused_without_a_round_trip": (
+        ROUND_TRIPS
+    ),
+    "tests/accounts/test_session_round_trips.py::"
+    "test_with_rate_limiting_off_a_session_request_costs_its_session_read_alone": (
+        ROUND_TRIPS + " (the session and its user's epoch are in two slots)"
+    ),
+    "tests/accounts/test_tokens.py::test_without_the_rate_limiter_the_denylist_check_is_still_one_round_trip": (
+        ROUND_TRIPS
+    ),
+}
+SINGLE_SERVER_MODULES = {
+    "tests/ops/test_redis_rename_keys.py": (
+        "keys before hash tags only ever lived on one server; on a cluster the command refuses "
+        "(tests/core/test_cluster_client.py)"
+    ),
 }
 SINGLE_SERVER_FIXTURES = {
     "instrumented_client": "a single-server client (InstrumentedRedis) of the role's URL",
@@ -89,8 +119,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        reason = SINGLE_SERVER_TESTS.get(item.nodeid) or next(
-            (why for name, why in SINGLE_SERVER_FIXTURES.items() if name in fixtures), None
+        reason = (
+            SINGLE_SERVER_TESTS.get(item.nodeid)
+            or SINGLE_SERVER_MODULES.get(item.nodeid.partition("::")[0])
+            or next((why for name, why in SINGLE_SERVER_FIXTURES.items() if name in fixtures), None)
         )
         if reason:
             item.add_marker(pytest.mark.skip(reason=f"not in a cluster session: {reason}"))

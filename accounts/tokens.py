@@ -20,6 +20,7 @@ import jwt
 from django.conf import settings
 from django.dispatch import Signal
 from django.http import HttpRequest
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from accounts import keys, revocation
@@ -262,24 +263,28 @@ def bearer_rate_limit_credential(request: HttpRequest) -> Credential | None:
 # --- Refresh rotation ---------------------------------------------------------------------
 
 _ROTATE_LUA = """
--- KEYS: [1] the refresh token's denylist entry (keys.jwt_revoked), [2] its family's
---       (keys.jwt_family_revoked), [3] its owner's epoch (keys.user_token_epoch)
+-- KEYS: [1] the refresh token's denylist entry (keys.jwt_revoked), then on one server
+--       [2] its family's (keys.jwt_family_revoked), [3] its owner's epoch (keys.user_token_epoch)
 -- ARGV: [1] the token's epoch, [2] ms the token has left to live (+ margin),
 --       [3] ms the family's entry must live (keys.longest_token_life),
 --       [4] this attempt's id (random, one per refresh request)
 -- Returns "ok" (the token is now spent: issue the next pair), "revoked", or "reused"
--- (it had been spent already: its whole family is now revoked).
+-- (it had been spent already: with KEYS[2], its whole family is now revoked).
 -- One script: checking and spending in one step is what makes a refresh token single
 -- use when twenty requests present it at once (SET NX lets exactly one through).
 -- The spend records the attempt: when a connection drops after the script ran,
 -- redis-py sends the same script again, and that retry must find its own spend,
 -- not take itself for a thief and revoke the family.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return 'revoked'
-end
-local stored = redis.call('GET', KEYS[3])
-if stored and (not tonumber(stored) or tonumber(stored) > tonumber(ARGV[1])) then
-  return 'revoked'
+-- With KEYS[1] alone (Redis Cluster, where the three keys are in three slots) it only
+-- spends; the caller checks the family and epoch before and revokes the family after.
+if #KEYS > 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'revoked'
+  end
+  local stored = redis.call('GET', KEYS[3])
+  if stored and (not tonumber(stored) or tonumber(stored) > tonumber(ARGV[1])) then
+    return 'revoked'
+  end
 end
 if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[2]) then
   return 'ok'
@@ -287,7 +292,9 @@ end
 if redis.call('GET', KEYS[1]) == ARGV[4] then
   return 'ok'
 end
-redis.call('SET', KEYS[2], 'reused', 'PX', ARGV[3])
+if #KEYS > 1 then
+  redis.call('SET', KEYS[2], 'reused', 'PX', ARGV[3])
+end
 return 'reused'
 """
 
@@ -326,12 +333,32 @@ def token_refresh(*, refresh: str, now: float | None = None) -> TokenPair:
 def _spend(claims: Claims, *, user_id: int, now: float, attempt: str) -> str:
     """Run the rotation script once for this attempt: "ok", "revoked" or "reused"."""
     # State role, fail closed: an unanswered script raises (503) and issues nothing.
-    outcome = _rotate_script()(
-        keys=[keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family), keys.user_token_epoch(user_id)],
-        args=[claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000, attempt],
-        client=get_redis("state"),
-    )
-    return outcome.decode() if isinstance(outcome, bytes) else outcome
+    client = get_redis("state")
+    denied, family = keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family)
+    epoch = keys.user_token_epoch(user_id)
+    args = [claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000, attempt]
+    if not isinstance(client, RedisCluster):
+        return _text(_rotate_script()(keys=[denied, family, epoch], args=args, client=client))
+    # On a cluster the three keys are in three slots (each keeps its own id as tag, so an
+    # upgrade could rename it). The family and epoch only ever move towards refusing, so
+    # reading them first decides as the script would; a family revoked between the read
+    # and the spend revokes the pair this spend issues too, at its first use.
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(family)
+    pipe.get(epoch)
+    revoked, stored = pipe.execute()
+    if revoked or (stored is not None and (not stored.isdigit() or int(stored) > claims.epoch)):
+        return "revoked"
+    outcome = _text(_rotate_script()(keys=[denied], args=args, client=client))
+    if outcome == "reused" and not client.set(family, "reused", px=keys.longest_token_life() * 1000, nx=True):
+        # Another presentation of the token revoked the family first: this one finds it
+        # revoked, as it would have had the script read the family after that one ran.
+        return "revoked"
+    return outcome
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 # --- Revocation ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ circuit breaker, the client name (kestrel-<role>) and the command metrics
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import Any, NoReturn
@@ -19,7 +20,8 @@ from django.utils.module_loading import import_string
 from django_redis.client import DefaultClient
 from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
+from redis.client import EMPTY_RESPONSE
+from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster, TransactionStrategy
 from redis.commands.helpers import list_or_args
 from redis.connection import Connection, SSLConnection
 from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError, SlotNotCoveredError
@@ -101,14 +103,38 @@ def node_connection_class(breaker: Breaker, *, tls: bool) -> type[Connection]:
 
 
 class KestrelClusterPipeline(ClusterPipeline):
-    """redis-py's cluster pipeline: unavailability as ConnectionErrors; DEL of keys in one
-    slot; PUBLISH and scripts (SCRIPT LOAD, EVALSHA: core.scripts), which it refuses."""
+    """redis-py's cluster pipeline: unavailability as ConnectionErrors; a MULTI's replies
+    parsed; DEL of keys in one slot; PUBLISH and scripts (SCRIPT LOAD, EVALSHA:
+    core.scripts), which it refuses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kestrel_sources: dict[str, Any] = {}  # SHA -> source, from script_load
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
+        strategy = self._execution_strategy
+        # A MULTI's replies come back raw from redis-py's transaction strategy (it applies
+        # only the cluster's own callbacks): parsed here as a single server's would be.
+        queued = (
+            [(c.args[0], c.options) for c in strategy._command_queue]
+            if isinstance(strategy, TransactionStrategy)
+            else []
+        )
         try:
-            return super().execute(raise_on_error)
+            replies = super().execute(raise_on_error)
         except RedisClusterException as exc:
             reraise(exc)
+        if queued and len(replies) == len(queued):
+            callbacks = self.get_default_node().redis_connection.response_callbacks  # type: ignore[no-untyped-call]
+            replies = [
+                callbacks[name](reply, **{k: v for k, v in options.items() if k not in ("keys", EMPTY_RESPONSE)})
+                if name in callbacks
+                and name not in self.cluster_response_callbacks
+                and not isinstance(reply, Exception)
+                else reply
+                for reply, (name, options) in zip(replies, queued, strict=True)
+            ]
+        return replies
 
     def delete(self, *names: Any) -> Any:
         """DEL; redis-py's cluster pipeline refuses several keys even when they share a slot."""
@@ -127,21 +153,24 @@ class KestrelClusterPipeline(ClusterPipeline):
         return self.execute_command("PUBLISH", channel, message, **kwargs)  # type: ignore[no-untyped-call]
 
     def evalsha(self, sha: Any, numkeys: int, *keys_and_args: Any) -> Any:
-        """EVALSHA, which redis-py's cluster pipeline refuses: it goes to the node of its keys' slot."""
+        """EVALSHA, which redis-py's cluster pipeline refuses: it goes to the node of its keys'
+        slot. A script this pipeline was given (script_load) is sent as EVAL with its source."""
+        source = self._kestrel_sources.get(sha)
+        if source is not None:
+            return self.execute_command("EVAL", source, numkeys, *keys_and_args)  # type: ignore[no-untyped-call]
         return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)  # type: ignore[no-untyped-call]
 
     def script_load(self, script: Any) -> Any:
         """SCRIPT LOAD, which redis-py's cluster pipeline refuses (a pipeline's command goes to one node).
 
-        The script is loaded on every primary now, so that the pipeline's EVALSHAs find it
-        on whichever node their keys live (a round trip per primary, before the pipeline's
-        own); the pipeline's reply in its place is the SHA, as a single server's would be.
+        Nothing is loaded: the pipeline's EVALSHAs of the script go as EVAL with its source
+        (which the node compiles once and caches), so they run on whichever node their keys
+        live, with no round trip to load it first and no NOSCRIPT after a failover. The
+        pipeline's reply in its place is the SHA, as a single server's would be.
         """
-        primaries = self.get_primaries()  # type: ignore[no-untyped-call]
-        try:
-            sha = self.parent_execute_command("SCRIPT LOAD", script, target_nodes=primaries)  # type: ignore[no-untyped-call]
-        except RedisClusterException as exc:
-            reraise(exc)
+        source = script.encode() if isinstance(script, str) else script
+        sha = hashlib.sha1(source).hexdigest()  # noqa: S324 - the script's name in Redis, not a secret
+        self._kestrel_sources[sha] = script
         return self.execute_command("ECHO", sha)  # type: ignore[no-untyped-call]
 
 
@@ -153,7 +182,7 @@ class KestrelCluster(RedisCluster):
     - A cluster that does not answer raises a ConnectionError (`unavailable`), so every
       caller's failure policy applies as on a single server.
     - MGET across slots is one MGET per slot, pipelined by node (not atomic: no MGET
-      across slots can be); PING asks every primary.
+      across slots can be); PING and DBSIZE ask every primary.
     """
 
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
@@ -172,6 +201,11 @@ class KestrelCluster(RedisCluster):
         if len({self.keyslot(name) for name in names}) > 1:  # type: ignore[no-untyped-call]
             return self.mget_nonatomic(names)
         return super().mget(names)
+
+    def dbsize(self, **kwargs: Any) -> Any:
+        """DBSIZE of the whole cluster: the sum over every primary (redis-py asks one node)."""
+        kwargs.setdefault("target_nodes", self.PRIMARIES)
+        return super().dbsize(**kwargs)
 
     def ping(self, **kwargs: Any) -> Any:
         """PING every primary (redis-py asks one node): True only when each answers."""

@@ -1,6 +1,7 @@
 """`make run` (`python -m devstack.run`): everything Kestrel needs on one machine.
 
-A private Redis server when REDIS_URL is unset (`noeviction`), `migrate` and the demo
+A private Redis server when REDIS_URL is unset (`noeviction`), or for the queues alone
+when REDIS_URL is a Redis Cluster's and REDIS_QUEUE_URL is unset; `migrate` and the demo
 data, gunicorn on $PORT (8000, reloading while DEBUG), a pool of RQ workers
 (WORKER_PROCESSES) with the scheduler, and RQ's cron scheduler. Ctrl-C or SIGTERM stops
 all of it; every child also exits with this process, even on SIGKILL.
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.redis import is_cluster_url
 from devstack.processes import (
     PROJECT_ROOT,
     Process,
@@ -80,6 +82,7 @@ def main() -> int:
     port = env.get("PORT", "8000")
     var_dir = Path(env.get("KESTREL_VAR_DIR") or PROJECT_ROOT / "var")
     redis_server: RedisServer | None = None
+    queue_server: RedisServer | None = None
     children: list[Process] = []
 
     def on_signal(signum, frame):
@@ -102,6 +105,14 @@ def main() -> int:
             _log(f"Redis ({Path(redis_server.binary).name}) on {redis_server.url}, pid {redis_server.process.pid}")
         else:
             _log("Using REDIS_URL from the environment")
+            if is_cluster_url(env["REDIS_URL"]) and not env.get("REDIS_QUEUE_URL"):
+                # RQ cannot run on a cluster: the queues get a private server of their own.
+                queue_server = RedisServer(
+                    data_dir=var_dir / "redis-queue",
+                    extra_config={"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"},
+                ).start()
+                env["REDIS_QUEUE_URL"] = f"{queue_server.url}/0"
+                _log(f"REDIS_URL is a Redis Cluster: queues on a private Redis on {queue_server.url}")
 
         # What `make manage` needs to reach this stack from a second terminal.
         _write_env_file(var_dir, env)
@@ -158,8 +169,9 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_all(children)
-        if redis_server is not None:
-            redis_server.cleanup()
+        for server in (redis_server, queue_server):
+            if server is not None:
+                server.cleanup()
         (var_dir / ENV_FILE).unlink(missing_ok=True)
 
 

@@ -13,12 +13,13 @@ import logging
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from redis.cluster import RedisCluster
 
 from accounts.models import User
 from core import metrics
 from core.cacheaside import invalidate_now
 from core.commit import after_commit
-from core.redis import get_redis
+from core.redis import RedisPipeline, get_redis, is_unavailable
 from feeds.services import like_effects_apply, timeline_fanout_schedule
 from posts import keys
 from posts.leaderboard import leaderboard_like_changed, leaderboard_like_queue
@@ -141,25 +142,45 @@ def post_unlike(*, post: Post, user: User) -> None:
 
 def write_through_new_post(post: Post) -> None:
     """After a post commits, one MULTI/EXEC on the cache role: the write-through of its
-    author's list and stats, and the invalidation of the post's own (maybe 404) entry.
+    author's list and stats, and the invalidation of the post's own (maybe 404) entry
+    (on a Redis Cluster, the MULTI and then the invalidation: they are in two slots).
 
     LPUSHX, not LPUSH: a missing list stays missing rather than hold only this post.
     HINCRBY on a missing hash makes one without `built`, which readers rebuild. Fails
     open: if Redis does not answer, the author's list and stats are invalidated instead.
     """
     list_key, stats_key = keys.user_posts_recent(post.author_id), keys.user_posts_stats(post.author_id)
-    pipe = get_redis("cache").pipeline(transaction=True)
+    client = get_redis("cache")
+    pipe = client.pipeline(transaction=True)
     pipe.lpushx(list_key, json.dumps(post_summary(post)))
     pipe.ltrim(list_key, 0, keys.RECENT_POSTS_LIMIT - 1)
     pipe.hincrby(stats_key, "postCount", 1)
     pipe.expire(stats_key, keys.WRITE_THROUGH_TTL)
     pipe.expire(list_key, keys.WRITE_THROUGH_TTL)
-    if not invalidate_now(POST.name, post.pk, pipe=pipe):
+    if isinstance(client, RedisCluster):
+        # The post's own entry is in another slot than its author's list and stats, and
+        # a cluster's MULTI holds one slot: the invalidation is a round trip of its own.
+        written = _executed(pipe)
+        written = invalidate_now(POST.name, post.pk) and written
+    else:
+        written = invalidate_now(POST.name, post.pk, pipe=pipe)
+    if not written:
         # Cache role: fail open. The write committed; the outbox drops the post's entry
         # once Redis is back, and the author's list and stats go the same way.
         metrics.incr("cache.error", family=USER_POSTS.name)
         logger.warning("Write-through for post %s failed; author's list will be rebuilt", post.pk)
         _user_posts_invalidate(post.author_id)
+
+
+def _executed(pipe: RedisPipeline) -> bool:
+    """Run a cache-role pipeline: False when Redis did not answer."""
+    try:
+        pipe.execute()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return False
+    return True
 
 
 def _user_posts_invalidate(author_id: int) -> None:

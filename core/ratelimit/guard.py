@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.http import HttpRequest
-from redis import Redis
 
 from core.ratelimit.identity import Identity
 from core.ratelimit.script import Decision, check
+from core.redis import RedisClient
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ CredentialFinder = Callable[[HttpRequest], Credential | None]
 _VERDICT_ATTR = "kestrel_guard_verdict"
 
 
-def guard_verdict_fetch(guard: Guard, *, client: Redis | None = None) -> GuardVerdict:
+def guard_verdict_fetch(guard: Guard, *, client: RedisClient | None = None) -> GuardVerdict:
     """Decide `guard` alone (the check script with no policies): one round trip, no writes.
 
     For a request the middleware did not check (rate limiting off, a path no policy

@@ -17,19 +17,23 @@ from core.redis import get_redis
 TTL = 60
 
 
+# One batch's keys are one script's: they share a hash tag, as posts.keys' view shards do.
+TAG = "counters"
+
+
 def counter_key(name: Hashable) -> str:
     """STRING integer, state role: a test counter."""
-    return key("tests", "counter", str(name))
+    return key("tests", "counter", str(name), tag=TAG)
 
 
 def members_key(name: Hashable) -> str:
     """SET, state role: a test counter's members."""
-    return key("tests", "counter", str(name), "members")
+    return key("tests", "counter", str(name), "members", tag=TAG)
 
 
 def sequence_key(process: str) -> str:
     """STRING integer, state role, TTL: a test buffer's last applied batch."""
-    return key("tests", "batches", process)
+    return key("tests", "batches", process, tag=TAG)
 
 
 class RedisSend:

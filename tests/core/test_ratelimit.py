@@ -13,14 +13,14 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import RequestFactory
-from redis import Redis
 
 from core.ratelimit.guard import Credential, Guard, GuardVerdict, guard_verdict_fetch, guard_verdict_for_request
 from core.ratelimit.identity import Identity, account_from_body, client_ip, normalise_account
 from core.ratelimit.middleware import RateLimitMiddleware, rate_limit_headers
 from core.ratelimit.policies import Policy, load_policies
 from core.ratelimit.script import Decision, check, rate_limit_key
-from core.redis import get_redis, is_unavailable, role_url
+from core.redis import RedisClient, get_redis, is_unavailable
+from tests.clients import commands_sent, on_cluster, role_client
 
 T0 = 1_700_000_000.0  # an arbitrary "now"; the script takes any clock it is given
 ADA = Identity(ip="203.0.113.7")
@@ -135,22 +135,15 @@ def test_gcra_has_no_double_burst_at_a_window_boundary_unlike_the_fixed_window()
 def test_every_policy_of_a_request_is_decided_in_one_round_trip():
     policies = kestrel_policies()
     identity = Identity(ip="203.0.113.7", account="ada@example.com")
-    client = Redis.from_url(role_url("state"))
+    client = role_client("state")
     check(policies, identity, now=T0, client=client)  # loads the script (first call only)
-    sent: list[str] = []
-    execute = client.execute_command
-
-    def counting(*args, **options):
-        sent.append(args[0])
-        return execute(*args, **options)
-
-    client.execute_command = counting
-    try:
+    with commands_sent(client) as sent:
         decision = check(policies, identity, now=T0, client=client)
-    finally:
-        client.close()
+    client.close()
+    # On a cluster, one call per hash slot: each subject's counters share their digest's.
+    slots = {client.keyslot(rate_limit_key(p, p.subject(identity))) for p in policies} if on_cluster() else {0}
 
-    assert sent == ["EVALSHA"]
+    assert sent == ["EVALSHA"] * len(slots)
     assert [r.policy.name for r in decision.results] == ["api", "auth_ip", "auth_account", "writes", "jobs"]
 
 
@@ -205,14 +198,14 @@ def test_two_hundred_concurrent_checks_against_a_limit_of_ten_allow_exactly_ten(
     policy = Policy("burst", limit=10, window=60, algorithm=algorithm)
     # One connection per thread, opened before the barrier: the 200 scripts reach
     # Redis together, with no pool to queue them up.
-    clients = [Redis.from_url(role_url("state")) for _ in range(200)]
+    clients = [role_client("state") for _ in range(200)]
     for client in clients:
         client.ping()
     start = threading.Barrier(len(clients))
     outcomes: list[bool] = []
     lock = threading.Lock()
 
-    def request(client: Redis) -> None:
+    def request(client: RedisClient) -> None:
         start.wait()
         allowed = check([policy], ADA, client=client).allowed
         with lock:
@@ -424,22 +417,14 @@ def test_the_generation_comes_back_with_the_verdict_and_none_means_read_only(sta
 
 
 def test_a_guard_alone_is_one_round_trip_and_writes_nothing(state_redis):
-    client = Redis.from_url(role_url("state"))
+    client = role_client("state")
     guard_verdict_fetch(guarded().guard, client=client)
-    sent: list[str] = []
-    execute = client.execute_command
-
-    def counting(*args, **options):
-        sent.append(args[0])
-        return execute(*args, **options)
-
-    client.execute_command = counting
-    try:
+    with commands_sent(client) as sent:
         assert guard_verdict_fetch(guarded().guard, client=client).passed is True
-    finally:
-        client.close()
+    client.close()
 
-    assert sent == ["EVALSHA"]
+    # On a cluster the guard's keys span slots: they are read in one pipeline instead.
+    assert sent == (["PIPELINE"] if on_cluster() else ["EVALSHA"])
     assert state_redis.dbsize() == 0
 
 

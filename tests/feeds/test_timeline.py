@@ -14,6 +14,7 @@ from jobs.queues import FANOUT_JOB
 from posts.models import Post
 from posts.selectors import home_timeline_page, post_with_author
 from posts.services import post_create, post_delete
+from tests.clients import queued
 
 pytestmark = pytest.mark.django_db
 
@@ -199,7 +200,7 @@ def test_fanout_sends_one_pipeline_per_batch_of_followers(ada, make_user, monkey
         real_execute = pipe.execute
 
         def execute(*a, **kw):
-            sizes.append(len(pipe.command_stack))
+            sizes.append(queued(pipe))
             return real_execute(*a, **kw)
 
         pipe.execute = execute
