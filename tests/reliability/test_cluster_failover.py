@@ -38,6 +38,7 @@ from redis.crc import key_slot
 
 from accounts import keys as account_keys
 from accounts.services import follow_mirror_update
+from core import metrics
 from core.redis import ROLE_ALIASES, connection_pool_options, get_redis, is_unavailable
 from devstack.redis_cluster import Address, LocalCluster
 from feeds import keys as feed_keys
@@ -489,6 +490,7 @@ def test_a_killed_primary_of_each_role_fails_over_under_traffic(failover_roles, 
         Post.objects.filter(pk__in=posts).values_list("view_count", flat=True)
     )
     views_lost = run.views_recorded - views_found
+    views_dropped = metrics.value("batching.dropped", buffer="views")  # refused as errors, not kept for later
     views_in_window = sum(
         sent for at, sent in run.view_sends if killed_at - REPLICATION_WINDOW <= at < killed_at + state_promotion
     )
@@ -507,6 +509,7 @@ def test_a_killed_primary_of_each_role_fails_over_under_traffic(failover_roles, 
         "views_recorded": run.views_recorded,
         "views_found": views_found,
         "views_lost": views_lost,
+        "views_dropped_by_the_buffer": views_dropped,
         "views_sent_within_the_window": views_in_window,
         "calls": len(run.calls),
         "run_s": round(ended - started, 1),
@@ -540,6 +543,8 @@ def test_a_killed_primary_of_each_role_fails_over_under_traffic(failover_roles, 
     missed_after = [c for c in run.calls if c.began >= recovered_at and c.outcome == "database" and c.dead_shard]
     if missed_after:
         problems.append(f"{len(missed_after)} dead-shard reads from the database after recovery")
+    if views_dropped:
+        problems.append(f"{views_dropped} views dropped by the buffer: a send failed with an error, not unavailable")
     if not 0 <= views_lost <= views_in_window:
         problems.append(
             f"{views_lost} views lost: more than the {views_in_window} sent within {REPLICATION_WINDOW} s of the kill"
