@@ -44,6 +44,9 @@ STATE_DB = 0
 CACHE_DB = 1
 # The benchmark's own keys live in a DB number the app does not use.
 FLOOR_DB = 15
+FLOOR_KEY = "bench:floor"
+# About the size of a small cached JSON object or a session.
+FLOOR_VALUE = b"x" * 64
 # bench_stack(cluster=True): the cache and state roles each on a private cluster of this
 # many primaries (no replicas), as `make test-cluster` runs them; the queue role, which
 # RQ keeps on one primary, on a server of its own.
@@ -52,9 +55,6 @@ CLUSTER_CONFIG = {
     "state": {"maxmemory-policy": "noeviction", "appendonly": "no"},
     "cache": {"maxmemory-policy": "allkeys-lru", "appendonly": "no"},
 }
-FLOOR_KEY = "bench:floor"
-# About the size of a small cached JSON object or a session.
-FLOOR_VALUE = b"x" * 64
 
 
 class BenchError(StackError):
