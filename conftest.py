@@ -91,6 +91,13 @@ SINGLE_SERVER_TESTS = {
     "tests/feeds/test_lists_from_cache.py::test_with_the_l1_listening_a_warm_feed_reads_no_post_from_redis": (
         ROUND_TRIPS
     ),
+    "tests/core/test_cacheaside_many.py::test_a_warm_list_is_one_mget_and_no_load": ROUND_TRIPS,
+    "tests/core/test_cacheaside_many.py::"
+    "test_a_cold_list_loads_its_misses_in_one_call_and_stores_them_in_one_pipeline": (ROUND_TRIPS),
+    "tests/core/test_cacheaside_many.py::test_a_family_without_single_flight_stores_without_leases": ROUND_TRIPS,
+    "tests/core/test_instrumentation.py::test_figures_from_several_processes_add_up_in_multiprocess_mode": (
+        "a client of the private single server"
+    ),
     "tests/accounts/test_revocation.py::test_the_limiters_verdict_on_the_same_token_is_reused_without_a_round_trip": (
         ROUND_TRIPS
     ),

@@ -336,7 +336,7 @@ def _spend(claims: Claims, *, user_id: int, now: float, attempt: str) -> str:
     client = get_redis("state")
     denied, family = keys.jwt_revoked(claims.jti), keys.jwt_family_revoked(claims.family)
     epoch = keys.user_token_epoch(user_id)
-    args = [claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000, attempt]
+    args: list[int | str] = [claims.epoch, _ttl_ms(claims.expires_at - now), keys.longest_token_life() * 1000, attempt]
     if not isinstance(client, RedisCluster):
         return _text(_rotate_script()(keys=[denied, family, epoch], args=args, client=client))
     # On a cluster the three keys are in three slots (each keeps its own id as tag, so an

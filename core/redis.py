@@ -26,6 +26,7 @@ from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis import ConnectionPool, Redis
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import (
     ClusterError,
     OutOfMemoryError,
@@ -461,21 +462,36 @@ def connection_pool_options(
     return options
 
 
-def dedicated_pool(role: Role, **overrides: object) -> ConnectionPool:
-    """A pool of the role's server apart from the shared one (long-lived subscriptions).
+def is_cluster(client: object) -> bool:
+    """True for a cluster role's client or pipeline (core.cluster), False for a single server's."""
+    return isinstance(client, RedisCluster)
+
+
+def dedicated_pool(role: Role, *, key: str | None = None, **overrides: object) -> ConnectionPool:
+    """A pool apart from the role's shared one, for long-lived subscriptions.
 
     Same URL, timeouts and, behind Sentinel, the same Sentinels as the role's
-    django-redis pool; `overrides` replace connection arguments (retries, health checks).
-    A cluster role has no one server to pool: ClusterUnsupported. Its subscribers need
-    the cluster's pub/sub instead (feeds.sse's subscriber does not have it yet).
+    django-redis pool; `overrides` replace connection arguments (retries, health checks,
+    client name). On a cluster role it is a pool of one node, the primary that serves
+    `key`'s slot now (in the role's client's slot map), with that node's connection
+    settings (password, TLS, timeouts, the role's breaker): a new pool on each call, for
+    a sharded subscription (SSUBSCRIBE) that has to be made on its slot's node. Without
+    `key` a cluster has no one server to pool: ClusterUnsupported.
     """
     from core.instrumentation import InstrumentedConnectionPool, InstrumentedSentinelConnectionPool
 
     url = role_url(role)
     if is_cluster_url(url):
-        raise ClusterUnsupported(
-            f"The {role} role is a Redis Cluster ({redact_url(url)}): it has no single server for a dedicated "
-            "pool; subscribe through the cluster client's pubsub() instead"
+        if key is None:
+            raise ClusterUnsupported(
+                f"The {role} role is a Redis Cluster ({redact_url(url)}): it has no single server for a dedicated "
+                "pool; name the key whose slot's node to pool"
+            )
+        client = cast("KestrelCluster", get_redis(role))
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        shared = client.get_redis_connection(node).connection_pool
+        return InstrumentedConnectionPool(
+            connection_class=shared.connection_class, **{**shared.connection_kwargs, **overrides}
         )
     options = role_options(role)
     kwargs: dict[str, object] = {

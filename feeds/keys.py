@@ -2,7 +2,8 @@
 
 Hash tags (core.keys): a user's id for every key of that user, so a timeline and its
 rebuild lease, or the notifications and their read marker, share a slot; a
-once-per-window claim takes its recipient's.
+once-per-window claim takes its recipient's. The user's pub/sub channels carry it too:
+on a cluster they are shard channels, in that slot.
 """
 
 from core.keys import key, tag_the_id
@@ -76,7 +77,13 @@ def notified_once(kind: str, actor_id: int, target_id: int, *, recipient_id: int
 
 
 def user_channel(user_id: int) -> str:
-    """Pub/sub channel, state role: live notifications of one user (JSON with the stream id)."""
+    """Pub/sub channel, state role: live notifications of one user (JSON with the stream id).
+
+    On a cluster a shard channel (SPUBLISH, SSUBSCRIBE) in the user's hash slot, with the
+    user's notifications and user_stream_control: the script that appends a notification
+    publishes it on its own node, and feeds.sse subscribes to both channels on that one
+    node with one connection.
+    """
     return key("feeds", "user", user_id, "live")
 
 
@@ -93,5 +100,6 @@ def user_stream_leases(user_id: int) -> str:
 
 def user_stream_control(user_id: int) -> str:
     """Pub/sub channel, state role: revocations (a logged-out session, revoked token families,
-    a new token epoch) that end the person's open notification streams at once."""
+    a new token epoch) that end the person's open notification streams at once. On a
+    cluster a shard channel in the person's slot, as user_channel."""
     return key("feeds", "user", user_id, "stream_control")

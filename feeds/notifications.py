@@ -1,10 +1,10 @@
 """Notifications: a per-user Redis stream, pushed live over pub/sub (to SSE).
 
-One Lua script XADDs the entry and PUBLISHes it with its stream id, the notification's
-id everywhere (the JSON, the SSE `id:`, the list API, the read marker): a browser that
-missed live messages replays them with one XRANGE after its last id. Failure policy
-(state role): notify() fails open, counted and logged; the APIs that exist only to show
-or send notifications let the error become a 503.
+One Lua script XADDs the entry and PUBLISHes it (SPUBLISH on a cluster) with its stream
+id, the notification's id everywhere (the JSON, the SSE `id:`, the list API, the read
+marker): a browser that missed live messages replays them with one XRANGE after its
+last id. Failure policy (state role): notify() fails open, counted and logged; the
+APIs that exist only to show or send notifications let the error become a 503.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redis.commands.core import Script
 from redis.typing import EncodableT, KeyT
 
 from core import metrics
-from core.redis import RedisPipeline, fail_open, get_redis
+from core.redis import RedisClient, RedisPipeline, fail_open, get_redis, is_cluster
 from core.scripts import script_queue
 from feeds import keys
 from feeds.stream_ids import FIRST, LAST, Entries, stream_id_or_none, stream_id_or_raise
@@ -63,6 +63,16 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
 redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[7], 2))
 return id
 """
+# On a cluster the user's channel is a shard channel (feeds.sse subscribes with SSUBSCRIBE):
+# SPUBLISH sends the message to the nodes of the user's slot only, where the script runs
+# (the channel has the stream's hash tag), instead of to every node of the cluster.
+_NOTIFY_SHARDED = _NOTIFY.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
+def _notify_script(client: RedisClient | RedisPipeline) -> Script:
+    """The notification script for the state role's client or pipeline: SPUBLISH on a cluster."""
+    return _script(_NOTIFY_SHARDED if is_cluster(client) else _NOTIFY)
+
 
 # Marking read only ever moves the marker forward (two tabs marking different pages
 # cannot move it back) and never past the newest notification (nothing unseen is
@@ -117,9 +127,12 @@ def notification_create(*, user_id: int, kind: str, message: str, data: dict | N
     Raises what Redis raises (the caller decides the failure policy); call after commit.
     """
     message, data_json, at, published = _prepared(kind, message, data)
-    stream_id = _script(_NOTIFY)(
+    client = get_redis("state")
+    # On the client whose kind chose the script (PUBLISH or SPUBLISH), not the one it was registered with.
+    stream_id = _notify_script(client)(
         keys=[keys.user_notifications(user_id)],
         args=[keys.NOTIFICATIONS_MAXLEN, keys.user_channel(user_id), kind, message, data_json, at, published],
+        client=client,
     )
     metrics.incr("notifications.sent", kind=kind)
     return stream_id.decode()
@@ -156,7 +169,7 @@ def notifications_queue(
         )
         for user_id in user_ids
     )
-    script_queue(pipe, _script(_NOTIFY), calls)
+    script_queue(pipe, _notify_script(pipe), calls)
 
 
 def notification_queue_once(
@@ -179,7 +192,7 @@ def notification_queue_once(
         published,
         window,
     ]
-    script_queue(pipe, _script(_NOTIFY), [([keys.user_notifications(user_id), claim], args)])
+    script_queue(pipe, _notify_script(pipe), [([keys.user_notifications(user_id), claim], args)])
 
 
 def notify_many(*, user_ids: list[int], kind: str, message: str, data: dict | None = None) -> int:

@@ -29,13 +29,23 @@ from django.http.response import HttpResponseBase
 from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
+from redis.exceptions import AskError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from core import metrics
 from core.http import error_response
 from core.instrumentation import redis_client
-from core.redis import UNAVAILABLE_ERRORS, dedicated_pool, is_unavailable, role_options
+from core.redis import (
+    UNAVAILABLE_ERRORS,
+    RedisClient,
+    dedicated_pool,
+    get_redis,
+    is_cluster,
+    is_unavailable,
+    role_options,
+)
 from feeds import keys
 from feeds.notifications import Notification, notifications_after, notifications_newest_id
 from feeds.stream_access import StreamCredential, stream_lease_acquire, stream_lease_release
@@ -202,48 +212,81 @@ def end_streams_on_sigterm() -> None:
 
 # --- Subscriptions -------------------------------------------------------------------------------
 
+# A pub/sub message's type: a confirmed subscription, or a message published, on one
+# server (SUBSCRIBE) or as shard channels on a cluster (SSUBSCRIBE).
+SUBSCRIBED = frozenset({"subscribe", "ssubscribe"})
+PUBLISHED = frozenset({"message", "smessage"})
+
 _pool_lock = threading.Lock()
 _pool: ConnectionPool | None = None
 
 
-def _subscriber_client() -> Redis:
-    """A client whose connections are only for subscriptions, state role.
+def _subscriber_pool(*, key: str | None = None) -> ConnectionPool:
+    """A pool of the state role's apart from its shared one (core.redis.dedicated_pool), for
+    subscriptions: on a cluster, of the node serving `key`'s slot."""
+    return dedicated_pool(
+        "state",
+        key=key,
+        socket_keepalive=True,
+        # An idle subscription PINGs every 30 s, so a dead connection is found
+        # (and the stream's MAX_AGE bounds how long a silent one can go unseen).
+        health_check_interval=30,
+        # No retries inside redis-py: a broken subscription must surface here, so the
+        # stream replays what it missed after resubscribing.
+        retry=Retry(NoBackoff(), 0),
+        client_name="kestrel-sse",
+    )
+
+
+def _subscriber_client(state: RedisClient, user_id: int) -> Redis:
+    """A client whose connections are only for subscriptions to `user_id`'s channels, on
+    the state role (`state`, its client).
 
     Not the role's shared pool: every open stream holds a connection for minutes, and
     KESTREL_SSE_MAX_STREAMS of them would starve the process's ordinary requests (the
-    shared pool blocks when empty). The stream cap bounds this pool instead. No
-    retries inside redis-py: a broken subscription must surface here, so the stream
-    replays what it missed after resubscribing.
+    shared pool blocks when empty). The stream cap bounds this pool instead. On one
+    server, one such pool per process. On a cluster, a pool of the node that serves the
+    person's slot (core.redis.dedicated_pool), where their shard channels live; a read
+    in that slot through the role's client comes first, because redis-py refreshes that
+    client's slot map when a node refuses or redirects a command, and a subscription
+    made after a failover or a slot migration must find the slot's new node.
     """
+    if is_cluster(state):
+        state.exists(keys.user_notifications(user_id))
+        return redis_client(connection_pool=_subscriber_pool(key=keys.user_channel(user_id)))
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = dedicated_pool(
-                "state",
-                socket_keepalive=True,
-                # An idle subscription PINGs every 30 s, so a dead connection is found
-                # (and the stream's MAX_AGE bounds how long a silent one can go unseen).
-                health_check_interval=30,
-                retry=Retry(NoBackoff(), 0),
-                client_name="kestrel-sse",
-            )
+            _pool = _subscriber_pool()
         return redis_client(connection_pool=_pool)  # instrumented like every other client
 
 
+class _SubscriptionMoved(RedisConnectionError):
+    """Redis ended a sharded subscription by itself: its slot moved to another node."""
+
+
 def _subscribe(user_id: int) -> PubSub:
-    """SUBSCRIBE to the user's notification and control channels and wait for both confirmations.
+    """Subscribe to the user's notification and control channels and wait for both confirmations.
 
     Once Redis has confirmed, every later PUBLISH reaches this connection; before, it
-    may not, which is why the replay is read only after this returns.
+    may not, which is why the replay is read only after this returns. On a cluster they
+    are shard channels (SSUBSCRIBE: the node of the person's slot hears them, and
+    SPUBLISH sends them nowhere else).
     """
-    pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=False)
+    state = get_redis("state")
+    sharded = is_cluster(state)
+    pubsub = _subscriber_client(state, user_id).pubsub(ignore_subscribe_messages=False)
     try:
         channels = {keys.user_channel(user_id).encode(), keys.user_stream_control(user_id).encode()}
-        pubsub.subscribe(*channels)
+        (pubsub.ssubscribe if sharded else pubsub.subscribe)(*channels)
         deadline = time.monotonic() + role_options("state")["SOCKET_TIMEOUT"]
         while (remaining := deadline - time.monotonic()) > 0:
-            message = pubsub.get_message(timeout=remaining)
-            if message is not None and message["type"] == "subscribe":
+            try:
+                message = pubsub.get_message(timeout=remaining)
+            except AskError as exc:  # MOVED or ASK: the slot is on, or going to, another node
+                # It moved after the role's client last looked: the next attempt finds its node.
+                raise _SubscriptionMoved(f"The notification channels of user {user_id} moved: {exc}") from exc
+            if message is not None and message["type"] in SUBSCRIBED:
                 channels.discard(message["channel"])
                 if not channels:
                     return pubsub
@@ -476,12 +519,16 @@ class EventStream:
         message = pubsub.get_message(timeout=timeout)
         if message is None:
             return ""
-        if message["type"] == "subscribe":
+        if message["type"] in SUBSCRIBED:
             # redis-py reconnected and resubscribed by itself: what was published
             # while it was away is only in the stream.
             self._replay_needed = True
             return ""
-        if message["type"] != "message":
+        if message["type"] == "sunsubscribe":
+            # Never asked for: Redis drops a slot's shard subscriptions when the slot
+            # leaves the node. Resubscribing finds its new node, then replays.
+            raise _SubscriptionMoved(f"The notification channels of user {self.user_id} left their node")
+        if message["type"] not in PUBLISHED:
             return ""
         if message["channel"] == keys.user_stream_control(self.user_id).encode():
             try:

@@ -25,7 +25,7 @@ from accounts import keys as account_keys
 from accounts import revocation, tokens
 from accounts.models import User
 from core.commit import after_commit
-from core.redis import fail_open, get_redis
+from core.redis import fail_open, get_redis, is_cluster
 from feeds import keys
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,11 @@ def streams_revoke_publish(
         return
     # Fail open: the revocation itself is written; the streams' timed check still ends them.
     with fail_open("sse.revoke_publish_error", "Stream revocation for user %s not published", user_id, log=logger):
-        get_redis("state").publish(keys.user_stream_control(user_id), json.dumps(message, separators=(",", ":")))
+        client = get_redis("state")
+        # On a cluster a shard channel (feeds.sse subscribes with SSUBSCRIBE): the nodes
+        # of the person's slot hear it, not every node of the cluster.
+        publish = client.spublish if is_cluster(client) else client.publish
+        publish(keys.user_stream_control(user_id), json.dumps(message, separators=(",", ":")))
 
 
 @receiver(user_logged_out, dispatch_uid="feeds.end_streams_of_session")

@@ -10,7 +10,7 @@ JavaScript the chart's <title> and the caption give the latest value, low and hi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from django.utils.html import format_html, format_html_join
@@ -35,7 +35,9 @@ class Chart:
     zero: bool = True  # the axis starts at zero; memory's fits the samples instead
 
 
-# Grouped as the page shows them: each role's server, then Kestrel-wide figures.
+# Grouped as the page shows them: each role's server, then Kestrel-wide figures. A
+# cluster role's group charts the sum over its primaries, and is followed by one group
+# per node with the same charts (node_groups).
 GROUPS: tuple[tuple[str, tuple[Chart, ...]], ...] = (
     (
         "Cache role",
@@ -64,6 +66,45 @@ GROUPS: tuple[tuple[str, tuple[Chart, ...]], ...] = (
         ),
     ),
 )
+
+
+# The groups whose charts have node groups on a cluster: group name -> role.
+ROLE_GROUPS = {"Cache role": "cache", "State role": "state"}
+
+
+def node_field(role: str, address: str, name: str) -> str:
+    """The sample field of one node of a cluster role: "cache@10.0.0.5:7000/used_memory".
+
+    A role's own field is "<role>_<name>"; "@" and "/" cannot be in a host:port.
+    """
+    return f"{role}@{address}/{name}"
+
+
+def node_groups(
+    name: str, charts: tuple[Chart, ...], series: dict[str, list[tuple[float, float]]]
+) -> list[tuple[str, tuple[Chart, ...]]]:
+    """For a role's group, one group per node of the role found in `series` (a cluster
+    role's), primaries first: its charts are the role's, on the node's fields."""
+    role = ROLE_GROUPS.get(name)
+    if role is None:
+        return []
+    addresses = {field.partition("/")[0].partition("@")[2] for field in series if field.startswith(f"{role}@")}
+    kinds = {}
+    for address in addresses:
+        latest = series.get(node_field(role, address, "primary"))
+        kinds[address] = "primary" if latest and latest[-1][1] == 1 else "replica"
+    return [
+        (
+            f"{name}, {kinds[address]} {address}",
+            tuple(
+                Chart(
+                    node_field(role, address, chart.field.removeprefix(f"{role}_")), chart.title, chart.unit, chart.zero
+                )
+                for chart in charts
+            ),
+        )
+        for address in sorted(addresses, key=lambda address: (kinds[address] != "primary", address))
+    ]
 
 
 # --- Numbers and times, as people read them ------------------------------------------
@@ -256,10 +297,16 @@ def chart_svg(chart: Chart, points: Sequence[tuple[float, float]], *, now: float
     )
 
 
+def _page_groups(series: dict[str, list[tuple[float, float]]]) -> Iterator[tuple[str, tuple[Chart, ...]]]:
+    for name, charts in GROUPS:
+        yield name, charts
+        yield from node_groups(name, charts, series)
+
+
 def chart_groups(series: dict[str, list[tuple[float, float]]], *, now: float) -> list[dict]:
     """The page's charts, by group: [{"name", "charts": [{"title", "svg", "latest", ...}]}]."""
     groups = []
-    for name, charts in GROUPS:
+    for name, charts in _page_groups(series):
         drawn = []
         for chart in charts:
             points = series.get(chart.field, [])

@@ -6,23 +6,29 @@ command metrics, cache counters), core.instrumentation (key families), ops.audit
 need history a live INFO has not: ops.jobs.sample_ops calls ops_sample() once a minute,
 which appends one entry to a capped stream on the state role (ops.keys.ops_samples_key()).
 The roles shown are core.redis.reported_roles(); the queue figures come from the queue role.
+A role on Redis Cluster is shown node by node (ops.nodes), its totals summed over its primaries.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from functools import partial
+from typing import Any, cast
 
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core import instrumentation, metrics
 from core.redis import SAFE_STATE_POLICIES, RedisClient, get_redis, reported_roles
 from ops import audit
+from ops.charts import node_field
 from ops.keys import ops_samples_key
 from ops.monitoring import rq_snapshot
+from ops.nodes import ask_each, role_nodes, summed_info
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +48,10 @@ NOT_ROUND_TRIPS = instrumentation.BLOCKING | {"CONNECT"}
 # --- Live figures -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RoleFigures:
-    role: str
-    up: bool
-    error: str = ""
+@dataclass(frozen=True, kw_only=True)
+class ServerFigures:
+    """What INFO tells of one server: a role's, a cluster node's, or a cluster role's sum over its primaries."""
+
     used_memory: int = 0
     used_memory_human: str = ""
     maxmemory: int = 0
@@ -59,10 +64,36 @@ class RoleFigures:
     connected_clients: int = 0
     ops_per_sec: int = 0
     policy: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFigures(ServerFigures):
+    """One node of a cluster role (ops.nodes.RoleNode) and its INFO; `up` False with the error if it did not answer."""
+
+    address: str
+    kind: str  # primary or replica
+    slot_count: int = 0
+    slot_ranges: str = ""
+    replica_of: str = ""
+    up: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleFigures(ServerFigures):
+    """A role's figures; on a cluster, the sum over its primaries and each node's own (`nodes`).
+
+    A cluster role is up when every primary answered; the nodes that did show their figures either way.
+    """
+
+    role: str
+    up: bool
+    error: str = ""
     policy_warning: str = ""
     run_id: str = ""  # INFO server's: the same on both roles when they share one server
-    slowlog: list[dict] = field(default_factory=list)
+    slowlog: list[dict] = field(default_factory=list)  # on a cluster, each entry names its node
     latency: list[dict] = field(default_factory=list)
+    nodes: list[NodeFigures] = field(default_factory=list)  # empty for a single server
 
 
 def _text(value) -> str:
@@ -104,13 +135,44 @@ def _latency_rows(reply) -> list[dict]:
 _MUST_NOT_EVICT = {"state": "sessions, locks and queued jobs", "queue": "queued jobs and their results"}
 
 
+def _server_figures(info: dict) -> dict:
+    """ServerFigures' fields from one INFO reply (or ops.nodes.summed_info's)."""
+    used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+    return {
+        "used_memory": used,
+        "used_memory_human": str(info.get("used_memory_human", used)),
+        "maxmemory": maxmemory,
+        "maxmemory_human": str(info.get("maxmemory_human", maxmemory)) if maxmemory else "no limit",
+        "memory_pct": round(used / maxmemory * 100, 1) if maxmemory else None,
+        "fragmentation": float(info.get("mem_fragmentation_ratio", 0) or 0),
+        "hit_ratio": hit_ratio(int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))),
+        "evicted_keys": int(info.get("evicted_keys", 0)),
+        "expired_keys": int(info.get("expired_keys", 0)),
+        "connected_clients": int(info.get("connected_clients", 0)),
+        "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+        "policy": str(info.get("maxmemory_policy", "unknown")),
+    }
+
+
+def _policy_warning(role: str, policy: str) -> str:
+    if role in _MUST_NOT_EVICT and policy not in SAFE_STATE_POLICIES:
+        return f"The {role} role can evict ({policy}): {_MUST_NOT_EVICT[role]} may be lost."
+    return ""
+
+
+def _queue_figures(pipe) -> None:
+    pipe.info()
+    pipe.slowlog_get(SLOWLOG_ENTRIES)
+    pipe.latency_latest()
+
+
 def role_figures(role: str, client: RedisClient) -> RoleFigures:
-    """INFO, SLOWLOG GET and LATENCY LATEST of one role, in one round trip; never raises."""
+    """INFO, SLOWLOG GET and LATENCY LATEST of one role, in one round trip (a cluster's: one a node); never raises."""
+    if isinstance(client, RedisCluster):
+        return _cluster_figures(role, client)
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.info()
-        pipe.slowlog_get(SLOWLOG_ENTRIES)
-        pipe.latency_latest()
+        _queue_figures(pipe)
         info, slowlog, latency = pipe.execute(raise_on_error=False)
         if isinstance(info, Exception):
             raise info
@@ -118,32 +180,61 @@ def role_figures(role: str, client: RedisClient) -> RoleFigures:
         # Fails open: the page shows the role as down with the rest of its figures.
         return RoleFigures(role=role, up=False, error=f"{type(exc).__name__}: {exc}")
     # A managed Redis may refuse SLOWLOG or LATENCY: shown as empty, INFO still counts.
-    slowlog = [] if isinstance(slowlog, ResponseError) else [slowlog_entry(e) for e in slowlog]
-    latency = [] if isinstance(latency, ResponseError) else _latency_rows(latency)
-    used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
-    policy = str(info.get("maxmemory_policy", "unknown"))
-    warning = ""
-    if role in _MUST_NOT_EVICT and policy not in SAFE_STATE_POLICIES:
-        warning = f"The {role} role can evict ({policy}): {_MUST_NOT_EVICT[role]} may be lost."
+    figures = _server_figures(info)
     return RoleFigures(
         role=role,
         up=True,
-        used_memory=used,
-        used_memory_human=str(info.get("used_memory_human", used)),
-        maxmemory=maxmemory,
-        maxmemory_human=str(info.get("maxmemory_human", maxmemory)) if maxmemory else "no limit",
-        memory_pct=round(used / maxmemory * 100, 1) if maxmemory else None,
-        fragmentation=float(info.get("mem_fragmentation_ratio", 0) or 0),
-        hit_ratio=hit_ratio(int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))),
-        evicted_keys=int(info.get("evicted_keys", 0)),
-        expired_keys=int(info.get("expired_keys", 0)),
-        connected_clients=int(info.get("connected_clients", 0)),
-        ops_per_sec=int(info.get("instantaneous_ops_per_sec", 0)),
-        policy=policy,
-        policy_warning=warning,
+        **figures,
+        policy_warning=_policy_warning(role, figures["policy"]),
         run_id=str(info.get("run_id", "")),
-        slowlog=slowlog,
-        latency=latency,
+        slowlog=[] if isinstance(slowlog, ResponseError) else [slowlog_entry(e) for e in slowlog],
+        latency=[] if isinstance(latency, ResponseError) else _latency_rows(latency),
+    )
+
+
+def _cluster_figures(role: str, client: RedisCluster) -> RoleFigures:
+    """A cluster role's figures: each node's, and the sum over the primaries when every one answered."""
+    nodes: list[NodeFigures] = []
+    primaries: list[dict] = []
+    slowlog: list[tuple[int, int, dict]] = []  # (-start time, rank on its node, entry)
+    latency: list[dict] = []
+    down: list[str] = []
+    for node, replies in ask_each(role_nodes(client), _queue_figures):
+        where: dict[str, Any] = {
+            "address": node.address,
+            "kind": node.kind,
+            "slot_count": node.slot_count,
+            "slot_ranges": node.slot_ranges,
+            "replica_of": node.replica_of,
+        }
+        if isinstance(replies, Exception):
+            nodes.append(NodeFigures(**where, up=False, error=f"{type(replies).__name__}: {replies}"))
+            if node.primary:
+                down.append(f"{node.address} ({type(replies).__name__})")
+            continue
+        info, node_slowlog, node_latency = replies
+        nodes.append(NodeFigures(**where, up=True, **_server_figures(info)))
+        if node.primary:
+            primaries.append(info)
+        if not isinstance(node_slowlog, ResponseError):
+            for rank, entry in enumerate(node_slowlog):
+                shown = {**slowlog_entry(entry), "node": node.address}
+                slowlog.append((-shown["start_time"], rank, shown))
+        if not isinstance(node_latency, ResponseError):
+            latency += [{**row, "node": node.address} for row in _latency_rows(node_latency)]
+    # The newest first; within a second (SLOWLOG's resolution), each node's newest in turn.
+    slowlog.sort(key=lambda ranked: ranked[:2])
+    details: dict[str, Any] = {
+        "nodes": nodes,
+        "slowlog": [entry for _, _, entry in slowlog[:SLOWLOG_ENTRIES]],
+        "latency": latency,
+    }
+    if down or not primaries:
+        error = f"primaries that did not answer: {', '.join(down)}" if down else "no primary answered"
+        return RoleFigures(role=role, up=False, error=error, **details)
+    figures = _server_figures(summed_info(primaries))
+    return RoleFigures(
+        role=role, up=True, **figures, policy_warning=_policy_warning(role, figures["policy"]), **details
     )
 
 
@@ -254,13 +345,63 @@ def _delta(current: float, previous: float | None) -> float:
     return current - previous if current >= previous else current
 
 
+def _sample_fields(info: dict, previous: dict[str, float], name: Callable[[str], str]) -> dict[str, float]:
+    """One server's sample fields from its INFO (`name` gives each field its role's or node's name)."""
+    hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+    evicted = int(info.get("evicted_keys", 0))
+    if name("hits") in previous:
+        ratio = hit_ratio(int(_delta(hits, previous[name("hits")])), int(_delta(misses, previous.get(name("misses")))))
+    else:
+        ratio = hit_ratio(hits, misses)
+    return {
+        name("used_memory"): int(info.get("used_memory", 0)),
+        name("hit_ratio"): ratio if ratio is not None else -1,  # -1: no lookups
+        name("ops_per_sec"): int(info.get("instantaneous_ops_per_sec", 0)),
+        name("evicted"): _delta(evicted, previous.get(name("evicted_total"))),
+        name("clients"): int(info.get("connected_clients", 0)),
+        name("hits"): hits,
+        name("misses"): misses,
+        name("evicted_total"): evicted,
+    }
+
+
+def _role_field(role: str, name: str) -> str:
+    return f"{role}_{name}"
+
+
+def _cluster_sample(role: str, client: RedisCluster, previous: dict[str, float]) -> dict[str, float]:
+    """A cluster role's sample fields: each node's that answered, and the sum over the primaries if all did."""
+    fields: dict[str, float] = {}
+    primaries: list[dict] = []
+    primary_down = False
+    down = []
+    for node, replies in ask_each(role_nodes(client), lambda pipe: pipe.info()):
+        if isinstance(replies, Exception):
+            down.append(f"{node.kind} {node.address} ({type(replies).__name__}: {replies})")
+            primary_down = primary_down or node.primary
+            continue
+        (info,) = replies
+        if node.primary:
+            primaries.append(info)
+        fields |= _sample_fields(info, previous, partial(node_field, role, node.address))
+        fields[node_field(role, node.address, "primary")] = int(node.primary)
+    if down:
+        logger.warning("ops sample: nodes of the %s role did not answer: %s", role, ", ".join(down))
+    if primaries and not primary_down:
+        fields |= _sample_fields(summed_info(primaries), previous, partial(_role_field, role))
+    return fields
+
+
 def ops_sample(*, clients: dict[str, RedisClient] | None = None) -> dict[str, str]:
     """Append one sample to the capped stream on the state role; return its fields.
 
-    Per role: used_memory, hit ratio and evictions in the interval, ops/s, clients.
+    Per role: used_memory, hit ratio and evictions in the interval, ops/s, clients; a
+    cluster role's are the sum over its primaries, and each node's own go in too, under
+    ops.charts.node_field names (with `primary`, 1 or 0).
     Kestrel: commands, average latency (ms) and errors in the interval (this process's
     figures, or every gunicorn worker's when PROMETHEUS_MULTIPROC_DIR is shared).
-    Jobs: the queue backlog (queue role). A role that is down is left out of the entry (a gap).
+    Jobs: the queue backlog (queue role). A role that is down is left out of the entry (a
+    gap); so are a cluster role's sums while a primary does not answer, and a node that does not.
     """
     clients = clients or {role: get_redis(role) for role in reported_roles()}
     state = clients["state"]
@@ -272,26 +413,15 @@ def ops_sample(*, clients: dict[str, RedisClient] | None = None) -> dict[str, st
     fields: dict[str, float] = {}
 
     for role, client in clients.items():
+        if isinstance(client, RedisCluster):
+            fields |= _cluster_sample(role, client, previous)
+            continue
         try:
             info = client.info()
         except RedisError as exc:
             logger.warning("ops sample: the %s role's Redis did not answer: %s", role, exc)
             continue
-        hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
-        evicted = int(info.get("evicted_keys", 0))
-        d_hits = _delta(hits, previous.get(f"{role}_hits"))
-        d_misses = _delta(misses, previous.get(f"{role}_misses"))
-        ratio = hit_ratio(int(d_hits), int(d_misses)) if previous else hit_ratio(hits, misses)
-        fields |= {
-            f"{role}_used_memory": int(info.get("used_memory", 0)),
-            f"{role}_hit_ratio": ratio if ratio is not None else -1,  # -1: no lookups
-            f"{role}_ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
-            f"{role}_evicted": _delta(evicted, previous.get(f"{role}_evicted_total")),
-            f"{role}_clients": int(info.get("connected_clients", 0)),
-            f"{role}_hits": hits,
-            f"{role}_misses": misses,
-            f"{role}_evicted_total": evicted,
-        }
+        fields |= _sample_fields(info, previous, partial(_role_field, role))
 
     _, totals = command_metrics(top=0)
     d_round_trips = _delta(totals["round_trips"], previous.get("kestrel_round_trips_total"))

@@ -6,6 +6,12 @@ gunicorn every worker's, summed from the per-process files) and figures read fro
 scrape time: each role's server (INFO, SLOWLOG length, eviction policy; the queue role's only
 when it is not the state role's database) and RQ on the queue role (jobs per queue and state,
 oldest queued job, workers alive). Staff or a bearer token may read it (ops.views).
+
+A role on Redis Cluster (ops.nodes) is up when every primary answered; its kestrel_redis_*
+figures are then the sum over its primaries (one sample per policy if they disagree), and
+each node has its own as kestrel_redis_node_* {role, node}, with kestrel_redis_node_info
+(primary or replica, and a replica's primary) and kestrel_redis_node_slots. A node's rate
+of commands and its hit ratio are Prometheus's to compute, from its counters.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from django.conf import settings
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import (
@@ -35,6 +41,7 @@ from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from core import metrics
 from core.redis import RedisClient, Role, get_redis, reported_roles
+from ops.nodes import ask_each, role_nodes, summed_info
 
 logger = logging.getLogger(__name__)
 
@@ -184,46 +191,127 @@ def jobs_status(client: RedisClient | None = None) -> dict:
 # --- Scrape-time collector ----------------------------------------------------------
 
 
+# INFO fields /metrics reads, as gauges and counters: field -> (name after kestrel_redis_, help).
+_INFO_GAUGES = {
+    "used_memory": ("memory_used_bytes", "Memory Redis has allocated (INFO used_memory)."),
+    "maxmemory": ("memory_max_bytes", "maxmemory; 0 means no limit."),
+    "connected_clients": ("connected_clients", "Client connections to the server."),
+}
+_INFO_COUNTERS = {
+    "evicted_keys": ("evicted_keys", "Keys evicted under maxmemory (server-wide)."),
+    "expired_keys": ("expired_keys", "Keys removed by their TTL (server-wide)."),
+    "keyspace_hits": ("keyspace_hits", "Lookups that found their key (server-wide)."),
+    "keyspace_misses": ("keyspace_misses", "Lookups that did not (server-wide)."),
+    "total_commands_processed": ("server_commands_processed", "Commands the server ran, from every client."),
+}
+_ON_A_NODE = " One node of a cluster role."
+
+
+class _ServerFamilies:
+    """The families of one role's server, or (`node=True`) of each node of a cluster role."""
+
+    def __init__(self, *, node: bool = False) -> None:
+        prefix, labels, suffix = (
+            ("kestrel_redis_node_", ["role", "node"], _ON_A_NODE) if node else ("kestrel_redis_", ["role"], "")
+        )
+        self.up = GaugeMetricFamily(
+            f"{prefix}up", f"1 when the role's Redis answered this scrape.{suffix}", labels=labels
+        )
+        self.gauges = {
+            field: GaugeMetricFamily(prefix + name, text + suffix, labels=labels)
+            for field, (name, text) in _INFO_GAUGES.items()
+        }
+        self.counters = {
+            field: CounterMetricFamily(prefix + name, text + suffix, labels=labels)
+            for field, (name, text) in _INFO_COUNTERS.items()
+        }
+        self.keys = GaugeMetricFamily(f"{prefix}keys", f"Keys in the role's database.{suffix}", labels=labels)
+        self.slowlog = GaugeMetricFamily(
+            f"{prefix}slowlog_entries",
+            f"Entries in the server's SLOWLOG (see manage.py redis_audit).{suffix}",
+            labels=labels,
+        )
+        self.policy = GaugeMetricFamily(
+            f"{prefix}maxmemory_policy_info", f"The server's eviction policy.{suffix}", labels=[*labels, "policy"]
+        )
+
+    def add(self, labels: list[str], info: dict, db: int, slowlog_len: int) -> None:
+        """One server's figures (or a cluster role's sum over its primaries: ops.nodes.summed_info)."""
+        for name, gauge in self.gauges.items():
+            gauge.add_metric(labels, float(info.get(name, 0)))
+        for name, counter in self.counters.items():
+            counter.add_metric(labels, float(info.get(name, 0)))
+        self.keys.add_metric(labels, float((info.get(f"db{db}") or {}).get("keys", 0)))
+        self.slowlog.add_metric(labels, float(slowlog_len))
+        # A cluster role's primaries that disagree give one sample per policy.
+        for policy in str(info.get("maxmemory_policy", "unknown")).split(", "):
+            self.policy.add_metric([*labels, policy], 1)
+
+    def families(self) -> list:
+        return [self.up, *self.gauges.values(), *self.counters.values(), self.keys, self.slowlog, self.policy]
+
+
+class _NodeFamilies(_ServerFamilies):
+    """Each node of the cluster roles: its server figures, its part (primary or replica) and the slots it serves."""
+
+    def __init__(self) -> None:
+        super().__init__(node=True)
+        self.info = GaugeMetricFamily(
+            "kestrel_redis_node_info",
+            "A node of a cluster role: node_role is primary or replica; replica_of names a replica's primary.",
+            labels=["role", "node", "node_role", "replica_of"],
+        )
+        self.slots = GaugeMetricFamily(
+            "kestrel_redis_node_slots",
+            "Hash slots the node serves (a primary's; 0 for a replica).",
+            labels=["role", "node"],
+        )
+
+    def families(self) -> list:
+        return [self.info, self.slots, *super().families()]
+
+    def add_role(self, role: Role, client: RedisCluster, servers: _ServerFamilies) -> bool:
+        """Every node's figures, and the role's (in `servers`) summed over its primaries if each
+        answered: whether they did."""
+        primaries: list[tuple[dict, int]] = []
+        missing = []
+        for node, replies in ask_each(role_nodes(client), lambda pipe: (pipe.info(), pipe.slowlog_len())):
+            labels = [role, node.address]
+            self.info.add_metric([*labels, node.kind, node.replica_of], 1)
+            self.slots.add_metric(labels, node.slot_count)
+            if isinstance(replies, Exception):
+                logger.warning("metrics: node %s of the %s role did not answer: %s", node.address, role, replies)
+                self.up.add_metric(labels, 0)
+                if node.primary:
+                    missing.append(node.address)
+                continue
+            info, slowlog_len = replies
+            slowlog_len = 0 if isinstance(slowlog_len, ResponseError) else slowlog_len  # SLOWLOG may be refused
+            self.up.add_metric(labels, 1)
+            self.add(labels, info, 0, slowlog_len)  # a cluster has database 0 only
+            if node.primary:
+                primaries.append((info, slowlog_len))
+        if missing or not primaries:
+            servers.up.add_metric([role], 0)
+            return False
+        servers.up.add_metric([role], 1)
+        total = summed_info(info for info, _ in primaries)
+        servers.add([role], total, 0, sum(slowlog_len for _, slowlog_len in primaries))
+        return True
+
+
 def _redis_server_families(roles: dict[Role, RedisClient]) -> tuple[list, set[Role]]:
-    """Each role's server figures (INFO and SLOWLOG LEN in one round trip); roles down."""
-    up = GaugeMetricFamily("kestrel_redis_up", "1 when the role's Redis answered this scrape.", labels=["role"])
-    gauges = {
-        "used_memory": GaugeMetricFamily(
-            "kestrel_redis_memory_used_bytes", "Memory Redis has allocated (INFO used_memory).", labels=["role"]
-        ),
-        "maxmemory": GaugeMetricFamily(
-            "kestrel_redis_memory_max_bytes", "maxmemory; 0 means no limit.", labels=["role"]
-        ),
-        "connected_clients": GaugeMetricFamily(
-            "kestrel_redis_connected_clients", "Client connections to the server.", labels=["role"]
-        ),
-    }
-    counters = {
-        "evicted_keys": CounterMetricFamily(
-            "kestrel_redis_evicted_keys", "Keys evicted under maxmemory (server-wide).", labels=["role"]
-        ),
-        "expired_keys": CounterMetricFamily(
-            "kestrel_redis_expired_keys", "Keys removed by their TTL (server-wide).", labels=["role"]
-        ),
-        "keyspace_hits": CounterMetricFamily(
-            "kestrel_redis_keyspace_hits", "Lookups that found their key (server-wide).", labels=["role"]
-        ),
-        "keyspace_misses": CounterMetricFamily(
-            "kestrel_redis_keyspace_misses", "Lookups that did not (server-wide).", labels=["role"]
-        ),
-        "total_commands_processed": CounterMetricFamily(
-            "kestrel_redis_server_commands_processed", "Commands the server ran, from every client.", labels=["role"]
-        ),
-    }
-    keys = GaugeMetricFamily("kestrel_redis_keys", "Keys in the role's database.", labels=["role"])
-    slowlog = GaugeMetricFamily(
-        "kestrel_redis_slowlog_entries", "Entries in the server's SLOWLOG (see manage.py redis_audit).", labels=["role"]
-    )
-    policy = GaugeMetricFamily(
-        "kestrel_redis_maxmemory_policy_info", "The server's eviction policy.", labels=["role", "policy"]
-    )
+    """Each role's server figures (INFO and SLOWLOG LEN in one round trip; a cluster's
+    node by node, and their sum over the primaries); the roles down."""
+    servers = _ServerFamilies()
+    nodes: _NodeFamilies | None = None
     down = set()
     for role, client in roles.items():
+        if isinstance(client, RedisCluster):
+            nodes = nodes or _NodeFamilies()
+            if not nodes.add_role(role, client, servers):
+                down.add(role)
+            continue
         try:
             pipe = client.pipeline(transaction=False)
             pipe.info()
@@ -231,19 +319,12 @@ def _redis_server_families(roles: dict[Role, RedisClient]) -> tuple[list, set[Ro
             info, slowlog_len = pipe.execute()
         except RedisError as exc:
             logger.warning("metrics: the %s role's Redis did not answer: %s", role, exc)
-            up.add_metric([role], 0)
+            servers.up.add_metric([role], 0)
             down.add(role)
             continue
-        up.add_metric([role], 1)
-        for name, gauge in gauges.items():
-            gauge.add_metric([role], float(info.get(name, 0)))
-        for name, counter in counters.items():
-            counter.add_metric([role], float(info.get(name, 0)))
-        db = 0 if isinstance(client, RedisCluster) else client.connection_pool.connection_kwargs.get("db", 0)
-        keys.add_metric([role], float((info.get(f"db{db}") or {}).get("keys", 0)))
-        slowlog.add_metric([role], float(slowlog_len))
-        policy.add_metric([role, str(info.get("maxmemory_policy", "unknown"))], 1)
-    return [up, *gauges.values(), *counters.values(), keys, slowlog, policy], down
+        servers.up.add_metric([role], 1)
+        servers.add([role], info, client.connection_pool.connection_kwargs.get("db", 0), slowlog_len)
+    return [*servers.families(), *(nodes.families() if nodes else ())], down
 
 
 def _rq_families(client: RedisClient) -> list:

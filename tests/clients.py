@@ -57,3 +57,11 @@ def queued(pipe: Any) -> int:
     """How many commands `pipe` holds, on one server's pipeline or a cluster's."""
     strategy = getattr(pipe, "_execution_strategy", None)  # redis-py's cluster pipeline
     return len(strategy._command_queue) if strategy is not None else len(pipe.command_stack)
+
+
+def role_servers(role: Role) -> list[Redis]:
+    """A plain client of each server of the role: its one server, or every node of its cluster."""
+    client = get_redis(role)
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_nodes()]
+    return [client]

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
+from redis import Redis
 
 from core import batching, cacheaside, metrics
-from core.redis import breaker, get_redis, reported_roles
+from core.redis import Role, breaker, get_redis, reported_roles
 from devstack.redis_server import RedisServer
+from tests.clients import role_servers
 from tests.cluster_session import ClusterSession
 
 # redis_server, the session's private Redis server: the root conftest.py.
@@ -155,3 +159,25 @@ def as_ada(ada):
 def as_bob(bob):
     """An API client with Bob's session."""
     return _logged_in(bob)
+
+
+@pytest.fixture
+def role_config() -> Iterator[Callable[[Role, str, str], None]]:
+    """config(role, name, value): CONFIG SET on every server of the role for one test (a
+    cluster role's CONFIG SET through its client reaches one node), put back afterwards,
+    and every SLOWLOG of the role emptied."""
+    saved: list[tuple[Redis, str, str]] = []
+    roles: set[Role] = set()
+
+    def config(role: Role, name: str, value: str) -> None:
+        roles.add(role)
+        for server in role_servers(role):
+            saved.append((server, name, server.config_get(name)[name]))
+            server.config_set(name, value)
+
+    yield config
+    for server, name, value in reversed(saved):
+        server.config_set(name, value)
+    for role in roles:
+        for server in role_servers(role):
+            server.slowlog_reset()

@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils.crypto import salted_hmac
@@ -331,7 +331,7 @@ def _check_by_slot(
         counter = rate_limit_key(policy, subject)
         by_slot.setdefault(client.keyslot(counter), []).append((i, policy, counter))
     results: list[PolicyResult] = [None] * len(counted)  # type: ignore[list-item]  # each set below
-    spent: list[tuple[list[tuple[int, Policy, str]], list]] = []
+    spent: list[tuple[list[tuple[int, Policy, str]], list[Any]]] = []
     for calls in by_slot.values():
         policies = [policy for _, policy, _ in calls]
         args: list[str | int] = [_now_arg(now), len(calls), 0, "", "", ""]
@@ -389,7 +389,7 @@ def _refund_script() -> Script:
     return get_redis("state").register_script(_REFUND_LUA)
 
 
-def _refund(calls: list[tuple[int, Policy, str]], reply: list, client: RedisCluster) -> None:
+def _refund(calls: list[tuple[int, Policy, str]], reply: list[Any], client: RedisCluster) -> None:
     """Give back what one allowed call of the check script spent (its keys share a slot)."""
     written = reply[4 + 4 * len(calls) :]
     args: list[str | int] = []
@@ -435,7 +435,7 @@ def _policy_args(policy: Policy, fallback: int) -> list[str | int]:
     return [policy.algorithm, policy.limit, policy.window * US_PER_SECOND, fallback]
 
 
-def _results(policies: list[Policy], reply: list) -> list[PolicyResult]:
+def _results(policies: list[Policy], reply: list[Any]) -> list[PolicyResult]:
     """Each policy's result from a reply of the check script, in the order of its KEYS."""
     results = []
     for i, policy in enumerate(policies):

@@ -20,6 +20,7 @@ from core.keys import key
 from core.l1 import invalidation_channel
 from core.models import PendingInvalidation
 from devstack.processes import free_port
+from tests.clients import on_cluster
 from tests.waiting import wait_until
 
 
@@ -280,12 +281,17 @@ def test_reads_fall_back_within_the_socket_timeout_when_the_cache_hangs(redis_pa
     assert metrics.value("cache.error", family="widget") == 1
 
 
+def unreachable_url() -> str:
+    """A cache URL nothing answers at, of the kind the cache role's client takes."""
+    return f"redis+cluster://127.0.0.1:{free_port()}" if on_cluster() else f"redis://127.0.0.1:{free_port()}/1"
+
+
 @pytest.mark.django_db
 def test_an_invalidation_that_cannot_reach_redis_is_replayed_once_it_can(cache_redis):
     """A partition: this process cannot reach Redis, which keeps serving the stale copy to others."""
     get_or_load(WIDGET, 9, CountingLoader({"name": "old"}))
     unreachable = copy.deepcopy(settings.CACHES)
-    unreachable["default"]["LOCATION"] = f"redis://127.0.0.1:{free_port()}/1"
+    unreachable["default"]["LOCATION"] = unreachable_url()
 
     with override_settings(CACHES=unreachable):
         assert invalidate_now("widget", 9) is False
@@ -303,7 +309,7 @@ def test_replay_stops_at_the_first_failure_and_keeps_the_rest(cache_redis):
     PendingInvalidation.objects.create(family="widget", obj_id="1")
     PendingInvalidation.objects.create(family="widget", obj_id="2")
     unreachable = copy.deepcopy(settings.CACHES)
-    unreachable["default"]["LOCATION"] = f"redis://127.0.0.1:{free_port()}/1"
+    unreachable["default"]["LOCATION"] = unreachable_url()
 
     with override_settings(CACHES=unreachable):
         assert cacheaside.replay_pending_invalidations() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import subprocess
@@ -25,7 +26,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core import metrics
 from core.checks import check_cache_role, check_redis_roles
 from core.cluster import KestrelCluster
-from core.instrumentation import InstrumentedRedisCluster
+from core.instrumentation import InstrumentedRedisCluster, redis_client
+from core.l1 import InvalidationSubscriber, invalidation_channel
 from core.redis import (
     BREAKER_COOLDOWN,
     CircuitOpen,
@@ -343,9 +345,62 @@ def test_the_checks_report_a_cluster_that_cannot_be_reached(cluster_caches, stop
     assert {"cache role" in message.msg or "state role" in message.msg for message in messages} == {True}
 
 
-def test_a_dedicated_pool_of_a_cluster_role_is_refused_with_the_reason(on_cluster):
+def test_a_dedicated_pool_of_a_cluster_role_is_of_the_node_serving_a_key(on_cluster):
+    channel = "kestrel:tests:cluster:{ada}:live"
     with pytest.raises(ClusterUnsupported, match="state role is a Redis Cluster"):
-        dedicated_pool("state")
+        dedicated_pool("state")  # no one server to pool without a key
+
+    pool = dedicated_pool("state", key=channel, client_name="kestrel-sse", health_check_interval=30)
+    subscriber = redis_client(connection_pool=pool).pubsub(ignore_subscribe_messages=True)
+    try:
+        subscriber.ssubscribe(channel)
+        assert subscriber.get_message(timeout=5) is None  # the confirmation, read and dropped
+        connection = subscriber.connection
+        assert connection is not None
+        assert ("127.0.0.1", connection.port) == on_cluster.node_for_slot(key_slot(channel.encode()))
+        # Apart from the role's pools, with the role's settings and the overrides.
+        client = get_redis("state")
+        assert all(node.redis_connection.connection_pool is not pool for node in client.get_nodes())
+        assert connection.client_name == "kestrel-sse"
+        assert connection.health_check_interval == 30
+        assert connection.socket_timeout == connection.socket_connect_timeout == TIMEOUT
+        assert connection.retry.breaker is breaker("state")
+        assert client.spublish(channel, "hello") == 1
+        message = subscriber.get_message(timeout=5)
+    finally:
+        subscriber.close()
+    assert message is not None
+    assert (message["type"], message["data"]) == ("smessage", b"hello")
+    assert dedicated_pool("state", key=channel) is not pool  # one per call: the caller keeps it
+
+
+def test_the_invalidation_bus_reaches_a_subscriber_from_every_node(on_cluster):
+    received: list[dict] = []
+    subscriber = InvalidationSubscriber(clear=lambda: None, on_message=received.append)
+    subscriber.start()
+    try:
+        assert subscriber.listening.wait(5)
+        channel = invalidation_channel()
+        # PUBSUB NUMSUB counts a node's own subscribers: the one node the subscriber is on.
+        [listening] = [
+            port for _, port in on_cluster.primaries() if on_cluster.client(port).pubsub_numsub(channel)[0][1]
+        ]
+        others = [port for _, port in on_cluster.primaries() if port != listening]
+        assert len(others) == 2
+
+        for n, port in enumerate(others):
+            # Its reply counts that node's subscribers only (none): the cluster bus carries it to the others.
+            on_cluster.client(port).publish(channel, json.dumps({"type": "tests", "id": n}))
+        pipe = get_redis("cache").pipeline(transaction=False)  # as core.cacheaside invalidates
+        pipe.publish(channel, json.dumps({"type": "tests", "id": 2}))
+        pipe.execute()
+
+        deadline = time.monotonic() + 5
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        subscriber.stop()
+    assert sorted(message["id"] for message in received) == [0, 1, 2]
 
 
 def test_a_cluster_url_is_redacted_and_sentinels_with_a_cluster_are_refused():

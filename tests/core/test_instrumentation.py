@@ -41,7 +41,7 @@ from core.instrumentation import (
     redis_client,
 )
 from core.keys import key
-from core.redis import Breaker, BreakerRetry, CircuitOpen, get_redis, role_url
+from core.redis import Breaker, BreakerRetry, CircuitOpen, get_redis, is_cluster, role_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -524,12 +524,13 @@ metrics.incr("cache.hit", 2, family="core_multi", tier="redis")
 
 def test_the_notification_stream_s_subscription_is_counted_on_the_state_role():
     """The SSE stream's subscriber has a pool of its own (feeds.sse): its commands are
-    recorded like every other client's."""
+    recorded like every other client's (SSUBSCRIBE on a cluster: shard channels)."""
     from feeds import sse
 
-    before = commands("state", "SUBSCRIBE", "feeds:user")
+    command = "SSUBSCRIBE" if is_cluster(get_redis("state")) else "SUBSCRIBE"
+    before = commands("state", command, "feeds:user")
     pubsub = sse._subscribe(4242)
     try:
-        assert commands("state", "SUBSCRIBE", "feeds:user") == before + 1
+        assert commands("state", command, "feeds:user") == before + 1
     finally:
         pubsub.close()

@@ -165,6 +165,27 @@ def test_a_refused_request_spends_nothing_from_the_other_policies():
     assert check([loose], ADA, now=T0).remaining == 3
 
 
+@pytest.mark.parametrize("algorithm", ["fixed", "gcra"])
+def test_a_refusal_by_one_subject_spends_nothing_from_another_subjects_quota(algorithm):
+    # The address's and the account's counters have different hash tags: on a cluster
+    # they are spent by two calls, and the refused one's gives the other's spend back.
+    by_address = Policy("by_address", limit=5, window=60, algorithm=algorithm, scope="ip")
+    by_account = Policy("by_account", limit=1, window=60, algorithm=algorithm, scope="account")
+    guessing = Identity(ip="203.0.113.9", account="ada@example.com")
+    check([by_address, by_account], guessing, now=T0)
+    address_key = rate_limit_key(by_address, by_address.subject(guessing))
+    before = get_redis("state").get(address_key)
+
+    refused = [check([by_address, by_account], guessing, now=T0 + 1) for _ in range(3)]
+
+    assert [d.allowed for d in refused] == [False] * 3
+    assert {d.policy for d in refused} == {by_account}
+    assert get_redis("state").get(address_key) == before
+    assert [r.remaining for d in refused for r in d.results if r.policy == by_address] == [4, 4, 4]
+    someone_else = Identity(ip="203.0.113.9", account="bob@example.com")
+    assert check([by_address, by_account], someone_else, now=T0 + 1).results[0].remaining == 3
+
+
 def test_the_binding_result_is_the_longest_refusal_or_the_least_quota_left():
     short = Policy("short", limit=1, window=10)
     long = Policy("long", limit=1, window=100)

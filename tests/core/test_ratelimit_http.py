@@ -276,14 +276,11 @@ def test_log_in_limits_fail_closed_when_redis_is_down(client, redis_down, caplog
     assert "failing closed (auth_ip, auth_account)" in caplog.text
 
 
-def test_a_full_state_redis_fails_like_a_stopped_one(client):
-    state = get_redis("state")
-    state.config_set("maxmemory", "1")  # noeviction: every write is refused (OOM)
-    try:
-        general = client.get("/api/ping")
-        login = log_in(client, "ada@example.com")
-    finally:
-        state.config_set("maxmemory", "0")
+def test_a_full_state_redis_fails_like_a_stopped_one(client, role_config):
+    role_config("state", "maxmemory", "1")  # noeviction: every write is refused (OOM)
+
+    general = client.get("/api/ping")
+    login = log_in(client, "ada@example.com")
 
     assert general.status_code == 200
     assert login.status_code == 503

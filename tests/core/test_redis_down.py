@@ -66,13 +66,9 @@ def test_everything_works_again_once_redis_is_back(logged_in, redis_server):
 
 
 @pytest.fixture
-def state_redis_full(redis_server, state_redis):
-    """The private server at its maxmemory under noeviction: every write is refused (OOM)."""
-    state_redis.config_set("maxmemory", "1")
-    try:
-        yield
-    finally:
-        state_redis.config_set("maxmemory", "0")
+def state_redis_full(role_config):
+    """The state role at its maxmemory under noeviction (every node of a cluster): every write is refused (OOM)."""
+    role_config("state", "maxmemory", "1")
 
 
 def test_a_full_state_role_refuses_a_site_login_with_503_not_a_traceback(client, make_user, state_redis_full):

@@ -17,6 +17,7 @@ from feeds.notifications import (
     notify,
 )
 from feeds.stream_ids import stream_id_or_none
+from tests.feeds.channels import Listener
 
 pytestmark = pytest.mark.django_db
 
@@ -36,16 +37,14 @@ def _send(user_id: int, n: int) -> list[str]:
 
 
 def test_notify_appends_to_the_users_stream_and_publishes_the_same_id(ada, state_redis):
-    pubsub = state_redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.user_channel(ada.pk))
+    listener = Listener(state_redis, keys.user_channel(ada.pk))
     try:
-        pubsub.get_message(timeout=1)  # the subscribe confirmation
-
         stream_id = notify(user_id=ada.pk, kind="follow", message="Bo followed you", data={"userId": 2})
 
-        message = pubsub.get_message(timeout=5)
+        message = listener.next()
     finally:
-        pubsub.close()
+        listener.close()
+    assert message is not None
     published = json.loads(message["data"])
     assert published["id"] == stream_id
     assert published["kind"] == "follow"
@@ -377,13 +376,11 @@ def test_notify_many_records_and_publishes_for_every_user(make_user, state_redis
     from feeds.notifications import notify_many
 
     users = [make_user() for _ in range(3)]
-    pubsub = state_redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(*[feed_keys.user_channel(u.pk) for u in users])
-    for _ in users:
-        pubsub.get_message(timeout=1)
+    listener = Listener(state_redis, *[feed_keys.user_channel(u.pk) for u in users])
     assert notify_many(user_ids=[u.pk for u in users], kind="post", message="New post") == 3
 
     assert all(state_redis.xlen(feed_keys.user_notifications(u.pk)) == 1 for u in users)
-    received = [pubsub.get_message(timeout=2) for _ in users]
-    pubsub.close()
-    assert all(m is not None and m["type"] == "message" for m in received)
+    received = [listener.next(timeout=2) for _ in users]
+    listener.close()
+    assert all(m is not None for m in received)
+    assert {m["channel"] for m in received} == {feed_keys.user_channel(u.pk).encode() for u in users}

@@ -20,8 +20,10 @@ import pytest
 from django.test import Client
 
 from core import metrics
+from core.redis import is_cluster
 from feeds import keys, sse
 from feeds.notifications import notification_list, notify
+from tests.feeds.channels import subscribers as channel_subscribers
 
 pytestmark = pytest.mark.django_db
 
@@ -141,8 +143,7 @@ def wait_until(predicate, timeout: float = DEADLINE) -> bool:
 
 
 def subscribers(state_redis, user_id: int) -> int:
-    [(_, count)] = state_redis.pubsub_numsub(keys.user_channel(user_id))
-    return count
+    return channel_subscribers(state_redis, keys.user_channel(user_id))
 
 
 @pytest.fixture(autouse=True)
@@ -494,8 +495,10 @@ def test_a_killed_subscription_resubscribes_and_replays(ada, as_ada, state_redis
     first = notify(user_id=ada.pk, kind="like", message="first")
     assert reader.next_event()["id"] == first
 
-    [subscriber] = [c for c in state_redis.client_list() if c["name"] == "kestrel-sse"]
-    state_redis.client_kill_filter(_id=subscriber["id"])  # a failover or a proxy dropping it
+    # On a cluster the subscription is on the node of Ada's slot (shard channels).
+    node = {"target_nodes": state_redis.get_node_from_key(keys.user_channel(ada.pk))} if is_cluster(state_redis) else {}
+    [subscriber] = [c for c in state_redis.client_list(**node) if c["name"] == "kestrel-sse"]
+    state_redis.client_kill_filter(_id=subscriber["id"], **node)  # a failover or a proxy dropping it
     reader.next("comment", containing="Redis is unavailable")
     missed = notify(user_id=ada.pk, kind="like", message="missed")
     clock.advance(sse.POLICY.resubscribe_max)

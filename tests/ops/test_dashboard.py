@@ -12,6 +12,7 @@ from core.keys import key
 from core.redis import get_redis
 from ops import dashboard
 from ops.keys import ops_samples_key
+from tests.clients import role_servers
 
 pytestmark = pytest.mark.django_db
 
@@ -25,17 +26,12 @@ def staff_client(client, make_user):
 
 
 @pytest.fixture
-def slowlog_everything(redis_server):
-    """Log every command in SLOWLOG on the private server, and restore the threshold after."""
-    state = get_redis("state")
-    before = state.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
-    state.config_set("slowlog-log-slower-than", 0)
-    state.slowlog_reset()
-    try:
-        yield state
-    finally:
-        state.config_set("slowlog-log-slower-than", before)
-        state.slowlog_reset()
+def slowlog_everything(role_config):
+    """Log every command in the state role's SLOWLOG (each node's on a cluster), and restore the threshold after."""
+    role_config("state", "slowlog-log-slower-than", "0")
+    for server in role_servers("state"):
+        server.slowlog_reset()
+    return get_redis("state")
 
 
 # --- Who may see it ------------------------------------------------------------------

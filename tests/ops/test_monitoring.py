@@ -11,10 +11,10 @@ from redis import Redis
 from rq import Queue, Worker
 
 from core import metrics
-from core.instrumentation import InstrumentedBlockingConnectionPool, InstrumentedRedis
 from core.keys import key
 from core.redis import role_url
 from ops.monitoring import build_registry, jobs_status, rq_snapshot
+from tests.cluster_session import ClusterSession
 
 # /metrics at the root, as config/urls.py includes ops.urls.
 urlpatterns = [path("", include("ops.urls"))]
@@ -108,21 +108,23 @@ def test_openmetrics_is_served_when_asked(client, token):
 # --- What is in it --------------------------------------------------------------------
 
 
-def test_metrics_include_command_counts_cache_counters_and_redis_figures(client, token):
+def test_metrics_include_command_counts_cache_counters_and_redis_figures(client, token, cache_redis, redis_server):
     metrics.incr("cache.hit", family="post", tier="l1")
     metrics.incr("cache.hit", family="post", tier="l1")
     metrics.incr("cache.miss", family="post")
-    pool = InstrumentedBlockingConnectionPool.from_url(role_url("cache"), client_name="kestrel-cache")
-    InstrumentedRedis(connection_pool=pool).set(key("core", "probe", 1), "x", ex=60)
-    pool.disconnect()
+    cache_redis.set(key("core", "probe", 1), "x", ex=60)
+    # The session's servers: noeviction, but a cluster session's cache role evicts.
+    policies = {"state": "noeviction", "cache": "noeviction"}
+    if isinstance(redis_server, ClusterSession):
+        policies["cache"] = "allkeys-lru"
 
     body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
 
     assert 'kestrel_cache_hit_total{family="post",tier="l1"} 2.0' in body
     assert 'kestrel_cache_miss_total{family="post"} 1.0' in body
-    for role in ("state", "cache"):
+    for role, policy in policies.items():
         assert f'kestrel_redis_up{{role="{role}"}} 1.0' in body
-        assert f'kestrel_redis_maxmemory_policy_info{{policy="noeviction",role="{role}"}} 1.0' in body
+        assert f'kestrel_redis_maxmemory_policy_info{{policy="{policy}",role="{role}"}} 1.0' in body
         assert f'kestrel_redis_memory_used_bytes{{role="{role}"}}' in body
     assert 'kestrel_redis_keys{role="cache"} 1.0' in body
     assert "kestrel_redis_evicted_keys_total" in body
@@ -130,17 +132,14 @@ def test_metrics_include_command_counts_cache_counters_and_redis_figures(client,
     assert 'kestrel_redis_command_duration_seconds_count{command="SET",family="core:probe",role="cache"}' in body
 
 
-def test_metrics_keep_every_kestrel_family(client, token):
+def test_metrics_keep_every_kestrel_family(client, token, cache_redis):
     """Dashboards and alerts read these names: each is served, from prometheus-client."""
     metrics.incr("cache.hit", family="post", tier="redis")
     metrics.incr("lock.contended", lock="job:report")
-    pool = InstrumentedBlockingConnectionPool.from_url(role_url("cache"), client_name="kestrel-cache")
-    redis = InstrumentedRedis(connection_pool=pool)
-    pipe = redis.pipeline(transaction=False)
+    pipe = cache_redis.pipeline(transaction=False)
     pipe.set(key("core", "probe", 1), "x", ex=60)
     pipe.lpush(key("core", "probe", 1), "y")  # WRONGTYPE: an error reply
     pipe.execute(raise_on_error=False)
-    pool.disconnect()
     client.get("/healthz")
 
     body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
