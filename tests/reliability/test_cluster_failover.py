@@ -207,9 +207,9 @@ def failover_roles() -> Iterator[tuple[LocalCluster, LocalCluster]]:
     """The state and cache roles on clusters of three primaries with a replica each, for one test.
 
     The L1 is off, so that every cached read asks the cache role. The notification
-    scripts are registered once per process with the client they first meet, and are
-    called without one: forgotten on the way in and out, so they use the clusters here
-    and the session's state role after.
+    scripts are registered once per process with the client they first meet, and the
+    list's is called without one: forgotten on the way in and out, so that it uses the
+    cluster here and the session's state role after.
     """
     with (
         LocalCluster(3, 1, node_timeout_ms=NODE_TIMEOUT_MS, extra_config=STATE_CONFIG) as state,
