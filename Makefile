@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev manage run worker cron test test-cluster test-faults e2e reliability security audit lint format migrations-check bench clean
+.PHONY: install install-dev manage run worker cron test test-cluster test-faults e2e reliability security audit lint format migrations-check bench bench-cluster clean
 
 # `make run` needs only the runtime requirements; the test, lint, audit and benchmark
 # tools come with the targets that use them.
@@ -95,6 +95,12 @@ migrations-check: install-dev
 ## Benchmarks: starts its own Redis and gunicorn, loads them on 127.0.0.1, prints figures.
 bench: install-dev
 	$(PY) -m bench
+
+## The HTTP benchmarks on one Redis server and, interleaved, with the cache and state roles
+## each on a private three-primary Redis Cluster (queue role on a server of its own): prints
+## what the cluster costs each path (req/s and round trips per request, cluster over one server).
+bench-cluster: install-dev
+	$(PY) -m bench --cluster
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

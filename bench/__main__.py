@@ -6,6 +6,7 @@
     python -m bench --only post-miss --no-stampede
     python -m bench --group jobs          # only the jobs benchmark (repeatable)
     python -m bench --skip feeds --skip protect
+    python -m bench --cluster             # the HTTP scenarios on one server and on Redis Cluster, compared
     python -m bench load                  # a mixed load of many people against the floor (bench/load.py)
     python -m bench capacity              # that mix's Redis cost per role, per 1,000 req/s (bench/capacity.py)
 
@@ -17,6 +18,11 @@ cost per request over HTTP and alone in bench/limiter.py, on a site form in
 bench/forms.py, and bench/locks.py). A few HTTP scenarios are left out of the default
 run and run when named: --only post-nocache.
 
+With --cluster (`make bench-cluster`) a second stack runs beside the first, the cache
+and state roles each on a private Redis Cluster and the queue role on a server of its own;
+the HTTP scenarios run on both, their timed runs interleaved, and a table prints what the
+cluster costs each path (req/s and Redis round trips per request, cluster over one server).
+
 Prints the figures as tables, ending with a summary of every path against the floor
 and the naive reads and the targets each meets, and writes them to var/bench/latest.json.
 """
@@ -24,6 +30,7 @@ and the naive reads and the targets each meets, and writes them to var/bench/lat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -41,9 +48,9 @@ import redis.utils
 
 from bench.forms import measure_forms
 from bench.harness import (
+    CLUSTER_PRIMARIES,
     FLOOR_DB,
     FLOOR_KEY,
-    STATE_DB,
     BenchContext,
     BenchError,
     CacheCounts,
@@ -180,6 +187,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: 1 run of 2 s, short warm-up, fewer Redis ops, every child benchmark smaller",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run the HTTP scenarios on a second stack too, the cache and state roles each on a private "
+        f"{CLUSTER_PRIMARIES}-primary Redis Cluster (the queue role on a server of its own), interleaved with the "
+        "one-server runs, and print the cluster's cost: req/s and round trips per request, cluster over one "
+        "server. Only the HTTP scenarios run (no stampede, jobs, fan-out, SSE, limiter, locks or forms)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON output (default {DEFAULT_OUTPUT})")
     args = parser.parse_args(argv)
     if args.quick:
@@ -274,66 +289,104 @@ def scenario_headers(ctx: BenchContext, scenario: HttpScenario) -> dict[str, str
     return ctx.headers(needs_session=scenario.needs_session, bearer=scenario.bearer, json_body=bool(scenario.body))
 
 
-def measure_http(
-    ctx: BenchContext, scenarios: list[HttpScenario], load: LoadGenerator, args: argparse.Namespace
-) -> list[dict]:
-    state = ctx.redis(db=STATE_DB)
-    traffic: dict[str, RedisTraffic] = {}
-    rotations: dict[str, PathRotation] = {}
-    try:
-        for scenario in scenarios:
-            # Servers for other settings start here, on first use (see BenchContext.server).
-            server = ctx.server(scenario.env)
-            if scenario.prepare:
-                scenario.prepare(ctx)
-            headers = scenario_headers(ctx, scenario)
-            request = {"method": scenario.method, "body": scenario.body}
-            rotation = PathRotation(scenario.paths(ctx) if scenario.paths else [scenario.path])
-            rotations[scenario.name] = rotation
-            before_load(ctx, scenario)
-            check_json(
-                server.port,
-                rotation.take(1)[0],
-                headers,
-                scenario.expect_keys,
-                **request,
-                expect_status=scenario.expect_status,
-                expect_headers=scenario.expect_headers,
-                check=scenario.check,
-            )
-            log(f"warm-up {scenario.name} ({args.warmup:g} s)")
-            warm = load.run(
-                port=server.port, paths=rotation.upcoming(), headers=headers, seconds=args.warmup, **request
-            )
-            rotation.advance(warm.requests, args.connections)
-            before_load(ctx, scenario)
-            # Sequential requests on a warm server: the counters then hold this path's traffic only.
-            traffic[scenario.name] = measure_redis_traffic(
-                state,
-                server.port,
-                rotation.take(args.traffic_requests),
-                headers,
-                **request,
-                expect_status=scenario.expect_status,
-            )
-    finally:
-        state.close()
+class HttpMeasurement:
+    """The HTTP scenarios on one stack: each prepared, checked, warmed up and its Redis traffic
+    counted once (`prepare`), then timed one run at a time (`timed_run`), so that the runs
+    of two stacks interleave as the paths of one do.
 
-    # Runs interleave the paths, so a drift in machine load during the benchmark hits every path alike.
-    runs: dict[str, list[LoadResult]] = {scenario.name: [] for scenario in scenarios}
-    counts: dict[str, list[CacheCounts]] = {scenario.name: [] for scenario in scenarios}
-    for run in range(1, args.runs + 1):
-        for scenario in scenarios:
-            log(f"run {run}/{args.runs} {scenario.name} ({args.seconds:g} s)")
+    With `tolerate`, a scenario whose preparation, check or count fails is left out, its
+    error kept in `unmeasured`, instead of ending the benchmark: on the cluster's stack a
+    path that does not work on Redis Cluster yet must not take the others' figures with it.
+    """
+
+    def __init__(
+        self,
+        ctx: BenchContext,
+        scenarios: list[HttpScenario],
+        load: LoadGenerator,
+        args: argparse.Namespace,
+        *,
+        label: str = "",
+        tolerate: bool = False,
+    ) -> None:
+        self.ctx, self.load, self.args = ctx, load, args
+        self.scenarios = list(scenarios)
+        self.label = label
+        self.tolerate = tolerate
+        self.unmeasured: dict[str, str] = {}
+        self.traffic: dict[str, RedisTraffic] = {}
+        self.rotations: dict[str, PathRotation] = {}
+        self.runs: dict[str, list[LoadResult]] = {scenario.name: [] for scenario in scenarios}
+        self.counts: dict[str, list[CacheCounts]] = {scenario.name: [] for scenario in scenarios}
+
+    def prepare(self) -> None:
+        clients = self.ctx.traffic_clients()
+        try:
+            for scenario in list(self.scenarios):
+                try:
+                    self._prepare(scenario, clients)
+                except StackError as exc:
+                    if not self.tolerate:
+                        raise
+                    log(f"{self.label}{scenario.name} left out: {first_line(exc)}")
+                    self.unmeasured[scenario.name] = str(exc)
+                    self.scenarios.remove(scenario)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _prepare(self, scenario: HttpScenario, clients: list[redis.Redis]) -> None:
+        ctx, args = self.ctx, self.args
+        # Servers for other settings start here, on first use (see BenchContext.server).
+        server = ctx.server(scenario.env)
+        if scenario.prepare:
+            scenario.prepare(ctx)
+        headers = scenario_headers(ctx, scenario)
+        request = {"method": scenario.method, "body": scenario.body}
+        rotation = PathRotation(scenario.paths(ctx) if scenario.paths else [scenario.path])
+        self.rotations[scenario.name] = rotation
+        before_load(ctx, scenario)
+        check_json(
+            server.port,
+            rotation.take(1)[0],
+            headers,
+            scenario.expect_keys,
+            **request,
+            expect_status=scenario.expect_status,
+            expect_headers=scenario.expect_headers,
+            check=scenario.check,
+        )
+        log(f"{self.label}warm-up {scenario.name} ({args.warmup:g} s)")
+        warm = self.load.run(
+            port=server.port, paths=rotation.upcoming(), headers=headers, seconds=args.warmup, **request
+        )
+        rotation.advance(warm.requests, args.connections)
+        before_load(ctx, scenario)
+        # Sequential requests on a warm server: the counters then hold this path's traffic only.
+        self.traffic[scenario.name] = measure_redis_traffic(
+            clients,
+            server.port,
+            rotation.take(args.traffic_requests),
+            headers,
+            **request,
+            expect_status=scenario.expect_status,
+        )
+
+    def timed_run(self, run: int) -> None:
+        """One timed run of every scenario, in turn: a drift in machine load during the
+        benchmark hits every path alike."""
+        ctx, args = self.ctx, self.args
+        for scenario in self.scenarios:
+            log(f"{self.label}run {run}/{args.runs} {scenario.name} ({args.seconds:g} s)")
             server = ctx.server(scenario.env)
-            rotation = rotations[scenario.name]
+            rotation = self.rotations[scenario.name]
             headers = scenario_headers(ctx, scenario)
             before_load(ctx, scenario)
             # gunicorn still serves what the last run left in its listen backlog; let it
             # finish so it does not eat into this run.
             time.sleep(SETTLE_SECONDS)
             before = worker_metrics(server.port, server.workers) if scenario.cache_family else None
-            result = load.run(
+            result = self.load.run(
                 port=server.port,
                 paths=rotation.upcoming(),
                 headers=headers,
@@ -342,62 +395,80 @@ def measure_http(
                 body=scenario.body,
             )
             rotation.advance(result.requests, args.connections)
-            runs[scenario.name].append(result)
+            self.runs[scenario.name].append(result)
             if before is not None:
                 delta = metrics_delta(before, worker_metrics(server.port, server.workers))
-                counts[scenario.name].append(CacheCounts.from_metrics(delta, scenario.cache_family))
+                self.counts[scenario.name].append(CacheCounts.from_metrics(delta, scenario.cache_family))
 
-    results = []
-    for scenario in scenarios:
-        samples = runs[scenario.name]
-        rps = [r.rps for r in samples]
-        cache = sum(counts[scenario.name], CacheCounts()) if scenario.cache_family else None
-        results.append(
-            {
-                "name": scenario.name,
-                "path": scenario.path,
-                "method": scenario.method,
-                "description": scenario.description,
-                "env": dict(scenario.env),
-                "settings": scenario.env_label,
-                "server": ctx.server(scenario.env).description,
-                "distinct_paths": len(rotations[scenario.name].paths),
-                "paths_wrapped": rotations[scenario.name].wrapped,
-                "single_use": scenario.single_use,
-                "group": scenario.group,
-                "baseline": scenario.baseline,
-                "counterpart": scenario.counterpart,
-                "design_ratio": scenario.design_ratio,
-                "naive_compare": scenario.naive_compare,
-                "targets": [asdict(target) for target in scenario.targets],
-                # Each figure is the median over runs on its own.
-                "rps": median(rps),
-                # How far apart the runs were: a difference between paths smaller than this is noise.
-                "rps_spread": (max(rps) - min(rps)) / median(rps),
-                "p50_ms": median([r.p50_ms for r in samples]),
-                "p99_ms": median([r.p99_ms for r in samples]),
-                "errors": sum(r.errors for r in samples),
-                "bad_status": sum(r.bad_status for r in samples),
-                "redis": asdict(traffic[scenario.name]),
-                "redis_by_role": by_role(traffic[scenario.name], scenario.state_traffic),
-                "cache_family": scenario.cache_family,
-                "expect_miss": scenario.expect_miss,
-                # Summed over the timed runs, from every worker's counters.
-                "cache": cache_figures(cache) if cache else None,
-                "cache_runs": [asdict(c) for c in counts[scenario.name]],
-                "runs": [asdict(r) for r in samples],
-            }
-        )
-    by_name = {result["name"]: result for result in results}
-    floor = by_name.get(DRF_FLOOR)
-    for result in results:
-        base = by_name.get(result["baseline"]) if result["baseline"] else result
-        result["ratio"] = result["rps"] / base["rps"] if base else None
-        # Time per request beyond the baseline's, from throughput: what this path's extra work costs.
-        result["extra_us_per_request"] = (1e6 / result["rps"] - 1e6 / base["rps"]) if base else None
-    for result in results:
-        result["summary"] = summary_figures(result, floor, by_name.get(NAIVE), by_name.get(NAIVE_COUNTED))
-    return results
+    def results(self) -> list[dict]:
+        ctx = self.ctx
+        results = []
+        for scenario in self.scenarios:
+            samples = self.runs[scenario.name]
+            rps = [r.rps for r in samples]
+            cache = sum(self.counts[scenario.name], CacheCounts()) if scenario.cache_family else None
+            results.append(
+                {
+                    "name": scenario.name,
+                    "path": scenario.path,
+                    "method": scenario.method,
+                    "description": scenario.description,
+                    "env": dict(scenario.env),
+                    "settings": scenario.env_label,
+                    "server": ctx.server(scenario.env).description,
+                    "redis_layout": ctx.redis_layout,
+                    "distinct_paths": len(self.rotations[scenario.name].paths),
+                    "paths_wrapped": self.rotations[scenario.name].wrapped,
+                    "single_use": scenario.single_use,
+                    "group": scenario.group,
+                    "baseline": scenario.baseline,
+                    "counterpart": scenario.counterpart,
+                    "design_ratio": scenario.design_ratio,
+                    "naive_compare": scenario.naive_compare,
+                    "targets": [asdict(target) for target in scenario.targets],
+                    # Each figure is the median over runs on its own.
+                    "rps": median(rps),
+                    # How far apart the runs were: a difference between paths smaller than this is noise.
+                    "rps_spread": (max(rps) - min(rps)) / median(rps),
+                    "p50_ms": median([r.p50_ms for r in samples]),
+                    "p99_ms": median([r.p99_ms for r in samples]),
+                    "errors": sum(r.errors for r in samples),
+                    "bad_status": sum(r.bad_status for r in samples),
+                    "redis": asdict(self.traffic[scenario.name]),
+                    "redis_by_role": by_role(self.traffic[scenario.name], scenario.state_traffic),
+                    "cache_family": scenario.cache_family,
+                    "expect_miss": scenario.expect_miss,
+                    # Summed over the timed runs, from every worker's counters.
+                    "cache": cache_figures(cache) if cache else None,
+                    "cache_runs": [asdict(c) for c in self.counts[scenario.name]],
+                    "runs": [asdict(r) for r in samples],
+                }
+            )
+        by_name = {result["name"]: result for result in results}
+        floor = by_name.get(DRF_FLOOR)
+        for result in results:
+            base = by_name.get(result["baseline"]) if result["baseline"] else result
+            result["ratio"] = result["rps"] / base["rps"] if base else None
+            # Time per request beyond the baseline's, from throughput: what this path's extra work costs.
+            result["extra_us_per_request"] = (1e6 / result["rps"] - 1e6 / base["rps"]) if base else None
+        for result in results:
+            result["summary"] = summary_figures(result, floor, by_name.get(NAIVE), by_name.get(NAIVE_COUNTED))
+        return results
+
+
+def measure_http(legs: list[HttpMeasurement], args: argparse.Namespace) -> list[list[dict]]:
+    """Every leg's scenarios prepared, then their timed runs interleaved run by run; each leg's results."""
+    for leg in legs:
+        leg.prepare()
+    for run in range(1, args.runs + 1):
+        for leg in legs:
+            leg.timed_run(run)
+    return [leg.results() for leg in legs]
+
+
+def first_line(error: object) -> str:
+    """The first line of an error's message (a child's failure carries its whole output)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def summary_figures(result: dict, floor: dict | None, naive: dict | None, naive_counted: dict | None) -> dict:
@@ -557,6 +628,41 @@ def limiter_costs(http: list[dict]) -> list[dict]:
     return rows
 
 
+def cluster_costs(one_server: list[dict], cluster: list[dict], unmeasured: dict[str, str]) -> dict:
+    """What the cluster costs each path: its figures on the cluster's stack over the same path's on one server."""
+    on_cluster = {result["name"]: result for result in cluster}
+    rows = []
+    for result in one_server:
+        other = on_cluster.get(result["name"])
+        if other is None:
+            continue
+        one_redis, cluster_redis = result["redis"], other["redis"]
+        floor_one, floor_cluster = result["summary"]["floor_ratio"], other["summary"]["floor_ratio"]
+        rows.append(
+            {
+                "name": result["name"],
+                "settings": result["settings"],
+                "rps_one": result["rps"],
+                "rps_cluster": other["rps"],
+                "rps_ratio": other["rps"] / result["rps"],
+                # Each stack's own floor (no Redis): the machine's drift between the two shows here.
+                "floor_ratio_one": floor_one,
+                "floor_ratio_cluster": floor_cluster,
+                # The same over each stack's floor, as the bench compares paths: the drift divided out.
+                "floor_ratios_ratio": floor_cluster / floor_one if floor_one and floor_cluster else None,
+                "added_us_per_request": 1e6 / other["rps"] - 1e6 / result["rps"],
+                "p99_ratio": other["p99_ms"] / result["p99_ms"] if result["p99_ms"] else None,
+                "round_trips_one": one_redis["reads"],
+                "round_trips_cluster": cluster_redis["reads"],
+                "round_trips_ratio": cluster_redis["reads"] / one_redis["reads"] if one_redis["reads"] else None,
+                "commands_one": one_redis["commands"],
+                "commands_cluster": cluster_redis["commands"],
+                "errors_cluster": other["errors"] + other["bad_status"],
+            }
+        )
+    return {"rows": rows, "unmeasured": unmeasured, "http": cluster}
+
+
 # --- Report ------------------------------------------------------------------------
 
 
@@ -596,6 +702,8 @@ def report(meta: dict, results: dict) -> str:
         lines += http_section(meta, http, unpipelined.get("GET"))
     if results["rate_limiter"] or results["limiter"]:
         lines += ["", *limiter_table(results["rate_limiter"], results["limiter"])]
+    if results["cluster"]:
+        lines += ["", *cluster_table(results["cluster"])]
     if results["stampede"]:
         lines += ["", *stampede_table(results["stampede"])]
     if results["jobs"]:
@@ -611,6 +719,8 @@ def report(meta: dict, results: dict) -> str:
 
     warnings = []
     suspect = [r["name"] for r in http if r["errors"] or r["bad_status"]]
+    if results["cluster"]:
+        suspect += [f"{row['name']} (cluster)" for row in results["cluster"]["rows"] if row["errors_cluster"]]
     if suspect:
         warnings.append(f"WARNING: errors or non-2xx answers during {', '.join(suspect)}: those figures are suspect.")
     for result in http:
@@ -965,6 +1075,64 @@ def limiter_alone_table(alone: dict) -> list[str]:
     ]
 
 
+def cluster_table(cluster: dict) -> list[str]:
+    rows = [
+        [
+            row["name"],
+            row["settings"],
+            fmt(row["rps_one"], ",.0f"),
+            fmt(row["rps_cluster"], ",.0f"),
+            fmt(row["rps_ratio"], ".2f"),
+            fmt(row["floor_ratio_one"], ".2f"),
+            fmt(row["floor_ratio_cluster"], ".2f"),
+            fmt(row["floor_ratios_ratio"], ".2f"),
+            fmt(row["added_us_per_request"], "+.0f"),
+            fmt(row["p99_ratio"], ".2f"),
+            fmt(row["round_trips_one"], ".2f"),
+            fmt(row["round_trips_cluster"], ".2f"),
+            fmt(row["round_trips_ratio"], ".2f"),
+            fmt(row["commands_one"], ".2f"),
+            fmt(row["commands_cluster"], ".2f"),
+            str(row["errors_cluster"]),
+        ]
+        for row in cluster["rows"]
+    ]
+    headers = [
+        "scenario",
+        "settings",
+        "req/s one",
+        "req/s cluster",
+        "cluster/one",
+        "floor ratio one",
+        "cluster",
+        "cluster/one",
+        "us/req added",
+        "p99 ratio",
+        "RT/req one",
+        "RT/req cluster",
+        "RT cluster/one",
+        "cmd/req one",
+        "cluster",
+        "errors",
+    ]
+    lines = [
+        f"Redis Cluster: each path with the cache and state roles on two {CLUSTER_PRIMARIES}-primary clusters (the "
+        "queue role on a server of its own) against the same path on one server, same run, medians",
+        format_table(headers, rows, left=2),
+        "  cluster/one: req/s on the cluster's stack over req/s on the one server's (below 1: the cluster costs",
+        "  throughput). floor ratio: req/s over that stack's own drf-floor (no Redis), and its cluster/one: the",
+        "  cluster's cost with a drift in machine load between the stacks divided out (the figure to compare;",
+        "  the floors' own row shows the drift). us/req added: 1e6/req/s cluster minus one server.",
+        "  p99 ratio: cluster over one server. RT/req: Redis read events per request summed over every server of",
+        "  the stack (each node of both clusters and the queue server; sequential requests): a pipeline whose keys",
+        "  span three primaries is three round trips, and redis-py's topology refreshes (CLUSTER SLOTS) count too.",
+    ]
+    if cluster["unmeasured"]:
+        lines.append("  Not measured on the cluster (the path failed there before timing):")
+        lines += [f"    {name}: {first_line(error)}" for name, error in cluster["unmeasured"].items()]
+    return lines
+
+
 def jobs_table(jobs: dict) -> list[str]:
     from bench.jobqueue import report_lines
 
@@ -1145,37 +1313,48 @@ def main(argv: list[str] | None = None) -> int:
     # `kill` or a stopping `make` sends SIGTERM: turn it into an exception so the
     # `finally` blocks stop gunicorn and Redis, as Ctrl-C (KeyboardInterrupt) does.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    results: dict = dict.fromkeys(["redis_floor", "http", "rate_limiter", *CHILDREN], None)
+    results: dict = dict.fromkeys(["redis_floor", "http", "rate_limiter", "cluster", *CHILDREN], None)
     durations: dict[str, float] = {}
+    stack_options = {
+        "worker_class": args.worker_class,
+        "workers": args.workers,
+        "threads": args.threads,
+        "seconds": max(args.seconds, args.warmup),
+        "log": log,
+        # wrk runs whole seconds, at least one.
+        "load_seconds": math.ceil(args.warmup) + args.runs * math.ceil(args.seconds) + 1,
+        "count_requests": args.traffic_requests,
+    }
     try:
         scenarios = select_scenarios(args.only, args.groups)
         load = pick_load_generator(args.load, connections=args.connections)
         started = datetime.datetime.now(datetime.UTC)
-        with bench_stack(
-            worker_class=args.worker_class,
-            workers=args.workers,
-            threads=args.threads,
-            seconds=max(args.seconds, args.warmup),
-            log=log,
-            # wrk runs whole seconds, at least one.
-            load_seconds=math.ceil(args.warmup) + args.runs * math.ceil(args.seconds) + 1,
-            count_requests=args.traffic_requests,
-        ) as ctx:
+        with contextlib.ExitStack() as stacks:
+            ctx = stacks.enter_context(bench_stack(**stack_options))
+            legs = [HttpMeasurement(ctx, scenarios, load, args)]
+            if args.cluster:
+                log("the cluster's stack: the same scenarios with the cache and state roles on Redis Cluster")
+                cluster_ctx = stacks.enter_context(bench_stack(**stack_options, cluster=True))
+                legs.append(HttpMeasurement(cluster_ctx, scenarios, load, args, label="cluster: ", tolerate=True))
             log(f"load generator: {load.name}; groups: {', '.join(args.groups) or 'none'}")
             log("Redis floor")
             results["redis_floor"] = measure_redis_floor(ctx, ops=args.redis_ops, runs=args.runs)
             began = time.monotonic()
-            results["http"] = measure_http(ctx, scenarios, load, args)
+            results["http"], *on_cluster = measure_http(legs, args)
             results["rate_limiter"] = limiter_costs(results["http"])
+            if on_cluster:
+                results["cluster"] = cluster_costs(results["http"], on_cluster[0], legs[1].unmeasured)
             durations["http"] = time.monotonic() - began
             # After the HTTP loads, so the rows the children add (thousands of users) never sit under them.
             for name, (group, measure) in CHILDREN.items():
-                if group in args.groups:
+                if group in args.groups and not args.cluster:
                     began = time.monotonic()
                     results[name] = measure(ctx, args)
                     durations[name] = time.monotonic() - began
             server = ctx.gunicorn.description
             servers = [ctx.gunicorn.description] + [s.description for s in ctx.servers.values()]
+            if args.cluster:
+                servers += [cluster_ctx.gunicorn.description] + [s.description for s in cluster_ctx.servers.values()]
             if results["sse"]:
                 servers.append(results["sse"]["server"])
     except StackError as exc:  # a BenchError, or a child the launcher (devstack) started failed
@@ -1197,6 +1376,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis_ops": args.redis_ops,
         "traffic_requests": args.traffic_requests,
         "quick": args.quick,
+        "cluster": args.cluster,
         "durations_s": durations,
         "total_s": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
         "versions": versions(load),

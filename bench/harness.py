@@ -33,6 +33,7 @@ import redis
 from bench.scenarios import RedisFloorOp
 from config.pdeathsig import die_with_parent
 from devstack.processes import HOST, PROJECT_ROOT, StackError, run_manage, stack_env
+from devstack.redis_cluster import LocalCluster
 from devstack.redis_server import RedisServer
 from devstack.web import Gunicorn, http_request
 
@@ -46,6 +47,14 @@ FLOOR_DB = 15
 FLOOR_KEY = "bench:floor"
 # About the size of a small cached JSON object or a session.
 FLOOR_VALUE = b"x" * 64
+# bench_stack(cluster=True): the cache and state roles each on a private cluster of this
+# many primaries (no replicas), as `make test-cluster` runs them; the queue role, which
+# RQ keeps on one primary, on a server of its own.
+CLUSTER_PRIMARIES = 3
+CLUSTER_CONFIG = {
+    "state": {"maxmemory-policy": "noeviction", "appendonly": "no"},
+    "cache": {"maxmemory-policy": "allkeys-lru", "appendonly": "no"},
+}
 
 
 class BenchError(StackError):
@@ -165,6 +174,7 @@ class BenchContext:
     """The live stack, handed to scenarios' `prepare` hooks and to the measurements."""
 
     env: dict[str, str]
+    # Both roles' one server (state DB 0, cache DB 1); with `clusters`, the queue role's.
     redis_server: RedisServer
     # The server with the default settings: the floors, and every scenario without `env`.
     gunicorn: Gunicorn
@@ -182,6 +192,18 @@ class BenchContext:
     # What `prepare` hooks made (post ids...), read by the scenarios' `paths`.
     fixtures: dict[str, Any] = field(default_factory=dict)
     servers: dict[tuple[tuple[str, str], ...], Gunicorn] = field(default_factory=dict)
+    # The cache and state roles' clusters by role, when the stack runs them on Redis Cluster.
+    clusters: dict[str, LocalCluster] = field(default_factory=dict)
+
+    @property
+    def redis_layout(self) -> str:
+        """Where the roles are, as the reports name it."""
+        if not self.clusters:
+            return "one Redis server"
+        return (
+            f"cache and state roles on two {CLUSTER_PRIMARIES}-primary Redis Clusters, "
+            "queue role on a server of its own"
+        )
 
     @property
     def port(self) -> int:
@@ -209,16 +231,32 @@ class BenchContext:
         return server
 
     def redis(self, db: int = STATE_DB) -> redis.Redis:
-        """A raw client on the private server (DB 0 is the state role, 1 the cache)."""
+        """A raw client on the private server (DB 0 is the state role, 1 the cache; with `clusters`, the queue role)."""
         return redis.Redis(host=self.redis_server.host, port=self.redis_server.port, db=db)
 
+    def traffic_clients(self) -> list[redis.Redis]:
+        """A raw client of every Redis server of the stack, for count_redis_traffic; close them after."""
+        nodes = [
+            redis.Redis(host=cluster.host, port=port)
+            for cluster in self.clusters.values()
+            for port in sorted(cluster.servers)
+        ]
+        return [self.redis(), *nodes]
+
     def flush_cache(self) -> None:
-        """FLUSHDB on the cache role's DB only; the state role (sessions, view counters) stays."""
-        client = self.redis(db=CACHE_DB)
+        """FLUSHDB on the cache role only (its DB, or every primary of its cluster); the state role
+        (sessions, view counters) stays."""
+        cache = self.clusters.get("cache")
+        if cache is None:
+            clients = [self.redis(db=CACHE_DB)]
+        else:
+            clients = [redis.Redis(host=host, port=port) for host, port in cache.primaries()]
         try:
-            client.flushdb()
+            for client in clients:
+                client.flushdb()
         finally:
-            client.close()
+            for client in clients:
+                client.close()
 
     def manage(self, *args: str) -> str:
         return run_manage(self.env, *args)
@@ -249,15 +287,30 @@ def bench_stack(
     log: TextLog,
     load_seconds: float = 0.0,
     count_requests: int = 0,
+    cluster: bool = False,
 ) -> Iterator[BenchContext]:
-    """Redis, a migrated SQLite database with one user, gunicorn, a session: all private, all stopped after."""
+    """Redis, a migrated SQLite database with one user, gunicorn, a session: all private, all stopped after.
+
+    With `cluster`, the cache and state roles are each a private Redis Cluster of
+    CLUSTER_PRIMARIES primaries and the queue role a server of its own.
+    """
     with contextlib.ExitStack() as stack:
         var_dir = Path(tempfile.mkdtemp(prefix="kestrel-bench-"))
         stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
         # noeviction, as the state role runs in production (and so the system check stays quiet).
         server = stack.enter_context(RedisServer(host=HOST, extra_config={"maxmemory-policy": "noeviction"}))
         log(f"redis: {server.binary} on {server.url} (pid {server.process.pid})")
-        env = child_env(var_dir=var_dir, redis_url=f"{server.url}/0")
+        clusters: dict[str, LocalCluster] = {}
+        if cluster:
+            for role, config in CLUSTER_CONFIG.items():
+                clusters[role] = stack.enter_context(
+                    LocalCluster(CLUSTER_PRIMARIES, host=HOST, node_timeout_ms=60_000, extra_config=config)
+                )
+                log(f"redis: the {role} role on a cluster, {clusters[role].url}")
+            env = child_env(var_dir=var_dir, redis_url=clusters["state"].url)
+            env |= {"REDIS_CACHE_URL": clusters["cache"].url, "REDIS_QUEUE_URL": f"{server.url}/0"}
+        else:
+            env = child_env(var_dir=var_dir, redis_url=f"{server.url}/0")
         log(f"database: SQLite in {var_dir}; migrating")
         run_manage(env, "migrate", "--noinput")
         credentials = create_user(env)
@@ -280,6 +333,7 @@ def bench_stack(
             stack=stack,
             load_seconds=load_seconds,
             count_requests=count_requests,
+            clusters=clusters,
         )
 
 
@@ -710,72 +764,118 @@ def _reads(client: redis.Redis) -> int:
     return int(client.info("stats")["total_reads_processed"])
 
 
-def wait_until_quiet(client: redis.Redis, *, interval: float = 0.5, timeout: float = 10.0) -> None:
-    """Return once nothing but this client has sent Redis a command for `interval` seconds.
+def wait_until_quiet(
+    clients: redis.Redis | Sequence[redis.Redis], *, interval: float = 0.5, timeout: float = 10.0
+) -> None:
+    """Return once nothing but these clients has sent their servers a command for `interval` seconds.
 
     When a load generator stops, gunicorn still serves the requests already queued in
     its listen backlog (up to one per connection); counting before they finish would
     charge their commands to the next measurement. Half a second: on a busy machine a
     worker can go that long without the CPU between two of those requests, and it is
-    longer than a background flush interval.
+    longer than a background flush interval. One client per server (a cluster's nodes,
+    each on its own): every one must be quiet in the same interval.
     """
+    servers = [clients] if isinstance(clients, redis.Redis) else list(clients)
     deadline = time.monotonic() + timeout
-    before = int(client.info("stats")["total_commands_processed"])
+    before = [int(client.info("stats")["total_commands_processed"]) for client in servers]
     while time.monotonic() < deadline:
         time.sleep(interval)
-        after = int(client.info("stats")["total_commands_processed"])
-        if after - before <= 1:  # only our own previous INFO
+        after = [int(client.info("stats")["total_commands_processed"]) for client in servers]
+        if all(now - then <= 1 for then, now in zip(before, after, strict=True)):  # only our own previous INFO
             return
         before = after
     raise BenchError(f"Redis did not go quiet within {timeout:g} s after the load stopped")
 
 
-def count_redis_traffic(client: redis.Redis, requests: int, send: Callable[[], None]) -> RedisTraffic:
+class _ServerCount:
+    """One server's share of a count: the harness's connection to it, its MONITOR and its read events."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        options = client.connection_pool.connection_kwargs
+        self.address = {
+            "host": options.get("host", HOST),
+            "port": options.get("port", 6379),
+            "db": options.get("db", 0),
+        }
+        # One connection for every command of the harness, so MONITOR knows them by its port.
+        self.own = redis.Redis(**self.address, single_connection_client=True, socket_timeout=10)
+        self.own_port = self.own.client_info()["addr"].rsplit(":", 1)[1]
+        self.log: _CommandLog | None = None
+        self.reads = 0
+        self.entries: list[tuple[str, str, str]] = []
+
+    def monitor(self) -> None:
+        self.log = _CommandLog(redis.Redis(**self.address, socket_timeout=MONITOR_TIMEOUT), own_port=self.own_port)
+        self.log.start()
+        if not self.log.ready.wait(10) or self.log.error is not None:
+            raise BenchError(f"MONITOR did not start on port {self.address['port']}: {self.log.error!r}")
+
+    def begin(self) -> None:
+        self.reads = -_reads(self.own)
+        self.own.echo(_COUNT_START)
+
+    def end(self) -> None:
+        assert self.log is not None  # monitor() ran
+        self.reads += _reads(self.own)
+        self.own.echo(_COUNT_END)
+        self.entries = self.log.finish()
+
+    def close(self) -> None:
+        self.own.close()
+        if self.log is not None:
+            self.log.monitor.connection.disconnect()
+
+
+def count_redis_traffic(
+    clients: redis.Redis | Sequence[redis.Redis], requests: int, send: Callable[[], None]
+) -> RedisTraffic:
     """Redis commands and round trips per request while `send()` makes `requests` requests.
 
     Commands come from MONITOR (so the harness's own and those run inside Lua scripts
     are told apart), round trips from INFO's read events less the harness's own. Counts
     the whole server, both roles, until it has been quiet for a moment after the last
-    request: background work the requests caused is included.
+    request: background work the requests caused is included. With a client of each of
+    several servers (every node of a cluster role, and the queue role's server), the
+    figures are their sums: a pipeline that reaches three primaries is three round trips.
     """
-    options = client.connection_pool.connection_kwargs
-    address = {"host": options.get("host", HOST), "port": options.get("port", 6379), "db": options.get("db", 0)}
-    # One connection for every command of the harness, so MONITOR knows them by its port.
-    own = redis.Redis(**address, single_connection_client=True, socket_timeout=10)
-    log = None
+    servers = [clients] if isinstance(clients, redis.Redis) else list(clients)
+    counts: list[_ServerCount] = []
     try:
-        own_port = own.client_info()["addr"].rsplit(":", 1)[1]
-        wait_until_quiet(own)
-        log = _CommandLog(redis.Redis(**address, socket_timeout=MONITOR_TIMEOUT), own_port=own_port)
-        log.start()
-        if not log.ready.wait(10) or log.error is not None:
-            raise BenchError(f"MONITOR did not start: {log.error!r}")
-        reads_before = _reads(own)
-        own.echo(_COUNT_START)
+        for client in servers:
+            counts.append(_ServerCount(client))
+        owns = [count.own for count in counts]
+        wait_until_quiet(owns)
+        for count in counts:
+            count.monitor()
+        for count in counts:
+            count.begin()
         send()
-        wait_until_quiet(own)
-        reads_after = _reads(own)
-        own.echo(_COUNT_END)
-        entries = log.finish()
+        wait_until_quiet(owns)
+        for count in counts:
+            count.end()
     finally:
-        own.close()
-        if log is not None:
-            log.monitor.connection.disconnect()
-    # The harness's commands from the start marker to the last INFO: one read event each.
-    own_commands = sum(1 for _, port, _ in entries if port == own_port)
-    sent = Counter(name for kind, port, name in entries if kind != "lua" and port != own_port)
-    scripted = sum(1 for kind, _, _ in entries if kind == "lua")
+        for count in counts:
+            count.close()
+    sent: Counter[str] = Counter()
+    reads = scripted = 0
+    for count in counts:
+        # The harness's commands from the start marker to the last INFO: one read event each.
+        own_commands = sum(1 for _, port, _ in count.entries if port == count.own_port)
+        reads += count.reads - own_commands
+        sent.update(name for kind, port, name in count.entries if kind != "lua" and port != count.own_port)
+        scripted += sum(1 for kind, _, _ in count.entries if kind == "lua")
     return RedisTraffic(
         requests=requests,
         commands=sum(sent.values()) / requests,
-        reads=(reads_after - reads_before - own_commands) / requests,
+        reads=reads / requests,
         by_command={name: count / requests for name, count in sorted(sent.items())},
         script_commands=scripted / requests,
     )
 
 
 def measure_redis_traffic(
-    client: redis.Redis,
+    clients: redis.Redis | Sequence[redis.Redis],
     port: int,
     paths: Sequence[str],
     headers: dict[str, str],
@@ -798,7 +898,7 @@ def measure_redis_traffic(
         finally:
             conn.close()
 
-    return count_redis_traffic(client, len(paths), send)
+    return count_redis_traffic(clients, len(paths), send)
 
 
 # --- Application counters -----------------------------------------------------------

@@ -164,6 +164,17 @@ class LocalCluster:
                 return (self.host, view.port)
         raise RedisClusterError(f"no primary serves slot {slot}")
 
+    def slots_of(self, node: int | Address) -> frozenset[int]:
+        """The slots `node` serves now, as the cluster sees it (none for a replica or a failing node)."""
+        port = node if isinstance(node, int) else node[1]
+        return frozenset(
+            slot
+            for view in self._view()
+            if view.port == port and view.serving_primary
+            for first, last in view.slots
+            for slot in range(first, last + 1)
+        )
+
     def pids(self) -> list[int]:
         """The process ids of the running nodes."""
         return [server.process.pid for server in self.servers.values() if server.process and server.is_running()]

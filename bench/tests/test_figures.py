@@ -5,10 +5,11 @@ import threading
 import pytest
 import redis
 
-from bench.__main__ import request_path_traffic, select_scenarios, summary_figures
+from bench.__main__ import cluster_costs, request_path_traffic, select_scenarios, summary_figures
 from bench.harness import BenchError, PathRotation, count_redis_traffic
 from bench.load import mix_errors, mix_targets, postgres_maintenance_url, private_database_url
 from bench.scenarios import TRAFFIC_SLACK, Target
+from devstack.redis_cluster import LocalCluster
 
 
 def test_a_count_tells_commands_sent_from_those_a_script_runs_and_counts_round_trips(redis_server):
@@ -57,6 +58,67 @@ def test_a_count_includes_what_the_requests_left_to_a_background_flush(redis_ser
         client.close()
     assert traffic.by_command == {"get": 1.0, "incrby": 0.25}
     assert traffic.reads == 1.25
+
+
+def test_a_count_over_a_clusters_nodes_sums_them_and_a_pipeline_round_trips_once_per_primary():
+    with LocalCluster(3, extra_config={"appendonly": "no"}) as cluster:
+        nodes = [redis.Redis(host=host, port=port) for host, port in cluster.seed_nodes]
+        app = redis.RedisCluster(host=cluster.host, port=cluster.seed_nodes[0][1])
+        # One key on each primary.
+        names = [
+            next(f"bench:test:{n}" for n in range(100) if app.keyslot(f"bench:test:{n}") in slots)
+            for slots in (cluster.slots_of(primary) for primary in cluster.primaries())
+        ]
+
+        def send(requests: int = 2) -> None:
+            for _ in range(requests):
+                app.get(names[0])  # 1 command, 1 round trip
+                pipe = app.pipeline()
+                for name in names:
+                    pipe.set(name, 1)
+                pipe.execute()  # 3 commands, 1 round trip to each primary
+
+        try:
+            send(1)  # every primary's connection made before the count, as a warm server's pools are
+            traffic = count_redis_traffic(nodes, 2, send)
+        finally:
+            app.close()
+            for node in nodes:
+                node.close()
+    assert traffic.by_command == {"get": 1.0, "set": 3.0}
+    assert traffic.reads == 4.0
+
+
+def test_the_clusters_cost_is_each_paths_figures_over_its_own_on_one_server():
+    def measured(name: str, rps: float, floor_ratio: float, reads: float) -> dict:
+        return {
+            "name": name,
+            "settings": "default",
+            "rps": rps,
+            "p99_ms": 10.0,
+            "errors": 0,
+            "bad_status": 0,
+            "redis": {"reads": reads, "commands": reads},
+            "summary": {"floor_ratio": floor_ratio},
+        }
+
+    one = [
+        measured("drf-floor", 2000, 1.0, 0.0),
+        measured("post-redis", 1000, 0.5, 1.0),
+        measured("feed", 500, 0.25, 2),
+    ]
+    cluster = [measured("drf-floor", 2200, 1.0, 0.0), measured("post-redis", 880, 0.4, 1.0)]
+    costs = cluster_costs(one, cluster, {"feed": "GET /api/feed answered 500"})
+
+    floor, read = costs["rows"]
+    assert [row["name"] for row in costs["rows"]] == ["drf-floor", "post-redis"]  # feed: not measured there
+    assert floor["rps_ratio"] == pytest.approx(1.1)  # the machine's drift between the stacks
+    assert floor["round_trips_ratio"] is None  # no Redis on either
+    assert read["rps_ratio"] == pytest.approx(0.88)
+    assert read["floor_ratios_ratio"] == pytest.approx(0.8)  # the drift divided out
+    assert read["added_us_per_request"] == pytest.approx(1e6 / 880 - 1e6 / 1000)
+    assert read["round_trips_ratio"] == pytest.approx(1.0)
+    assert costs["unmeasured"] == {"feed": "GET /api/feed answered 500"}
 
 
 def test_a_traffic_target_allows_the_slack_for_what_is_not_per_request_and_no_more():
