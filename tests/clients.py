@@ -3,16 +3,18 @@ sent or need a connection of their own, on one server or on a cluster session.""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from core.cluster import KestrelCluster
 from core.cluster_url import parse_cluster_url
-from core.redis import RedisClient, Role, get_redis, is_cluster_url, role_url
+from core.redis import ROLE_ALIASES, RedisClient, Role, connection_pool_options, get_redis, is_cluster_url, role_url
 
 
 def on_cluster() -> bool:
@@ -65,3 +67,25 @@ def role_servers(role: Role) -> list[Redis]:
     if isinstance(client, RedisCluster):
         return [client.get_redis_connection(node) for node in client.get_nodes()]
     return [client]
+
+
+def caches_on_clusters(
+    urls: dict[Role, str], *, timeout: float, max_connections: int = 10, retries: int = 1
+) -> dict[str, Any]:
+    """settings.CACHES with each role of `urls` on the cluster at its URL, its options as
+    config/settings.py builds a cluster role's (with these timeouts, pool and retries)."""
+    caches = copy.deepcopy(settings.CACHES)
+    for role, url in urls.items():
+        caches[ROLE_ALIASES[role]] = {
+            **caches[ROLE_ALIASES[role]],
+            "LOCATION": url,
+            "OPTIONS": connection_pool_options(
+                role=role,
+                connect_timeout=timeout,
+                socket_timeout=timeout,
+                max_connections=max_connections,
+                retries=retries,
+                cluster=True,
+            ),
+        }
+    return caches

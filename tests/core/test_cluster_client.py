@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
@@ -43,6 +42,7 @@ from core.redis import (
 )
 from core.scripts import script_queue
 from devstack.redis_cluster import LocalCluster
+from tests.clients import caches_on_clusters
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 0.25  # seconds: the cluster roles' connect and socket timeouts here
@@ -59,21 +59,7 @@ def cluster():
 
 def _cluster_caches(url: str) -> dict:
     """settings.CACHES with the cache and state roles on the cluster at `url`, as settings.py builds them."""
-    caches_setting = copy.deepcopy(settings.CACHES)
-    for alias, role in (("default", "cache"), ("sessions", "state")):
-        caches_setting[alias] = {
-            **caches_setting[alias],
-            "LOCATION": url,
-            "OPTIONS": connection_pool_options(
-                role=role,
-                connect_timeout=TIMEOUT,
-                socket_timeout=TIMEOUT,
-                max_connections=10,
-                retries=1,
-                cluster=True,
-            ),
-        }
-    return caches_setting
+    return caches_on_clusters({"cache": url, "state": url}, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,16 @@ replica per primary (the session's roles have none), whatever the session's own 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import reverse
 from redis.crc import key_slot
 
-from core.redis import breaker, connection_pool_options, get_redis
+from core.redis import breaker, get_redis
 from devstack.redis_cluster import LocalCluster
 from feeds import keys, sse
 from feeds.notifications import notify
+from tests.clients import caches_on_clusters
 from tests.feeds import test_notifications_sse
 from tests.feeds.channels import subscribers
 from tests.feeds.test_notifications_sse import SSEReader, open_stream, wait_until
@@ -45,19 +43,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def cluster_caches(cluster):
     """settings.CACHES with the state role on the module's cluster, as settings.py builds it."""
-    caches_setting = copy.deepcopy(settings.CACHES)
-    caches_setting["sessions"] = {
-        **caches_setting["sessions"],
-        "LOCATION": cluster.url,
-        "OPTIONS": connection_pool_options(
-            role="state",
-            connect_timeout=TIMEOUT,
-            socket_timeout=TIMEOUT,
-            max_connections=10,
-            retries=3,
-            cluster=True,
-        ),
-    }
+    caches_setting = caches_on_clusters({"state": cluster.url}, timeout=TIMEOUT, retries=3)
     yield caches_setting
     with override_settings(CACHES=caches_setting):
         get_redis("state").close()

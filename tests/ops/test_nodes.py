@@ -5,15 +5,13 @@ cluster, so these run in either session; the sums and the chart groups need no R
 
 from __future__ import annotations
 
-import copy
 import time
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
 
 from core.keys import key
-from core.redis import connection_pool_options, get_redis
+from core.redis import get_redis
 from devstack.redis_cluster import LocalCluster
 from ops import dashboard
 from ops.audit import OK, run_audit
@@ -21,6 +19,7 @@ from ops.charts import BYTES, Chart, node_field, node_groups
 from ops.health import check_all
 from ops.monitoring import build_registry
 from ops.nodes import human_bytes, role_nodes, summed_info
+from tests.clients import caches_on_clusters
 
 MAXMEMORY = 32 * 1024 * 1024  # each node's
 
@@ -36,14 +35,7 @@ def replicated():
 @pytest.fixture(scope="module")
 def replicated_caches(replicated):
     """settings.CACHES with the cache role on the replicated cluster; its client closed after the module."""
-    setting = copy.deepcopy(settings.CACHES)
-    setting["default"] = {
-        **setting["default"],
-        "LOCATION": replicated.url,
-        "OPTIONS": connection_pool_options(
-            role="cache", connect_timeout=1, socket_timeout=1, max_connections=10, retries=1, cluster=True
-        ),
-    }
+    setting = caches_on_clusters({"cache": replicated.url}, timeout=1)
     yield setting
     with override_settings(CACHES=setting):
         get_redis("cache").close()
