@@ -180,7 +180,7 @@ class KestrelClusterPipeline(ClusterPipeline):
         pipeline's reply in its place is the SHA, as a single server's would be.
         """
         source = script.encode() if isinstance(script, str) else script
-        sha = hashlib.sha1(source).hexdigest()  # noqa: S324 - the script's name in Redis, not a secret
+        sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()  # the script's name in Redis, not a secret
         self._kestrel_sources[sha] = script
         return self.execute_command("ECHO", sha)  # type: ignore[no-untyped-call]
 
