@@ -24,9 +24,8 @@ from redis.client import EMPTY_RESPONSE
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster, TransactionStrategy
 from redis.commands.helpers import list_or_args
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.cluster_url import parse_cluster_url
 from core.redis import POOL_WAIT, UNAVAILABLE_ERRORS, Breaker, BreakerRetry, CircuitOpen, ClusterUnavailable
@@ -78,17 +77,8 @@ class BreakerConnectionMixin:
         super().send_packed_command(command, check_health)  # type: ignore[misc]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with self.kestrel_breaker.judging():
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except (RedisTimeoutError, TimeoutError):
-            self.kestrel_breaker.timed_out()
-            raise
-        except ResponseError:
-            self.kestrel_breaker.answered()  # an error reply is still a reply
-            raise
-        except BaseException:
-            self.kestrel_breaker.inconclusive()
-            raise
         self.kestrel_breaker.answered()
         return response
 

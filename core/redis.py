@@ -179,6 +179,22 @@ class Breaker:
                 if self._probe is not None and self._probe[0] == me:
                     self._probe = None
 
+    @contextlib.contextmanager
+    def judging(self) -> Iterator[None]:
+        """Judge a call by how it fails: a timeout opens the breaker, an error reply is an
+        answer, anything else proves nothing. A call that returns is the caller's to judge."""
+        try:
+            yield
+        except (RedisTimeoutError, TimeoutError):
+            self.timed_out()
+            raise
+        except ResponseError:
+            self.answered()  # an error reply is still a reply
+            raise
+        except BaseException:
+            self.inconclusive()
+            raise
+
 
 class BreakerRetry(Retry):
     """redis-py's Retry with the role's Breaker around every call.
@@ -222,17 +238,8 @@ class BreakerRetry(Retry):
             # A call refused by the breaker is not retried: that would only wait out backoffs.
             return not isinstance(error, CircuitOpen) and (is_retryable is None or is_retryable(error))
 
-        try:
+        with self.breaker.judging():
             result = super().call_with_retry(do, fail, retryable, with_failure_count)
-        except (RedisTimeoutError, TimeoutError):
-            self.breaker.timed_out()
-            raise
-        except ResponseError:
-            self.breaker.answered()  # an error reply is still a reply
-            raise
-        except BaseException:
-            self.breaker.inconclusive()
-            raise
         if result is None:
             self.breaker.inconclusive()
         else:
