@@ -569,6 +569,19 @@ def _record_batch(
     recorder.record(role, "MULTI" if transaction else "PIPELINE", family, started, False, commands, errors)
 
 
+def _failed_replies(
+    batch: list[Classified], response: list[Any], transaction: bool, error: type[BaseException]
+) -> list[FailedCommand]:
+    """The commands of a pipeline's `batch` whose reply in `response` is an `error` (a
+    transaction's batch starts with its MULTI, which has no reply of its own there)."""
+    offset = 1 if transaction else 0
+    return [
+        FailedCommand(batch[index + offset][0], batch[index + offset][1], _label(item))
+        for index, item in enumerate(response)
+        if isinstance(item, error)
+    ]
+
+
 class InstrumentedRedis(Redis):
     """redis-py's client, recording every command it sends; its pipelines and pub/sub too.
 
@@ -660,12 +673,7 @@ class InstrumentedPipeline(Pipeline):
         except BaseException as exc:
             self._kestrel_failed(batch, transaction, started, exc)
             raise
-        offset = 1 if transaction else 0
-        errors = [
-            FailedCommand(batch[index + offset][0], batch[index + offset][1], _label(item))
-            for index, item in enumerate(response)
-            if isinstance(item, ResponseError)
-        ]
+        errors = _failed_replies(batch, response, transaction, ResponseError)
         _record_batch(self._kestrel_role, batch, transaction, started, errors or None)
         if errors and raise_on_error:
             self.raise_first_error(stack, response)  # type: ignore[no-untyped-call]
@@ -768,12 +776,7 @@ class InstrumentedClusterPipeline(KestrelClusterPipeline):
                 errors = [FailedCommand(name, family, _label(exc)) for name, family, _ in batch]
                 _record_batch(self._kestrel_role, batch, transaction, started, errors)
             raise
-        offset = 1 if transaction else 0
-        errors = [
-            FailedCommand(batch[index + offset][0], batch[index + offset][1], _label(item))
-            for index, item in enumerate(response)
-            if isinstance(item, Exception)
-        ]
+        errors = _failed_replies(batch, response, transaction, Exception)
         _record_batch(self._kestrel_role, batch, transaction, started, errors or None)
         if errors and raise_on_error:
             index, first = next((index, item) for index, item in enumerate(response) if isinstance(item, Exception))
