@@ -29,6 +29,11 @@ from devstack.processes import (
 from devstack.redis_server import RedisServer, RedisServerError
 from devstack.web import GUNICORN_CONFIG, Gunicorn
 
+# The private servers of the state and queue roles: never evicting, and kept under var/
+# (AOF, as those roles run in production), so a restart keeps sessions, notifications
+# and queued jobs as SQLite keeps users and posts.
+DURABLE_REDIS = {"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"}
+
 
 def _log(message: str) -> None:
     print(f"[kestrel] {message}", flush=True)
@@ -94,23 +99,14 @@ def main() -> int:
     try:
         if not env.get("REDIS_URL"):
             redis_port = int(env["REDIS_PORT"]) if env.get("REDIS_PORT") else None
-            # Kept under var/ (AOF, as the state role runs in production), so a restart keeps
-            # sessions, notifications and queued jobs as SQLite keeps users and posts.
-            redis_server = RedisServer(
-                port=redis_port,
-                data_dir=var_dir / "redis",
-                extra_config={"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"},
-            ).start()
+            redis_server = RedisServer(port=redis_port, data_dir=var_dir / "redis", extra_config=DURABLE_REDIS).start()
             env["REDIS_URL"] = f"{redis_server.url}/0"
             _log(f"Redis ({Path(redis_server.binary).name}) on {redis_server.url}, pid {redis_server.process.pid}")
         else:
             _log("Using REDIS_URL from the environment")
             if is_cluster_url(env["REDIS_URL"]) and not env.get("REDIS_QUEUE_URL"):
                 # RQ cannot run on a cluster: the queues get a private server of their own.
-                queue_server = RedisServer(
-                    data_dir=var_dir / "redis-queue",
-                    extra_config={"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"},
-                ).start()
+                queue_server = RedisServer(data_dir=var_dir / "redis-queue", extra_config=DURABLE_REDIS).start()
                 env["REDIS_QUEUE_URL"] = f"{queue_server.url}/0"
                 _log(f"REDIS_URL is a Redis Cluster: queues on a private Redis on {queue_server.url}")
 
